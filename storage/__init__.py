@@ -1,0 +1,1 @@
+"""The SQLite store: one writer task committing batches, one read connection."""

@@ -1,0 +1,53 @@
+"""Opening connections: every pragma the store relies on is set here and nowhere else."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import aiosqlite
+
+from storage.schema import migrate
+
+
+def _pragmas(*, synchronous: str, writer: bool) -> list[str]:
+    pragmas = [
+        "PRAGMA busy_timeout = 5000",
+        "PRAGMA temp_store = MEMORY",
+        "PRAGMA cache_size = -16000",
+    ]
+    if writer:
+        pragmas += [
+            "PRAGMA journal_mode = WAL",
+            f"PRAGMA synchronous = {synchronous}",
+            "PRAGMA foreign_keys = ON",
+        ]
+    else:
+        pragmas.append("PRAGMA query_only = ON")
+    return pragmas
+
+
+def prepare(path: str | Path) -> None:
+    """Create the database file if needed, switch it to WAL and apply migrations."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        migrate(conn)
+    finally:
+        conn.close()
+
+
+async def open_writer(path: str | Path, *, synchronous: str) -> aiosqlite.Connection:
+    """The one connection that writes. Autocommit mode: the writer issues BEGIN itself."""
+    conn = await aiosqlite.connect(path, isolation_level=None)
+    for pragma in _pragmas(synchronous=synchronous, writer=True):
+        await conn.execute(pragma)
+    return conn
+
+
+async def open_reader(path: str | Path) -> aiosqlite.Connection:
+    """A read-only connection; under WAL it never blocks the writer."""
+    conn = await aiosqlite.connect(path, isolation_level=None)
+    for pragma in _pragmas(synchronous="NORMAL", writer=False):
+        await conn.execute(pragma)
+    return conn

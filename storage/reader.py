@@ -1,0 +1,75 @@
+"""Queries on the read connection: cold loads for actors and the admin view."""
+
+from __future__ import annotations
+
+import aiosqlite
+
+from storage.records import (
+    EventView,
+    StoredTransaction,
+    TransactionView,
+    decode_fields,
+    money_value,
+)
+
+_LOAD = (
+    "SELECT l.cid, l.pid, l.cost, e.event_id FROM leads AS l"
+    " LEFT JOIN events AS e ON e.transaction_id = l.transaction_id"
+    " WHERE l.transaction_id = ?"
+)
+_LEAD = (
+    "SELECT cid, pid, fields, cost, created_at FROM leads WHERE transaction_id = ?"
+)
+_EVENTS = (
+    "SELECT event_id, pid, conversion, conversion_id, revenue, payout, converted_at, fired_at,"
+    " fields FROM events WHERE transaction_id = ? ORDER BY id"
+)
+
+
+async def load_transaction(
+    conn: aiosqlite.Connection, transaction_id: str
+) -> StoredTransaction | None:
+    """The lead's campaign, source, cost and the events it already fired; None if unknown."""
+    rows = list(await conn.execute_fetchall(_LOAD, (transaction_id,)))
+    if not rows:
+        return None
+    cid, pid, cost, _ = rows[0]
+    return StoredTransaction(
+        cid=cid,
+        pid=pid,
+        cost=money_value(cost),
+        fired=frozenset(row[3] for row in rows if row[3] is not None),
+    )
+
+
+async def transaction_view(
+    conn: aiosqlite.Connection, transaction_id: str
+) -> TransactionView | None:
+    leads = list(await conn.execute_fetchall(_LEAD, (transaction_id,)))
+    if not leads:
+        return None
+    cid, pid, fields, cost, created_at = leads[0]
+    events = [
+        EventView(
+            event_id=event_id,
+            pid=event_pid,
+            conversion=bool(conversion),
+            conversion_id=conversion_id,
+            revenue=money_value(revenue),
+            payout=money_value(payout),
+            converted_at=converted_at,
+            fired_at=fired_at,
+            fields=decode_fields(event_fields),
+        )
+        for (event_id, event_pid, conversion, conversion_id, revenue, payout, converted_at,
+             fired_at, event_fields) in await conn.execute_fetchall(_EVENTS, (transaction_id,))
+    ]
+    return TransactionView(
+        transaction_id=transaction_id,
+        cid=cid,
+        pid=pid,
+        fields=decode_fields(fields),
+        cost=money_value(cost),
+        created_at=created_at,
+        events=events,
+    )

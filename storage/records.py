@@ -1,0 +1,117 @@
+"""Rows the writer stores and records the reader returns.
+
+Money travels as ``Decimal`` and is stored as its exact decimal text; times are UTC ISO-8601.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+
+# Lead and event fields are stored as JSON. Numbers keep their exact text both ways.
+_fields_encoder = msgspec.json.Encoder(decimal_format="number")
+_fields_decoder = msgspec.json.Decoder(dict[str, Any], float_hook=Decimal)
+
+
+def encode_fields(fields: dict[str, Any]) -> str:
+    return _fields_encoder.encode(fields).decode()
+
+
+def decode_fields(text: str) -> dict[str, Any]:
+    return _fields_decoder.decode(text)
+
+
+def money_text(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def money_value(text: str | None) -> Decimal | None:
+    return None if text is None else Decimal(text)
+
+
+class LeadRow(msgspec.Struct, frozen=True, kw_only=True):
+    transaction_id: str
+    cid: str
+    pid: str
+    fields: str
+    cost: str | None
+    ip: str | None
+    user_agent: str | None
+    created_at: str
+
+
+class EventRow(msgspec.Struct, frozen=True, kw_only=True):
+    transaction_id: str
+    cid: str
+    event_id: str
+    pid: str
+    once: bool
+    conversion: bool
+    conversion_id: str | None
+    revenue: str | None
+    payout: str | None
+    converted_at: str | None
+    fields: str
+    ip: str | None
+    user_agent: str | None
+    fired_at: str
+
+
+class LeadChange(msgspec.Struct, frozen=True, kw_only=True):
+    """Fields merged into a lead (JSON merge patch) and its new cost, if it changed."""
+
+    transaction_id: str
+    fields_patch: str | None
+    cost: str | None
+
+
+class OutboxRow(msgspec.Struct, frozen=True, kw_only=True):
+    conversion_id: str
+    transaction_id: str
+    created_at: str
+
+
+class WriteOp(msgspec.Struct, frozen=True, kw_only=True):
+    """One unit of work: every row in it commits together or not at all.
+
+    An op with no rows is a barrier: it completes once everything queued before it has
+    committed.
+    """
+
+    lead: LeadRow | None = None
+    event: EventRow | None = None
+    change: LeadChange | None = None
+    outbox: OutboxRow | None = None
+
+
+class StoredTransaction(msgspec.Struct, frozen=True, kw_only=True):
+    """What an actor needs to know about a transaction it loads from disk."""
+
+    cid: str
+    pid: str
+    cost: Decimal | None
+    fired: frozenset[str]
+
+
+class EventView(msgspec.Struct, frozen=True, kw_only=True):
+    event_id: str
+    pid: str
+    conversion: bool
+    conversion_id: str | None
+    revenue: Decimal | None
+    payout: Decimal | None
+    converted_at: str | None
+    fired_at: str
+    fields: dict[str, Any]
+
+
+class TransactionView(msgspec.Struct, frozen=True, kw_only=True):
+    transaction_id: str
+    cid: str
+    pid: str
+    fields: dict[str, Any]
+    cost: Decimal | None
+    created_at: str
+    events: list[EventView]

@@ -1,0 +1,95 @@
+"""The store as the rest of the program sees it: queue writes, load and read transactions."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import aiosqlite
+
+from storage import reader
+from storage.connection import open_reader, open_writer, prepare
+from storage.records import StoredTransaction, TransactionView, WriteOp
+from storage.writer import Writer
+
+
+class Store:
+    """Owns the writer task and both connections.
+
+    ``synchronous`` is SQLite's: ``FULL`` makes every commit survive power loss, ``NORMAL``
+    only a crash of this process. ``gather_seconds`` > 0 makes the writer wait that long
+    after the first queued op so a whole flush interval commits as one batch.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        synchronous: str = "FULL",
+        max_pending: int = 10_000,
+        gather_seconds: float = 0.0,
+    ) -> None:
+        self.path = Path(path)
+        self._synchronous = synchronous
+        self._max_pending = max_pending
+        self._gather_seconds = gather_seconds
+        self._writer: Writer | None = None
+        self._write_conn: aiosqlite.Connection | None = None
+        self._read_conn: aiosqlite.Connection | None = None
+
+    async def open(self) -> None:
+        await asyncio.to_thread(prepare, self.path)
+        self._write_conn = await open_writer(self.path, synchronous=self._synchronous)
+        self._read_conn = await open_reader(self.path)
+        self._writer = Writer(
+            self._write_conn,
+            max_pending=self._max_pending,
+            gather_seconds=self._gather_seconds,
+        )
+        self._writer.start()
+
+    async def close(self) -> None:
+        """Flush every queued write, then close both connections. Idempotent."""
+        if self._writer is not None:
+            await self._writer.close()
+        for conn in (self._write_conn, self._read_conn):
+            if conn is not None:
+                await conn.close()
+        self._write_conn = self._read_conn = None
+
+    @property
+    def writer(self) -> Writer:
+        if self._writer is None:
+            raise RuntimeError("store is not open")
+        return self._writer
+
+    def has_room(self) -> bool:
+        return self.writer.has_room()
+
+    def submit(self, op: WriteOp) -> asyncio.Future[None]:
+        return self.writer.submit(op)
+
+    async def flush(self) -> None:
+        """Wait until every write queued so far has committed."""
+        await self.writer.barrier()
+
+    async def healthy(self, timeout: float = 2.0) -> bool:
+        """True when an (empty) write transaction commits within ``timeout`` seconds."""
+        if self._writer is None or self._writer.failing:
+            return False
+        try:
+            await asyncio.wait_for(asyncio.shield(self._writer.barrier()), timeout)
+        except Exception:
+            return False
+        return True
+
+    async def load_transaction(self, transaction_id: str) -> StoredTransaction | None:
+        return await reader.load_transaction(self._reader(), transaction_id)
+
+    async def transaction_view(self, transaction_id: str) -> TransactionView | None:
+        return await reader.transaction_view(self._reader(), transaction_id)
+
+    def _reader(self) -> aiosqlite.Connection:
+        if self._read_conn is None:
+            raise RuntimeError("store is not open")
+        return self._read_conn
