@@ -1,0 +1,211 @@
+"""One actor per live transaction: a mailbox drained by at most one task at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from actors.clock import Clock, utc_text
+from actors.messages import CreateLead, FireEvent, Message, Reply, Verdict
+from actors.rules import apply_cost, decide, opens_window
+from actors.state import TransactionState
+from storage.records import (
+    EventRow,
+    LeadChange,
+    LeadRow,
+    OutboxRow,
+    WriteOp,
+    encode_fields,
+    money_text,
+)
+from storage.store import Store
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """What every actor shares."""
+
+    store: Store
+    clock: Clock
+    lock_seconds: float
+    # Commit durability: answer only once the write has committed.
+    wait_for_commit: bool
+
+
+class TransactionActor:
+    """Serializes all work on one transaction without locks.
+
+    The drain task exists only while the mailbox has messages, so an idle actor costs its
+    state and nothing else. After a write fails the in-memory state may be ahead of the
+    database, so the actor reloads it (once its other writes have settled) before the
+    next message.
+    """
+
+    __slots__ = ("_loaded", "_mailbox", "_on_idle", "_pending", "_rt", "_task", "state",
+                 "transaction_id")
+
+    def __init__(
+        self,
+        transaction_id: str,
+        runtime: Runtime,
+        on_idle: Callable[[TransactionActor], None],
+        state: TransactionState | None = None,
+    ) -> None:
+        self.transaction_id = transaction_id
+        self.state = state
+        self._loaded = state is not None
+        self._rt = runtime
+        self._on_idle = on_idle
+        self._mailbox: deque[tuple[Message, asyncio.Future[Reply]]] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._pending: set[asyncio.Future[None]] = set()
+
+    def send(self, message: Message) -> asyncio.Future[Reply]:
+        loop = asyncio.get_running_loop()
+        reply: asyncio.Future[Reply] = loop.create_future()
+        self._mailbox.append((message, reply))
+        if self._task is None:
+            # A fresh context: the task must not carry the log bindings of the request
+            # that happened to wake it.
+            self._task = loop.create_task(self._drain(), context=contextvars.Context())
+        return reply
+
+    @property
+    def busy(self) -> bool:
+        return self._task is not None
+
+    def evictable(self, now: float) -> bool:
+        """Safe to forget: nothing queued or running, every write stored, no window open."""
+        return (
+            self._task is None
+            and not self._mailbox
+            and not self._pending
+            and (self.state is None or not self.state.any_window_open(now))
+        )
+
+    async def _drain(self) -> None:
+        try:
+            while self._mailbox:
+                message, reply = self._mailbox.popleft()
+                if reply.done():  # the caller went away before we got to it
+                    continue
+                try:
+                    if not self._loaded:
+                        await self._load()
+                    result = await self._handle(message)
+                except Exception as exc:
+                    if not reply.done():
+                        reply.set_exception(exc)
+                else:
+                    if not reply.done():
+                        reply.set_result(result)
+        finally:
+            self._task = None
+            self._on_idle(self)
+
+    async def _load(self) -> None:
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+        stored = await self._rt.store.load_transaction(self.transaction_id)
+        windows = self.state.windows if self.state is not None else {}
+        self.state = None if stored is None else TransactionState.from_stored(stored)
+        if self.state is not None:
+            self.state.windows = windows
+        self._loaded = True
+
+    async def _handle(self, message: Message) -> Reply:
+        match message:
+            case FireEvent():
+                return await self._fire(message)
+            case CreateLead():
+                return await self._create(message)
+
+    async def _fire(self, event: FireEvent) -> Reply:
+        rt = self._rt
+        now = rt.clock.monotonic()
+        state = self.state
+        verdict = decide(state, event, now)
+        if state is None or verdict is not Verdict.FIRED:
+            if state is not None and opens_window(verdict):
+                state.forget_closed_windows(now)
+                state.windows[event.event_id] = now + rt.lock_seconds
+            return Reply(verdict)
+
+        moment = rt.clock.now()
+        fired_at = utc_text(moment)
+        conversion_id = f"conv_{uuid.uuid4()}" if event.conversion else ""
+        cost = None if event.cost is None else apply_cost(state.cost, event.cost,
+                                                          event.cost_operation)
+        change = None
+        if event.lead_fields or cost is not None:
+            change = LeadChange(
+                transaction_id=self.transaction_id,
+                fields_patch=encode_fields(event.lead_fields) if event.lead_fields else None,
+                cost=money_text(cost),
+            )
+        op = WriteOp(
+            event=EventRow(
+                transaction_id=self.transaction_id,
+                cid=event.cid,
+                event_id=event.event_id,
+                pid=event.pid,
+                once=event.once,
+                conversion=event.conversion,
+                conversion_id=conversion_id or None,
+                revenue=money_text(event.revenue),
+                payout=money_text(event.payout) if event.conversion else None,
+                converted_at=utc_text(event.converted_at or moment) if event.conversion else None,
+                fields=encode_fields(event.event_fields),
+                ip=event.ip,
+                user_agent=event.user_agent,
+                fired_at=fired_at,
+            ),
+            change=change,
+            outbox=OutboxRow(conversion_id=conversion_id, transaction_id=self.transaction_id,
+                             created_at=fired_at) if conversion_id else None,
+        )
+        written = rt.store.submit(op)  # raises StoreBusy before any state changes
+        state.forget_closed_windows(now)
+        state.windows[event.event_id] = now + rt.lock_seconds
+        state.fired.add(event.event_id)
+        if cost is not None:
+            state.cost = cost
+        self._track(written)
+        if rt.wait_for_commit:
+            await written
+        return Reply(Verdict.FIRED, conversion_id)
+
+    async def _create(self, lead: CreateLead) -> Reply:
+        rt = self._rt
+        op = WriteOp(lead=LeadRow(
+            transaction_id=self.transaction_id,
+            cid=lead.cid,
+            pid=lead.pid,
+            fields=encode_fields(lead.fields),
+            cost=None,
+            ip=lead.ip,
+            user_agent=lead.user_agent,
+            created_at=utc_text(rt.clock.now()),
+        ))
+        try:
+            written = rt.store.submit(op)
+        except Exception:
+            self.state = None  # the lead never made it into the queue
+            raise
+        self._track(written)
+        if rt.wait_for_commit:
+            await written
+        return Reply(Verdict.CREATED)
+
+    def _track(self, written: asyncio.Future[None]) -> None:
+        self._pending.add(written)
+        written.add_done_callback(self._settled)
+
+    def _settled(self, written: asyncio.Future[None]) -> None:
+        self._pending.discard(written)
+        if written.cancelled() or written.exception() is not None:
+            self._loaded = False

@@ -1,0 +1,60 @@
+"""What goes into an actor's mailbox, and what comes back."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+import msgspec
+
+CostOperation = Literal["add", "subtract", "override"]
+
+
+class FireEvent(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """An event request that passed every check that needs only the configuration."""
+
+    transaction_id: str
+    cid: str
+    event_id: str
+    pid: str
+    conversion: bool
+    once: bool
+    revenue: Decimal | None = None
+    payout: Decimal | None = None
+    cost: Decimal | None = None
+    cost_operation: CostOperation = "add"
+    lead_fields: dict[str, Any] = {}
+    event_fields: dict[str, Any] = {}
+    converted_at: datetime | None = None
+    ip: str | None = None
+    user_agent: str | None = None
+
+
+class CreateLead(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """A click: the lead the new transaction belongs to."""
+
+    transaction_id: str
+    cid: str
+    pid: str
+    fields: dict[str, Any] = {}
+    ip: str | None = None
+    user_agent: str | None = None
+
+
+Message = FireEvent | CreateLead
+
+
+class Verdict(enum.Enum):
+    CREATED = "created"
+    FIRED = "fired"
+    UNKNOWN_TRANSACTION = "unknown_transaction"
+    REVENUE_REQUIRED = "revenue_required"
+    LOCKED = "locked"
+    DUPLICATE = "duplicate"
+
+
+class Reply(msgspec.Struct, frozen=True):
+    verdict: Verdict
+    conversion_id: str = ""

@@ -1,0 +1,78 @@
+"""The live actors, bounded: least recently used ones are evicted when it is safe."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from itertools import islice
+
+from actors.actor import Runtime, TransactionActor
+from actors.messages import CreateLead, FireEvent, Reply
+from actors.state import TransactionState
+
+# How far past the oldest actors to look for evictable ones; actors that cannot be evicted
+# (open window, unstored writes) are recent, so they sit at the other end.
+_SCAN_SLACK = 256
+
+
+class ActorRegistry:
+    def __init__(self, runtime: Runtime, *, max_actors: int) -> None:
+        self._rt = runtime
+        self._max_actors = max_actors
+        self._actors: OrderedDict[str, TransactionActor] = OrderedDict()
+        self.evictions = 0
+
+    def __len__(self) -> int:
+        return len(self._actors)
+
+    def __contains__(self, transaction_id: object) -> bool:
+        return transaction_id in self._actors
+
+    def fire(self, event: FireEvent) -> asyncio.Future[Reply]:
+        actor = self._actors.get(event.transaction_id)
+        if actor is None:
+            actor = self._spawn(event.transaction_id, None)
+        else:
+            self._actors.move_to_end(event.transaction_id)
+        return actor.send(event)
+
+    def create_lead(self, lead: CreateLead) -> asyncio.Future[Reply]:
+        if lead.transaction_id in self._actors:
+            raise RuntimeError(f"transaction id {lead.transaction_id} is already live")
+        state = TransactionState(cid=lead.cid, pid=lead.pid)
+        return self._spawn(lead.transaction_id, state).send(lead)
+
+    async def close(self) -> None:
+        """Let every running actor finish its mailbox."""
+        tasks = [actor._task for actor in self._actors.values() if actor._task is not None]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _spawn(self, transaction_id: str, state: TransactionState | None) -> TransactionActor:
+        self._make_room()
+        actor = TransactionActor(transaction_id, self._rt, self._on_idle, state)
+        self._actors[transaction_id] = actor
+        return actor
+
+    def _make_room(self) -> None:
+        excess = len(self._actors) + 1 - self._max_actors
+        if excess <= 0:
+            return
+        now = self._rt.clock.monotonic()
+        victims = [
+            transaction_id
+            for transaction_id, actor in islice(self._actors.items(), excess + _SCAN_SLACK)
+            if actor.evictable(now)
+        ][:excess]
+        for transaction_id in victims:
+            del self._actors[transaction_id]
+        self.evictions += len(victims)
+
+    def _on_idle(self, actor: TransactionActor) -> None:
+        # An unknown transaction is not worth remembering: it would only crowd out real ones.
+        if (
+            actor.state is None
+            and actor.evictable(self._rt.clock.monotonic())
+            and self._actors.get(actor.transaction_id) is actor
+        ):
+            del self._actors[actor.transaction_id]
