@@ -1,0 +1,1 @@
+"""HTTP layer, configuration and command line of event-postback."""

@@ -1,0 +1,38 @@
+"""Lookups over the configuration: the checks an event or click passes before any actor."""
+
+from __future__ import annotations
+
+from app import errors
+from app.config import ORGANIC, CampaignConfig, Config, EventConfig, SourceConfig
+
+
+class Catalog:
+    def __init__(self, config: Config) -> None:
+        self._campaigns = {campaign.cid: campaign for campaign in config.campaigns}
+        self._events = {
+            (campaign.cid, event.event_id): event
+            for campaign in config.campaigns
+            for event in campaign.events
+        }
+        self._sources = {ORGANIC: SourceConfig(pid=ORGANIC)}
+        self._sources.update((source.pid, source) for source in config.sources)
+
+    def campaign(self, cid: str) -> CampaignConfig:
+        campaign = self._campaigns.get(cid)
+        if campaign is None:
+            raise errors.invalid_cid()
+        return campaign
+
+    def event(self, cid: str, event_id: str) -> EventConfig:
+        event = self._events.get((cid, event_id))
+        if event is None:
+            raise errors.invalid_event_id()
+        return event
+
+    def source(self, pid: str) -> SourceConfig:
+        source = self._sources.get(pid)
+        if source is None:
+            raise errors.invalid_pid()
+        if not source.active:
+            raise errors.source_inactive()
+        return source

@@ -1,0 +1,192 @@
+"""The TOML configuration: its schema, its cross-field rules, and loading it.
+
+Any mistake stops start-up with one line naming the file, the place and the problem.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+import msgspec
+from msgspec import Meta
+
+Id = Annotated[str, Meta(min_length=1, max_length=255)]
+Durability = Literal["commit", "write-behind"]
+
+ORGANIC = "organic"
+# The event route /api/event/{cid} could never reach a campaign with this id.
+_RESERVED_CIDS = frozenset({"trigger"})
+_LANDING_MACROS = frozenset({"transaction_id", "cid", "pid"})
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be served; the message is the whole diagnosis."""
+
+
+class PercentPayout(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
+                    tag="percent", tag_field="type"):
+    value: Decimal
+
+    def amount(self, revenue: Decimal) -> Decimal:
+        return revenue * self.value / 100
+
+
+class FixedPayout(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
+                  tag="fixed", tag_field="type"):
+    value: Decimal
+
+    def amount(self, revenue: Decimal) -> Decimal:
+        return self.value
+
+
+Payout = PercentPayout | FixedPayout
+
+
+class SourceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pid: Id
+    active: bool = True
+    payout: Payout | None = None
+
+
+class EventConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    event_id: Id
+    conversion: bool = False
+    allow_duplicates: bool = False
+
+
+class CampaignConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    cid: Id
+    name: str = ""
+    landing_url: str | None = None
+    events: list[EventConfig] = []
+
+
+class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Meta(ge=0, le=65535)] = 8000
+    db: str = "event-postback.db"
+    durability: Durability = "commit"
+    flush_ms: Annotated[int, Meta(ge=1, le=60_000)] = 5
+    lock_seconds: Annotated[float, Meta(ge=0, le=3600)] = 2.0
+    admin_token: str | None = None
+    max_actors: Annotated[int, Meta(ge=1)] = 100_000
+    max_pending_writes: Annotated[int, Meta(ge=1)] = 10_000
+
+
+class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    sources: list[SourceConfig] = []
+    campaigns: list[CampaignConfig] = []
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and check a config file; raises ConfigError with a one-line diagnosis."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    return parse_config(data, origin=str(path))
+
+
+def parse_config(data: bytes | str, *, origin: str) -> Config:
+    try:
+        config = msgspec.toml.decode(data, type=Config)
+    except msgspec.ValidationError as exc:
+        place, problem = _split_msgspec_error(str(exc))
+        raise ConfigError(f"{origin}: {place}: {problem}") from None
+    except msgspec.DecodeError as exc:
+        raise ConfigError(f"{origin}: TOML syntax: {exc}") from None
+    found = first_problem(config)
+    if found is not None:
+        raise ConfigError(f"{origin}: {found[0]}: {found[1]}")
+    return config
+
+
+def with_server_overrides(config: Config, origin: str, **overrides: object) -> Config:
+    """The config with ``[server]`` values replaced (None leaves a value as it is)."""
+    given = {name: value for name, value in overrides.items() if value is not None}
+    if not given:
+        return config
+    try:
+        server = msgspec.convert(msgspec.to_builtins(config.server) | given, ServerConfig)
+    except msgspec.ValidationError as exc:
+        place, problem = _split_msgspec_error(str(exc))
+        raise ConfigError(f"{origin}: server.{place}: {problem}") from None
+    return msgspec.structs.replace(config, server=server)
+
+
+def demo_config() -> Config:
+    """The built-in configuration holding the API documentation's examples."""
+    text = resources.files("app").joinpath("demo.toml").read_bytes()
+    return parse_config(text, origin="built-in demo config")
+
+
+def first_problem(config: Config) -> tuple[str, str] | None:
+    """The first rule the config breaks that its schema alone cannot express."""
+    server = config.server
+    if server.admin_token is not None and not server.admin_token.strip():
+        return "server.admin_token", "must not be empty (leave it out to disable the read API)"
+
+    seen_pids: dict[str, int] = {}
+    for i, source in enumerate(config.sources):
+        place = f"sources[{i}]"
+        if source.pid in seen_pids:
+            return (f"{place}.pid",
+                    f"duplicate pid {source.pid!r} (also sources[{seen_pids[source.pid]}])")
+        seen_pids[source.pid] = i
+        if source.pid == ORGANIC and not source.active:
+            return f"{place}.active", "the organic source is always active"
+        payout = source.payout
+        if payout is not None:
+            if not payout.value.is_finite() or payout.value < 0:
+                return f"{place}.payout.value", "must be a finite number >= 0"
+            if isinstance(payout, PercentPayout) and payout.value > 100:
+                return f"{place}.payout.value", "a percent payout must be between 0 and 100"
+
+    seen_cids: dict[str, int] = {}
+    for i, campaign in enumerate(config.campaigns):
+        place = f"campaigns[{i}]"
+        if campaign.cid in seen_cids:
+            return (f"{place}.cid",
+                    f"duplicate cid {campaign.cid!r} (also campaigns[{seen_cids[campaign.cid]}])")
+        seen_cids[campaign.cid] = i
+        if campaign.cid in _RESERVED_CIDS:
+            return f"{place}.cid", f"{campaign.cid!r} is reserved by the API's routes"
+        if campaign.landing_url is not None:
+            problem = _landing_url_problem(campaign.landing_url)
+            if problem:
+                return f"{place}.landing_url", problem
+        seen_events: dict[str, int] = {}
+        for j, event in enumerate(campaign.events):
+            if event.event_id in seen_events:
+                return (f"{place}.events[{j}].event_id",
+                        f"duplicate event_id {event.event_id!r} in campaign {campaign.cid!r}"
+                        f" (also events[{seen_events[event.event_id]}])")
+            seen_events[event.event_id] = j
+    return None
+
+
+def _landing_url_problem(url: str) -> str | None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return "must be an absolute http(s) URL"
+    unknown = set(re.findall(r"\{(\w*)\}", url)) - _LANDING_MACROS
+    if unknown:
+        names = ", ".join(sorted("{" + name + "}" for name in unknown))
+        return f"unknown macro {names} (known: {{transaction_id}}, {{cid}}, {{pid}})"
+    return None
+
+
+def _split_msgspec_error(message: str) -> tuple[str, str]:
+    """'Expected `int`, got `str` - at `$.server.port`' -> ('server.port', 'Expected ...')."""
+    problem, sep, where = message.rpartition(" - at `")
+    if not sep:
+        return "top level", message
+    place = where.rstrip("`").removeprefix("$").removeprefix(".") or "top level"
+    return place, problem

@@ -1,0 +1,99 @@
+"""Every error the API answers with, and the exception that carries one to the envelope."""
+
+from __future__ import annotations
+
+
+class ApiError(Exception):
+    """An answer other than success; ``outcome`` is the short name used in the request log."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        outcome: str,
+        *,
+        missing: list[str] | None = None,
+        invalid: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.outcome = outcome
+        self.missing = missing
+        self.invalid = invalid
+        self.headers = headers
+
+
+def invalid_json() -> ApiError:
+    return ApiError(400, "Invalid JSON body", "invalid_json")
+
+
+def body_too_large(limit: int) -> ApiError:
+    return ApiError(413, f"Request body too large (limit {limit} bytes)", "body_too_large")
+
+
+def required(missing: list[str]) -> ApiError:
+    return ApiError(400, f"{missing[0]} is required", "missing_field", missing=missing)
+
+
+def invalid_fields(invalid: dict[str, str]) -> ApiError:
+    first = next(iter(invalid))
+    return ApiError(400, f"Invalid {first}", "invalid_field", invalid=invalid)
+
+
+def cid_mismatch() -> ApiError:
+    return ApiError(400, "cid does not match the URL", "cid_mismatch")
+
+
+def invalid_cid() -> ApiError:
+    return ApiError(400, "Invalid cid", "invalid_cid")
+
+
+def invalid_event_id() -> ApiError:
+    return ApiError(400, "Invalid event_id for this campaign", "invalid_event_id")
+
+
+def invalid_pid() -> ApiError:
+    return ApiError(400, "Invalid pid", "invalid_pid")
+
+
+def source_inactive() -> ApiError:
+    return ApiError(403, "Source Inactive", "source_inactive")
+
+
+def invalid_transaction() -> ApiError:
+    return ApiError(400, "Invalid transaction_id for this campaign", "invalid_transaction_id")
+
+
+def revenue_required() -> ApiError:
+    return ApiError(400, "revenue is required for conversion events", "revenue_required")
+
+
+def locked() -> ApiError:
+    return ApiError(403, "Concurrent event in progress", "locked")
+
+
+def duplicate() -> ApiError:
+    return ApiError(400, "Duplicate event for this transaction_id", "duplicate")
+
+
+def busy() -> ApiError:
+    return ApiError(503, "Server busy", "busy", headers={"Retry-After": "1"})
+
+
+def unauthorized() -> ApiError:
+    return ApiError(401, "Unauthorized", "unauthorized",
+                    headers={"WWW-Authenticate": "Bearer"})
+
+
+def transaction_not_found() -> ApiError:
+    return ApiError(404, "Transaction not found", "not_found")
+
+
+def store_unavailable() -> ApiError:
+    return ApiError(503, "Store not writable", "store_unavailable",
+                    headers={"Retry-After": "1"})
+
+
+INTERNAL_ERROR = "Internal server error"

@@ -1,0 +1,111 @@
+"""create_app: builds the application from its configuration and injected resources."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import structlog
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+
+from actors.actor import Runtime
+from actors.clock import Clock, SystemClock
+from actors.registry import ActorRegistry
+from app import errors
+from app.catalog import Catalog
+from app.config import Config
+from app.envelope import error_response
+from app.errors import ApiError
+from app.middleware import RequestLogMiddleware
+from app.routes import routes
+from app.services import Services
+from storage.store import Store
+from storage.writer import StoreBusy, StoreClosed
+
+log = structlog.get_logger("app")
+
+
+def build_store(config: Config) -> Store:
+    """The store the configured durability asks for."""
+    server = config.server
+    if server.durability == "commit":
+        # Answers wait for the commit, so commits should survive power loss too; group
+        # commit spreads each fsync over every request waiting on it.
+        return Store(server.db, synchronous="FULL", max_pending=server.max_pending_writes)
+    return Store(
+        server.db,
+        synchronous="NORMAL",
+        max_pending=server.max_pending_writes,
+        gather_seconds=server.flush_ms / 1000,
+    )
+
+
+def create_app(
+    config: Config,
+    *,
+    clock: Clock | None = None,
+    store: Store | None = None,
+) -> Starlette:
+    """The ASGI app. Its lifespan opens the store and, on shutdown, flushes and closes it."""
+    clock = clock or SystemClock()
+    the_store = store or build_store(config)
+    server = config.server
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        await the_store.open()
+        registry = ActorRegistry(
+            Runtime(
+                store=the_store,
+                clock=clock,
+                lock_seconds=server.lock_seconds,
+                wait_for_commit=server.durability == "commit",
+            ),
+            max_actors=server.max_actors,
+        )
+        log.info("store_opened", db=str(the_store.path), durability=server.durability)
+        try:
+            yield {"services": Services(config=config, catalog=Catalog(config),
+                                        store=the_store, registry=registry, clock=clock)}
+        finally:
+            await registry.close()
+            await the_store.close()
+            log.info("store_closed", db=str(the_store.path))
+
+    return Starlette(
+        routes=routes(),
+        middleware=[Middleware(RequestLogMiddleware)],
+        exception_handlers={
+            ApiError: _api_error,
+            HTTPException: _http_error,
+            StoreBusy: _busy,
+            StoreClosed: _busy,
+        },
+        lifespan=lifespan,
+    )
+
+
+def _answer(error: ApiError) -> Response:
+    structlog.contextvars.bind_contextvars(outcome=error.outcome)
+    return error_response(error)
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return _answer(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    outcome = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return _answer(ApiError(exc.status_code, exc.detail, outcome,
+                            headers=dict(exc.headers) if exc.headers else None))
+
+
+async def _busy(request: Request, exc: Exception) -> Response:
+    return _answer(errors.busy())

@@ -1,0 +1,241 @@
+"""Click and event requests: their fields, types and the rules between fields.
+
+Parsing runs the documented checks in order: required fields, then the form of every
+field. Blank values (``null`` or ``""``) count as not sent, so a form or a beacon that
+posts empty inputs neither fails nor wipes a lead's fields.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Annotated, Any, Literal, TypeVar
+
+import msgspec
+from msgspec import Meta
+
+from actors.messages import CostOperation
+from app import errors
+from app.config import ORGANIC
+
+Text = Annotated[str, Meta(max_length=255)]
+
+MAX_MONEY = Decimal("1e12")
+
+# The seed's fixed offsets; an absent timezone means UTC.
+TIMEZONES: dict[str, dt.timezone] = {
+    "UTC": dt.UTC,
+    "PST": dt.timezone(dt.timedelta(hours=-8)),
+    "MST": dt.timezone(dt.timedelta(hours=-7)),
+    "CST": dt.timezone(dt.timedelta(hours=-6)),
+    "EST": dt.timezone(dt.timedelta(hours=-5)),
+    "AST": dt.timezone(dt.timedelta(hours=-4)),
+    "AKST": dt.timezone(dt.timedelta(hours=-9)),
+    "HST": dt.timezone(dt.timedelta(hours=-10)),
+    "SST": dt.timezone(dt.timedelta(hours=-11)),
+}
+
+
+class LeadFields(msgspec.Struct, frozen=True, kw_only=True):
+    """Tracking fields a lead carries; clicks set them and events may update them."""
+
+    sub1: Text | None = None
+    sub2: Text | None = None
+    sub3: Text | None = None
+    sub4: Text | None = None
+    sub5: Text | None = None
+    adv1: Text | None = None
+    adv2: Text | None = None
+    adv3: Text | None = None
+    adv4: Text | None = None
+    adv5: Text | None = None
+    utm_source: Text | None = None
+    utm_medium: Text | None = None
+    utm_campaign: Text | None = None
+    utm_adgroup: Text | None = None
+    utm_matchtype: Text | None = None
+    utm_term: Text | None = None
+    utm_content: Text | None = None
+    utm_creative: Text | None = None
+    utm_placement: Text | None = None
+    external_clickid: Text | None = None
+    clid: Text | None = None
+
+
+class ClickFields(LeadFields, frozen=True, kw_only=True):
+    cid: Text
+    pid: Text = ORGANIC
+
+
+class EventFields(LeadFields, frozen=True, kw_only=True):
+    cid: Text
+    event_id: Text
+    transaction_id: Text
+    pid: Text = ORGANIC
+    revenue: Decimal | None = None
+    amount: Decimal | None = None
+    conversion_date: Text | None = None
+    conversion_timezone: Text | None = None
+    tcpa_consent_date: Text | None = None
+    tcpa_consent: Literal[0, 1] | None = None
+    cost: Decimal | None = None
+    cost_operation: Literal["add", "substract", "subtract", "override"] | None = None
+    adSpend: Decimal | None = None  # the API's own spelling
+    min_price: Decimal | None = None
+
+
+class Click(msgspec.Struct, frozen=True, kw_only=True):
+    fields: ClickFields
+    extra: dict[str, Any]
+
+    def lead_fields(self) -> dict[str, Any]:
+        """Everything the lead stores besides its campaign and source."""
+        return _sent(self.fields, exclude=("cid", "pid")) | self.extra
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True):
+    fields: EventFields
+    extra: dict[str, Any]
+    converted_at: dt.datetime | None
+
+    @property
+    def revenue(self) -> Decimal | None:
+        """``amount`` stands in for ``revenue`` when revenue is absent."""
+        return self.fields.revenue if self.fields.revenue is not None else self.fields.amount
+
+    @property
+    def cost_operation(self) -> CostOperation:
+        """How ``cost`` changes the lead's cost: ``add`` unless the request says otherwise."""
+        operation = self.fields.cost_operation
+        if operation is None:
+            return "add"
+        return "subtract" if operation == "substract" else operation  # the API's spelling
+
+    def event_fields(self) -> dict[str, Any]:
+        """Every field sent, except those the event row holds in columns of their own."""
+        return _sent(self.fields, exclude=("cid", "event_id", "transaction_id", "pid")) | self.extra
+
+    def lead_fields(self) -> dict[str, Any]:
+        """The fields an event updates on its lead."""
+        return _sent(self.fields, include=_EVENT_LEAD_FIELDS) | self.extra
+
+
+_EVENT_LEAD_FIELDS = frozenset(LeadFields.__struct_fields__) | {
+    "tcpa_consent", "tcpa_consent_date", "adSpend", "min_price",
+}
+_EVENT_MONEY = ("revenue", "amount", "cost", "adSpend", "min_price")
+
+
+def parse_click(raw: dict[str, Any]) -> Click:
+    fields, extra = _parse(raw, ClickFields, required=("cid",))
+    return Click(fields=fields, extra=extra)
+
+
+def parse_event(raw: dict[str, Any]) -> Event:
+    fields, extra = _parse(raw, EventFields, required=("cid", "event_id", "transaction_id"))
+    invalid: dict[str, str] = {}
+    for name in _EVENT_MONEY:
+        problem = _money_problem(getattr(fields, name))
+        if problem:
+            invalid[name] = problem
+    timezone = TIMEZONES.get((fields.conversion_timezone or "UTC").upper())
+    if timezone is None:
+        invalid["conversion_timezone"] = "must be one of " + ", ".join(TIMEZONES)
+    converted_at = None
+    if fields.conversion_date is not None:
+        try:
+            converted_at = conversion_time(fields.conversion_date, timezone or dt.UTC)
+        except ValueError:
+            invalid["conversion_date"] = "must be 'YYYY-MM-DD' or 'YYYY-MM-DD HH:MM:SS'"
+    if fields.tcpa_consent_date is not None:
+        try:
+            dt.date.fromisoformat(fields.tcpa_consent_date)
+        except ValueError:
+            invalid["tcpa_consent_date"] = "must be 'YYYY-MM-DD'"
+    if invalid:
+        raise errors.invalid_fields(_in_field_order(invalid, EventFields))
+    return Event(fields=fields, extra=extra, converted_at=converted_at)
+
+
+def conversion_time(text: str, timezone: dt.tzinfo) -> dt.datetime:
+    """'YYYY-MM-DD' or 'YYYY-MM-DD HH:MM:SS' in ``timezone``, as an aware UTC datetime."""
+    for layout in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"):
+        try:
+            moment = dt.datetime.strptime(text, layout)
+        except ValueError:
+            continue
+        return moment.replace(tzinfo=timezone).astimezone(dt.UTC)
+    raise ValueError(f"not a conversion date: {text!r}")
+
+
+S = TypeVar("S", bound=msgspec.Struct)
+
+
+def _parse(
+    raw: dict[str, Any], kind: type[S], *, required: tuple[str, ...]
+) -> tuple[S, dict[str, Any]]:
+    sent = {name: value for name, value in raw.items() if value is not None and value != ""}
+    missing = [name for name in required if name not in sent]
+    if missing:
+        raise errors.required(missing)
+    known = kind.__struct_fields__
+    typed = {name: value for name, value in sent.items() if name in known}
+    extra = {name: value for name, value in sent.items() if name not in known}
+    invalid = {name: why for name, value in extra.items() if (why := _extra_problem(value))}
+    try:
+        fields = msgspec.convert(typed, kind, strict=False)
+    except msgspec.ValidationError:
+        invalid = _field_problems(kind, typed) | invalid
+    if invalid:
+        raise errors.invalid_fields(_in_field_order(invalid, kind))
+    return fields, extra
+
+
+def _field_problems(kind: type[msgspec.Struct], typed: dict[str, Any]) -> dict[str, str]:
+    """Why each field fails its type, one by one, so the answer can name all of them."""
+    problems: dict[str, str] = {}
+    for field in msgspec.structs.fields(kind):
+        if field.name in typed:
+            try:
+                msgspec.convert(typed[field.name], field.type, strict=False)
+            except msgspec.ValidationError as exc:
+                problems[field.name] = str(exc)
+    return problems
+
+
+def _extra_problem(value: Any) -> str | None:
+    if isinstance(value, str):
+        return "Expected `str` of length <= 255" if len(value) > 255 else None
+    if isinstance(value, bool | int):
+        return None
+    if isinstance(value, Decimal):
+        return None if value.is_finite() else "Expected a finite number"
+    return "Expected a string, number or boolean"
+
+
+def _money_problem(value: Decimal | None) -> str | None:
+    if value is None:
+        return None
+    if not value.is_finite() or value < 0 or value > MAX_MONEY:
+        return f"Expected a finite number >= 0 and <= {MAX_MONEY:f}"
+    return None
+
+
+def _in_field_order(invalid: dict[str, str], kind: type[msgspec.Struct]) -> dict[str, str]:
+    order = {name: i for i, name in enumerate(kind.__struct_fields__)}
+    return dict(sorted(invalid.items(), key=lambda item: order.get(item[0], len(order))))
+
+
+def _sent(
+    fields: msgspec.Struct,
+    *,
+    exclude: tuple[str, ...] = (),
+    include: frozenset[str] | None = None,
+) -> dict[str, Any]:
+    return {
+        name: value
+        for name in fields.__struct_fields__
+        if (value := getattr(fields, name)) is not None
+        and name not in exclude
+        and (include is None or name in include)
+    }

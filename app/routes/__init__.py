@@ -1,0 +1,19 @@
+"""The route table."""
+
+from __future__ import annotations
+
+from starlette.routing import Route
+
+from app.routes import admin, clicks, events, health
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/api/click", clicks.click_from_body, methods=["POST"]),
+        Route("/api/click", clicks.click_from_query, methods=["GET"]),
+        # /trigger first: it would otherwise match /api/event/{cid}.
+        Route("/api/event/trigger", events.trigger, methods=["POST"]),
+        Route("/api/event/{cid}", events.trigger_for_campaign, methods=["POST"]),
+        Route("/api/transactions/{transaction_id}", admin.transaction, methods=["GET"]),
+        Route("/healthz", health.healthz, methods=["GET"]),
+    ]

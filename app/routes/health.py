@@ -1,0 +1,21 @@
+"""GET /healthz: 200 while the store commits writes, 503 otherwise."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from app import errors
+from app.envelope import success_response
+from app.services import services
+
+
+async def healthz(request: Request) -> Response:
+    svc = services(request)
+    if not await svc.store.healthy():
+        raise errors.store_unavailable()
+    return success_response(200, "OK", {
+        "store": "writable",
+        "pending_writes": svc.store.writer.pending,
+        "live_actors": len(svc.registry),
+    })

@@ -1,0 +1,27 @@
+"""The resources a request handler works with, built once per app by its lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+from actors.clock import Clock
+from actors.registry import ActorRegistry
+from app.catalog import Catalog
+from app.config import Config
+from storage.store import Store
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    config: Config
+    catalog: Catalog
+    store: Store
+    registry: ActorRegistry
+    clock: Clock
+
+
+def services(request: Request) -> Services:
+    found: Services = request.state.services
+    return found
