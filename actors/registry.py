@@ -31,10 +31,14 @@ class ActorRegistry:
     def fire(self, event: FireEvent) -> asyncio.Future[Reply]:
         actor = self._actors.get(event.transaction_id)
         if actor is None:
-            actor = self._spawn(event.transaction_id, None)
-        else:
-            self._actors.move_to_end(event.transaction_id)
-        return actor.send(event)
+            return self._spawn(event.transaction_id, None).send(event)
+        self._actors.move_to_end(event.transaction_id)
+        reply = actor.send(event)
+        # Over the limit when the actors that were in the way are now idle: shrink back.
+        # Only after send(), so this actor is busy and cannot be the one evicted.
+        if len(self._actors) > self._max_actors:
+            self._evict(len(self._actors) - self._max_actors)
+        return reply
 
     def create_lead(self, lead: CreateLead) -> asyncio.Future[Reply]:
         if lead.transaction_id in self._actors:
@@ -49,15 +53,14 @@ class ActorRegistry:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     def _spawn(self, transaction_id: str, state: TransactionState | None) -> TransactionActor:
-        self._make_room()
+        if len(self._actors) >= self._max_actors:
+            self._evict(len(self._actors) + 1 - self._max_actors)
         actor = TransactionActor(transaction_id, self._rt, self._on_idle, state)
         self._actors[transaction_id] = actor
         return actor
 
-    def _make_room(self) -> None:
-        excess = len(self._actors) + 1 - self._max_actors
-        if excess <= 0:
-            return
+    def _evict(self, excess: int) -> None:
+        """Forget up to ``excess`` of the least recently used actors that are safe to forget."""
         now = self._rt.clock.monotonic()
         victims = [
             transaction_id
