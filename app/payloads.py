@@ -8,6 +8,8 @@ posts empty inputs neither fails nor wipes a lead's fields.
 from __future__ import annotations
 
 import datetime as dt
+import re
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -123,56 +125,85 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
 _EVENT_LEAD_FIELDS = frozenset(LeadFields.__struct_fields__) | {
     "tcpa_consent", "tcpa_consent_date", "adSpend", "min_price",
 }
-_EVENT_MONEY = ("revenue", "amount", "cost", "adSpend", "min_price")
 
 
 def parse_click(raw: dict[str, Any]) -> Click:
-    fields, extra = _parse(raw, ClickFields, required=("cid",))
+    fields, extra = _parse(raw, ClickFields, required=("cid",), checks={})
     return Click(fields=fields, extra=extra)
 
 
 def parse_event(raw: dict[str, Any]) -> Event:
-    fields, extra = _parse(raw, EventFields, required=("cid", "event_id", "transaction_id"))
-    invalid: dict[str, str] = {}
-    for name in _EVENT_MONEY:
-        problem = _money_problem(getattr(fields, name))
-        if problem:
-            invalid[name] = problem
-    timezone = TIMEZONES.get((fields.conversion_timezone or "UTC").upper())
-    if timezone is None:
-        invalid["conversion_timezone"] = "must be one of " + ", ".join(TIMEZONES)
+    fields, extra = _parse(raw, EventFields, required=("cid", "event_id", "transaction_id"),
+                           checks=_EVENT_CHECKS)
     converted_at = None
     if fields.conversion_date is not None:
-        try:
-            converted_at = conversion_time(fields.conversion_date, timezone or dt.UTC)
-        except ValueError:
-            invalid["conversion_date"] = "must be 'YYYY-MM-DD' or 'YYYY-MM-DD HH:MM:SS'"
-    if fields.tcpa_consent_date is not None:
-        try:
-            dt.date.fromisoformat(fields.tcpa_consent_date)
-        except ValueError:
-            invalid["tcpa_consent_date"] = "must be 'YYYY-MM-DD'"
-    if invalid:
-        raise errors.invalid_fields(_in_field_order(invalid, EventFields))
+        timezone = TIMEZONES[(fields.conversion_timezone or "UTC").upper()]
+        converted_at = conversion_time(fields.conversion_date, timezone)
     return Event(fields=fields, extra=extra, converted_at=converted_at)
+
+
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}")
 
 
 def conversion_time(text: str, timezone: dt.tzinfo) -> dt.datetime:
     """'YYYY-MM-DD' or 'YYYY-MM-DD HH:MM:SS' in ``timezone``, as an aware UTC datetime."""
-    for layout in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"):
-        try:
-            moment = dt.datetime.strptime(text, layout)
-        except ValueError:
-            continue
-        return moment.replace(tzinfo=timezone).astimezone(dt.UTC)
-    raise ValueError(f"not a conversion date: {text!r}")
+    if _DATE.fullmatch(text):
+        moment = dt.datetime.combine(dt.date.fromisoformat(text), dt.time())
+    elif _DATE_TIME.fullmatch(text):
+        moment = dt.datetime.fromisoformat(text)
+    else:
+        raise ValueError(f"not a conversion date: {text!r}")
+    return moment.replace(tzinfo=timezone).astimezone(dt.UTC)
 
+
+def _money_problem(value: Decimal) -> str | None:
+    if not value.is_finite() or value < 0 or value > MAX_MONEY:
+        return f"Expected a finite number >= 0 and <= {MAX_MONEY:f}"
+    return None
+
+
+def _timezone_problem(value: str) -> str | None:
+    return None if value.upper() in TIMEZONES else "Expected one of " + ", ".join(TIMEZONES)
+
+
+def _conversion_date_problem(value: str) -> str | None:
+    try:
+        conversion_time(value, dt.UTC)
+    except ValueError:
+        return "Expected 'YYYY-MM-DD' or 'YYYY-MM-DD HH:MM:SS'"
+    return None
+
+
+def _date_problem(value: str) -> str | None:
+    try:
+        if not _DATE.fullmatch(value):
+            raise ValueError(value)
+        dt.date.fromisoformat(value)
+    except ValueError:
+        return "Expected 'YYYY-MM-DD'"
+    return None
+
+
+Check = Callable[[Any], "str | None"]
+
+# Rules on a field's value once it has the right type.
+_EVENT_CHECKS: dict[str, Check] = {
+    "revenue": _money_problem,
+    "amount": _money_problem,
+    "cost": _money_problem,
+    "adSpend": _money_problem,
+    "min_price": _money_problem,
+    "conversion_date": _conversion_date_problem,
+    "conversion_timezone": _timezone_problem,
+    "tcpa_consent_date": _date_problem,
+}
 
 S = TypeVar("S", bound=msgspec.Struct)
 
 
 def _parse(
-    raw: dict[str, Any], kind: type[S], *, required: tuple[str, ...]
+    raw: dict[str, Any], kind: type[S], *, required: tuple[str, ...], checks: dict[str, Check]
 ) -> tuple[S, dict[str, Any]]:
     sent = {name: value for name, value in raw.items() if value is not None and value != ""}
     missing = [name for name in required if name not in sent]
@@ -184,23 +215,32 @@ def _parse(
     invalid = {name: why for name, value in extra.items() if (why := _extra_problem(value))}
     try:
         fields = msgspec.convert(typed, kind, strict=False)
+        values = {name: getattr(fields, name) for name in typed}
     except msgspec.ValidationError:
-        invalid = _field_problems(kind, typed) | invalid
+        values, wrong_type = _convert_each(kind, typed)
+        invalid |= wrong_type
+    for name, check in checks.items():
+        if name in values and (why := check(values[name])):
+            invalid[name] = why
     if invalid:
         raise errors.invalid_fields(_in_field_order(invalid, kind))
     return fields, extra
 
 
-def _field_problems(kind: type[msgspec.Struct], typed: dict[str, Any]) -> dict[str, str]:
-    """Why each field fails its type, one by one, so the answer can name all of them."""
+def _convert_each(
+    kind: type[msgspec.Struct], typed: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Each field converted on its own, so an answer can name every field that is wrong."""
+    values: dict[str, Any] = {}
     problems: dict[str, str] = {}
     for field in msgspec.structs.fields(kind):
         if field.name in typed:
             try:
-                msgspec.convert(typed[field.name], field.type, strict=False)
+                values[field.name] = msgspec.convert(typed[field.name], field.type,
+                                                     strict=False)
             except msgspec.ValidationError as exc:
                 problems[field.name] = str(exc)
-    return problems
+    return values, problems
 
 
 def _extra_problem(value: Any) -> str | None:
@@ -211,14 +251,6 @@ def _extra_problem(value: Any) -> str | None:
     if isinstance(value, Decimal):
         return None if value.is_finite() else "Expected a finite number"
     return "Expected a string, number or boolean"
-
-
-def _money_problem(value: Decimal | None) -> str | None:
-    if value is None:
-        return None
-    if not value.is_finite() or value < 0 or value > MAX_MONEY:
-        return f"Expected a finite number >= 0 and <= {MAX_MONEY:f}"
-    return None
 
 
 def _in_field_order(invalid: dict[str, str], kind: type[msgspec.Struct]) -> dict[str, str]:
