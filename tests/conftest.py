@@ -1,0 +1,155 @@
+"""Shared test harness: a real app on a temp SQLite file, driven through HTTP, fake clock."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, closing
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+from app.config import Config, parse_config, with_server_overrides
+from app.factory import create_app
+from app.services import Services
+from storage.store import Store
+
+CID = "cmp_9z8y7x6w"
+OTHER_CID = "cmp_other"
+PID = "src_abc123"
+ADMIN_TOKEN = "secret-token"
+
+TEST_CONFIG = f"""
+[server]
+admin_token = "{ADMIN_TOKEN}"
+
+[[sources]]
+pid = "{PID}"
+payout = {{ type = "percent", value = 50 }}
+
+[[sources]]
+pid = "src_fixed"
+payout = {{ type = "fixed", value = 12.5 }}
+
+[[sources]]
+pid = "src_paused"
+active = false
+
+[[campaigns]]
+cid = "{CID}"
+name = "Auto insurance quotes"
+landing_url = "https://example.com/quote?tid={{transaction_id}}&src={{pid}}"
+
+[[campaigns.events]]
+event_id = "quote_viewed"
+
+[[campaigns.events]]
+event_id = "sale_completed"
+conversion = true
+
+[[campaigns.events]]
+event_id = "form_step"
+allow_duplicates = true
+
+[[campaigns]]
+cid = "{OTHER_CID}"
+
+[[campaigns.events]]
+event_id = "quote_viewed"
+"""
+
+
+class FakeClock:
+    """A clock the test moves by hand, so lock windows close without sleeping."""
+
+    def __init__(self) -> None:
+        self._now = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
+        self._monotonic = 1000.0
+
+    def now(self) -> datetime:
+        return self._now
+
+    def monotonic(self) -> float:
+        return self._monotonic
+
+    def advance(self, seconds: float) -> None:
+        self._monotonic += seconds
+        self._now += timedelta(seconds=seconds)
+
+
+def make_config(db: Path, **server: Any) -> Config:
+    config = parse_config(TEST_CONFIG, origin="test config")
+    return with_server_overrides(config, "test", db=str(db), **server)
+
+
+@dataclass
+class Harness:
+    client: httpx.AsyncClient
+    clock: FakeClock
+    services: Services
+
+    async def click(self, cid: str = CID, **fields: Any) -> str:
+        response = await self.client.post("/api/click", json={"cid": cid, **fields})
+        assert response.status_code == 200, response.text
+        transaction_id: str = response.json()["data"]["transaction_id"]
+        return transaction_id
+
+    async def fire(self, transaction_id: str, event_id: str = "quote_viewed",
+                   **fields: Any) -> httpx.Response:
+        body = {"cid": CID, "event_id": event_id, "transaction_id": transaction_id, **fields}
+        return await self.client.post("/api/event/trigger", json=body)
+
+    async def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        """Rows straight from the database file, once every queued write has committed."""
+        await self.services.store.flush()
+        with closing(sqlite3.connect(self.services.store.path)) as conn:
+            return conn.execute(sql, params).fetchall()
+
+    async def view(self, transaction_id: str) -> dict[str, Any]:
+        response = await self.client.get(
+            f"/api/transactions/{transaction_id}",
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        )
+        assert response.status_code == 200, response.text
+        data: dict[str, Any] = response.json()["data"]
+        return data
+
+
+@asynccontextmanager
+async def running(
+    config: Config, clock: FakeClock | None = None, store: Store | None = None
+) -> AsyncIterator[Harness]:
+    """The app with its lifespan running, and an HTTP client talking to it in-process."""
+    clock = clock or FakeClock()
+    app = create_app(config, clock=clock, store=store)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app, client=("203.0.113.7", 51000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver",
+                                     headers={"User-Agent": "pytest-agent/1.0"}) as client:
+            # The lifespan's state, as handlers see it through request.state.
+            services: Services = manager._state["services"]
+            yield Harness(client=client, clock=clock, services=services)
+
+
+StartApp = Callable[..., Awaitable[Harness]]
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "events.db"
+
+
+@pytest.fixture
+async def api(db_path: Path) -> AsyncIterator[Harness]:
+    async with running(make_config(db_path)) as harness:
+        yield harness
+
+
+def error(status: int, message: str, **extra: Any) -> dict[str, Any]:
+    """The exact error envelope the API answers with."""
+    return {"status": status, "type": "error", "message": message, **extra}

@@ -1,0 +1,118 @@
+"""One error shape for every error, and the answers for overload and crashes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from app.config import Config
+from storage.records import StoredTransaction
+from storage.store import Store
+from tests.conftest import ADMIN_TOKEN, CID, Harness, error, make_config, running
+
+
+class BrokenStore(Store):
+    """A store whose cold loads fail the way a bug or a corrupt file would."""
+
+    async def load_transaction(self, transaction_id: str) -> StoredTransaction | None:
+        raise RuntimeError("disk says no: /secret/path")
+
+
+def broken(config: Config) -> Store:
+    return BrokenStore(config.server.db)
+
+
+async def test_every_error_answer_has_the_one_envelope(db_path: Path) -> None:
+    config = make_config(db_path)
+    async with running(config) as api:
+        transaction_id = await api.click()
+        await api.fire(transaction_id)
+        api.clock.advance(0.5)
+        auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        requests: list[tuple[str, str, dict[str, Any], int]] = [
+            ("POST", "/api/event/trigger", {"content": b"nope"}, 400),
+            ("POST", "/api/event/trigger", {"json": {}}, 400),
+            ("POST", "/api/event/trigger", {"json": {"cid": CID, "event_id": "e",
+                                                     "transaction_id": "t", "sub1": 1}}, 400),
+            ("POST", "/api/event/trigger", {"json": {"cid": "x", "event_id": "e",
+                                                     "transaction_id": "t"}}, 400),
+            ("POST", "/api/event/trigger", {"json": {"cid": CID, "event_id": "quote_viewed",
+                                                     "transaction_id": "t",
+                                                     "pid": "src_paused"}}, 403),
+            ("POST", "/api/event/trigger", {"json": {"cid": CID, "event_id": "quote_viewed",
+                                                     "transaction_id": transaction_id}}, 403),
+            ("POST", "/api/event/other", {"json": {"cid": CID}}, 400),
+            ("POST", "/api/event/trigger", {"content": b"x" * 20000}, 413),
+            ("GET", "/api/transactions/txn_1", {}, 401),
+            ("GET", "/api/transactions/txn_1", {"headers": auth}, 404),
+            ("GET", "/no/such/route", {}, 404),
+            ("DELETE", "/api/click", {}, 405),
+        ]
+        for method, path, options, status in requests:
+            response = await api.client.request(method, path, **options)
+            assert response.status_code == status, (path, response.text)
+            assert response.headers["content-type"] == "application/json"
+            body = response.json()
+            assert body["status"] == status
+            assert body["type"] == "error"
+            assert isinstance(body["message"], str) and body["message"]
+            assert set(body) <= {"status", "type", "message", "missingFields",
+                                 "invalidFields"}
+
+
+async def test_unexpected_error_is_a_json_500_without_the_traceback(db_path: Path) -> None:
+    config = make_config(db_path)
+    async with running(config, store=broken(config)) as api:
+        with structlog.testing.capture_logs(
+            processors=[structlog.contextvars.merge_contextvars]
+        ) as logs:
+            response = await api.fire("txn_on_disk_only")
+        assert response.status_code == 500
+        assert response.json() == error(500, "Internal server error")
+        assert "secret" not in response.text and "Traceback" not in response.text
+        [crash] = [entry for entry in logs if entry["event"] == "unhandled_error"]
+        assert crash["log_level"] == "error"
+        assert crash["exc_info"] is True
+        [line] = [entry for entry in logs if entry["event"] == "request"]
+        assert (line["status"], line["outcome"]) == (500, "internal_error")
+
+
+async def test_write_queue_over_its_bound_answers_503_with_retry_after(db_path: Path) -> None:
+    config = make_config(db_path, durability="write-behind", flush_ms=60_000,
+                         max_pending_writes=2)
+    async with running(config) as api:
+        transaction_id = await api.click()
+        assert (await api.fire(transaction_id)).status_code == 200  # 2 writes queued
+        busy = await api.fire(transaction_id, "sale_completed", revenue=5)
+        assert busy.status_code == 503
+        assert busy.headers["retry-after"] == "1"
+        assert busy.json() == error(503, "Server busy")
+        click = await api.client.post("/api/click", json={"cid": CID})
+        assert (click.status_code, click.json()) == (503, error(503, "Server busy"))
+
+        await api.services.store.flush()
+        # The refused request opened no window: its retry fires at once.
+        retry = await api.fire(transaction_id, "sale_completed", revenue=5)
+        assert retry.status_code == 200
+        events = (await api.view(transaction_id))["events"]
+        assert [event["event_id"] for event in events] == ["quote_viewed", "sale_completed"]
+
+
+async def test_refused_click_leaves_no_phantom_lead(db_path: Path) -> None:
+    config = make_config(db_path, durability="write-behind", flush_ms=60_000,
+                         max_pending_writes=1)
+    async with running(config) as api:
+        await api.click()
+        refused = await api.client.post("/api/click", json={"cid": CID})
+        assert refused.status_code == 503
+        assert len(api.services.registry) == 1
+
+
+async def test_request_id_is_echoed_or_minted(api: Harness) -> None:
+    given = await api.client.get("/healthz", headers={"X-Request-ID": "abc-123"})
+    assert given.headers["x-request-id"] == "abc-123"
+    minted = await api.client.get("/healthz", headers={"X-Request-ID": "bad id\n"})
+    assert minted.headers["x-request-id"] != "bad id\n"
+    assert len(minted.headers["x-request-id"]) == 32

@@ -1,0 +1,140 @@
+"""Both event routes, and the body forms browsers and servers send."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from urllib.parse import urlencode
+
+import pytest
+
+from app.bodies import MAX_BODY_BYTES
+from tests.conftest import CID, PID, Harness, error
+
+
+async def test_campaign_route_answers_201_with_the_same_data(api: Harness) -> None:
+    transaction_id = await api.click(pid=PID)
+    response = await api.client.post(f"/api/event/{CID}", json={
+        "event_id": "sale_completed", "transaction_id": transaction_id, "pid": PID,
+        "revenue": 45})
+    body = response.json()
+    assert response.status_code == 201
+    assert body["status"] == 201
+    assert body["type"] == "success"
+    assert body["message"] == "Event triggered successfully"
+    assert body["data"]["cid"] == CID
+    assert body["data"]["conversion"] is True
+    assert body["data"]["conversion_id"].startswith("conv_")
+
+
+async def test_campaign_route_accepts_a_matching_body_cid(api: Harness) -> None:
+    transaction_id = await api.click()
+    response = await api.client.post(f"/api/event/{CID}", json={
+        "cid": CID, "event_id": "quote_viewed", "transaction_id": transaction_id})
+    assert response.status_code == 201
+
+
+async def test_campaign_route_refuses_a_different_body_cid(api: Harness) -> None:
+    transaction_id = await api.click()
+    response = await api.client.post(f"/api/event/{CID}", json={
+        "cid": "cmp_other", "event_id": "quote_viewed", "transaction_id": transaction_id})
+    assert response.status_code == 400
+    assert response.json() == error(400, "cid does not match the URL")
+
+
+async def test_campaign_route_runs_the_same_checks(api: Harness) -> None:
+    missing = await api.client.post("/api/event/cmp_nope", json={"event_id": "x"})
+    assert missing.json() == error(400, "transaction_id is required",
+                                   missingFields=["transaction_id"])
+    unknown = await api.client.post("/api/event/cmp_nope", json={
+        "event_id": "x", "transaction_id": "t"})
+    assert unknown.json() == error(400, "Invalid cid")
+    transaction_id = await api.click()
+    await api.client.post(f"/api/event/{CID}", json={
+        "event_id": "quote_viewed", "transaction_id": transaction_id})
+    again = await api.client.post(f"/api/event/{CID}", json={
+        "event_id": "quote_viewed", "transaction_id": transaction_id})
+    assert (again.status_code, again.json()) == (403, error(403, "Concurrent event in progress"))
+
+
+async def test_both_routes_share_the_window_and_duplicate_state(api: Harness) -> None:
+    transaction_id = await api.click()
+    assert (await api.fire(transaction_id)).status_code == 200
+    api.clock.advance(3)
+    response = await api.client.post(f"/api/event/{CID}", json={
+        "event_id": "quote_viewed", "transaction_id": transaction_id})
+    assert response.json() == error(400, "Duplicate event for this transaction_id")
+
+
+async def test_urlencoded_form_body(api: Harness) -> None:
+    transaction_id = await api.click()
+    form = urlencode({"cid": CID, "event_id": "sale_completed", "transaction_id": transaction_id,
+                      "pid": PID, "revenue": "45.00", "sub3": "from-form", "cost": ""})
+    response = await api.client.post(
+        "/api/event/trigger", content=form,
+        headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"})
+    assert response.status_code == 200, response.text
+    view = await api.view(transaction_id)
+    assert view["events"][0]["revenue"] == "45.00"
+    assert view["fields"]["sub3"] == "from-form"
+    assert view["cost"] is None  # an empty form input counts as not sent
+
+
+async def test_form_field_of_wrong_form_is_invalid(api: Harness) -> None:
+    form = urlencode({"cid": CID, "event_id": "quote_viewed", "transaction_id": "t",
+                      "tcpa_consent": "maybe"})
+    response = await api.client.post(
+        "/api/event/trigger", content=form,
+        headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert response.json()["message"] == "Invalid tcpa_consent"
+
+
+async def test_text_plain_json_body_as_sent_by_send_beacon(api: Harness) -> None:
+    transaction_id = await api.click()
+    body = ('{"cid": "%s", "event_id": "quote_viewed", "transaction_id": "%s"}'
+            % (CID, transaction_id))
+    response = await api.client.post("/api/event/trigger", content=body,
+                                     headers={"Content-Type": "text/plain;charset=UTF-8"})
+    assert response.status_code == 200
+
+
+async def test_json_labelled_as_a_form_is_read_as_json(api: Harness) -> None:
+    # What `curl -d '{...}'` sends when no Content-Type is given.
+    transaction_id = await api.click()
+    body = ('{"cid": "%s", "event_id": "quote_viewed", "transaction_id": "%s"}'
+            % (CID, transaction_id))
+    response = await api.client.post(
+        "/api/event/trigger", content=body,
+        headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 200
+
+
+async def test_body_over_16_kib_is_refused_with_413(api: Harness) -> None:
+    body = '{"cid": "%s", "pad": "%s"}' % (CID, "x" * MAX_BODY_BYTES)
+    response = await api.client.post("/api/event/trigger", content=body)
+    assert response.status_code == 413
+    assert response.json() == error(
+        413, f"Request body too large (limit {MAX_BODY_BYTES} bytes)")
+
+
+async def test_chunked_body_over_16_kib_is_refused_with_413(api: Harness) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(20):
+            yield b"x" * 1024
+
+    response = await api.client.post("/api/event/trigger", content=chunks())
+    assert response.status_code == 413
+
+
+async def test_body_of_exactly_16_kib_is_read(api: Harness) -> None:
+    head = '{"cid": "%s", "pad": "' % CID
+    body = head + "x" * (MAX_BODY_BYTES - len(head) - 2) + '"}'
+    assert len(body) == MAX_BODY_BYTES
+    response = await api.client.post("/api/event/trigger", content=body)
+    assert response.json()["message"] == "event_id is required"
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+async def test_other_methods_are_not_allowed(api: Harness, method: str) -> None:
+    response = await api.client.request(method, "/api/event/trigger")
+    assert response.status_code == 405
+    assert response.json() == error(405, "Method Not Allowed")

@@ -1,0 +1,64 @@
+"""A small actor limit: idle actors are evicted and every rule still holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.conftest import make_config, running
+
+
+async def test_evicted_actors_reload_and_still_refuse_duplicates(db_path: Path) -> None:
+    async with running(make_config(db_path, max_actors=2)) as api:
+        transaction_ids = [await api.click() for _ in range(6)]
+        for transaction_id in transaction_ids:
+            assert (await api.fire(transaction_id)).status_code == 200
+        api.clock.advance(5)
+        for transaction_id in transaction_ids:
+            response = await api.fire(transaction_id)
+            assert response.json()["message"] == "Duplicate event for this transaction_id"
+            api.clock.advance(5)
+        registry = api.services.registry
+        assert registry.evictions > 0
+        assert len(registry) <= 2
+
+
+async def test_actor_with_an_open_window_is_not_evicted(db_path: Path) -> None:
+    async with running(make_config(db_path, max_actors=1)) as api:
+        first = await api.click()
+        assert (await api.fire(first)).status_code == 200
+        for _ in range(3):  # pressure on the limit while first's window is open
+            other = await api.click()
+            await api.fire(other)
+        api.clock.advance(1)
+        # Evicted and reloaded, it would answer 400 duplicate: the window would be lost.
+        assert (await api.fire(first)).status_code == 403
+        assert first in api.services.registry
+
+
+async def test_actor_with_unstored_writes_is_not_evicted(db_path: Path) -> None:
+    config = make_config(db_path, max_actors=1, durability="write-behind", flush_ms=60_000)
+    async with running(config) as api:
+        first = await api.click()
+        assert (await api.fire(first)).status_code == 200
+        api.clock.advance(5)  # the window is closed; only the queued writes hold it
+        for _ in range(3):
+            await api.click()
+        # Reloaded from disk it would not even find the lead.
+        response = await api.fire(first)
+        assert response.json()["message"] == "Duplicate event for this transaction_id"
+
+
+async def test_unknown_transactions_do_not_stay_in_memory(db_path: Path) -> None:
+    async with running(make_config(db_path)) as api:
+        for index in range(20):
+            response = await api.fire(f"txn_unknown_{index}")
+            assert response.status_code == 400
+        assert len(api.services.registry) == 0
+
+
+async def test_idle_actors_are_evicted_to_stay_within_the_limit(db_path: Path) -> None:
+    async with running(make_config(db_path, max_actors=3)) as api:
+        for _ in range(10):
+            await api.click()
+            api.clock.advance(0.1)
+        assert len(api.services.registry) == 3

@@ -1,0 +1,137 @@
+"""The single writer: group commit, isolation of a bad op, retries, bound, drain on close."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from storage.records import EventRow, LeadRow, WriteOp
+from storage.store import Store
+from storage.writer import StoreBusy, StoreClosed
+
+
+def lead(transaction_id: str) -> WriteOp:
+    return WriteOp(lead=LeadRow(transaction_id=transaction_id, cid="c", pid="organic",
+                                fields="{}", cost=None, ip=None, user_agent=None,
+                                created_at="2026-01-01T00:00:00.000000Z"))
+
+
+def event(transaction_id: str, event_id: str = "e") -> WriteOp:
+    return WriteOp(event=EventRow(
+        transaction_id=transaction_id, cid="c", event_id=event_id, pid="organic", once=True,
+        conversion=False, conversion_id=None, revenue=None, payout=None, converted_at=None,
+        fields="{}", ip=None, user_agent=None, fired_at="2026-01-01T00:00:00.000000Z"))
+
+
+def count(path: Path, table: str) -> int:
+    with sqlite3.connect(path) as conn:
+        (n,) = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+    return int(n)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    store = Store(tmp_path / "w.db", max_pending=100)
+    await store.open()
+    yield store
+    await store.close()
+
+
+async def test_ops_queued_together_commit_in_one_transaction(store: Store) -> None:
+    futures = [store.submit(lead(f"t{index}")) for index in range(50)]
+    await asyncio.gather(*futures)
+    assert store.writer.batches_committed == 1
+    assert count(store.path, "leads") == 50
+
+
+async def test_bad_op_is_refused_alone_and_the_rest_of_its_batch_commits(store: Store) -> None:
+    good_before = store.submit(lead("a"))
+    orphan = store.submit(event("no-such-lead"))  # breaks the foreign key
+    good_after = store.submit(lead("b"))
+    await asyncio.gather(good_before, good_after)
+    with pytest.raises(sqlite3.IntegrityError):
+        await orphan
+    assert count(store.path, "leads") == 2
+    assert count(store.path, "events") == 0
+
+
+async def test_the_database_refuses_a_second_fire_once_event(store: Store) -> None:
+    await store.submit(lead("a"))
+    await store.submit(event("a"))
+    with pytest.raises(sqlite3.IntegrityError):
+        await store.submit(event("a"))
+    assert count(store.path, "events") == 1
+
+
+async def test_passing_failure_is_retried_until_the_batch_commits(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = store.writer
+    real_apply = writer._apply
+    failures = 3
+    seen_failing: list[bool] = []
+
+    async def flaky(ops: list[WriteOp]) -> Any:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            seen_failing.append(writer.failing)
+            raise sqlite3.OperationalError("disk I/O error")
+        return await real_apply(ops)
+
+    monkeypatch.setattr(writer, "_apply", flaky)
+    monkeypatch.setattr(writer, "_retry_initial", 0.001)
+    await asyncio.wait_for(store.submit(lead("a")), 5)
+    assert count(store.path, "leads") == 1
+    assert seen_failing == [False, True, True]
+    assert writer.failing is False
+
+
+async def test_submit_past_the_bound_is_refused(tmp_path: Path) -> None:
+    store = Store(tmp_path / "b.db", max_pending=2, gather_seconds=60)
+    await store.open()
+    try:
+        first, second = store.submit(lead("a")), store.submit(lead("b"))
+        with pytest.raises(StoreBusy):
+            store.submit(lead("c"))
+        assert not store.has_room()
+    finally:
+        await store.close()
+    assert first.done() and second.done()
+    assert count(tmp_path / "b.db", "leads") == 2
+
+
+async def test_close_commits_what_is_queued_and_is_idempotent(tmp_path: Path) -> None:
+    store = Store(tmp_path / "c.db", gather_seconds=60)
+    await store.open()
+    pending = [store.submit(lead(f"t{index}")) for index in range(10)]
+    await store.close()
+    await store.close()
+    assert all(future.done() and future.exception() is None for future in pending)
+    assert count(tmp_path / "c.db", "leads") == 10
+    with pytest.raises(StoreClosed):
+        store.submit(lead("late"))
+
+
+async def test_barrier_waits_for_earlier_writes_without_the_gather_delay(
+    tmp_path: Path,
+) -> None:
+    store = Store(tmp_path / "d.db", gather_seconds=60)
+    await store.open()
+    try:
+        store.submit(lead("a"))
+        await asyncio.wait_for(store.flush(), 5)
+        assert count(tmp_path / "d.db", "leads") == 1
+    finally:
+        await store.close()
+
+
+async def test_schema_version_is_recorded(store: Store) -> None:
+    with sqlite3.connect(store.path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] >= 1
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
