@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 import msgspec
 from msgspec import Meta
 
+from app.lead_fields import EVENT_LEAD_FIELDS
+
 Id = Annotated[str, Meta(min_length=1, max_length=255)]
 Durability = Literal["commit", "write-behind"]
 
@@ -51,6 +53,18 @@ class SourceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     pid: Id
     active: bool = True
     payout: Payout | None = None
+    # GET sent on every conversion attributed to this source.
+    postback_url: str | None = None
+
+
+class PostbackConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A buyer postback of a campaign."""
+
+    url: str
+    # None: every conversion event of the campaign.
+    events: list[Id] | None = None
+    method: Literal["GET", "POST"] = "GET"
+    secret: str | None = None
 
 
 class EventConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -64,6 +78,7 @@ class CampaignConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     name: str = ""
     landing_url: str | None = None
     events: list[EventConfig] = []
+    postbacks: list[PostbackConfig] = []
 
 
 class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -78,8 +93,25 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     max_pending_writes: Annotated[int, Meta(ge=1)] = 10_000
 
 
+Seconds = Annotated[float, Meta(gt=0, le=86_400)]
+
+
+class DeliveryConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How postbacks are sent and retried."""
+
+    timeout_seconds: Seconds = 10.0
+    max_attempts: Annotated[int, Meta(ge=1, le=100)] = 8
+    first_retry_seconds: Seconds = 1.0
+    max_retry_seconds: Seconds = 3600.0
+    concurrency: Annotated[int, Meta(ge=1, le=1000)] = 64
+    per_host: Annotated[int, Meta(ge=1, le=1000)] = 8
+
+
 class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    delivery: DeliveryConfig = msgspec.field(default_factory=DeliveryConfig)
+    # Extra lead fields (beyond the standard ones) that postback URLs may name as macros.
+    lead_fields: list[Id] = []
     sources: list[SourceConfig] = []
     campaigns: list[CampaignConfig] = []
 
@@ -133,6 +165,13 @@ def first_problem(config: Config) -> tuple[str, str] | None:
     if server.admin_token is not None and not server.admin_token.strip():
         return "server.admin_token", "must not be empty (leave it out to disable the read API)"
 
+    delivery = config.delivery
+    if delivery.max_retry_seconds < delivery.first_retry_seconds:
+        return "delivery.max_retry_seconds", "must not be less than first_retry_seconds"
+    if delivery.per_host > delivery.concurrency:
+        return "delivery.per_host", "must not be more than concurrency"
+
+    macros = known_macros(config)
     seen_pids: dict[str, int] = {}
     for i, source in enumerate(config.sources):
         place = f"sources[{i}]"
@@ -148,6 +187,10 @@ def first_problem(config: Config) -> tuple[str, str] | None:
                 return f"{place}.payout.value", "must be a finite number >= 0"
             if isinstance(payout, PercentPayout) and payout.value > 100:
                 return f"{place}.payout.value", "a percent payout must be between 0 and 100"
+        if source.postback_url is not None:
+            problem = postback_url_problem(source.postback_url, macros)
+            if problem:
+                return f"{place}.postback_url", problem
 
     seen_cids: dict[str, int] = {}
     for i, campaign in enumerate(config.campaigns):
@@ -169,6 +212,42 @@ def first_problem(config: Config) -> tuple[str, str] | None:
                         f"duplicate event_id {event.event_id!r} in campaign {campaign.cid!r}"
                         f" (also events[{seen_events[event.event_id]}])")
             seen_events[event.event_id] = j
+        for j, postback in enumerate(campaign.postbacks):
+            problem = postback_url_problem(postback.url, macros)
+            if problem:
+                return f"{place}.postbacks[{j}].url", problem
+            for event_id in postback.events or ():
+                if event_id not in seen_events:
+                    return (f"{place}.postbacks[{j}].events",
+                            f"{event_id!r} is not an event of campaign {campaign.cid!r}")
+            if postback.secret is not None and not postback.secret.strip():
+                return f"{place}.postbacks[{j}].secret", "must not be empty"
+    return None
+
+
+# Macros every postback URL may use, whatever the lead carries.
+EVENT_MACROS = ("cid", "pid", "event_id", "transaction_id", "conversion_id", "revenue",
+                "payout", "conversion", "fired_at")
+
+
+def known_macros(config: Config) -> frozenset[str]:
+    return frozenset((*EVENT_MACROS, *EVENT_LEAD_FIELDS, *config.lead_fields))
+
+
+def postback_url_problem(url: str, macros: frozenset[str]) -> str | None:
+    """Why a postback URL template cannot be used, or None.
+
+    Macros may only appear after the host, so no value can send a postback elsewhere.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return "must be an absolute http(s) URL"
+    if "{" in parts.netloc:
+        return "macros may not appear in the host"
+    unknown = set(re.findall(r"\{(\w*)\}", url)) - macros
+    if unknown:
+        names = ", ".join(sorted("{" + name + "}" for name in unknown))
+        return f"unknown macro {names} (declare extra lead fields in lead_fields)"
     return None
 
 

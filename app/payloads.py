@@ -19,8 +19,7 @@ from msgspec import Meta
 from actors.messages import CostOperation
 from app import errors
 from app.config import ORGANIC
-
-Text = Annotated[str, Meta(max_length=255)]
+from app.lead_fields import EVENT_LEAD_FIELDS, LeadFields, Text
 
 MAX_MONEY = Decimal("1e12")
 
@@ -36,32 +35,6 @@ TIMEZONES: dict[str, dt.timezone] = {
     "HST": dt.timezone(dt.timedelta(hours=-10)),
     "SST": dt.timezone(dt.timedelta(hours=-11)),
 }
-
-
-class LeadFields(msgspec.Struct, frozen=True, kw_only=True):
-    """Tracking fields a lead carries; clicks set them and events may update them."""
-
-    sub1: Text | None = None
-    sub2: Text | None = None
-    sub3: Text | None = None
-    sub4: Text | None = None
-    sub5: Text | None = None
-    adv1: Text | None = None
-    adv2: Text | None = None
-    adv3: Text | None = None
-    adv4: Text | None = None
-    adv5: Text | None = None
-    utm_source: Text | None = None
-    utm_medium: Text | None = None
-    utm_campaign: Text | None = None
-    utm_adgroup: Text | None = None
-    utm_matchtype: Text | None = None
-    utm_term: Text | None = None
-    utm_content: Text | None = None
-    utm_creative: Text | None = None
-    utm_placement: Text | None = None
-    external_clickid: Text | None = None
-    clid: Text | None = None
 
 
 class ClickFields(LeadFields, frozen=True, kw_only=True):
@@ -84,6 +57,14 @@ class EventFields(LeadFields, frozen=True, kw_only=True):
     cost_operation: Literal["add", "substract", "subtract", "override"] | None = None
     adSpend: Decimal | None = None  # the API's own spelling
     min_price: Decimal | None = None
+
+
+class PostbackQuery(msgspec.Struct, frozen=True, kw_only=True):
+    """The filters of GET /api/postbacks."""
+
+    status: Literal["pending", "delivered", "failed"] | None = None
+    cid: Text | None = None
+    limit: Annotated[int, Meta(ge=1, le=500)] = 50
 
 
 class Click(msgspec.Struct, frozen=True, kw_only=True):
@@ -119,17 +100,19 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
 
     def lead_fields(self) -> dict[str, Any]:
         """The fields an event updates on its lead."""
-        return _sent(self.fields, include=_EVENT_LEAD_FIELDS) | self.extra
+        return _sent(self.fields, include=EVENT_LEAD_FIELDS) | self.extra
 
 
-_EVENT_LEAD_FIELDS = frozenset(LeadFields.__struct_fields__) | {
-    "tcpa_consent", "tcpa_consent_date", "adSpend", "min_price",
-}
 
 
 def parse_click(raw: dict[str, Any]) -> Click:
     fields, extra = _parse(raw, ClickFields, required=("cid",), checks={})
     return Click(fields=fields, extra=extra)
+
+
+def parse_postback_query(raw: dict[str, Any]) -> PostbackQuery:
+    query, _ = _parse(raw, PostbackQuery, required=(), checks={})
+    return query
 
 
 def parse_event(raw: dict[str, Any]) -> Event:
