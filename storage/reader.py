@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import aiosqlite
 
+from storage import outbox
 from storage.records import (
     EventView,
     StoredTransaction,
@@ -42,6 +45,12 @@ async def load_transaction(
     )
 
 
+async def lead_fields(conn: aiosqlite.Connection, transaction_id: str) -> dict[str, Any]:
+    rows = list(await conn.execute_fetchall(
+        "SELECT fields FROM leads WHERE transaction_id = ?", (transaction_id,)))
+    return decode_fields(rows[0][0]) if rows else {}
+
+
 async def transaction_view(
     conn: aiosqlite.Connection, transaction_id: str
 ) -> TransactionView | None:
@@ -65,6 +74,7 @@ async def transaction_view(
              fired_at, event_fields) in await conn.execute_fetchall(_EVENTS, (transaction_id,))
     ]
     return TransactionView(
+        postbacks=await outbox.postbacks_of_transaction(conn, transaction_id),
         transaction_id=transaction_id,
         cid=cid,
         pid=pid,

@@ -6,7 +6,7 @@ Money travels as ``Decimal`` and is stored as its exact decimal text; times are 
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -67,10 +67,52 @@ class LeadChange(msgspec.Struct, frozen=True, kw_only=True):
     cost: str | None
 
 
-class OutboxRow(msgspec.Struct, frozen=True, kw_only=True):
-    conversion_id: str
+PostbackStatus = Literal["pending", "delivered", "failed"]
+
+
+class PostbackRow(msgspec.Struct, frozen=True, kw_only=True):
+    """A postback as rendered when its event fired: sent as is, however often retried."""
+
     transaction_id: str
+    cid: str
+    pid: str
+    event_id: str
+    conversion_id: str | None
+    kind: Literal["buyer", "source"]
+    method: Literal["GET", "POST"]
+    url: str
+    host: str
+    body: str | None
+    secret: str | None
+    status: PostbackStatus
+    max_attempts: int
+    next_attempt_at: str
     created_at: str
+    updated_at: str
+
+
+class AttemptRow(msgspec.Struct, frozen=True, kw_only=True):
+    postback_id: int
+    attempt: int
+    started_at: str
+    url: str
+    status_code: int | None
+    error: str | None
+    latency_ms: float
+    response: str | None
+
+
+class PostbackChange(msgspec.Struct, frozen=True, kw_only=True):
+    """A postback's new delivery state, after an attempt or an operator's retry."""
+
+    postback_id: int
+    status: PostbackStatus
+    attempts: int
+    max_attempts: int
+    next_attempt_at: str
+    last_status_code: int | None
+    last_error: str | None
+    updated_at: str
 
 
 class WriteOp(msgspec.Struct, frozen=True, kw_only=True):
@@ -83,7 +125,9 @@ class WriteOp(msgspec.Struct, frozen=True, kw_only=True):
     lead: LeadRow | None = None
     event: EventRow | None = None
     change: LeadChange | None = None
-    outbox: OutboxRow | None = None
+    postbacks: tuple[PostbackRow, ...] = ()
+    attempt: AttemptRow | None = None
+    postback_change: PostbackChange | None = None
 
 
 class StoredTransaction(msgspec.Struct, frozen=True, kw_only=True):
@@ -107,6 +151,51 @@ class EventView(msgspec.Struct, frozen=True, kw_only=True):
     fields: dict[str, Any]
 
 
+class AttemptView(msgspec.Struct, frozen=True, kw_only=True):
+    attempt: int
+    started_at: str
+    url: str
+    status_code: int | None
+    error: str | None
+    latency_ms: float
+    response: str | None
+
+
+class PostbackView(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    id: int
+    transaction_id: str
+    cid: str
+    pid: str
+    event_id: str
+    conversion_id: str | None
+    kind: str
+    method: str
+    url: str
+    status: PostbackStatus
+    attempts: int
+    max_attempts: int
+    next_attempt_at: str | None
+    last_status_code: int | None
+    last_error: str | None
+    created_at: str
+    updated_at: str
+    # Only when one postback is shown on its own.
+    attempt_log: list[AttemptView] | None = None
+
+
+class DuePostback(msgspec.Struct, frozen=True, kw_only=True):
+    """What the dispatcher needs to send a postback."""
+
+    id: int
+    method: Literal["GET", "POST"]
+    url: str
+    host: str
+    body: str | None
+    secret: str | None
+    attempts: int
+    max_attempts: int
+
+
 class TransactionView(msgspec.Struct, frozen=True, kw_only=True):
     transaction_id: str
     cid: str
@@ -115,3 +204,4 @@ class TransactionView(msgspec.Struct, frozen=True, kw_only=True):
     cost: Decimal | None
     created_at: str
     events: list[EventView]
+    postbacks: list[PostbackView]

@@ -51,6 +51,49 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX outbox_by_status ON outbox(status, id);
     """,
+    # 2: postbacks rendered at fire time, each attempt logged; replaces the bare outbox.
+    """
+    DROP TABLE outbox;
+
+    CREATE TABLE postbacks (
+        id INTEGER PRIMARY KEY,
+        transaction_id TEXT NOT NULL,
+        cid TEXT NOT NULL,
+        pid TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        conversion_id TEXT,
+        kind TEXT NOT NULL CHECK (kind IN ('buyer', 'source')),
+        method TEXT NOT NULL CHECK (method IN ('GET', 'POST')),
+        url TEXT NOT NULL,
+        host TEXT NOT NULL,
+        body TEXT,
+        secret TEXT,
+        status TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'failed')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        max_attempts INTEGER NOT NULL,
+        next_attempt_at TEXT NOT NULL,
+        last_status_code INTEGER,
+        last_error TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX postbacks_due ON postbacks(next_attempt_at) WHERE status = 'pending';
+    CREATE INDEX postbacks_by_status ON postbacks(status, id);
+    CREATE INDEX postbacks_by_transaction ON postbacks(transaction_id, id);
+
+    CREATE TABLE postback_attempts (
+        id INTEGER PRIMARY KEY,
+        postback_id INTEGER NOT NULL REFERENCES postbacks(id),
+        attempt INTEGER NOT NULL,
+        started_at TEXT NOT NULL,
+        url TEXT NOT NULL,
+        status_code INTEGER,
+        error TEXT,
+        latency_ms REAL NOT NULL,
+        response TEXT
+    );
+    CREATE INDEX postback_attempts_by_postback ON postback_attempts(postback_id, id);
+    """,
 )
 
 

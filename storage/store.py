@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 
-from storage import reader
+from storage import outbox, reader
 from storage.connection import open_reader, open_writer, prepare
-from storage.records import StoredTransaction, TransactionView, WriteOp
+from storage.records import (
+    DuePostback,
+    PostbackStatus,
+    PostbackView,
+    StoredTransaction,
+    TransactionView,
+    WriteOp,
+)
 from storage.writer import Writer
 
 
@@ -36,6 +45,7 @@ class Store:
         self._writer: Writer | None = None
         self._write_conn: aiosqlite.Connection | None = None
         self._read_conn: aiosqlite.Connection | None = None
+        self._commit_listeners: list[Callable[[list[WriteOp]], None]] = []
 
     async def open(self) -> None:
         await asyncio.to_thread(prepare, self.path)
@@ -45,8 +55,17 @@ class Store:
             self._write_conn,
             max_pending=self._max_pending,
             gather_seconds=self._gather_seconds,
+            on_commit=self._committed,
         )
         self._writer.start()
+
+    def on_commit(self, listener: Callable[[list[WriteOp]], None]) -> None:
+        """Call ``listener`` with the ops of every batch, right after it commits."""
+        self._commit_listeners.append(listener)
+
+    def _committed(self, ops: list[WriteOp]) -> None:
+        for listener in self._commit_listeners:
+            listener(ops)
 
     async def close(self) -> None:
         """Flush every queued write, then close both connections. Idempotent."""
@@ -66,8 +85,8 @@ class Store:
     def has_room(self) -> bool:
         return self.writer.has_room()
 
-    def submit(self, op: WriteOp) -> asyncio.Future[None]:
-        return self.writer.submit(op)
+    def submit(self, op: WriteOp, *, bounded: bool = True) -> asyncio.Future[None]:
+        return self.writer.submit(op, bounded=bounded)
 
     async def flush(self) -> None:
         """Wait until every write queued so far has committed."""
@@ -88,6 +107,28 @@ class Store:
 
     async def transaction_view(self, transaction_id: str) -> TransactionView | None:
         return await reader.transaction_view(self._reader(), transaction_id)
+
+    async def lead_fields(self, transaction_id: str) -> dict[str, Any]:
+        return await reader.lead_fields(self._reader(), transaction_id)
+
+    async def due_postbacks(
+        self, now: str, *, limit: int, skip_ids: list[int], skip_hosts: list[str]
+    ) -> list[DuePostback]:
+        return await outbox.due(self._reader(), now, limit=limit, skip_ids=skip_ids,
+                                skip_hosts=skip_hosts)
+
+    async def next_postback_due_at(
+        self, skip_ids: list[int], skip_hosts: list[str]
+    ) -> str | None:
+        return await outbox.next_due_at(self._reader(), skip_ids, skip_hosts)
+
+    async def postbacks(
+        self, *, status: PostbackStatus | None, cid: str | None, limit: int
+    ) -> list[PostbackView]:
+        return await outbox.postbacks(self._reader(), status=status, cid=cid, limit=limit)
+
+    async def postback(self, postback_id: int) -> PostbackView | None:
+        return await outbox.postback(self._reader(), postback_id)
 
     def _reader(self) -> aiosqlite.Connection:
         if self._read_conn is None:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import sqlite3
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import aiosqlite
@@ -38,8 +39,18 @@ _UPDATE_LEAD = (
     " cost = coalesce(?2, cost)"
     " WHERE transaction_id = ?3"
 )
-_INSERT_OUTBOX = (
-    "INSERT INTO outbox (conversion_id, transaction_id, created_at) VALUES (?, ?, ?)"
+_INSERT_POSTBACK = (
+    "INSERT INTO postbacks (transaction_id, cid, pid, event_id, conversion_id, kind, method,"
+    " url, host, body, secret, status, max_attempts, next_attempt_at, created_at, updated_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_ATTEMPT = (
+    "INSERT INTO postback_attempts (postback_id, attempt, started_at, url, status_code, error,"
+    " latency_ms, response) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_UPDATE_POSTBACK = (
+    "UPDATE postbacks SET status = ?2, attempts = ?3, max_attempts = ?4, next_attempt_at = ?5,"
+    " last_status_code = ?6, last_error = ?7, updated_at = ?8 WHERE id = ?1"
 )
 
 # Errors that no retry can cure: the op itself is wrong and is refused alone.
@@ -67,6 +78,7 @@ class Writer:
         max_batch: int = 2000,
         retry_initial: float = 0.05,
         retry_max: float = 2.0,
+        on_commit: Callable[[list[WriteOp]], None] | None = None,
     ) -> None:
         self._conn = conn
         self._max_pending = max_pending
@@ -74,6 +86,7 @@ class Writer:
         self._max_batch = max_batch
         self._retry_initial = retry_initial
         self._retry_max = retry_max
+        self._on_commit = on_commit
         self._queue: deque[_Item] = deque()
         self._has_work = asyncio.Event()
         self._flush_now = asyncio.Event()
@@ -93,11 +106,15 @@ class Writer:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="sqlite-writer")
 
-    def submit(self, op: WriteOp) -> asyncio.Future[None]:
-        """Queue an op; raises StoreBusy at the bound and StoreClosed after close()."""
+    def submit(self, op: WriteOp, *, bounded: bool = True) -> asyncio.Future[None]:
+        """Queue an op; raises StoreBusy at the bound and StoreClosed after close().
+
+        ``bounded=False`` is for callers whose writes are already limited in number (the
+        postback dispatcher records at most one attempt per delivery it runs).
+        """
         if self._closing:
             raise StoreClosed
-        if len(self._queue) >= self._max_pending:
+        if bounded and len(self._queue) >= self._max_pending:
             raise StoreBusy
         return self._enqueue(op)
 
@@ -187,13 +204,20 @@ class Writer:
             for _, future in batch:
                 if not future.done():
                     future.set_result(None)
+            if self._on_commit is not None:
+                try:
+                    self._on_commit([op for op, _ in batch])
+                except Exception:  # a listener's bug must not stop the writer
+                    log.exception("commit_listener_failed")
             return
 
     async def _apply(self, ops: list[WriteOp]) -> None:
         leads: list[tuple[Any, ...]] = []
         events: list[tuple[Any, ...]] = []
         changes: list[tuple[Any, ...]] = []
-        outbox: list[tuple[Any, ...]] = []
+        postbacks: list[tuple[Any, ...]] = []
+        attempts: list[tuple[Any, ...]] = []
+        postback_changes: list[tuple[Any, ...]] = []
         for op in ops:
             if op.lead is not None:
                 leads.append(msgspec.structs.astuple(op.lead))
@@ -202,19 +226,26 @@ class Writer:
             if op.change is not None:
                 change = op.change
                 changes.append((change.fields_patch, change.cost, change.transaction_id))
-            if op.outbox is not None:
-                outbox.append(msgspec.structs.astuple(op.outbox))
+            postbacks.extend(msgspec.structs.astuple(row) for row in op.postbacks)
+            if op.attempt is not None:
+                attempts.append(msgspec.structs.astuple(op.attempt))
+            if op.postback_change is not None:
+                postback_changes.append(msgspec.structs.astuple(op.postback_change))
         conn = self._conn
         await conn.execute("BEGIN IMMEDIATE")
-        # Fixed order: a lead is inserted before its events and before changes to it.
+        # Fixed order: a row is inserted before rows that refer to it and changes to it.
         if leads:
             await conn.executemany(_INSERT_LEAD, leads)
         if events:
             await conn.executemany(_INSERT_EVENT, events)
         if changes:
             await conn.executemany(_UPDATE_LEAD, changes)
-        if outbox:
-            await conn.executemany(_INSERT_OUTBOX, outbox)
+        if postbacks:
+            await conn.executemany(_INSERT_POSTBACK, postbacks)
+        if attempts:
+            await conn.executemany(_INSERT_ATTEMPT, attempts)
+        if postback_changes:
+            await conn.executemany(_UPDATE_POSTBACK, postback_changes)
         await conn.execute("COMMIT")
 
     async def _rollback(self) -> None:

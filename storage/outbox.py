@@ -1,0 +1,113 @@
+"""Queries on postbacks and their attempts, on the read connection."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiosqlite
+import msgspec
+
+from storage.records import AttemptView, DuePostback, PostbackStatus, PostbackView
+
+_VIEW_COLUMNS = (
+    "id, transaction_id, cid, pid, event_id, conversion_id, kind, method, url, status,"
+    " attempts, max_attempts, next_attempt_at, last_status_code, last_error, created_at,"
+    " updated_at"
+)
+_ids = msgspec.json.Encoder()
+
+
+def _view(row: Any) -> PostbackView:
+    (id_, transaction_id, cid, pid, event_id, conversion_id, kind, method, url, status,
+     attempts, max_attempts, next_attempt_at, last_status_code, last_error, created_at,
+     updated_at) = row
+    return PostbackView(
+        id=id_, transaction_id=transaction_id, cid=cid, pid=pid, event_id=event_id,
+        conversion_id=conversion_id, kind=kind, method=method, url=url, status=status,
+        attempts=attempts, max_attempts=max_attempts,
+        next_attempt_at=next_attempt_at if status == "pending" else None,
+        last_status_code=last_status_code, last_error=last_error, created_at=created_at,
+        updated_at=updated_at,
+    )
+
+
+async def due(
+    conn: aiosqlite.Connection,
+    now: str,
+    *,
+    limit: int,
+    skip_ids: list[int],
+    skip_hosts: list[str],
+) -> list[DuePostback]:
+    """Pending postbacks due by ``now``, oldest first, leaving out busy ids and hosts."""
+    rows = await conn.execute_fetchall(
+        "SELECT id, method, url, host, body, secret, attempts, max_attempts FROM postbacks"
+        " WHERE status = 'pending' AND next_attempt_at <= ?"
+        " AND id NOT IN (SELECT value FROM json_each(?))"
+        " AND host NOT IN (SELECT value FROM json_each(?))"
+        " ORDER BY next_attempt_at LIMIT ?",
+        (now, _ids.encode(skip_ids), _ids.encode(skip_hosts), limit),
+    )
+    return [
+        DuePostback(id=id_, method=method, url=url, host=host, body=body, secret=secret,
+                    attempts=attempts, max_attempts=max_attempts)
+        for id_, method, url, host, body, secret, attempts, max_attempts in rows
+    ]
+
+
+async def next_due_at(
+    conn: aiosqlite.Connection, skip_ids: list[int], skip_hosts: list[str]
+) -> str | None:
+    """When the next pending postback that could be sent now falls due."""
+    rows = list(await conn.execute_fetchall(
+        "SELECT min(next_attempt_at) FROM postbacks WHERE status = 'pending'"
+        " AND id NOT IN (SELECT value FROM json_each(?))"
+        " AND host NOT IN (SELECT value FROM json_each(?))",
+        (_ids.encode(skip_ids), _ids.encode(skip_hosts)),
+    ))
+    value: str | None = rows[0][0] if rows else None
+    return value
+
+
+async def postbacks(
+    conn: aiosqlite.Connection,
+    *,
+    status: PostbackStatus | None,
+    cid: str | None,
+    limit: int,
+) -> list[PostbackView]:
+    """The newest postbacks first, optionally of one status and one campaign."""
+    rows = await conn.execute_fetchall(
+        f"SELECT {_VIEW_COLUMNS} FROM postbacks"
+        " WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR cid = ?2)"
+        " ORDER BY id DESC LIMIT ?3",
+        (status, cid, limit),
+    )
+    return [_view(row) for row in rows]
+
+
+async def postbacks_of_transaction(
+    conn: aiosqlite.Connection, transaction_id: str
+) -> list[PostbackView]:
+    rows = await conn.execute_fetchall(
+        f"SELECT {_VIEW_COLUMNS} FROM postbacks WHERE transaction_id = ? ORDER BY id",
+        (transaction_id,),
+    )
+    return [_view(row) for row in rows]
+
+
+async def postback(conn: aiosqlite.Connection, postback_id: int) -> PostbackView | None:
+    """One postback with every attempt made to deliver it."""
+    rows = list(await conn.execute_fetchall(
+        f"SELECT {_VIEW_COLUMNS} FROM postbacks WHERE id = ?", (postback_id,)))
+    if not rows:
+        return None
+    attempts = [
+        AttemptView(attempt=attempt, started_at=started_at, url=url, status_code=status_code,
+                    error=error, latency_ms=latency_ms, response=response)
+        for attempt, started_at, url, status_code, error, latency_ms, response
+        in await conn.execute_fetchall(
+            "SELECT attempt, started_at, url, status_code, error, latency_ms, response"
+            " FROM postback_attempts WHERE postback_id = ? ORDER BY id", (postback_id,))
+    ]
+    return msgspec.structs.replace(_view(rows[0]), attempt_log=attempts)
