@@ -6,8 +6,9 @@ import asyncio
 import contextvars
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from actors.clock import Clock, utc_text
 from actors.messages import CreateLead, FireEvent, Message, Reply, Verdict
@@ -17,12 +18,24 @@ from storage.records import (
     EventRow,
     LeadChange,
     LeadRow,
-    OutboxRow,
+    PostbackRow,
     WriteOp,
     encode_fields,
     money_text,
 )
 from storage.store import Store
+
+
+class PostbackPlanner(Protocol):
+    def __call__(
+        self,
+        event: FireEvent,
+        lead_fields: Mapping[str, Any],
+        conversion_id: str,
+        fired_at: str,
+    ) -> tuple[PostbackRow, ...]:
+        """The postbacks a fired event owes, rendered from the event and its lead."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +47,7 @@ class Runtime:
     lock_seconds: float
     # Commit durability: answer only once the write has committed.
     wait_for_commit: bool
+    plan_postbacks: PostbackPlanner | None = None
 
 
 class TransactionActor:
@@ -140,6 +154,10 @@ class TransactionActor:
         conversion_id = f"conv_{uuid.uuid4()}" if event.conversion else ""
         cost = None if event.cost is None else apply_cost(state.cost, event.cost,
                                                           event.cost_operation)
+        postbacks: tuple[PostbackRow, ...] = ()
+        if event.postbacks and rt.plan_postbacks is not None:
+            lead_fields = await self._stored_lead_fields() | event.lead_fields
+            postbacks = rt.plan_postbacks(event, lead_fields, conversion_id, fired_at)
         change = None
         if event.lead_fields or cost is not None:
             change = LeadChange(
@@ -165,8 +183,7 @@ class TransactionActor:
                 fired_at=fired_at,
             ),
             change=change,
-            outbox=OutboxRow(conversion_id=conversion_id, transaction_id=self.transaction_id,
-                             created_at=fired_at) if conversion_id else None,
+            postbacks=postbacks,
         )
         written = rt.store.submit(op)  # raises StoreBusy before any state changes
         state.forget_closed_windows(now)
@@ -178,6 +195,12 @@ class TransactionActor:
         if rt.wait_for_commit:
             await written
         return Reply(Verdict.FIRED, conversion_id)
+
+    async def _stored_lead_fields(self) -> dict[str, Any]:
+        """The lead's fields as stored, once this actor's own queued writes are in."""
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+        return await self._rt.store.lead_fields(self.transaction_id)
 
     async def _create(self, lead: CreateLead) -> Reply:
         rt = self._rt

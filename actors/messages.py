@@ -30,6 +30,8 @@ class FireEvent(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     converted_at: datetime | None = None
     ip: str | None = None
     user_agent: str | None = None
+    # The configuration asks for postbacks when this event fires.
+    postbacks: bool = False
 
 
 class CreateLead(msgspec.Struct, frozen=True, kw_only=True, tag=True):
