@@ -91,6 +91,14 @@ def transaction_not_found() -> ApiError:
     return ApiError(404, "Transaction not found", "not_found")
 
 
+def postback_not_found() -> ApiError:
+    return ApiError(404, "Postback not found", "not_found")
+
+
+def postback_delivered() -> ApiError:
+    return ApiError(409, "Postback already delivered", "already_delivered")
+
+
 def store_unavailable() -> ApiError:
     return ApiError(503, "Store not writable", "store_unavailable",
                     headers={"Retry-After": "1"})

@@ -22,6 +22,8 @@ from app.config import Config
 from app.envelope import error_response
 from app.errors import ApiError
 from app.middleware import RequestLogMiddleware
+from app.postbacks.dispatcher import Dispatcher
+from app.postbacks.plan import Planner
 from app.routes import routes
 from app.services import Services
 from storage.store import Store
@@ -56,6 +58,8 @@ def create_app(
     the_store = store or build_store(config)
     server = config.server
 
+    planner = Planner(config)
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         await the_store.open()
@@ -65,15 +69,22 @@ def create_app(
                 clock=clock,
                 lock_seconds=server.lock_seconds,
                 wait_for_commit=server.durability == "commit",
+                plan_postbacks=planner,
             ),
             max_actors=server.max_actors,
         )
+        dispatcher = Dispatcher(the_store, clock, config.delivery)
+        dispatcher.start()
         log.info("store_opened", db=str(the_store.path), durability=server.durability)
         try:
             yield {"services": Services(config=config, catalog=Catalog(config),
-                                        store=the_store, registry=registry, clock=clock)}
+                                        planner=planner, store=the_store, registry=registry,
+                                        dispatcher=dispatcher, clock=clock)}
         finally:
+            # Requests are done by now; the dispatcher may still record attempts, then
+            # the store commits everything queued.
             await registry.close()
+            await dispatcher.close()
             await the_store.close()
             log.info("store_closed", db=str(the_store.path))
 

@@ -10,6 +10,8 @@ from actors.clock import Clock
 from actors.registry import ActorRegistry
 from app.catalog import Catalog
 from app.config import Config
+from app.postbacks.dispatcher import Dispatcher
+from app.postbacks.plan import Planner
 from storage.store import Store
 
 
@@ -17,8 +19,10 @@ from storage.store import Store
 class Services:
     config: Config
     catalog: Catalog
+    planner: Planner
     store: Store
     registry: ActorRegistry
+    dispatcher: Dispatcher
     clock: Clock
 
 

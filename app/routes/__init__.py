@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from app.routes import admin, clicks, events, health
+from app.routes import admin, clicks, events, health, postbacks
 
 
 def routes() -> list[Route]:
@@ -15,5 +15,9 @@ def routes() -> list[Route]:
         Route("/api/event/trigger", events.trigger, methods=["POST"]),
         Route("/api/event/{cid}", events.trigger_for_campaign, methods=["POST"]),
         Route("/api/transactions/{transaction_id}", admin.transaction, methods=["GET"]),
+        Route("/api/postbacks", postbacks.list_postbacks, methods=["GET"]),
+        Route("/api/postbacks/{postback_id:int}", postbacks.show_postback, methods=["GET"]),
+        Route("/api/postbacks/{postback_id:int}/retry", postbacks.retry_postback,
+              methods=["POST"]),
         Route("/healthz", health.healthz, methods=["GET"]),
     ]

@@ -75,6 +75,8 @@ async def _fire(request: Request, *, path_cid: str | None, success_status: int) 
         converted_at=event.converted_at,
         ip=client_ip(request),
         user_agent=user_agent(request),
+        postbacks=svc.planner.wants(fields.cid, fields.event_id, fields.pid,
+                                    configured.conversion),
     ))
     refusal = _REFUSALS.get(reply.verdict)
     if refusal is not None:

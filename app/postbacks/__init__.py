@@ -1,0 +1,1 @@
+"""Postbacks: rendered when a conversion fires, stored with it, delivered at least once."""

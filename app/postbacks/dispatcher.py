@@ -1,0 +1,254 @@
+"""The dispatcher: sends due postbacks, records every attempt, schedules retries.
+
+Postbacks live in SQLite, not in memory: the dispatcher only holds the ones it is sending
+(at most ``concurrency``, at most ``per_host`` to one host, so a slow buyer cannot take
+every slot). Each attempt is written through the store's single writer together with the
+postback's new state. A delivery interrupted by a crash left no attempt behind, so the
+postback is sent again after the restart: delivery is at least once, and ``conversion_id``
+lets a receiver drop a repeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+import httpx
+import structlog
+
+from actors.clock import Clock, utc_text
+from app.config import DeliveryConfig
+from app.postbacks.retry import Outcome, next_delay, outcome_of_status, retry_after_seconds
+from app.postbacks.signing import signature_headers
+from storage.records import AttemptRow, DuePostback, PostbackChange, PostbackStatus, WriteOp
+from storage.store import Store
+from storage.writer import StoreClosed
+
+log = structlog.get_logger("app.postbacks")
+
+RESPONSE_KEPT_BYTES = 1024
+_PERMANENT_ERRORS = (httpx.UnsupportedProtocol, httpx.InvalidURL, httpx.TooManyRedirects,
+                     httpx.LocalProtocolError)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        settings: DeliveryConfig,
+        *,
+        client: httpx.AsyncClient | None = None,
+        jitter: Callable[[], float] = random.random,
+        poll_seconds: float = 1.0,
+        shutdown_grace_seconds: float = 5.0,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._settings = settings
+        self._client = client
+        self._owns_client = client is None
+        self._jitter = jitter
+        self._poll_seconds = poll_seconds
+        self._grace = shutdown_grace_seconds
+        self._in_flight: dict[int, asyncio.Task[None]] = {}
+        self._host_load: Counter[str] = Counter()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    def start(self) -> None:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                timeout=self._settings.timeout_seconds,
+                limits=httpx.Limits(max_connections=self._settings.concurrency,
+                                    max_keepalive_connections=self._settings.concurrency),
+                follow_redirects=True,
+                headers={"User-Agent": "event-postback"},
+            )
+        self._store.on_commit(self._on_commit)
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="postbacks")
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def drain(self) -> None:
+        """Send everything due now and wait until those attempts are recorded."""
+        while True:
+            await self._start_due()
+            running = list(self._in_flight.values())
+            if not running:
+                return
+            await asyncio.gather(*running, return_exceptions=True)
+
+    async def close(self) -> None:
+        """Stop taking postbacks; give the ones being sent a moment, then cancel them.
+
+        A cancelled delivery records nothing, so it is sent again after the restart.
+        """
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        running = list(self._in_flight.values())
+        if running:
+            _, late = await asyncio.wait(running, timeout=self._grace)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        if self._owns_client and self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def _on_commit(self, ops: list[WriteOp]) -> None:
+        if any(op.postbacks for op in ops):
+            self._wake.set()
+
+    async def _run(self) -> None:
+        while not self._closing:
+            self._wake.clear()
+            try:
+                await self._start_due()
+                wait = await self._seconds_to_next_due()
+            except Exception:
+                log.exception("postback_dispatch_failed")
+                wait = self._poll_seconds
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), min(wait, self._poll_seconds))
+
+    def _busy_hosts(self) -> list[str]:
+        return [host for host, load in self._host_load.items()
+                if load >= self._settings.per_host]
+
+    async def _start_due(self) -> None:
+        free = self._settings.concurrency - len(self._in_flight)
+        if free <= 0 or self._closing:
+            return
+        due = await self._store.due_postbacks(
+            utc_text(self._clock.now()), limit=free, skip_ids=list(self._in_flight),
+            skip_hosts=self._busy_hosts())
+        for postback in due:
+            # Another pass may have claimed it, or filled the host, while we read.
+            if (postback.id in self._in_flight
+                    or self._host_load[postback.host] >= self._settings.per_host
+                    or len(self._in_flight) >= self._settings.concurrency):
+                continue
+            self._host_load[postback.host] += 1
+            self._in_flight[postback.id] = asyncio.get_running_loop().create_task(
+                self._deliver(postback), context=contextvars.Context())
+
+    async def _seconds_to_next_due(self) -> float:
+        if len(self._in_flight) >= self._settings.concurrency:
+            return self._poll_seconds  # a finished delivery wakes us
+        due_at = await self._store.next_postback_due_at(list(self._in_flight),
+                                                         self._busy_hosts())
+        if due_at is None:
+            return self._poll_seconds
+        moment = datetime.fromisoformat(due_at.replace("Z", "+00:00"))
+        return max(0.0, (moment - self._clock.now()).total_seconds())
+
+    async def _deliver(self, postback: DuePostback) -> None:
+        try:
+            await self._attempt(postback)
+        finally:
+            del self._in_flight[postback.id]
+            self._host_load[postback.host] -= 1
+            if not self._host_load[postback.host]:
+                del self._host_load[postback.host]
+            self._wake.set()
+
+    async def _attempt(self, postback: DuePostback) -> None:
+        assert self._client is not None
+        attempt = postback.attempts + 1
+        started = self._clock.now()
+        began = time.perf_counter()
+        body = postback.body.encode() if postback.body is not None else None
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        if postback.secret:
+            signed = body if body is not None else postback.url.encode()
+            headers |= signature_headers(postback.secret, int(started.timestamp()), signed)
+
+        status_code: int | None = None
+        error: str | None = None
+        answer: str | None = None
+        retry_after: str | None = None
+        try:
+            # httpx times each phase; this bounds the whole request, a slow drip included.
+            async with asyncio.timeout(self._settings.timeout_seconds):
+                async with self._client.stream(postback.method, postback.url, content=body,
+                                               headers=headers) as response:
+                    status_code = response.status_code
+                    retry_after = response.headers.get("retry-after")
+                    answer = await _read_head(response, RESPONSE_KEPT_BYTES)
+            outcome = outcome_of_status(status_code)
+        except (httpx.TimeoutException, TimeoutError) as exc:
+            error, outcome = f"timeout: {type(exc).__name__}", "retry"
+        except _PERMANENT_ERRORS as exc:
+            error, outcome = f"{type(exc).__name__}: {exc}", "failed"
+        except httpx.TransportError as exc:
+            error, outcome = f"{type(exc).__name__}: {exc}", "retry"
+        except Exception as exc:
+            log.exception("postback_attempt_crashed", postback_id=postback.id)
+            error, outcome = f"{type(exc).__name__}: {exc}", "retry"
+        latency_ms = round((time.perf_counter() - began) * 1000, 3)
+
+        status, next_at = self._next_state(outcome, attempt, postback.max_attempts, retry_after)
+        now = utc_text(self._clock.now())
+        op = WriteOp(
+            attempt=AttemptRow(postback_id=postback.id, attempt=attempt,
+                               started_at=utc_text(started), url=postback.url,
+                               status_code=status_code, error=error, latency_ms=latency_ms,
+                               response=answer),
+            postback_change=PostbackChange(postback_id=postback.id, status=status,
+                                           attempts=attempt, max_attempts=postback.max_attempts,
+                                           next_attempt_at=utc_text(next_at),
+                                           last_status_code=status_code, last_error=error,
+                                           updated_at=now),
+        )
+        log.info("postback_attempt", postback_id=postback.id, host=postback.host,
+                 status=status_code, error=error, attempt=attempt, latency_ms=latency_ms,
+                 outcome=status)
+        try:
+            await self._store.submit(op, bounded=False)
+        except StoreClosed:
+            log.warning("postback_attempt_not_recorded", postback_id=postback.id)
+
+    def _next_state(
+        self, outcome: Outcome, attempt: int, max_attempts: int, retry_after: str | None
+    ) -> tuple[PostbackStatus, datetime]:
+        now = self._clock.now()
+        if outcome == "delivered":
+            return "delivered", now
+        if outcome == "failed" or attempt >= max_attempts:
+            return "failed", now
+        settings = self._settings
+        delay = next_delay(attempt, first=settings.first_retry_seconds,
+                           cap=settings.max_retry_seconds, jitter=self._jitter())
+        asked = retry_after_seconds(retry_after, settings.max_retry_seconds)
+        if asked is not None:
+            delay = max(delay, asked)
+        return "pending", now + timedelta(seconds=delay)
+
+
+async def _read_head(response: httpx.Response, limit: int) -> str:
+    """The first ``limit`` bytes of the answer, as text; the rest is never read."""
+    kept = bytearray()
+    async for chunk in response.aiter_bytes():
+        kept += chunk[: limit - len(kept)]
+        if len(kept) >= limit:
+            break
+    return kept.decode("utf-8", errors="replace")

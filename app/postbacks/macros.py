@@ -1,0 +1,70 @@
+"""Macro values and their substitution into postback URLs and bodies."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+from urllib.parse import quote
+
+import msgspec
+
+from actors.messages import FireEvent
+
+_MACRO = re.compile(r"\{(\w*)\}")
+_CENTS = Decimal("0.01")
+MONEY_MACROS = frozenset({"revenue", "payout", "adSpend", "min_price"})
+
+
+def money_text(value: Decimal | None) -> str:
+    """At least two decimals, never rounded: 45 -> 45.00, 0.0125 -> 0.0125."""
+    if value is None:
+        return ""
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent > -2:
+        value = value.quantize(_CENTS)
+    return format(value, "f")
+
+
+def _text(name: str, value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Decimal):
+        return money_text(value) if name in MONEY_MACROS else format(value, "f")
+    return str(value)
+
+
+def macro_values(
+    event: FireEvent, lead_fields: Mapping[str, Any], conversion_id: str, fired_at: str
+) -> dict[str, str]:
+    """Every macro's value as text: the lead's fields, then the event's own, which win."""
+    values = {name: _text(name, value) for name, value in lead_fields.items()}
+    values.update(
+        cid=event.cid,
+        pid=event.pid,
+        event_id=event.event_id,
+        transaction_id=event.transaction_id,
+        conversion_id=conversion_id,
+        revenue=money_text(event.revenue),
+        payout=money_text(event.payout),
+        conversion="1" if event.conversion else "0",
+        fired_at=fired_at,
+    )
+    return values
+
+
+def render_url(template: str, values: Mapping[str, str]) -> str:
+    """Fill in the macros, percent-encoding each value whole.
+
+    Nothing a value holds (``&``, ``=``, ``/``, ``?``, ``#``) can add a parameter or change
+    the path; a macro with no value becomes empty.
+    """
+    return _MACRO.sub(lambda match: quote(values.get(match[1], ""), safe=""), template)
+
+
+def render_body(values: Mapping[str, str]) -> str:
+    """The JSON object of every macro, for POST postbacks."""
+    return msgspec.json.encode(dict(values)).decode()

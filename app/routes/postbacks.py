@@ -1,0 +1,55 @@
+"""The postback delivery log, behind the admin token: list, inspect, resend."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from actors.clock import utc_text
+from app import errors
+from app.bodies import form_fields
+from app.envelope import success_response
+from app.payloads import parse_postback_query
+from app.postbacks.retry import manual_retry
+from app.routes.admin import require_admin
+from app.services import services
+from storage.records import WriteOp
+
+
+async def list_postbacks(request: Request) -> Response:
+    """GET /api/postbacks?status=&cid=&limit=: newest first."""
+    svc = services(request)
+    require_admin(request, svc)
+    query = parse_postback_query(form_fields(request.url.query))
+    await svc.store.flush()
+    found = await svc.store.postbacks(status=query.status, cid=query.cid, limit=query.limit)
+    return success_response(200, "OK", found)
+
+
+async def show_postback(request: Request) -> Response:
+    """GET /api/postbacks/{id}: the postback and every attempt to deliver it."""
+    svc = services(request)
+    require_admin(request, svc)
+    await svc.store.flush()
+    found = await svc.store.postback(request.path_params["postback_id"])
+    if found is None:
+        raise errors.postback_not_found()
+    return success_response(200, "OK", found)
+
+
+async def retry_postback(request: Request) -> Response:
+    """POST /api/postbacks/{id}/retry: send a failed (or waiting) postback now."""
+    svc = services(request)
+    require_admin(request, svc)
+    postback_id: int = request.path_params["postback_id"]
+    await svc.store.flush()
+    found = await svc.store.postback(postback_id)
+    if found is None:
+        raise errors.postback_not_found()
+    if found.status == "delivered":
+        raise errors.postback_delivered()
+    change = manual_retry(found, utc_text(svc.clock.now()))
+    await svc.store.submit(WriteOp(postback_change=change), bounded=False)
+    svc.dispatcher.wake()
+    return success_response(202, "Postback retry scheduled",
+                            await svc.store.postback(postback_id))
