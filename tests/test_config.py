@@ -121,6 +121,25 @@ BROKEN = [
      "campaigns[0].landing_url: unknown macro {tid}"),
     ("[[campaigns]]\ncid = \"\"\n", "campaigns[0].cid: Expected `str` of length >= 1"),
     ("[server\nport = 1\n", "TOML syntax: Expected ']' at the end of a table declaration"),
+    ("[[campaigns]]\ncid = \"a\"\n[[campaigns.postbacks]]\nurl = \"https://b.example/?x={nope}\"\n",
+     "campaigns[0].postbacks[0].url: unknown macro {nope}"),
+    ("[[campaigns]]\ncid = \"a\"\n[[campaigns.postbacks]]\nurl = \"https://{sub1}.example/\"\n",
+     "campaigns[0].postbacks[0].url: macros may not appear in the host"),
+    ("[[campaigns]]\ncid = \"a\"\n[[campaigns.postbacks]]\nurl = \"ftp://b.example/\"\n",
+     "campaigns[0].postbacks[0].url: must be an absolute http(s) URL"),
+    ("[[campaigns]]\ncid = \"a\"\n[[campaigns.postbacks]]\nurl = \"https://b.example/\"\n"
+     "events = [\"sold\"]\n",
+     "campaigns[0].postbacks[0].events: 'sold' is not an event of campaign 'a'"),
+    ("[[campaigns]]\ncid = \"a\"\n[[campaigns.postbacks]]\nurl = \"https://b.example/\"\n"
+     "method = \"PUT\"\n",
+     "campaigns[0].postbacks[0].method: Invalid enum value 'PUT'"),
+    ("[[sources]]\npid = \"s\"\npostback_url = \"https://p.example/?n={first_name}\"\n",
+     "sources[0].postback_url: unknown macro {first_name}"),
+    ("[delivery]\nper_host = 10\nconcurrency = 5\n",
+     "delivery.per_host: must not be more than concurrency"),
+    ("[delivery]\nfirst_retry_seconds = 10\nmax_retry_seconds = 5\n",
+     "delivery.max_retry_seconds: must not be less than first_retry_seconds"),
+    ("[delivery]\ntimeout_seconds = 0\n", "delivery.timeout_seconds: Expected `float` > 0.0"),
 ]
 
 
@@ -134,6 +153,16 @@ def test_config_error_is_one_line_naming_file_place_and_problem(
     message = str(caught.value)
     assert "\n" not in message
     assert message.startswith(f"{path}: {expected}"), message
+
+
+def test_declared_lead_fields_may_be_used_as_macros(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, """
+lead_fields = ["first_name"]
+[[sources]]
+pid = "s"
+postback_url = "https://p.example/?n={first_name}&s={sub1}&t={transaction_id}"
+"""))
+    assert config.sources[0].postback_url is not None
 
 
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
@@ -170,3 +199,11 @@ def test_serve_with_a_broken_config_exits_before_serving(
     bad = write(tmp_path, "[server]\nport = \"x\"\n")
     assert main(["serve", "--config", str(bad)]) == 2
     assert capsys.readouterr().err.startswith(f"{bad}: server.port: Expected `int`")
+
+
+def test_the_readme_config_example_is_a_valid_config(tmp_path: Path) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    example = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    config = load_config(write(tmp_path, example))
+    assert config.lead_fields == ["first_name"]
+    assert config.campaigns[0].postbacks[0].events == ["sale_completed"]

@@ -379,12 +379,3 @@ async def test_cost_operations_update_the_lead_cost(
         assert (await api.fire(transaction_id, "form_step", **fields)).status_code == 200
         api.clock.advance(2)
     assert (await api.view(transaction_id))["cost"] == expected
-
-
-async def test_conversion_leaves_a_row_for_the_postback_outbox(api: Harness) -> None:
-    transaction_id = await api.click()
-    await api.fire(transaction_id, "quote_viewed")
-    response = await api.fire(transaction_id, "sale_completed", revenue=5)
-    rows = await api.query("SELECT conversion_id, status FROM outbox WHERE transaction_id = ?",
-                           transaction_id)
-    assert rows == [(response.json()["data"]["conversion_id"], "pending")]

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from storage.records import EventRow, LeadRow, WriteOp
+from storage.records import EventRow, LeadRow, PostbackRow, WriteOp
 from storage.store import Store
 from storage.writer import StoreBusy, StoreClosed
 
@@ -66,6 +66,32 @@ async def test_the_database_refuses_a_second_fire_once_event(store: Store) -> No
     with pytest.raises(sqlite3.IntegrityError):
         await store.submit(event("a"))
     assert count(store.path, "events") == 1
+
+
+def postback_row(transaction_id: str, method: str = "GET") -> PostbackRow:
+    return PostbackRow(
+        transaction_id=transaction_id, cid="c", pid="organic", event_id="e",
+        conversion_id="conv_1", kind="buyer", method=method,  # type: ignore[arg-type]
+        url="http://buyer.example/pb", host="buyer.example", body=None, secret=None,
+        status="pending", max_attempts=8, next_attempt_at="2026-01-01T00:00:00.000000Z",
+        created_at="2026-01-01T00:00:00.000000Z", updated_at="2026-01-01T00:00:00.000000Z")
+
+
+async def test_an_event_and_its_postbacks_commit_together_or_not_at_all(store: Store) -> None:
+    await store.submit(lead("a"))
+    refused = WriteOp(event=event("a").event, postbacks=(postback_row("a", method="PUT"),))
+    with pytest.raises(sqlite3.IntegrityError):
+        await store.submit(refused)
+    assert (count(store.path, "events"), count(store.path, "postbacks")) == (0, 0)
+    await store.submit(WriteOp(event=event("a").event, postbacks=(postback_row("a"),) * 2))
+    assert (count(store.path, "events"), count(store.path, "postbacks")) == (1, 2)
+
+
+async def test_commit_listeners_see_each_committed_batch(store: Store) -> None:
+    seen: list[int] = []
+    store.on_commit(lambda ops: seen.append(len(ops)))
+    await asyncio.gather(*(store.submit(lead(f"t{index}")) for index in range(3)))
+    assert seen == [3]
 
 
 async def test_passing_failure_is_retried_until_the_batch_commits(

@@ -1,0 +1,116 @@
+"""A real HTTP receiver for postbacks: uvicorn on a free port, in a thread of its own.
+
+Each request takes the next answer scripted for its path (200 "ok" once there is none); an
+answer may delay, or hang until released. Every request is recorded as it arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from tests.served import free_port
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int = 200
+    body: str = "ok"
+    delay: float = 0.0
+    hang: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Received:
+    method: str
+    path: str
+    url: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: bytes
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.requests: list[Received] = []
+        self.hanging = 0
+        self._scripts: defaultdict[str, deque[Answer]] = defaultdict(deque)
+        self._lock = threading.Lock()
+        self._release: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        app = Starlette(routes=[Route("/{path:path}", self._handle,
+                                      methods=["GET", "POST"])])
+        self._server = uvicorn.Server(uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off",
+            timeout_graceful_shutdown=1))
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    def __enter__(self) -> Receiver:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("receiver did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+        self._server.should_exit = True
+        self._thread.join(10)
+
+    def script(self, path: str, *answers: Answer) -> None:
+        with self._lock:
+            self._scripts[path].extend(answers)
+
+    def release(self) -> None:
+        """Let every hanging request (and every later one) answer."""
+        if self._loop is not None and self._release is not None:
+            self._loop.call_soon_threadsafe(self._release.set)
+
+    def paths(self) -> list[str]:
+        with self._lock:
+            return [request.path for request in self.requests]
+
+    def of(self, path: str) -> list[Received]:
+        with self._lock:
+            return [request for request in self.requests if request.path == path]
+
+    async def _handle(self, request: Request) -> Response:
+        if self._release is None:
+            self._loop = asyncio.get_running_loop()
+            self._release = asyncio.Event()
+        received = Received(
+            method=request.method,
+            path=request.url.path,
+            url=str(request.url),
+            query=parse_qs(request.url.query, keep_blank_values=True),
+            headers={name.lower(): value for name, value in request.headers.items()},
+            body=await request.body(),
+        )
+        with self._lock:
+            self.requests.append(received)
+            script = self._scripts[received.path]
+            answer = script.popleft() if script else Answer()
+        if answer.hang:
+            self.hanging += 1
+            try:
+                await self._release.wait()
+            finally:
+                self.hanging -= 1
+        if answer.delay:
+            await asyncio.sleep(answer.delay)
+        return PlainTextResponse(answer.body, status_code=answer.status, headers=answer.headers)
