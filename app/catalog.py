@@ -23,6 +23,16 @@ class Catalog:
             raise errors.invalid_cid()
         return campaign
 
+    def check_origin(self, campaign: CampaignConfig, origin: str | None) -> None:
+        """Refuse a browser on a page the campaign does not allow.
+
+        CORS alone only stops the page reading the answer; a request a browser sends
+        without a preflight (a beacon, a form) would still be acted on.
+        """
+        allowed = campaign.allowed_origins
+        if origin is not None and "*" not in allowed and origin.lower() not in allowed:
+            raise errors.origin_not_allowed()
+
     def event(self, cid: str, event_id: str) -> EventConfig:
         event = self._events.get((cid, event_id))
         if event is None:

@@ -24,6 +24,7 @@ ORGANIC = "organic"
 # The event route /api/event/{cid} could never reach a campaign with this id.
 _RESERVED_CIDS = frozenset({"trigger"})
 _LANDING_MACROS = frozenset({"transaction_id", "cid", "pid"})
+_ORIGIN = re.compile(r"https?://[a-z0-9.-]+(:[0-9]{1,5})?")
 
 
 class ConfigError(Exception):
@@ -77,6 +78,8 @@ class CampaignConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     cid: Id
     name: str = ""
     landing_url: str | None = None
+    # Web origins whose pages may call the API for this campaign; "*" is any.
+    allowed_origins: list[str] = msgspec.field(default_factory=lambda: ["*"])
     events: list[EventConfig] = []
     postbacks: list[PostbackConfig] = []
 
@@ -205,6 +208,11 @@ def first_problem(config: Config) -> tuple[str, str] | None:
             problem = _landing_url_problem(campaign.landing_url)
             if problem:
                 return f"{place}.landing_url", problem
+        for origin in campaign.allowed_origins:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                return (f"{place}.allowed_origins",
+                        f"{origin!r} is not an origin like https://quotes.example.com "
+                        "(scheme, host and port only) or \"*\"")
         seen_events: dict[str, int] = {}
         for j, event in enumerate(campaign.events):
             if event.event_id in seen_events:

@@ -50,6 +50,10 @@ def invalid_cid() -> ApiError:
     return ApiError(400, "Invalid cid", "invalid_cid")
 
 
+def origin_not_allowed() -> ApiError:
+    return ApiError(403, "Origin not allowed for this campaign", "origin_not_allowed")
+
+
 def invalid_event_id() -> ApiError:
     return ApiError(400, "Invalid event_id for this campaign", "invalid_event_id")
 

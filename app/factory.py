@@ -19,6 +19,7 @@ from actors.registry import ActorRegistry
 from app import errors
 from app.catalog import Catalog
 from app.config import Config
+from app.cors import cors_middleware
 from app.envelope import error_response
 from app.errors import ApiError
 from app.middleware import RequestLogMiddleware
@@ -52,8 +53,12 @@ def create_app(
     *,
     clock: Clock | None = None,
     store: Store | None = None,
+    demo: bool = False,
 ) -> Starlette:
-    """The ASGI app. Its lifespan opens the store and, on shutdown, flushes and closes it."""
+    """The ASGI app. Its lifespan opens the store and, on shutdown, flushes and closes it.
+
+    ``demo`` serves the example landing page that goes with the built-in demo config.
+    """
     clock = clock or SystemClock()
     the_store = store or build_store(config)
     server = config.server
@@ -89,8 +94,8 @@ def create_app(
             log.info("store_closed", db=str(the_store.path))
 
     return Starlette(
-        routes=routes(),
-        middleware=[Middleware(RequestLogMiddleware)],
+        routes=routes(demo=demo),
+        middleware=[Middleware(RequestLogMiddleware), cors_middleware(config)],
         exception_handlers={
             ApiError: _api_error,
             HTTPException: _http_error,
