@@ -54,9 +54,12 @@ def internal_error_body() -> bytes:
     return error_body(500, INTERNAL_ERROR)
 
 
-def success_response(status: int, message: str, data: Any) -> Response:
+def success_response(
+    status: int, message: str, data: Any, *, headers: dict[str, str] | None = None
+) -> Response:
     return Response(
         _encoder.encode(_Success(status=status, type="success", message=message, data=data)),
         status_code=status,
+        headers=headers,
         media_type="application/json",
     )

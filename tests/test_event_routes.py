@@ -133,7 +133,7 @@ async def test_body_of_exactly_16_kib_is_read(api: Harness) -> None:
     assert response.json()["message"] == "event_id is required"
 
 
-@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH"])
 async def test_other_methods_are_not_allowed(api: Harness, method: str) -> None:
     response = await api.client.request(method, "/api/event/trigger")
     assert response.status_code == 405

@@ -4,20 +4,25 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from app.routes import admin, clicks, events, health, postbacks
+from app.routes import admin, clicks, events, health, postbacks, static
 
 
-def routes() -> list[Route]:
+def routes(*, demo: bool = False) -> list[Route]:
+    """Every route; ``demo`` adds the example landing page of the built-in demo config."""
     return [
         Route("/api/click", clicks.click_from_body, methods=["POST"]),
         Route("/api/click", clicks.click_from_query, methods=["GET"]),
         # /trigger first: it would otherwise match /api/event/{cid}.
         Route("/api/event/trigger", events.trigger, methods=["POST"]),
+        Route("/api/event/trigger", events.trigger_from_query, methods=["GET"]),
         Route("/api/event/{cid}", events.trigger_for_campaign, methods=["POST"]),
+        Route("/api/event/{cid}", events.trigger_for_campaign_from_query, methods=["GET"]),
         Route("/api/transactions/{transaction_id}", admin.transaction, methods=["GET"]),
         Route("/api/postbacks", postbacks.list_postbacks, methods=["GET"]),
         Route("/api/postbacks/{postback_id:int}", postbacks.show_postback, methods=["GET"]),
         Route("/api/postbacks/{postback_id:int}/retry", postbacks.retry_postback,
               methods=["POST"]),
         Route("/healthz", health.healthz, methods=["GET"]),
+        static.sdk_route(),
+        *(static.demo_routes() if demo else []),
     ]

@@ -1,6 +1,13 @@
-"""POST /api/event/trigger and POST /api/event/{cid}: fire an event against a lead."""
+"""Firing an event against a lead.
+
+POST /api/event/trigger and POST /api/event/{cid} take a body; their GET forms take the
+same fields from the query string, for image pixels and GET-only trackers, and answer a
+1x1 GIF instead of JSON with ``format=gif`` (the status code still tells the outcome).
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import msgspec
 import structlog
@@ -9,11 +16,13 @@ from starlette.responses import Response
 
 from actors.messages import FireEvent, Verdict
 from app import errors
-from app.bodies import read_fields
+from app.bodies import form_fields, read_fields
 from app.envelope import success_response
+from app.errors import ApiError
 from app.payloads import parse_event
 from app.routes.request_info import bind_ids, client_ip, user_agent
 from app.services import services
+from storage.writer import StoreBusy, StoreClosed
 
 _REFUSALS = {
     Verdict.UNKNOWN_TRANSACTION: errors.invalid_transaction,
@@ -21,6 +30,11 @@ _REFUSALS = {
     Verdict.LOCKED: errors.locked,
     Verdict.DUPLICATE: errors.duplicate,
 }
+_FIRED = "Event triggered successfully"
+# A transparent 1x1 GIF89a.
+PIXEL = bytes.fromhex(
+    "47494638396101000100800000000000ffffff21f90401000000002c00000000010001000002024401003b")
+_NO_STORE = {"Cache-Control": "no-store"}
 
 
 class EventData(msgspec.Struct):
@@ -32,16 +46,49 @@ class EventData(msgspec.Struct):
 
 
 async def trigger(request: Request) -> Response:
-    return await _fire(request, path_cid=None, success_status=200)
+    data = await _fire(request, await read_fields(request), path_cid=None)
+    return success_response(200, _FIRED, data)
 
 
 async def trigger_for_campaign(request: Request) -> Response:
-    return await _fire(request, path_cid=request.path_params["cid"], success_status=201)
+    data = await _fire(request, await read_fields(request),
+                       path_cid=request.path_params["cid"])
+    return success_response(201, _FIRED, data)
 
 
-async def _fire(request: Request, *, path_cid: str | None, success_status: int) -> Response:
+async def trigger_from_query(request: Request) -> Response:
+    return await _from_query(request, path_cid=None, success_status=200)
+
+
+async def trigger_for_campaign_from_query(request: Request) -> Response:
+    return await _from_query(request, path_cid=request.path_params["cid"], success_status=201)
+
+
+async def _from_query(request: Request, *, path_cid: str | None,
+                      success_status: int) -> Response:
+    raw = form_fields(request.url.query)
+    if raw.pop("format", None) != "gif":
+        data = await _fire(request, raw, path_cid=path_cid)
+        return success_response(success_status, _FIRED, data, headers=_NO_STORE)
+    try:
+        await _fire(request, raw, path_cid=path_cid)
+    except (StoreBusy, StoreClosed):
+        return _pixel(errors.busy())
+    except ApiError as error:
+        return _pixel(error)
+    return Response(PIXEL, status_code=success_status, media_type="image/gif",
+                    headers=_NO_STORE)
+
+
+def _pixel(error: ApiError) -> Response:
+    structlog.contextvars.bind_contextvars(outcome=error.outcome)
+    return Response(PIXEL, status_code=error.status, media_type="image/gif",
+                    headers=_NO_STORE | (error.headers or {}))
+
+
+async def _fire(request: Request, raw: dict[str, Any], *, path_cid: str | None) -> EventData:
+    """Run every check on the fields and fire the event; raises ApiError on a refusal."""
     svc = services(request)
-    raw = await read_fields(request)
     if path_cid is not None:
         sent = raw.get("cid")
         if sent is not None and sent != "" and sent != path_cid:
@@ -51,7 +98,8 @@ async def _fire(request: Request, *, path_cid: str | None, success_status: int) 
     event = parse_event(raw)
     fields = event.fields
 
-    svc.catalog.campaign(fields.cid)
+    campaign = svc.catalog.campaign(fields.cid)
+    svc.catalog.check_origin(campaign, request.headers.get("origin"))
     configured = svc.catalog.event(fields.cid, fields.event_id)
     source = svc.catalog.source(fields.pid)
 
@@ -83,10 +131,10 @@ async def _fire(request: Request, *, path_cid: str | None, success_status: int) 
         raise refusal()
     structlog.contextvars.bind_contextvars(
         outcome="converted" if reply.conversion_id else "fired")
-    return success_response(success_status, "Event triggered successfully", EventData(
+    return EventData(
         cid=fields.cid,
         pid=fields.pid,
         transaction_id=fields.transaction_id,
         conversion_id=reply.conversion_id,
         conversion=configured.conversion,
-    ))
+    )
