@@ -65,7 +65,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     configure_logging(args.log_level)
     server = uvicorn.Server(uvicorn.Config(
-        create_app(config),
+        create_app(config, demo=not args.config),
         host=config.server.host,
         port=config.server.port,
         loop="uvloop",

@@ -122,11 +122,12 @@ class Harness:
 
 @asynccontextmanager
 async def running(
-    config: Config, clock: FakeClock | None = None, store: Store | None = None
+    config: Config, clock: FakeClock | None = None, store: Store | None = None,
+    demo: bool = False,
 ) -> AsyncIterator[Harness]:
     """The app with its lifespan running, and an HTTP client talking to it in-process."""
     clock = clock or FakeClock()
-    app = create_app(config, clock=clock, store=store)
+    app = create_app(config, clock=clock, store=store, demo=demo)
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app, client=("203.0.113.7", 51000))
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver",

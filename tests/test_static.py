@@ -1,0 +1,37 @@
+"""The web SDK and the demo landing page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from app.config import demo_config, with_server_overrides
+from tests.conftest import Harness, make_config, running
+
+
+async def test_sdk_is_served_with_caching_headers_and_an_etag(api: Harness) -> None:
+    response = await api.client.get("/sdk.js")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/javascript")
+    assert "max-age=" in response.headers["cache-control"]
+    assert b"window.EventPostback" in response.content
+    etag = response.headers["etag"]
+    cached = await api.client.get("/sdk.js", headers={"If-None-Match": etag})
+    assert (cached.status_code, cached.content, cached.headers["etag"]) == (304, b"", etag)
+    stale = await api.client.get("/sdk.js", headers={"If-None-Match": '"other"'})
+    assert stale.status_code == 200
+
+
+async def test_sdk_file_in_the_repository_is_what_is_served(api: Harness) -> None:
+    source = Path(__file__).parent.parent / "app" / "static" / "sdk.js"
+    assert (await api.client.get("/sdk.js")).content == source.read_bytes()
+
+
+async def test_landing_page_is_served_only_with_the_demo(db_path: Path) -> None:
+    async with running(make_config(db_path)) as api:
+        assert (await api.client.get("/examples/landing.html")).status_code == 404
+    demo = with_server_overrides(demo_config(), "test", db=str(db_path))
+    async with running(demo, demo=True) as api:
+        page = await api.client.get("/examples/landing.html")
+        assert page.status_code == 200
+        assert page.headers["content-type"] == "text/html; charset=utf-8"
+        assert b'src="/sdk.js" data-cid="cmp_9z8y7x6w"' in page.content
