@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from tests.served import free_port
+from tests.threaded import ThreadedServer
 
 
 @dataclass(frozen=True)
@@ -43,34 +41,23 @@ class Received:
 
 class Receiver:
     def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.requests: list[Received] = []
         self.hanging = 0
         self._scripts: defaultdict[str, deque[Answer]] = defaultdict(deque)
         self._lock = threading.Lock()
         self._release: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        app = Starlette(routes=[Route("/{path:path}", self._handle,
-                                      methods=["GET", "POST"])])
-        self._server = uvicorn.Server(uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off",
-            timeout_graceful_shutdown=1))
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._server = ThreadedServer(Starlette(routes=[
+            Route("/{path:path}", self._handle, methods=["GET", "POST"])]))
+        self.url = self._server.url
 
     def __enter__(self) -> Receiver:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("receiver did not start")
-            time.sleep(0.01)
+        self._server.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.release()
-        self._server.should_exit = True
-        self._thread.join(10)
+        self._server.stop()
 
     def script(self, path: str, *answers: Answer) -> None:
         with self._lock:

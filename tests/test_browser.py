@@ -1,0 +1,208 @@
+"""The web SDK in real headless Chromium, on pages served from other origins.
+
+Needs Debian's chromium (``.ci/run`` installs it); skipped, saying why, when no browser
+can be found.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.responses import HTMLResponse
+from starlette.routing import Route
+
+from tests.served import Served
+from tests.threaded import ThreadedServer
+
+playwright_api = pytest.importorskip("playwright.sync_api",
+                                     reason="the playwright package is not installed")
+
+CHROMIUM = os.environ.get("EVENT_POSTBACK_CHROMIUM") or next(
+    (found for name in ("chromium", "chromium-browser", "google-chrome")
+     if (found := shutil.which(name))), None)
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="no Chromium found: install Debian's chromium package (.ci/run does) or set "
+           "EVENT_POSTBACK_CHROMIUM")
+
+CID = "cmp_web"
+PID = "src_abc123"
+TOKEN = "browser-token"
+# Chromium needs these in a container run as root; the rest keep it off the network.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+
+def landing_page(service: str) -> str:
+    return f"""<!doctype html>
+<html><head>
+<script src="{service}/sdk.js" data-cid="{CID}"></script>
+</head><body>
+<p data-ep-event-view="quote_viewed">Your quote: $45.00</p>
+<button id="buy" data-ep-event="sale_completed" data-ep-revenue="45.00">Buy</button>
+<a id="leave" href="/next.html">Next</a>
+<script>
+  window.addEventListener("pagehide", function () {{
+    EventPostback.track("page_left", {{sub5: "leaving"}});
+  }});
+</script>
+</body></html>"""
+
+
+class Pages:
+    """A second origin serving the test pages; they load the SDK from ``self.service``."""
+
+    def __init__(self, host: str) -> None:
+        self.service = ""
+        self._server = ThreadedServer(Starlette(routes=[
+            Route("/landing.html", lambda request: HTMLResponse(landing_page(self.service))),
+            Route("/next.html", lambda request: HTMLResponse("<p>Thanks</p>")),
+        ]), host=host)
+        self.url = self._server.url
+
+    def __enter__(self) -> Pages:
+        self._server.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.stop()
+
+
+def wait_for(probe: Callable[[], Any], timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = probe()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError("the browser's requests did not arrive in time")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    with playwright_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+def test_sdk_mints_a_lead_fires_events_and_beacons_on_leaving(
+    tmp_path: Path, browser: Any
+) -> None:
+    # The allowed page is on localhost, the refused one on 127.0.0.1: other origins, and
+    # other cookie jars too.
+    with Pages("localhost") as pages, Pages("127.0.0.1") as stranger:
+        config = tmp_path / "web.toml"
+        config.write_text(f"""
+[server]
+admin_token = "{TOKEN}"
+
+[[sources]]
+pid = "{PID}"
+payout = {{ type = "percent", value = 50 }}
+
+[[campaigns]]
+cid = "{CID}"
+allowed_origins = ["{pages.url}"]
+
+[[campaigns.events]]
+event_id = "quote_viewed"
+
+[[campaigns.events]]
+event_id = "sale_completed"
+conversion = true
+
+[[campaigns.events]]
+event_id = "page_left"
+allow_duplicates = true
+""")
+        db = tmp_path / "web.db"
+        service = Served(tmp_path, "--config", str(config), "--db", str(db))
+        try:
+            pages.service = stranger.service = service.url
+            _visit_allowed_page(browser, service, pages)
+            _visit_refused_page(browser, service, stranger, db)
+        finally:
+            service.kill()
+
+
+def _read(service: Served, transaction_id: str) -> dict[str, Any]:
+    response = httpx.get(f"{service.url}/api/transactions/{transaction_id}",
+                         headers={"Authorization": f"Bearer {TOKEN}"})
+    data: dict[str, Any] = response.json()["data"]
+    return data
+
+
+def _event_ids(service: Served, transaction_id: str) -> list[str]:
+    return [event["event_id"] for event in _read(service, transaction_id)["events"]]
+
+
+def _visit_allowed_page(browser: Any, service: Served, pages: Pages) -> None:
+    page = browser.new_page()
+    page.goto(f"{pages.url}/landing.html?pid={PID}&sub1=s-one&sub2=s-two"
+              "&utm_source=newsletter&ignored=1")
+    page.wait_for_function("() => EventPostback.transactionId() !== null")
+    transaction_id = page.evaluate("() => EventPostback.transactionId()")
+    wait_for(lambda: "quote_viewed" in _event_ids(service, transaction_id))
+
+    # The page can read the server's answers: a repeat is refused, and says why.
+    answer = page.evaluate("() => EventPostback.track('quote_viewed')")
+    assert answer["status"] in (400, 403)
+    assert answer["message"] in ("Concurrent event in progress",
+                                 "Duplicate event for this transaction_id")
+
+    page.click("#buy")
+    wait_for(lambda: "sale_completed" in _event_ids(service, transaction_id))
+
+    page.click("#leave")  # navigating away: the pagehide handler's event goes as a beacon
+    page.wait_for_url(f"{pages.url}/next.html")
+    wait_for(lambda: "page_left" in _event_ids(service, transaction_id))
+    page.close()
+
+    lead = _read(service, transaction_id)
+    assert lead["pid"] == PID
+    assert lead["fields"]["sub1"] == "s-one"
+    assert lead["fields"]["sub2"] == "s-two"
+    assert lead["fields"]["utm_source"] == "newsletter"
+    assert "ignored" not in lead["fields"]
+    events = {event["event_id"]: event for event in lead["events"]}
+    assert [event["event_id"] for event in lead["events"]] == [
+        "quote_viewed", "sale_completed", "page_left"]
+    assert all(event["pid"] == PID for event in lead["events"])
+    sale = events["sale_completed"]
+    assert (sale["conversion"], sale["revenue"], sale["payout"]) == (True, "45.00", "22.50")
+    assert events["page_left"]["fields"] == {"sub5": "leaving"}
+
+
+def _visit_refused_page(browser: Any, service: Served, stranger: Pages, db: Path) -> None:
+    with sqlite3.connect(db) as conn:
+        (leads_before,) = conn.execute("SELECT count(*) FROM leads").fetchone()
+    page = browser.new_page()
+    page.goto(f"{stranger.url}/landing.html?pid={PID}")
+    answer = page.evaluate("() => EventPostback.init({cid: '%s'})" % CID)
+    assert answer["status"] == 0 and answer["type"] == "error"
+    direct = page.evaluate("""async (service) => {
+        try {
+            await fetch(service + "/api/click", {method: "POST",
+                headers: {"Content-Type": "application/json"},
+                body: JSON.stringify({cid: "%s"})});
+            return "read";
+        } catch (error) {
+            return "refused";
+        }
+    }""" % CID, service.url)
+    assert direct == "refused"
+    page.close()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM leads").fetchone() == (leads_before,)
