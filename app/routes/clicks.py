@@ -40,6 +40,7 @@ async def _click(request: Request, raw: dict[str, Any], *, redirect: bool) -> Re
     click = parse_click(raw)
     fields = click.fields
     campaign = svc.catalog.campaign(fields.cid)
+    svc.catalog.check_origin(campaign, request.headers.get("origin"))
     svc.catalog.source(fields.pid)
 
     transaction_id = f"txn_{uuid.uuid4()}"
