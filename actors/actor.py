@@ -53,14 +53,14 @@ class Runtime:
 class TransactionActor:
     """Serializes all work on one transaction without locks.
 
-    The drain task exists only while the mailbox has messages, so an idle actor costs its
+    A drain task exists only while the mailbox has messages, so an idle actor costs its
     state and nothing else. After a write fails the in-memory state may be ahead of the
     database, so the actor reloads it (once its other writes have settled) before the
     next message.
     """
 
-    __slots__ = ("_loaded", "_mailbox", "_on_idle", "_pending", "_rt", "_task", "state",
-                 "transaction_id")
+    __slots__ = ("_inline", "_loaded", "_mailbox", "_on_idle", "_pending", "_rt", "_task",
+                 "state", "transaction_id")
 
     def __init__(
         self,
@@ -76,30 +76,54 @@ class TransactionActor:
         self._on_idle = on_idle
         self._mailbox: deque[tuple[Message, asyncio.Future[Reply]]] = deque()
         self._task: asyncio.Task[None] | None = None
+        self._inline = False
         self._pending: set[asyncio.Future[None]] = set()
 
-    def send(self, message: Message) -> asyncio.Future[Reply]:
-        loop = asyncio.get_running_loop()
-        reply: asyncio.Future[Reply] = loop.create_future()
+    async def ask(self, message: Message) -> Reply:
+        """The reply to ``message``, handled after every message sent before it.
+
+        An idle actor handles the message at once in the caller's own task: no task to
+        start, no mailbox round trip. Messages that arrive meanwhile wait in the mailbox
+        for a drain task, started when this one is done.
+        """
+        if self._task is None and not self._inline and not self._mailbox:
+            self._inline = True
+            try:
+                return await self._run(message)
+            finally:
+                self._inline = False
+                if self._mailbox:
+                    self._start_drain()
+                else:
+                    self._on_idle(self)
+        reply: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._mailbox.append((message, reply))
-        if self._task is None:
-            # A fresh context: the task must not carry the log bindings of the request
-            # that happened to wake it.
-            self._task = loop.create_task(self._drain(), context=contextvars.Context())
-        return reply
+        if self._task is None and not self._inline:
+            self._start_drain()
+        return await reply
+
+    @property
+    def running_task(self) -> asyncio.Task[None] | None:
+        return self._task
 
     @property
     def busy(self) -> bool:
-        return self._task is not None
+        return self._inline or self._task is not None
 
     def evictable(self, now: float) -> bool:
         """Safe to forget: nothing queued or running, every write stored, no window open."""
         return (
-            self._task is None
+            not self.busy
             and not self._mailbox
             and not self._pending
             and (self.state is None or not self.state.any_window_open(now))
         )
+
+    def _start_drain(self) -> None:
+        # A fresh context: the task must not carry the log bindings of the request that
+        # happened to start it.
+        self._task = asyncio.get_running_loop().create_task(
+            self._drain(), context=contextvars.Context())
 
     async def _drain(self) -> None:
         try:
@@ -108,9 +132,7 @@ class TransactionActor:
                 if reply.done():  # the caller went away before we got to it
                     continue
                 try:
-                    if not self._loaded:
-                        await self._load()
-                    result = await self._handle(message)
+                    result = await self._run(message)
                 except Exception as exc:
                     if not reply.done():
                         reply.set_exception(exc)
@@ -120,6 +142,11 @@ class TransactionActor:
         finally:
             self._task = None
             self._on_idle(self)
+
+    async def _run(self, message: Message) -> Reply:
+        if not self._loaded:
+            await self._load()
+        return await self._handle(message)
 
     async def _load(self) -> None:
         if self._pending:

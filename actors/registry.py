@@ -28,27 +28,27 @@ class ActorRegistry:
     def __contains__(self, transaction_id: object) -> bool:
         return transaction_id in self._actors
 
-    def fire(self, event: FireEvent) -> asyncio.Future[Reply]:
+    async def fire(self, event: FireEvent) -> Reply:
         actor = self._actors.get(event.transaction_id)
         if actor is None:
-            return self._spawn(event.transaction_id, None).send(event)
-        self._actors.move_to_end(event.transaction_id)
-        reply = actor.send(event)
-        # Over the limit when the actors that were in the way are now idle: shrink back.
-        # Only after send(), so this actor is busy and cannot be the one evicted.
-        if len(self._actors) > self._max_actors:
-            self._evict(len(self._actors) - self._max_actors)
-        return reply
+            actor = self._spawn(event.transaction_id, None)
+        else:
+            self._actors.move_to_end(event.transaction_id)
+            # Over the limit once the actors that were in the way went idle: shrink back.
+            if len(self._actors) > self._max_actors:
+                self._evict(len(self._actors) - self._max_actors, keep=actor)
+        return await actor.ask(event)
 
-    def create_lead(self, lead: CreateLead) -> asyncio.Future[Reply]:
+    async def create_lead(self, lead: CreateLead) -> Reply:
         if lead.transaction_id in self._actors:
             raise RuntimeError(f"transaction id {lead.transaction_id} is already live")
         state = TransactionState(cid=lead.cid, pid=lead.pid)
-        return self._spawn(lead.transaction_id, state).send(lead)
+        return await self._spawn(lead.transaction_id, state).ask(lead)
 
     async def close(self) -> None:
         """Let every running actor finish its mailbox."""
-        tasks = [actor._task for actor in self._actors.values() if actor._task is not None]
+        tasks = [task for actor in self._actors.values()
+                 if (task := actor.running_task) is not None]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 
@@ -59,13 +59,13 @@ class ActorRegistry:
         self._actors[transaction_id] = actor
         return actor
 
-    def _evict(self, excess: int) -> None:
+    def _evict(self, excess: int, keep: TransactionActor | None = None) -> None:
         """Forget up to ``excess`` of the least recently used actors that are safe to forget."""
         now = self._rt.clock.monotonic()
         victims = [
             transaction_id
             for transaction_id, actor in islice(self._actors.items(), excess + _SCAN_SLACK)
-            if actor.evictable(now)
+            if actor is not keep and actor.evictable(now)
         ][:excess]
         for transaction_id in victims:
             del self._actors[transaction_id]
