@@ -31,7 +31,11 @@ def money_value(text: str | None) -> Decimal | None:
     return None if text is None else Decimal(text)
 
 
-class LeadRow(msgspec.Struct, frozen=True, kw_only=True):
+# Rows are array_like: the writer sends a whole batch of them to SQLite as one JSON array
+# of arrays, with the fields in column order.
+
+
+class LeadRow(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     transaction_id: str
     cid: str
     pid: str
@@ -42,7 +46,7 @@ class LeadRow(msgspec.Struct, frozen=True, kw_only=True):
     created_at: str
 
 
-class EventRow(msgspec.Struct, frozen=True, kw_only=True):
+class EventRow(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     transaction_id: str
     cid: str
     event_id: str
@@ -59,7 +63,7 @@ class EventRow(msgspec.Struct, frozen=True, kw_only=True):
     fired_at: str
 
 
-class LeadChange(msgspec.Struct, frozen=True, kw_only=True):
+class LeadChange(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     """Fields merged into a lead (JSON merge patch) and its new cost, if it changed."""
 
     transaction_id: str
@@ -70,7 +74,7 @@ class LeadChange(msgspec.Struct, frozen=True, kw_only=True):
 PostbackStatus = Literal["pending", "delivered", "failed"]
 
 
-class PostbackRow(msgspec.Struct, frozen=True, kw_only=True):
+class PostbackRow(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     """A postback as rendered when its event fired: sent as is, however often retried."""
 
     transaction_id: str
@@ -91,7 +95,7 @@ class PostbackRow(msgspec.Struct, frozen=True, kw_only=True):
     updated_at: str
 
 
-class AttemptRow(msgspec.Struct, frozen=True, kw_only=True):
+class AttemptRow(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     postback_id: int
     attempt: int
     started_at: str
@@ -102,7 +106,7 @@ class AttemptRow(msgspec.Struct, frozen=True, kw_only=True):
     response: str | None
 
 
-class PostbackChange(msgspec.Struct, frozen=True, kw_only=True):
+class PostbackChange(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     """A postback's new delivery state, after an attempt or an operator's retry."""
 
     postback_id: int

@@ -14,44 +14,89 @@ import contextlib
 import sqlite3
 from collections import deque
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 import aiosqlite
 import msgspec
 import structlog
 
-from storage.records import WriteOp
+from storage.records import (
+    AttemptRow,
+    EventRow,
+    LeadChange,
+    LeadRow,
+    PostbackRow,
+    WriteOp,
+    encode_fields,
+)
 
 log = structlog.get_logger("storage.writer")
 
-_INSERT_LEAD = (
-    "INSERT INTO leads (transaction_id, cid, pid, fields, cost, ip, user_agent, created_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_INSERT_EVENT = (
-    "INSERT INTO events (transaction_id, cid, event_id, pid, once, conversion, conversion_id,"
-    " revenue, payout, converted_at, fields, ip, user_agent, fired_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_UPDATE_LEAD = (
-    "UPDATE leads SET"
-    " fields = CASE WHEN ?1 IS NULL THEN fields ELSE json_patch(fields, ?1) END,"
-    " cost = coalesce(?2, cost)"
-    " WHERE transaction_id = ?3"
-)
-_INSERT_POSTBACK = (
-    "INSERT INTO postbacks (transaction_id, cid, pid, event_id, conversion_id, kind, method,"
-    " url, host, body, secret, status, max_attempts, next_attempt_at, created_at, updated_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_INSERT_ATTEMPT = (
-    "INSERT INTO postback_attempts (postback_id, attempt, started_at, url, status_code, error,"
-    " latency_ms, response) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_UPDATE_POSTBACK = (
-    "UPDATE postbacks SET status = ?2, attempts = ?3, max_attempts = ?4, next_attempt_at = ?5,"
-    " last_status_code = ?6, last_error = ?7, updated_at = ?8 WHERE id = ?1"
-)
+def _bulk_insert(table: str, row: type[msgspec.Struct]) -> str:
+    """INSERT of a whole batch passed as one JSON array of rows (one array per row).
+
+    SQLite unpacks it with json_each in a single statement step, so the batch costs one
+    round trip to the connection's thread and one handoff of the GIL, not one per row.
+    """
+    columns = row.__struct_fields__
+    values = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(columns)))
+    return f"INSERT INTO {table} ({', '.join(columns)}) SELECT {values} FROM json_each(?)"
+
+
+_INSERT_LEADS = _bulk_insert("leads", LeadRow)
+_INSERT_EVENTS = _bulk_insert("events", EventRow)
+_INSERT_POSTBACKS = _bulk_insert("postbacks", PostbackRow)
+_INSERT_ATTEMPTS = _bulk_insert("postback_attempts", AttemptRow)
+# At most one change per row and batch (see _merge_lead_changes), as UPDATE ... FROM
+# applies only one of several matches.
+_UPDATE_LEADS = """
+UPDATE leads SET
+    fields = CASE WHEN c.patch IS NULL THEN leads.fields ELSE json_patch(leads.fields, c.patch) END,
+    cost = coalesce(c.cost, leads.cost)
+FROM (SELECT json_extract(value, '$[0]') AS transaction_id,
+             json_extract(value, '$[1]') AS patch,
+             json_extract(value, '$[2]') AS cost
+      FROM json_each(?)) AS c
+WHERE leads.transaction_id = c.transaction_id
+"""
+_UPDATE_POSTBACKS = """
+UPDATE postbacks SET
+    status = c.status, attempts = c.attempts, max_attempts = c.max_attempts,
+    next_attempt_at = c.next_attempt_at, last_status_code = c.last_status_code,
+    last_error = c.last_error, updated_at = c.updated_at
+FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS status,
+             json_extract(value, '$[2]') AS attempts, json_extract(value, '$[3]') AS max_attempts,
+             json_extract(value, '$[4]') AS next_attempt_at,
+             json_extract(value, '$[5]') AS last_status_code,
+             json_extract(value, '$[6]') AS last_error, json_extract(value, '$[7]') AS updated_at
+      FROM json_each(?)) AS c
+WHERE postbacks.id = c.id
+"""
+_rows = msgspec.json.Encoder()
+_patch = msgspec.json.Decoder(dict[str, Any], float_hook=Decimal)
+
+
+def _merge_lead_changes(changes: list[LeadChange]) -> list[LeadChange]:
+    """One change per lead: later fields win, the last cost wins (costs are absolute)."""
+    merged: dict[str, LeadChange] = {}
+    for change in changes:
+        prior = merged.get(change.transaction_id)
+        if prior is None:
+            merged[change.transaction_id] = change
+            continue
+        if prior.fields_patch is None or change.fields_patch is None:
+            patch = change.fields_patch or prior.fields_patch
+        else:
+            combined = _patch.decode(prior.fields_patch) | _patch.decode(change.fields_patch)
+            patch = encode_fields(combined)
+        merged[change.transaction_id] = LeadChange(
+            transaction_id=change.transaction_id,
+            fields_patch=patch,
+            cost=change.cost if change.cost is not None else prior.cost,
+        )
+    return list(merged.values())
+
 
 # Errors that no retry can cure: the op itself is wrong and is refused alone.
 _PERMANENT = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingError,
@@ -212,40 +257,27 @@ class Writer:
             return
 
     async def _apply(self, ops: list[WriteOp]) -> None:
-        leads: list[tuple[Any, ...]] = []
-        events: list[tuple[Any, ...]] = []
-        changes: list[tuple[Any, ...]] = []
-        postbacks: list[tuple[Any, ...]] = []
-        attempts: list[tuple[Any, ...]] = []
-        postback_changes: list[tuple[Any, ...]] = []
-        for op in ops:
-            if op.lead is not None:
-                leads.append(msgspec.structs.astuple(op.lead))
-            if op.event is not None:
-                events.append(msgspec.structs.astuple(op.event))
-            if op.change is not None:
-                change = op.change
-                changes.append((change.fields_patch, change.cost, change.transaction_id))
-            postbacks.extend(msgspec.structs.astuple(row) for row in op.postbacks)
-            if op.attempt is not None:
-                attempts.append(msgspec.structs.astuple(op.attempt))
-            if op.postback_change is not None:
-                postback_changes.append(msgspec.structs.astuple(op.postback_change))
+        leads = [op.lead for op in ops if op.lead is not None]
+        events = [op.event for op in ops if op.event is not None]
+        changes = [op.change for op in ops if op.change is not None]
+        postbacks = [row for op in ops for row in op.postbacks]
+        attempts = [op.attempt for op in ops if op.attempt is not None]
+        # The last state of a postback is the one to keep.
+        postback_changes = {op.postback_change.postback_id: op.postback_change
+                            for op in ops if op.postback_change is not None}
         conn = self._conn
         await conn.execute("BEGIN IMMEDIATE")
         # Fixed order: a row is inserted before rows that refer to it and changes to it.
-        if leads:
-            await conn.executemany(_INSERT_LEAD, leads)
-        if events:
-            await conn.executemany(_INSERT_EVENT, events)
-        if changes:
-            await conn.executemany(_UPDATE_LEAD, changes)
-        if postbacks:
-            await conn.executemany(_INSERT_POSTBACK, postbacks)
-        if attempts:
-            await conn.executemany(_INSERT_ATTEMPT, attempts)
-        if postback_changes:
-            await conn.executemany(_UPDATE_POSTBACK, postback_changes)
+        for sql, rows in (
+            (_INSERT_LEADS, leads),
+            (_INSERT_EVENTS, events),
+            (_UPDATE_LEADS, _merge_lead_changes(changes) if len(changes) > 1 else changes),
+            (_INSERT_POSTBACKS, postbacks),
+            (_INSERT_ATTEMPTS, attempts),
+            (_UPDATE_POSTBACKS, list(postback_changes.values())),
+        ):
+            if rows:
+                await conn.execute(sql, (_rows.encode(rows).decode(),))
         await conn.execute("COMMIT")
 
     async def _rollback(self) -> None:

@@ -67,8 +67,13 @@ async def test_concurrent_requests_share_group_commits(db_path: Path) -> None:
         assert api.services.store.writer.batches_committed - before < 50
 
 
-async def test_concurrent_events_on_one_lead_keep_every_field_update(db_path: Path) -> None:
-    async with running(make_config(db_path)) as api:
+@pytest.mark.parametrize("durability", ["commit", "write-behind"])
+async def test_concurrent_events_on_one_lead_keep_every_field_update(
+    db_path: Path, durability: str
+) -> None:
+    # In write-behind mode the changes to one lead land in one batch and are merged.
+    config = make_config(db_path, durability=durability, flush_ms=60_000)
+    async with running(config) as api:
         transaction_id = await api.click()
         responses = await asyncio.gather(*(
             api.client.post("/api/event/trigger", json={
