@@ -22,6 +22,7 @@ from app.config import Config
 from app.cors import cors_middleware
 from app.envelope import error_response
 from app.errors import ApiError
+from app.logs import annotate
 from app.middleware import RequestLogMiddleware
 from app.postbacks.dispatcher import Dispatcher
 from app.postbacks.plan import Planner
@@ -107,7 +108,7 @@ def create_app(
 
 
 def _answer(error: ApiError) -> Response:
-    structlog.contextvars.bind_contextvars(outcome=error.outcome)
+    annotate(outcome=error.outcome)
     return error_response(error)
 
 

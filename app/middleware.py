@@ -2,27 +2,31 @@
 
 from __future__ import annotations
 
+import itertools
 import re
+import secrets
 import time
-import uuid
 
 import structlog
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.envelope import internal_error_body
+from app.logs import start_request
 
 log = structlog.get_logger("app.request")
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+# Minted ids: a random prefix per process and a counter, unique without a uuid per request.
+_ID_PREFIX = secrets.token_hex(6)
+_ids = itertools.count(1)
 
 
 class RequestLogMiddleware:
-    """Binds a request id, logs the canonical line, and turns a crash into a JSON 500.
+    """Starts the request's log fields, logs the canonical line, turns a crash into a 500.
 
-    Handlers add ``cid``, ``event_id``, ``transaction_id`` and ``outcome`` to the line with
-    ``structlog.contextvars.bind_contextvars``; they run in this task, so the bindings are
-    visible here when the handler returns.
+    Handlers add ``cid``, ``event_id``, ``transaction_id`` and ``outcome`` with
+    ``app.logs.annotate``; they run in this task, so what they add is here when they return.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -34,24 +38,23 @@ class RequestLogMiddleware:
             return
         started = time.perf_counter()
         request_id = _request_id(scope)
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=request_id)
+        fields = start_request(request_id=request_id)
+        header = (b"x-request-id", request_id.encode())
         status = 0
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []),
-                                      (b"x-request-id", request_id.encode())]
+                message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         except ClientDisconnect:
-            structlog.contextvars.bind_contextvars(outcome="client_disconnected")
+            fields["outcome"] = "client_disconnected"
         except Exception:
-            structlog.contextvars.bind_contextvars(outcome="internal_error")
+            fields["outcome"] = "internal_error"
             log.exception("unhandled_error")
             if status == 0:
                 await send_with_id({
@@ -69,7 +72,6 @@ class RequestLogMiddleware:
                 status=status,
                 latency_ms=round((time.perf_counter() - started) * 1000, 3),
             )
-            structlog.contextvars.clear_contextvars()
 
 
 def _request_id(scope: Scope) -> str:
@@ -78,4 +80,4 @@ def _request_id(scope: Scope) -> str:
             candidate: str = value.decode("latin-1")
             if _REQUEST_ID.fullmatch(candidate):
                 return candidate
-    return uuid.uuid4().hex
+    return f"{_ID_PREFIX}-{next(_ids):x}"

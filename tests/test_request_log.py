@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import structlog
 
+from app.logs import merge_request_fields
 from tests.conftest import CID, Harness
 
 
 async def test_one_line_per_request_with_ids_outcome_and_latency(api: Harness) -> None:
     transaction_id = await api.click()
     with structlog.testing.capture_logs(
-        processors=[structlog.contextvars.merge_contextvars]
+        processors=[merge_request_fields]
     ) as logs:
         fired = await api.fire(transaction_id)
         locked = await api.fire(transaction_id)
@@ -34,7 +35,7 @@ async def test_one_line_per_request_with_ids_outcome_and_latency(api: Harness) -
 async def test_log_context_does_not_leak_between_requests(api: Harness) -> None:
     transaction_id = await api.click()
     with structlog.testing.capture_logs(
-        processors=[structlog.contextvars.merge_contextvars]
+        processors=[merge_request_fields]
     ) as logs:
         await api.fire(transaction_id)
         await api.client.get("/healthz")

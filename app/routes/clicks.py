@@ -7,13 +7,13 @@ from typing import Any
 from urllib.parse import quote
 
 import msgspec
-import structlog
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from actors.messages import CreateLead
 from app.bodies import form_fields, read_fields
 from app.envelope import success_response
+from app.logs import annotate
 from app.payloads import parse_click
 from app.routes.request_info import bind_ids, client_ip, user_agent
 from app.services import services
@@ -44,7 +44,7 @@ async def _click(request: Request, raw: dict[str, Any], *, redirect: bool) -> Re
     svc.catalog.source(fields.pid)
 
     transaction_id = f"txn_{uuid.uuid4()}"
-    structlog.contextvars.bind_contextvars(transaction_id=transaction_id)
+    annotate(transaction_id=transaction_id)
     await svc.registry.create_lead(CreateLead(
         transaction_id=transaction_id,
         cid=fields.cid,
@@ -53,7 +53,7 @@ async def _click(request: Request, raw: dict[str, Any], *, redirect: bool) -> Re
         ip=client_ip(request),
         user_agent=user_agent(request),
     ))
-    structlog.contextvars.bind_contextvars(outcome="lead_created")
+    annotate(outcome="lead_created")
     if redirect and campaign.landing_url:
         values = {"transaction_id": transaction_id, "cid": fields.cid, "pid": fields.pid}
         url = campaign.landing_url

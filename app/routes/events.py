@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-import structlog
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -19,6 +18,7 @@ from app import errors
 from app.bodies import form_fields, read_fields
 from app.envelope import success_response
 from app.errors import ApiError
+from app.logs import annotate
 from app.payloads import parse_event
 from app.routes.request_info import bind_ids, client_ip, user_agent
 from app.services import services
@@ -81,7 +81,7 @@ async def _from_query(request: Request, *, path_cid: str | None,
 
 
 def _pixel(error: ApiError) -> Response:
-    structlog.contextvars.bind_contextvars(outcome=error.outcome)
+    annotate(outcome=error.outcome)
     return Response(PIXEL, status_code=error.status, media_type="image/gif",
                     headers=_NO_STORE | (error.headers or {}))
 
@@ -129,8 +129,7 @@ async def _fire(request: Request, raw: dict[str, Any], *, path_cid: str | None) 
     refusal = _REFUSALS.get(reply.verdict)
     if refusal is not None:
         raise refusal()
-    structlog.contextvars.bind_contextvars(
-        outcome="converted" if reply.conversion_id else "fired")
+    annotate(outcome="converted" if reply.conversion_id else "fired")
     return EventData(
         cid=fields.cid,
         pid=fields.pid,

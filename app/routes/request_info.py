@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import structlog
 from starlette.requests import Request
+
+from app.logs import annotate
 
 _USER_AGENT_LIMIT = 512
 
@@ -27,4 +28,4 @@ def bind_ids(raw: dict[str, Any]) -> None:
         if isinstance(value := raw.get(name), str) and value
     }
     if ids:
-        structlog.contextvars.bind_contextvars(**ids)
+        annotate(**ids)
