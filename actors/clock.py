@@ -26,5 +26,6 @@ class SystemClock:
 
 
 def utc_text(moment: datetime) -> str:
-    """ISO-8601 in UTC with a Z, the one form times are stored and shown in."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """ISO-8601 in UTC with microseconds and a Z, the one form times are stored and shown in."""
+    # isoformat is several times faster than strftime, and this runs on every event.
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"

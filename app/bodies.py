@@ -12,9 +12,10 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import msgspec
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from app import errors
+from app.request_info import header
 
 MAX_BODY_BYTES = 16 * 1024
 
@@ -26,7 +27,7 @@ _JSON_OPENERS = (b"{", b"[", b'"')
 async def read_fields(request: Request) -> dict[str, Any]:
     """The body as a field dict; 413 past ``MAX_BODY_BYTES``, 400 when not an object/form."""
     body = await _read_limited(request, MAX_BODY_BYTES)
-    content_type = request.headers.get("content-type", "")
+    content_type = header(request, b"content-type") or ""
     is_form = (content_type.split(";", 1)[0].strip().lower()
                == "application/x-www-form-urlencoded")
     if is_form and body.lstrip()[:1] not in _JSON_OPENERS:
@@ -47,14 +48,20 @@ def form_fields(body: bytes | str) -> dict[str, Any]:
 
 
 async def _read_limited(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
+    declared = header(request, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise errors.body_too_large(limit)
+    # Straight from the ASGI messages: a small body usually comes in one.
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise errors.body_too_large(limit)
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)

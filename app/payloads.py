@@ -188,20 +188,24 @@ S = TypeVar("S", bound=msgspec.Struct)
 def _parse(
     raw: dict[str, Any], kind: type[S], *, required: tuple[str, ...], checks: dict[str, Check]
 ) -> tuple[S, dict[str, Any]]:
-    sent = {name: value for name, value in raw.items() if value is not None and value != ""}
-    missing = [name for name in required if name not in sent]
+    known = kind.__struct_fields__
+    typed: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for name, value in raw.items():
+        if value is None or value == "":
+            continue
+        (typed if name in known else extra)[name] = value
+    missing = [name for name in required if name not in typed]
     if missing:
         raise errors.required(missing)
-    known = kind.__struct_fields__
-    typed = {name: value for name, value in sent.items() if name in known}
-    extra = {name: value for name, value in sent.items() if name not in known}
     invalid = {name: why for name, value in extra.items() if (why := _extra_problem(value))}
     try:
         fields = msgspec.convert(typed, kind, strict=False)
-        values = {name: getattr(fields, name) for name in typed}
     except msgspec.ValidationError:
         values, wrong_type = _convert_each(kind, typed)
         invalid |= wrong_type
+    else:
+        values = {name: getattr(fields, name) for name in checks if name in typed}
     for name, check in checks.items():
         if name in values and (why := check(values[name])):
             invalid[name] = why
@@ -249,8 +253,6 @@ def _sent(
 ) -> dict[str, Any]:
     return {
         name: value
-        for name in fields.__struct_fields__
-        if (value := getattr(fields, name)) is not None
-        and name not in exclude
-        and (include is None or name in include)
+        for name, value in msgspec.structs.asdict(fields).items()
+        if value is not None and name not in exclude and (include is None or name in include)
     }

@@ -137,6 +137,8 @@ class Writer:
         self._flush_now = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
+        # Kept: on Python 3.11 every get_running_loop() is a getpid() system call.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.failing = False
         self.batches_committed = 0
 
@@ -149,7 +151,8 @@ class Writer:
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="sqlite-writer")
+            self._loop = asyncio.get_running_loop()
+            self._task = self._loop.create_task(self._run(), name="sqlite-writer")
 
     def submit(self, op: WriteOp, *, bounded: bool = True) -> asyncio.Future[None]:
         """Queue an op; raises StoreBusy at the bound and StoreClosed after close().
@@ -175,7 +178,8 @@ class Writer:
         return self._enqueue(WriteOp())
 
     def _enqueue(self, op: WriteOp) -> asyncio.Future[None]:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = self._loop or asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
         self._queue.append((op, future))
         self._has_work.set()
         return future

@@ -15,7 +15,7 @@ from app.bodies import form_fields, read_fields
 from app.envelope import success_response
 from app.logs import annotate
 from app.payloads import parse_click
-from app.routes.request_info import bind_ids, client_ip, user_agent
+from app.request_info import bind_ids, client_ip, header, user_agent
 from app.services import services
 
 
@@ -40,7 +40,7 @@ async def _click(request: Request, raw: dict[str, Any], *, redirect: bool) -> Re
     click = parse_click(raw)
     fields = click.fields
     campaign = svc.catalog.campaign(fields.cid)
-    svc.catalog.check_origin(campaign, request.headers.get("origin"))
+    svc.catalog.check_origin(campaign, header(request, b"origin"))
     svc.catalog.source(fields.pid)
 
     transaction_id = f"txn_{uuid.uuid4()}"

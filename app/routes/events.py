@@ -20,7 +20,7 @@ from app.envelope import success_response
 from app.errors import ApiError
 from app.logs import annotate
 from app.payloads import parse_event
-from app.routes.request_info import bind_ids, client_ip, user_agent
+from app.request_info import bind_ids, client_ip, header, user_agent
 from app.services import services
 from storage.writer import StoreBusy, StoreClosed
 
@@ -99,7 +99,7 @@ async def _fire(request: Request, raw: dict[str, Any], *, path_cid: str | None) 
     fields = event.fields
 
     campaign = svc.catalog.campaign(fields.cid)
-    svc.catalog.check_origin(campaign, request.headers.get("origin"))
+    svc.catalog.check_origin(campaign, header(request, b"origin"))
     configured = svc.catalog.event(fields.cid, fields.event_id)
     source = svc.catalog.source(fields.pid)
 

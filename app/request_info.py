@@ -11,12 +11,27 @@ from app.logs import annotate
 _USER_AGENT_LIMIT = 512
 
 
+def header(request: Request, name: bytes) -> str | None:
+    """A request header by its lower-case name, from a dict built once per request.
+
+    Starlette's Headers scans the list and raises KeyError for every header that is
+    absent (Origin, on every server-to-server call); the hot path asks for four.
+    """
+    scope = request.scope
+    found = scope.get("event_postback.headers")
+    if found is None:
+        found = scope["event_postback.headers"] = dict(scope["headers"])
+    value = found.get(name)
+    return None if value is None else value.decode("latin-1")
+
+
 def client_ip(request: Request) -> str | None:
-    return request.client.host if request.client else None
+    client = request.scope.get("client")
+    return client[0] if client else None
 
 
 def user_agent(request: Request) -> str | None:
-    agent = request.headers.get("user-agent")
+    agent = header(request, b"user-agent")
     return agent[:_USER_AGENT_LIMIT] if agent else None
 
 
