@@ -3,7 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test check chromium clean
+.PHONY: serve test check chromium wrk loadtest bench clean
+
+DURATION ?= 60s
+USERS ?= 50
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +32,21 @@ chromium:
 	command -v chromium >/dev/null 2>&1 || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
+# Debian's wrk for the benchmark.
+wrk:
+	command -v wrk >/dev/null 2>&1 || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)
+
+# Locust against a served instance on a temp database; fails over 1 % failed requests.
+loadtest: $(VENV)/.installed-dev
+	$(BIN)/python loadtests/run_loadtest.py --duration $(DURATION) --users $(USERS)
+
+# The service against a bare Starlette endpoint; writes loadtests/results/bench-*.json.
+bench: $(VENV)/.installed-dev wrk
+	$(BIN)/python loadtests/bench.py $(BENCH_ARGS)
+
 check: $(VENV)/.installed-dev
-	$(BIN)/ruff check app actors storage tests
+	$(BIN)/ruff check app actors storage tests loadtests
 	$(BIN)/mypy
 
 clean:

@@ -1,0 +1,1 @@
+"""Load tests (locust) and the benchmark (wrk, plus an open-loop client)."""

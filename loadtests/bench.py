@@ -1,0 +1,404 @@
+"""make bench: event-postback against a bare Starlette endpoint, measured in one run.
+
+Scenarios (closed loop with wrk, 64 connections, after a warm-up, unless said otherwise):
+
+  A  the baseline: loadtests/baseline_app.py, same uvicorn settings, same body
+  B  event-postback, durability "commit", leads minted over HTTP before the run (hot)
+     B@1000/s, B@2000/s  open loop at a fixed rate; latency from each scheduled send
+     B@256c  past saturation: 256 connections
+  C  event-postback, durability "write-behind"
+  D  event-postback, commit, on a database pre-filled with 1,000,000 events; every event
+     is for a transaction not in memory (each request loads one)
+  E  memory: events for 1,000,000 distinct transactions in all; peak RSS at the end
+
+Prints one table and writes it as JSON under loadtests/results/.
+
+    python loadtests/bench.py [--duration 10] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from loadtests.rawhttp import Results, closed_loop, open_loop, post_request  # noqa: E402
+from storage.connection import prepare  # noqa: E402
+
+CID, PID = "cmp_bench", "src_bench"
+EVENTS = [f"ev{n}" for n in range(10)]
+CONFIG = f"""
+[server]
+admin_token = "bench"
+
+[[sources]]
+pid = "{PID}"
+
+[[campaigns]]
+cid = "{CID}"
+""" + "".join(f'\n[[campaigns.events]]\nevent_id = "{event}"\n' for event in EVENTS)
+
+TARGETS = {"B": 0.60, "C": 0.70, "D": 0.40}
+
+
+@dataclass
+class Settings:
+    duration: int
+    warmup: int
+    connections: int
+    mint: int
+    cold_leads: int
+    memory_events: int
+    rates: tuple[int, ...]
+    out: Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Server:
+    """A server process; its peak resident memory is read from /proc when it stops."""
+
+    def __init__(self, command: list[str], port: int, log: Path) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        self.port = port
+        self._log = log.open("wb")
+        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{command[0]} exited: see {log}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{command} did not start") from None
+                time.sleep(0.05)
+
+    def peak_rss_mb(self) -> float:
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+
+
+@contextmanager
+def serving(command: list[str], port: int, log: Path) -> Any:
+    server = Server(command, port, log)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def service_command(config: Path, db: Path, port: int, durability: str) -> list[str]:
+    executable = Path(sys.executable).with_name("event-postback")
+    return [str(executable), "serve", "--config", str(config), "--db", str(db),
+            "--port", str(port), "--durability", durability, "--log-level", "info"]
+
+
+def wrk(url: str, ids: Path, mode: str, connections: int, seconds: int) -> dict[str, Any]:
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s",
+               "-s", str(HERE / "events.lua"), url, "--", str(ids), mode]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    line = next(line for line in output.splitlines() if line.startswith("BENCH "))
+    summary: dict[str, Any] = json.loads(line.removeprefix("BENCH "))
+    seconds_run = summary["duration_us"] / 1e6
+    summary["rps"] = summary["requests"] / seconds_run
+    summary["errors"] = (summary["status"] + summary["connect"] + summary["read"]
+                         + summary["write"] + summary["timeout"])
+    return summary
+
+
+def write_ids(path: Path, ids: list[str]) -> Path:
+    path.write_text("\n".join(ids) + "\n")
+    return path
+
+
+async def mint(url: str, count: int) -> list[str]:
+    """Leads minted through POST /api/click, so their actors are in memory."""
+    host = url.removeprefix("http://")
+    body = json.dumps({"cid": CID, "pid": PID}).encode()
+    results = await closed_loop(url, (post_request(host, "/api/click", body)
+                                      for _ in range(count)), keep_bodies=True)
+    if set(results.statuses) != {200}:
+        raise RuntimeError(f"minting leads failed: {results.statuses}")
+    return [json.loads(body)["data"]["transaction_id"] for body in results.bodies]
+
+
+def prefill(db: Path, leads: int) -> list[str]:
+    """A database with ``leads`` leads and one event each, written directly."""
+    prepare(db)
+    ids = [f"txn_cold_{n:08d}" for n in range(leads)]
+    stamp = "2026-01-01T00:00:00.000000Z"
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA synchronous = OFF")
+        conn.executemany(
+            "INSERT INTO leads (transaction_id, cid, pid, fields, cost, ip, user_agent,"
+            " created_at) VALUES (?, ?, ?, '{}', NULL, '127.0.0.1', 'bench', ?)",
+            ((txn, CID, PID, stamp) for txn in ids))
+        conn.executemany(
+            "INSERT INTO events (transaction_id, cid, event_id, pid, once, conversion,"
+            " conversion_id, revenue, payout, converted_at, fields, ip, user_agent, fired_at)"
+            " VALUES (?, ?, 'ev0', ?, 1, 0, NULL, NULL, NULL, NULL, '{}', '127.0.0.1',"
+            " 'bench', ?)",
+            ((txn, CID, PID, stamp) for txn in ids))
+    return ids
+
+
+def cold_template(settings: Settings) -> tuple[Path, list[str]]:
+    """The pre-filled database, built once and kept under results/ for later runs."""
+    template = settings.out / f"cold-{settings.cold_leads}.db"
+    ids = [f"txn_cold_{n:08d}" for n in range(settings.cold_leads)]
+    if not template.exists():
+        partial = template.with_suffix(".partial")
+        partial.unlink(missing_ok=True)
+        print(f"pre-filling {settings.cold_leads:,} leads and events ...", flush=True)
+        prefill(partial, settings.cold_leads)
+        partial.rename(template)
+    return template, ids
+
+
+def open_loop_run(url: str, ids: list[str], rate: int, seconds: int) -> dict[str, Any]:
+    host = url.removeprefix("http://")
+    count = rate * seconds
+    requests = [post_request(host, "/api/event/trigger", json.dumps({
+        "cid": CID, "event_id": EVENTS[(index // len(ids)) % 10],
+        "transaction_id": ids[index % len(ids)], "pid": PID}).encode())
+        for index in range(count)]
+    results: Results = uvloop.run(open_loop(url, requests, rate=rate))
+    bad = sum(n for status, n in results.statuses.items() if status != 200) + results.errors
+    return {"rate": rate, "rps": len(results.latencies) / seconds,
+            "requests": len(results.latencies), "errors": bad,
+            "p50": results.percentile(50) * 1e6, "p99": results.percentile(99) * 1e6,
+            "p999": results.percentile(99.9) * 1e6, "statuses": results.statuses}
+
+
+def run(settings: Settings) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="event-postback-bench-"))
+    config = work / "bench.toml"
+    config.write_text(CONFIG)
+    report: dict[str, Any] = {}
+    seconds, warmup, conns = settings.duration, settings.warmup, settings.connections
+    try:
+        # A: the baseline.
+        port = free_port()
+        fake = write_ids(work / "fake.txt", [f"txn_{n}" for n in range(50_000)])
+        with serving([sys.executable, str(HERE / "baseline_app.py"), str(port)], port,
+                     work / "a.log") as server:
+            wrk(server.url, fake, "rotate", conns, warmup)
+            report["A"] = wrk(server.url, fake, "rotate", conns, seconds)
+            report["A"]["rss_mb"] = server.peak_rss_mb()
+        print_row("A", report["A"], report, flush=True)
+
+        for name, durability in (("B", "commit"), ("C", "write-behind")):
+            port = free_port()
+            with serving(service_command(config, work / f"{name}.db", port, durability), port,
+                         work / f"{name}.log") as server:
+                ids = uvloop.run(mint(server.url, settings.mint))
+                parts = _split(ids, 5)
+                wrk(server.url, write_ids(work / f"{name}-w.txt", parts[0]), "rotate", conns,
+                    warmup)
+                report[name] = wrk(server.url, write_ids(work / f"{name}.txt", parts[1]),
+                                   "rotate", conns, seconds)
+                if name == "B":
+                    for index, rate in enumerate(settings.rates):
+                        report[f"B@{rate}/s"] = open_loop_run(server.url, parts[2 + index],
+                                                              rate, seconds)
+                    report["B@256c"] = wrk(server.url, write_ids(work / "B-sat.txt", parts[4]),
+                                           "rotate", 256, seconds)
+                report[name]["rss_mb"] = server.peak_rss_mb()
+            print_row(name, report[name], report, flush=True)
+
+        # D and E: the cold path, on a pre-filled database.
+        template, cold_ids = cold_template(settings)
+        db = work / "D.db"
+        shutil.copyfile(template, db)
+        port = free_port()
+        with serving(service_command(config, db, port, "commit"), port,
+                     work / "D.log") as server:
+            warm_ids, rest = cold_ids[:20_000], cold_ids[20_000:]
+            wrk(server.url, write_ids(work / "D-w.txt", warm_ids), "cold", conns, warmup)
+            report["D"] = wrk(server.url, write_ids(work / "D.txt", rest), "cold", conns, seconds)
+            report["D"]["rss_mb"] = server.peak_rss_mb()
+            print_row("D", report["D"], report, flush=True)
+            # wrk counts answered requests; the ones in flight when it stopped were sent too.
+            skip = report["D"]["requests"] + conns
+            done = 20_000 + skip
+            remaining = rest[skip:settings.memory_events - 20_000]
+            started = time.perf_counter()
+            host = server.url.removeprefix("http://")
+            results = uvloop.run(closed_loop(server.url, (
+                post_request(host, "/api/event/trigger", json.dumps({
+                    "cid": CID, "event_id": "ev1", "transaction_id": txn, "pid": PID,
+                }).encode()) for txn in remaining)))
+            elapsed = time.perf_counter() - started
+            report["E"] = {
+                "transactions": done + len(remaining),
+                "requests": len(remaining),
+                "rps": len(remaining) / elapsed if elapsed else 0.0,
+                "errors": sum(n for status, n in results.statuses.items() if status != 200),
+                "rss_mb": server.peak_rss_mb(),
+            }
+        print_row("E", report["E"], report, flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return report
+
+
+def _split(items: list[str], parts: int) -> list[list[str]]:
+    size = len(items) // parts
+    return [items[i * size:(i + 1) * size] for i in range(parts)]
+
+
+def _ms(microseconds: float) -> str:
+    return f"{microseconds / 1000:.2f}"
+
+
+def print_row(name: str, row: dict[str, Any], report: dict[str, Any], flush: bool = False) -> None:
+    baseline = report.get("A", {}).get("rps")
+    ratio = f"{row['rps'] / baseline * 100:.0f} %" if baseline and name in TARGETS else ""
+    print(f"{name:10s} {row.get('rps', 0):10,.0f} {_ms(row.get('p50', float('nan'))):>8s} "
+          f"{_ms(row.get('p99', float('nan'))):>8s} {row.get('errors', 0):>7} "
+          f"{row.get('rss_mb', float('nan')):8.0f} {ratio:>7s}", flush=flush)
+
+
+def table(report: dict[str, Any]) -> str:
+    baseline = report["A"]["rps"]
+    lines = ["| scenario | requests/s | p50 ms | p99 ms | p99.9 ms | errors | peak RSS MB "
+             "| ratio to A |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, row in report.items():
+        if name.startswith("_"):
+            continue
+        cells = [
+            name, f"{row['rps']:,.0f}",
+            _ms(row["p50"]) if "p50" in row else "",
+            _ms(row["p99"]) if "p99" in row else "",
+            _ms(row["p999"]) if "p999" in row else "",
+            str(row.get("errors", 0)),
+            f"{row['rss_mb']:.0f}" if "rss_mb" in row else "",
+            f"{row['rps'] / baseline * 100:.0f} %" if name in TARGETS else "",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def verdicts(report: dict[str, Any]) -> list[str]:
+    baseline = report["A"]["rps"]
+    found = []
+    for name, share in TARGETS.items():
+        ratio = report[name]["rps"] / baseline
+        found.append(f"{name} >= {share:.0%} of A: {'met' if ratio >= share else 'MISSED'}"
+                     f" ({ratio:.0%})")
+    top = max((key for key in report if key.startswith("B@") and key.endswith("/s")),
+              key=lambda key: report[key]["rate"], default=None)
+    if top is not None:
+        row = report[top]
+        ok = row["p99"] <= 15_000 and row["errors"] == 0
+        found.append(f"{top} p99 <= 15 ms, no errors: {'met' if ok else 'MISSED'}"
+                     f" (p99 {_ms(row['p99'])} ms, {row['errors']} errors)")
+    if "B@256c" in report:
+        row = report["B@256c"]
+        refused_fast = row["timeout"] == 0 and (row["p99"] <= 1_000_000)
+        found.append(f"B@256c answered within 1 s at p99, no timeouts: "
+                     f"{'met' if refused_fast else 'MISSED'} (p99 {_ms(row['p99'])} ms, "
+                     f"{row['timeout']} timeouts)")
+    if "E" in report:
+        row = report["E"]
+        found.append(f"E peak RSS < 300 MB after {row['transactions']:,} transactions: "
+                     f"{'met' if row['rss_mb'] < 300 else 'MISSED'} ({row['rss_mb']:.0f} MB)")
+    return found
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    with open("/proc/cpuinfo") as info:
+        for line in info:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return (f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
+            f"{platform.system()} {platform.release()}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--memory-events", type=int, default=1_000_000)
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--quick", action="store_true",
+                        help="a few seconds and small counts: proves the scripts run")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.stderr.write("wrk is not installed (make bench installs Debian's wrk)\n")
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.quick:
+        settings = Settings(duration=1, warmup=1, connections=8, mint=6_000,
+                            cold_leads=30_000, memory_events=30_000, rates=(100, 200),
+                            out=args.out)
+    else:
+        settings = Settings(duration=args.duration, warmup=args.warmup,
+                            connections=args.connections, mint=100_000,
+                            cold_leads=max(1_000_000, args.memory_events),
+                            memory_events=args.memory_events, rates=(1000, 2000),
+                            out=args.out)
+    print(f"{'scenario':10s} {'req/s':>10s} {'p50 ms':>8s} {'p99 ms':>8s} {'errors':>7s} "
+          f"{'RSS MB':>8s} {'vs A':>7s}", flush=True)
+    report = run(settings)
+    report["_machine"] = machine()
+    report["_when"] = datetime.now(UTC).isoformat(timespec="seconds")
+    report["_settings"] = {"duration": settings.duration, "connections": settings.connections,
+                           "quick": args.quick}
+    print()
+    print(table(report))
+    print()
+    for line in verdicts(report):
+        print(line)
+    print(f"\nmachine: {report['_machine']}")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    for path in (args.out / f"bench-{stamp}.json", args.out / "bench-latest.json"):
+        path.write_text(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
