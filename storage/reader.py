@@ -1,4 +1,4 @@
-"""Queries on the read connection: cold loads for actors and the admin view."""
+"""Queries on the read connection for the admin view and postback rendering."""
 
 from __future__ import annotations
 
@@ -9,17 +9,11 @@ import aiosqlite
 from storage import outbox
 from storage.records import (
     EventView,
-    StoredTransaction,
     TransactionView,
     decode_fields,
     money_value,
 )
 
-_LOAD = (
-    "SELECT l.cid, l.pid, l.cost, e.event_id FROM leads AS l"
-    " LEFT JOIN events AS e ON e.transaction_id = l.transaction_id"
-    " WHERE l.transaction_id = ?"
-)
 _LEAD = (
     "SELECT cid, pid, fields, cost, created_at FROM leads WHERE transaction_id = ?"
 )
@@ -27,22 +21,6 @@ _EVENTS = (
     "SELECT event_id, pid, conversion, conversion_id, revenue, payout, converted_at, fired_at,"
     " fields FROM events WHERE transaction_id = ? ORDER BY id"
 )
-
-
-async def load_transaction(
-    conn: aiosqlite.Connection, transaction_id: str
-) -> StoredTransaction | None:
-    """The lead's campaign, source, cost and the events it already fired; None if unknown."""
-    rows = list(await conn.execute_fetchall(_LOAD, (transaction_id,)))
-    if not rows:
-        return None
-    cid, pid, cost, _ = rows[0]
-    return StoredTransaction(
-        cid=cid,
-        pid=pid,
-        cost=money_value(cost),
-        fired=frozenset(row[3] for row in rows if row[3] is not None),
-    )
 
 
 async def lead_fields(conn: aiosqlite.Connection, transaction_id: str) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import aiosqlite
 
 from storage import outbox, reader
 from storage.connection import open_reader, open_writer, prepare
+from storage.loader import BatchLoader
 from storage.records import (
     DuePostback,
     PostbackStatus,
@@ -43,6 +44,7 @@ class Store:
         self._max_pending = max_pending
         self._gather_seconds = gather_seconds
         self._writer: Writer | None = None
+        self._loader: BatchLoader | None = None
         self._write_conn: aiosqlite.Connection | None = None
         self._read_conn: aiosqlite.Connection | None = None
         self._commit_listeners: list[Callable[[list[WriteOp]], None]] = []
@@ -51,6 +53,8 @@ class Store:
         await asyncio.to_thread(prepare, self.path)
         self._write_conn = await open_writer(self.path, synchronous=self._synchronous)
         self._read_conn = await open_reader(self.path)
+        self._loader = BatchLoader(self._read_conn)
+        self._loader.start()
         self._writer = Writer(
             self._write_conn,
             max_pending=self._max_pending,
@@ -71,6 +75,8 @@ class Store:
         """Flush every queued write, then close both connections. Idempotent."""
         if self._writer is not None:
             await self._writer.close()
+        if self._loader is not None:
+            await self._loader.close()
         for conn in (self._write_conn, self._read_conn):
             if conn is not None:
                 await conn.close()
@@ -103,7 +109,9 @@ class Store:
         return True
 
     async def load_transaction(self, transaction_id: str) -> StoredTransaction | None:
-        return await reader.load_transaction(self._reader(), transaction_id)
+        if self._loader is None:
+            raise RuntimeError("store is not open")
+        return await self._loader.load(transaction_id)
 
     async def transaction_view(self, transaction_id: str) -> TransactionView | None:
         return await reader.transaction_view(self._reader(), transaction_id)

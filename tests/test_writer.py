@@ -161,3 +161,29 @@ async def test_schema_version_is_recorded(store: Store) -> None:
     with sqlite3.connect(store.path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] >= 1
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_cold_loads_asked_together_are_read_in_one_query(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await asyncio.gather(store.submit(lead("a")), store.submit(lead("b")))
+    await store.submit(event("a", "e1"))
+    await store.submit(event("a", "e2"))
+    loader = store._loader
+    assert loader is not None
+    queries: list[list[str]] = []
+    real_query = loader._query
+
+    async def counted(ids: list[str]) -> Any:
+        queries.append(ids)
+        return await real_query(ids)
+
+    monkeypatch.setattr(loader, "_query", counted)
+    a, b, again, missing = await asyncio.gather(
+        store.load_transaction("a"), store.load_transaction("b"),
+        store.load_transaction("a"), store.load_transaction("nope"))
+    assert len(queries) == 1 and sorted(queries[0]) == ["a", "b", "nope"]
+    assert a is not None and a.fired == frozenset({"e1", "e2"}) and a.cid == "c"
+    assert b is not None and b.fired == frozenset()
+    assert again == a
+    assert missing is None
