@@ -74,10 +74,11 @@ class TransactionActor:
         self._loaded = state is not None
         self._rt = runtime
         self._on_idle = on_idle
-        self._mailbox: deque[tuple[Message, asyncio.Future[Reply]]] = deque()
+        # Both made on first use: most actors sit idle, and an empty deque alone is 600 bytes.
+        self._mailbox: deque[tuple[Message, asyncio.Future[Reply]]] | None = None
         self._task: asyncio.Task[None] | None = None
         self._inline = False
-        self._pending: set[asyncio.Future[None]] = set()
+        self._pending: set[asyncio.Future[None]] | None = None
 
     async def ask(self, message: Message) -> Reply:
         """The reply to ``message``, handled after every message sent before it.
@@ -97,6 +98,8 @@ class TransactionActor:
                 else:
                     self._on_idle(self)
         reply: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        if self._mailbox is None:
+            self._mailbox = deque()
         self._mailbox.append((message, reply))
         if self._task is None and not self._inline:
             self._start_drain()
@@ -129,6 +132,8 @@ class TransactionActor:
         try:
             while self._mailbox:
                 message, reply = self._mailbox.popleft()
+                if not self._mailbox:
+                    self._mailbox = None
                 if reply.done():  # the caller went away before we got to it
                     continue
                 try:
@@ -252,10 +257,15 @@ class TransactionActor:
         return Reply(Verdict.CREATED)
 
     def _track(self, written: asyncio.Future[None]) -> None:
+        if self._pending is None:
+            self._pending = set()
         self._pending.add(written)
         written.add_done_callback(self._settled)
 
     def _settled(self, written: asyncio.Future[None]) -> None:
-        self._pending.discard(written)
+        if self._pending is not None:
+            self._pending.discard(written)
+            if not self._pending:
+                self._pending = None
         if written.cancelled() or written.exception() is not None:
             self._loaded = False
