@@ -273,6 +273,7 @@ def run(settings: Settings) -> dict[str, Any]:
                 "requests": len(remaining),
                 "rps": len(remaining) / elapsed if elapsed else 0.0,
                 "errors": sum(n for status, n in results.statuses.items() if status != 200),
+                "statuses": results.statuses,
                 "rss_mb": server.peak_rss_mb(),
             }
         print_row("E", report["E"], report, flush=True)
