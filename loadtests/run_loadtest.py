@@ -11,35 +11,17 @@ from __future__ import annotations
 import argparse
 import csv
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from loadtests.servers import Server, free_port  # noqa: E402
+
 MAX_FAILURE_RATIO = 0.01
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_ready(port: int, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError("event-postback exited before it was ready")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError("event-postback did not start")
 
 
 def failure_ratio(stats_csv: Path) -> tuple[int, int]:
@@ -62,13 +44,11 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="event-postback-loadtest-"))
     port = free_port()
     executable = Path(sys.executable).with_name("event-postback")
-    log = (args.out / "loadtest-server.log").open("wb")
-    server = subprocess.Popen(
+    server = Server(
         [str(executable), "serve", "--config", str(HERE / "loadtest.toml"),
          "--db", str(work / "loadtest.db"), "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT)
+        port, args.out / "loadtest-server.log")
     try:
-        wait_ready(port, server)
         prefix = args.out / "loadtest"
         locust = subprocess.run([
             str(Path(sys.executable).with_name("locust")), "-f", str(HERE / "locustfile.py"),
@@ -82,9 +62,7 @@ def main() -> int:
             return locust.returncode
         requests, failures = failure_ratio(Path(f"{prefix}_stats.csv"))
     finally:
-        server.terminate()
-        server.wait(60)
-        log.close()
+        server.stop()
         shutil.rmtree(work, ignore_errors=True)
     ratio = failures / requests if requests else 1.0
     print(f"{requests} requests, {failures} failures ({ratio:.2%}); "
