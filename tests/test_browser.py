@@ -6,6 +6,7 @@ can be found.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -17,9 +18,10 @@ from typing import Any
 import httpx
 import pytest
 from starlette.applications import Starlette
-from starlette.responses import HTMLResponse
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
+from tests.receiver import Answer, Receiver
 from tests.served import Served
 from tests.threaded import ThreadedServer
 
@@ -59,6 +61,9 @@ def landing_page(service: str) -> str:
 </body></html>"""
 
 
+SDK_SOURCE = (Path(__file__).parent.parent / "app" / "static" / "sdk.js").read_bytes()
+
+
 class Pages:
     """A second origin serving the test pages; they load the SDK from ``self.service``."""
 
@@ -67,6 +72,10 @@ class Pages:
         self._server = ThreadedServer(Starlette(routes=[
             Route("/landing.html", lambda request: HTMLResponse(landing_page(self.service))),
             Route("/next.html", lambda request: HTMLResponse("<p>Thanks</p>")),
+            Route("/blank.html", lambda request: HTMLResponse(
+                '<script src="/sdk.js"></script><p>No markup</p>')),
+            Route("/sdk.js", lambda request: Response(SDK_SOURCE,
+                                                      media_type="application/javascript")),
         ]), host=host)
         self.url = self._server.url
 
@@ -206,3 +215,69 @@ def _visit_refused_page(browser: Any, service: Served, stranger: Pages, db: Path
     page.close()
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM leads").fetchone() == (leads_before,)
+
+
+def _api_answer(status: int, message: str, data: dict[str, Any] | None = None) -> Answer:
+    body: dict[str, Any] = {"status": status, "type": "success" if status < 400 else "error",
+                            "message": message}
+    if data is not None:
+        body["data"] = data
+    return Answer(status=status, body=json.dumps(body),
+                  headers={"Access-Control-Allow-Origin": "*",
+                           "Content-Type": "application/json"})
+
+
+def test_sdk_retries_5xx_and_network_errors_but_never_a_4xx(browser: Any) -> None:
+    """A scripted API stands in for the service, so each answer can be chosen."""
+    with Receiver() as api, Pages("localhost") as pages:
+        click = _api_answer(200, "Click recorded", {"transaction_id": "txn_scripted",
+                                                    "cid": CID, "pid": PID})
+        fired = _api_answer(200, "Event triggered successfully")
+        api.script("/api/click", click)
+        api.script("/api/event/trigger",
+                   _api_answer(503, "Server busy"), fired,              # retried, then ok
+                   _api_answer(403, "Concurrent event in progress"),    # final at once
+                   _api_answer(400, "Duplicate event for this transaction_id"))
+        errors: list[str] = []
+        page = browser.new_page()
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(f"{pages.url}/blank.html?pid={PID}")
+        not_ready = page.evaluate("() => EventPostback.track('quote_viewed')")
+        assert (not_ready["status"], not_ready["type"]) == (0, "error")
+        assert page.evaluate("() => EventPostback.init({})")["type"] == "error"
+
+        ready = page.evaluate("(api) => EventPostback.init({cid: '%s', endpoint: api})" % CID,
+                              api.url)
+        assert ready["transaction_id"] == "txn_scripted"
+        first = page.evaluate("() => EventPostback.track('quote_viewed', {sub3: 'x'})")
+        assert (first["status"], first["message"]) == (200, "Event triggered successfully")
+        assert len(api.of("/api/event/trigger")) == 2  # the 503 was retried once
+        locked = page.evaluate("() => EventPostback.track('quote_viewed')")
+        duplicate = page.evaluate("() => EventPostback.track('quote_viewed')")
+        assert (locked["status"], duplicate["status"]) == (403, 400)
+        assert len(api.of("/api/event/trigger")) == 4  # no retry of either 4xx
+
+        sent = json.loads(api.of("/api/event/trigger")[0].body)
+        assert sent == {"sub3": "x", "cid": CID, "event_id": "quote_viewed",
+                        "transaction_id": "txn_scripted", "pid": PID}
+        assert api.of("/api/event/trigger")[0].headers["content-type"].startswith(
+            "text/plain")  # a simple request: no CORS preflight
+
+        page.close()
+
+        # No service at all: network errors are retried too (0.5 + 1.5 + 4 s), then the
+        # promise resolves with a failure; nothing is thrown into the page.
+        offline = browser.new_page()
+        offline.on("pageerror", lambda error: errors.append(str(error)))
+        offline.goto(f"{pages.url}/blank.html")
+        offline.evaluate("""() => {
+            window.fetchCalls = 0;
+            const realFetch = window.fetch;
+            window.fetch = (...args) => { window.fetchCalls += 1; return realFetch(...args); };
+        }""")
+        answer = offline.evaluate(
+            "() => EventPostback.init({cid: '%s', endpoint: 'http://127.0.0.1:9'})" % CID)
+        assert (answer["status"], answer["type"]) == (0, "error")
+        assert offline.evaluate("() => window.fetchCalls") == 4  # one try, three retries
+        offline.close()
+        assert errors == []
