@@ -1,4 +1,4 @@
-"""One actor per live transaction: a mailbox drained by at most one task at a time."""
+"""One actor per live transaction: its messages are handled one at a time, in order."""
 
 from __future__ import annotations
 
@@ -153,9 +153,13 @@ class TransactionActor:
             await self._load()
         return await self._handle(message)
 
-    async def _load(self) -> None:
+    async def _writes_settled(self) -> None:
+        """Wait until every write this actor queued has committed or failed."""
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
+
+    async def _load(self) -> None:
+        await self._writes_settled()
         stored = await self._rt.store.load_transaction(self.transaction_id)
         windows = self.state.windows if self.state is not None else {}
         self.state = None if stored is None else TransactionState.from_stored(stored)
@@ -230,8 +234,7 @@ class TransactionActor:
 
     async def _stored_lead_fields(self) -> dict[str, Any]:
         """The lead's fields as stored, once this actor's own queued writes are in."""
-        if self._pending:
-            await asyncio.gather(*self._pending, return_exceptions=True)
+        await self._writes_settled()
         return await self._rt.store.lead_fields(self.transaction_id)
 
     async def _create(self, lead: CreateLead) -> Reply:
