@@ -94,6 +94,7 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     admin_token: str | None = None
     max_actors: Annotated[int, Meta(ge=1)] = 100_000
     max_pending_writes: Annotated[int, Meta(ge=1)] = 10_000
+    max_in_flight: Annotated[int, Meta(ge=1)] = 1024
 
 
 Seconds = Annotated[float, Meta(gt=0, le=86_400)]

@@ -17,6 +17,7 @@ from actors.actor import Runtime
 from actors.clock import Clock, SystemClock
 from actors.registry import ActorRegistry
 from app import errors
+from app.admission import AdmissionMiddleware
 from app.catalog import Catalog
 from app.config import Config
 from app.cors import cors_middleware
@@ -96,7 +97,11 @@ def create_app(
 
     return Starlette(
         routes=routes(demo=demo),
-        middleware=[Middleware(RequestLogMiddleware), cors_middleware(config)],
+        middleware=[
+            Middleware(RequestLogMiddleware),
+            Middleware(AdmissionMiddleware, limit=server.max_in_flight),
+            cors_middleware(config),
+        ],
         exception_handlers={
             ApiError: _api_error,
             HTTPException: _http_error,

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 from typing import Any
 
+import httpx
 import structlog
 
+from app.admission import AdmissionMiddleware
 from app.config import Config
 from app.logs import merge_request_fields
 from storage.records import StoredTransaction
@@ -120,3 +123,57 @@ async def test_request_id_is_echoed_or_minted(api: Harness) -> None:
     ids = {minted.headers["x-request-id"], other.headers["x-request-id"]}
     assert len(ids) == 2 and "bad id\n" not in ids
     assert all(re.fullmatch(r"[0-9a-f]{12}-[0-9a-f]+", request_id) for request_id in ids)
+
+
+async def test_requests_past_the_in_flight_limit_are_refused_at_once(db_path: Path) -> None:
+    # Stall the writer: commit-mode requests then wait in flight for their commit.
+    config = make_config(db_path, max_in_flight=3)
+    async with running(config) as api:
+        transaction_id = await api.click()
+        writer = api.services.store.writer
+        release = asyncio.Event()
+        real_apply = writer._apply
+
+        async def stalled(ops: list[Any]) -> None:
+            await release.wait()
+            await real_apply(ops)
+
+        writer._apply = stalled  # type: ignore[method-assign]
+        waiting = [asyncio.create_task(api.fire(transaction_id, "form_step"))]
+        waiting += [asyncio.create_task(api.client.post("/api/click", json={"cid": CID}))
+                    for _ in range(2)]
+        await asyncio.sleep(0.05)
+        refused = await api.fire(transaction_id, "quote_viewed")
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"] == "1"
+        assert refused.json() == error(503, "Server busy")
+        release.set()
+        answers = await asyncio.gather(*waiting)
+        assert [answer.status_code for answer in answers] == [200, 200, 200]
+        assert (await api.fire(transaction_id, "quote_viewed")).status_code == 200
+
+
+async def test_health_checks_are_admitted_past_the_limit() -> None:
+    release = asyncio.Event()
+    reached: list[str] = []
+
+    async def slow(scope: Any, receive: Any, send: Any) -> None:
+        reached.append(scope["path"])
+        await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    admission = AdmissionMiddleware(slow, limit=1)
+    transport = httpx.ASGITransport(app=admission)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        first = asyncio.create_task(client.get("/api/x"))
+        await asyncio.sleep(0.01)
+        refused = await client.get("/api/y")
+        health = asyncio.create_task(client.get("/healthz"))
+        await asyncio.sleep(0.01)
+        assert refused.status_code == 503
+        assert reached == ["/api/x", "/healthz"]
+        release.set()
+        assert (await first).status_code == 200
+        assert (await health).status_code == 200
+    assert admission.in_flight == 0
