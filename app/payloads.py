@@ -94,13 +94,15 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
             return "add"
         return "subtract" if operation == "substract" else operation  # the API's spelling
 
-    def event_fields(self) -> dict[str, Any]:
-        """Every field sent, except those the event row holds in columns of their own."""
-        return _sent(self.fields, exclude=("cid", "event_id", "transaction_id", "pid")) | self.extra
+    def stored_fields(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """What the event row keeps, and the part of it that updates the lead.
 
-    def lead_fields(self) -> dict[str, Any]:
-        """The fields an event updates on its lead."""
-        return _sent(self.fields, include=EVENT_LEAD_FIELDS) | self.extra
+        The event keeps every field sent except those it holds in columns of their own;
+        the lead takes the tracking fields and the extra ones.
+        """
+        event = _sent(self.fields, exclude=("cid", "event_id", "transaction_id", "pid"))
+        lead = {name: value for name, value in event.items() if name in EVENT_LEAD_FIELDS}
+        return event | self.extra, lead | self.extra
 
 
 
@@ -245,14 +247,9 @@ def _in_field_order(invalid: dict[str, str], kind: type[msgspec.Struct]) -> dict
     return dict(sorted(invalid.items(), key=lambda item: order.get(item[0], len(order))))
 
 
-def _sent(
-    fields: msgspec.Struct,
-    *,
-    exclude: tuple[str, ...] = (),
-    include: frozenset[str] | None = None,
-) -> dict[str, Any]:
+def _sent(fields: msgspec.Struct, *, exclude: tuple[str, ...]) -> dict[str, Any]:
     return {
         name: value
         for name, value in msgspec.structs.asdict(fields).items()
-        if value is not None and name not in exclude and (include is None or name in include)
+        if value is not None and name not in exclude
     }

@@ -103,6 +103,7 @@ async def _fire(request: Request, raw: dict[str, Any], *, path_cid: str | None) 
     configured = svc.catalog.event(fields.cid, fields.event_id)
     source = svc.catalog.source(fields.pid)
 
+    event_fields, lead_fields = event.stored_fields()
     revenue = event.revenue
     payout = None
     if configured.conversion and revenue is not None and source.payout is not None:
@@ -118,8 +119,8 @@ async def _fire(request: Request, raw: dict[str, Any], *, path_cid: str | None) 
         payout=payout,
         cost=fields.cost,
         cost_operation=event.cost_operation,
-        lead_fields=event.lead_fields(),
-        event_fields=event.event_fields(),
+        lead_fields=lead_fields,
+        event_fields=event_fields,
         converted_at=event.converted_at,
         ip=client_ip(request),
         user_agent=user_agent(request),
