@@ -16,6 +16,7 @@ import msgspec
 from msgspec import Meta
 
 from app.lead_fields import EVENT_LEAD_FIELDS
+from storage.money import MAX_MONEY, percent_of, round_money
 
 Id = Annotated[str, Meta(min_length=1, max_length=255)]
 Durability = Literal["commit", "write-behind"]
@@ -36,7 +37,7 @@ class PercentPayout(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
     value: Decimal
 
     def amount(self, revenue: Decimal) -> Decimal:
-        return revenue * self.value / 100
+        return percent_of(revenue, self.value)
 
 
 class FixedPayout(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
@@ -44,7 +45,7 @@ class FixedPayout(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
     value: Decimal
 
     def amount(self, revenue: Decimal) -> Decimal:
-        return self.value
+        return round_money(self.value)
 
 
 Payout = PercentPayout | FixedPayout
@@ -95,6 +96,10 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     max_actors: Annotated[int, Meta(ge=1)] = 100_000
     max_pending_writes: Annotated[int, Meta(ge=1)] = 10_000
     max_in_flight: Annotated[int, Meta(ge=1)] = 1024
+    # A body must arrive within this; slower clients get 408.
+    body_timeout_seconds: Annotated[float, Meta(gt=0, le=3600)] = 10.0
+    # Commit mode: a write not committed within this answers 503 "Store unavailable".
+    write_timeout_seconds: Annotated[float, Meta(gt=0, le=3600)] = 5.0
 
 
 Seconds = Annotated[float, Meta(gt=0, le=86_400)]
@@ -189,6 +194,8 @@ def first_problem(config: Config) -> tuple[str, str] | None:
         if payout is not None:
             if not payout.value.is_finite() or payout.value < 0:
                 return f"{place}.payout.value", "must be a finite number >= 0"
+            if payout.value > MAX_MONEY:
+                return f"{place}.payout.value", f"must not be more than {MAX_MONEY:f}"
             if isinstance(payout, PercentPayout) and payout.value > 100:
                 return f"{place}.payout.value", "a percent payout must be between 0 and 100"
         if source.postback_url is not None:

@@ -20,8 +20,11 @@ from actors.messages import CostOperation
 from app import errors
 from app.config import ORGANIC
 from app.lead_fields import EVENT_LEAD_FIELDS, LeadFields, Text
+from storage.money import MoneyError, parse_money
 
-MAX_MONEY = Decimal("1e12")
+MONEY_FIELDS = ("revenue", "amount", "cost", "adSpend", "min_price")
+# Extra numbers are rendered into postbacks as fixed-point text: bound that text.
+MAX_EXTRA_NUMBER_TEXT = 64
 
 # The seed's fixed offsets; an absent timezone means UTC.
 TIMEZONES: dict[str, dt.timezone] = {
@@ -123,7 +126,10 @@ def parse_event(raw: dict[str, Any]) -> Event:
     converted_at = None
     if fields.conversion_date is not None:
         timezone = TIMEZONES[(fields.conversion_timezone or "UTC").upper()]
-        converted_at = conversion_time(fields.conversion_date, timezone)
+        try:
+            converted_at = conversion_time(fields.conversion_date, timezone)
+        except OverflowError:  # valid in UTC, past year 9999 once the zone is applied
+            raise errors.invalid_fields({"conversion_date": _OUT_OF_RANGE}) from None
     return Event(fields=fields, extra=extra, converted_at=converted_at)
 
 
@@ -142,10 +148,7 @@ def conversion_time(text: str, timezone: dt.tzinfo) -> dt.datetime:
     return moment.replace(tzinfo=timezone).astimezone(dt.UTC)
 
 
-def _money_problem(value: Decimal) -> str | None:
-    if not value.is_finite() or value < 0 or value > MAX_MONEY:
-        return f"Expected a finite number >= 0 and <= {MAX_MONEY:f}"
-    return None
+_OUT_OF_RANGE = "Expected a date between 0001-01-01 and 9999-12-31 in UTC"
 
 
 def _timezone_problem(value: str) -> str | None:
@@ -157,6 +160,8 @@ def _conversion_date_problem(value: str) -> str | None:
         conversion_time(value, dt.UTC)
     except ValueError:
         return "Expected 'YYYY-MM-DD' or 'YYYY-MM-DD HH:MM:SS'"
+    except OverflowError:
+        return _OUT_OF_RANGE
     return None
 
 
@@ -174,11 +179,6 @@ Check = Callable[[Any], "str | None"]
 
 # Rules on a field's value once it has the right type.
 _EVENT_CHECKS: dict[str, Check] = {
-    "revenue": _money_problem,
-    "amount": _money_problem,
-    "cost": _money_problem,
-    "adSpend": _money_problem,
-    "min_price": _money_problem,
     "conversion_date": _conversion_date_problem,
     "conversion_timezone": _timezone_problem,
     "tcpa_consent_date": _date_problem,
@@ -201,6 +201,15 @@ def _parse(
     if missing:
         raise errors.required(missing)
     invalid = {name: why for name, value in extra.items() if (why := _extra_problem(value))}
+    # Money is read by its own rules before msgspec sees it: bounded before any arithmetic,
+    # and text such as "null" or "NaN" is a wrong value, not an absent one.
+    for name in MONEY_FIELDS:
+        if name in typed and name in known:
+            try:
+                typed[name] = parse_money(typed[name])
+            except MoneyError as exc:
+                invalid[name] = str(exc)
+                del typed[name]
     try:
         fields = msgspec.convert(typed, kind, strict=False)
     except msgspec.ValidationError:
@@ -209,7 +218,7 @@ def _parse(
     else:
         values = {name: getattr(fields, name) for name in checks if name in typed}
     for name, check in checks.items():
-        if name in values and (why := check(values[name])):
+        if values.get(name) is not None and (why := check(values[name])):
             invalid[name] = why
     if invalid:
         raise errors.invalid_fields(_in_field_order(invalid, kind))
@@ -235,11 +244,22 @@ def _convert_each(
 def _extra_problem(value: Any) -> str | None:
     if isinstance(value, str):
         return "Expected `str` of length <= 255" if len(value) > 255 else None
-    if isinstance(value, bool | int):
+    if isinstance(value, bool):
         return None
+    if isinstance(value, int):
+        return None if len(str(value)) <= MAX_EXTRA_NUMBER_TEXT else _LONG_NUMBER
     if isinstance(value, Decimal):
-        return None if value.is_finite() else "Expected a finite number"
+        if not value.is_finite():
+            return "Expected a finite number"
+        # The exponent first: formatting 1e+300000000 would write 300 million digits.
+        if abs(value.adjusted()) > MAX_EXTRA_NUMBER_TEXT or len(
+                format(value, "f")) > MAX_EXTRA_NUMBER_TEXT:
+            return _LONG_NUMBER
+        return None
     return "Expected a string, number or boolean"
+
+
+_LONG_NUMBER = f"Expected a number of at most {MAX_EXTRA_NUMBER_TEXT} characters"
 
 
 def _in_field_order(invalid: dict[str, str], kind: type[msgspec.Struct]) -> dict[str, str]:

@@ -7,11 +7,11 @@ from typing import Any
 import aiosqlite
 
 from storage import outbox
+from storage.money import money_value
 from storage.records import (
     EventView,
     TransactionView,
     decode_fields,
-    money_value,
 )
 
 _LEAD = (

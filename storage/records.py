@@ -23,14 +23,6 @@ def decode_fields(text: str) -> dict[str, Any]:
     return _fields_decoder.decode(text)
 
 
-def money_text(value: Decimal | None) -> str | None:
-    return None if value is None else str(value)
-
-
-def money_value(text: str | None) -> Decimal | None:
-    return None if text is None else Decimal(text)
-
-
 # Rows are array_like: the writer sends a whole batch of them to SQLite as one JSON array
 # of arrays, with the fields in column order.
 

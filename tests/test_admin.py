@@ -50,7 +50,7 @@ async def test_transaction_view_lists_lead_and_events_in_order(api: Harness) -> 
     assert [(e["event_id"], e["pid"], e["conversion"], e["conversion_id"], e["revenue"],
              e["payout"], e["fired_at"]) for e in view["events"]] == [
         ("quote_viewed", PID, False, None, None, None, "2026-11-28T12:00:00.000000Z"),
-        ("sale_completed", PID, True, sale.json()["data"]["conversion_id"], "80", "40",
+        ("sale_completed", PID, True, sale.json()["data"]["conversion_id"], "80.00", "40.00",
          "2026-11-28T12:00:01.000000Z"),
     ]
 

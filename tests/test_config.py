@@ -104,6 +104,8 @@ BROKEN = [
      "sources[0].payout.value: a percent payout must be between 0 and 100"),
     ("[[sources]]\npid = \"a\"\npayout = { type = \"fixed\", value = -1 }\n",
      "sources[0].payout.value: must be a finite number >= 0"),
+    ("[[sources]]\npid = \"a\"\npayout = { type = \"fixed\", value = 1000000000000.01 }\n",
+     "sources[0].payout.value: must not be more than 1000000000000"),
     ("[[sources]]\npid = \"organic\"\nactive = false\n",
      "sources[0].active: the organic source is always active"),
     ("[[campaigns]]\ncid = \"a\"\n[[campaigns]]\ncid = \"a\"\n",

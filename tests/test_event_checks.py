@@ -208,7 +208,7 @@ async def test_amount_stands_in_for_revenue(api: Harness) -> None:
 async def test_revenue_wins_over_amount(api: Harness) -> None:
     transaction_id = await api.click()
     await api.fire(transaction_id, "sale_completed", revenue="30", amount="19.99")
-    assert (await api.view(transaction_id))["events"][0]["revenue"] == "30"
+    assert (await api.view(transaction_id))["events"][0]["revenue"] == "30.00"
 
 
 # 9 and 10. lock window and duplicates
@@ -340,7 +340,7 @@ async def test_fixed_payout_and_organic_no_payout(api: Harness) -> None:
     organic = await api.click()
     await api.fire(fixed, "sale_completed", pid="src_fixed", revenue="100")
     await api.fire(organic, "sale_completed", revenue="100")
-    assert (await api.view(fixed))["events"][0]["payout"] == "12.5"
+    assert (await api.view(fixed))["events"][0]["payout"] == "12.50"
     assert (await api.view(organic))["events"][0]["payout"] is None
 
 
@@ -349,7 +349,7 @@ async def test_money_is_stored_exactly(api: Harness) -> None:
     await api.fire(transaction_id, "sale_completed", pid=PID, revenue=0.1)
     rows = await api.query("SELECT revenue, payout FROM events WHERE transaction_id = ?",
                            transaction_id)
-    assert rows == [("0.1", "0.05")]
+    assert rows == [("0.10", "0.05")]
 
 
 async def test_json_number_keeps_its_exact_decimal_text(api: Harness) -> None:
@@ -366,9 +366,9 @@ async def test_json_number_keeps_its_exact_decimal_text(api: Harness) -> None:
 @pytest.mark.parametrize(("operations", "expected"), [
     ([("10.50", None)], "10.50"),
     ([("10.50", "add"), ("2.25", "add")], "12.75"),
-    ([("10", "add"), ("2.5", "substract")], "7.5"),
-    ([("10", "add"), ("2.5", "subtract")], "7.5"),
-    ([("10", "add"), ("3", "override")], "3"),
+    ([("10", "add"), ("2.5", "substract")], "7.50"),
+    ([("10", "add"), ("2.5", "subtract")], "7.50"),
+    ([("10", "add"), ("3", "override")], "3.00"),
 ])
 async def test_cost_operations_update_the_lead_cost(
     api: Harness, operations: list[tuple[str, str | None]], expected: str

@@ -28,7 +28,7 @@ async def test_duplicate_stays_a_duplicate_across_a_restart(
         assert sale.status_code == 400
         events = (await api.view(transaction_id))["events"]
         assert [(e["event_id"], e["revenue"], e["payout"]) for e in events] == [
-            ("quote_viewed", None, None), ("sale_completed", "45", "22.5")]
+            ("quote_viewed", None, None), ("sale_completed", "45.00", "22.50")]
 
 
 async def test_lead_state_survives_a_restart(db_path: Path) -> None:
@@ -41,7 +41,7 @@ async def test_lead_state_survives_a_restart(db_path: Path) -> None:
         assert (await api.fire(transaction_id, "form_step", cost="2.5",
                                cost_operation="add")).status_code == 200
         view = await api.view(transaction_id)
-        assert view["cost"] == "12.5"
+        assert view["cost"] == "12.50"
         assert view["fields"] == {"sub1": "first", "sub2": "second"}
         # Events that allow duplicates still fire after a restart.
         assert [e["event_id"] for e in view["events"]] == ["form_step", "form_step"]

@@ -8,17 +8,19 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from actors.messages import FireEvent
-from app.postbacks.macros import macro_values, money_text, render_url
+from app.postbacks.macros import macro_values, money_macro, render_url
 from app.postbacks.retry import next_delay, outcome_of_status, retry_after_seconds
 
 
 @pytest.mark.parametrize(("value", "text"), [
     (Decimal("45"), "45.00"), (Decimal("45.0"), "45.00"), (Decimal("45.10"), "45.10"),
     (Decimal("0.0125"), "0.0125"), (Decimal("1E+3"), "1000.00"), (Decimal("0"), "0.00"),
-    (Decimal("22.500"), "22.500"), (None, ""),
+    (Decimal("22.500"), "22.50"), (Decimal("-0.0"), "0.00"), (Decimal("1E-200000000"), "0.00"),
+    (Decimal("0.0000125"), "0.000012"), (Decimal("0.0000135"), "0.000014"), (None, ""),
 ])
-def test_money_text(value: Decimal | None, text: str) -> None:
-    assert money_text(value) == text
+def test_money_macro_is_plain_text_rounded_half_even_to_six_places(
+        value: Decimal | None, text: str) -> None:
+    assert money_macro(value) == text
 
 
 def test_no_value_can_add_a_parameter_or_change_the_path() -> None:

@@ -59,10 +59,15 @@ def test_apply_cost(current: Decimal | None, amount: str, operation: str, expect
     assert str(result) == expected
 
 
-def test_payouts_are_exact_decimals() -> None:
-    assert str(PercentPayout(value=Decimal("33.3")).amount(Decimal("10.00"))) == "3.330"
+def test_payouts_are_exact_then_rounded_half_even_to_six_places() -> None:
+    assert str(PercentPayout(value=Decimal("33.3")).amount(Decimal("10.00"))) == "3.33"
     assert str(PercentPayout(value=Decimal("50")).amount(Decimal("0.1"))) == "0.05"
-    assert FixedPayout(value=Decimal("12.5")).amount(Decimal("1000")) == Decimal("12.5")
+    assert str(FixedPayout(value=Decimal("12.5")).amount(Decimal("1000"))) == "12.50"
+    # 28 significant digits would round this product; the payout is exact to the sixth place.
+    big = PercentPayout(value=Decimal("33.333333333333333333333333333333"))
+    assert str(big.amount(Decimal("999999999999.999999"))) == "333333333333.333333"
+    assert str(PercentPayout(value=Decimal("1")).amount(Decimal("0.000250"))) == "0.000002"
+    assert str(PercentPayout(value=Decimal("1")).amount(Decimal("0.000350"))) == "0.000004"
 
 
 @pytest.mark.parametrize(("text", "zone", "expected"), [

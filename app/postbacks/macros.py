@@ -11,20 +11,18 @@ from urllib.parse import quote
 import msgspec
 
 from actors.messages import FireEvent
+from storage.money import money_text
 
 _MACRO = re.compile(r"\{(\w*)\}")
-_CENTS = Decimal("0.01")
 MONEY_MACROS = frozenset({"revenue", "payout", "adSpend", "min_price"})
+# Numbers are written out in full only up to this exponent; a lead stored before numbers
+# were bounded could otherwise make one postback write out millions of digits.
+_MAX_FIXED_EXPONENT = 64
 
 
-def money_text(value: Decimal | None) -> str:
-    """At least two decimals, never rounded: 45 -> 45.00, 0.0125 -> 0.0125."""
-    if value is None:
-        return ""
-    exponent = value.as_tuple().exponent
-    if isinstance(exponent, int) and exponent > -2:
-        value = value.quantize(_CENTS)
-    return format(value, "f")
+def money_macro(value: Decimal | None) -> str:
+    """Money as plain text with at least two decimals: 45 -> 45.00, 0.0125 -> 0.0125."""
+    return money_text(value) or ""
 
 
 def _text(name: str, value: Any) -> str:
@@ -33,7 +31,9 @@ def _text(name: str, value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, Decimal):
-        return money_text(value) if name in MONEY_MACROS else format(value, "f")
+        if abs(value.adjusted()) > _MAX_FIXED_EXPONENT or not value.is_finite():
+            return str(value)
+        return money_macro(value) if name in MONEY_MACROS else format(value, "f")
     return str(value)
 
 
@@ -48,8 +48,8 @@ def macro_values(
         event_id=event.event_id,
         transaction_id=event.transaction_id,
         conversion_id=conversion_id,
-        revenue=money_text(event.revenue),
-        payout=money_text(event.payout),
+        revenue=money_macro(event.revenue),
+        payout=money_macro(event.payout),
         conversion="1" if event.conversion else "0",
         fired_at=fired_at,
     )

@@ -1,0 +1,70 @@
+"""Money as the service keeps it: exact decimals, bounded, six decimal places, plain text.
+
+Every amount a client sends is read here before any arithmetic, so no number can make
+the service format or compute with millions of digits: its size is checked on the
+exponent, which costs nothing, and only then is it rounded.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import ROUND_HALF_EVEN, Context, Decimal
+
+MAX_MONEY = Decimal(10) ** 12
+PLACES = 6
+_QUANTUM = Decimal(1).scaleb(-PLACES)
+_CENTS = Decimal("0.01")
+_ZERO = Decimal("0.00")
+# Wide enough for any product of two bounded amounts, so payouts are computed exactly.
+_EXACT = Context(prec=80, rounding=ROUND_HALF_EVEN)
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+_RANGE = f"Expected a finite number >= 0 and <= {MAX_MONEY:f}"
+
+
+class MoneyError(ValueError):
+    """A value that cannot be an amount of money; the message says what was expected."""
+
+
+def parse_money(value: object) -> Decimal:
+    """An amount from a JSON number or numeric text: 0 <= x <= 10^12, rounded to 6 places."""
+    if isinstance(value, Decimal):
+        amount = value
+    elif isinstance(value, int) and not isinstance(value, bool):
+        amount = Decimal(value)
+    elif isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        amount = Decimal(value.strip())
+    else:
+        raise MoneyError("Expected a number")
+    if not amount.is_finite() or amount < 0 or amount > MAX_MONEY:
+        raise MoneyError(_RANGE)
+    return round_money(amount)
+
+
+def round_money(amount: Decimal) -> Decimal:
+    """Half-even to six places, then no trailing zeros past the cents; -0 becomes 0.
+
+    The result always prints as plain fixed-point text: 45 -> 45.00, 1E+3 -> 1000.00,
+    0.01250 -> 0.0125.
+    """
+    rounded = amount.quantize(_QUANTUM, context=_EXACT)
+    if rounded.is_zero():
+        return _ZERO
+    trimmed = rounded.normalize(context=_EXACT)
+    if trimmed.as_tuple().exponent > -2:  # type: ignore[operator]
+        trimmed = trimmed.quantize(_CENTS, context=_EXACT)
+    return trimmed
+
+
+def percent_of(amount: Decimal, percent: Decimal) -> Decimal:
+    """``percent`` % of ``amount``, computed exactly and then rounded like any amount."""
+    return round_money(_EXACT.divide(_EXACT.multiply(amount, percent), Decimal(100)))
+
+
+def money_text(amount: Decimal | None) -> str | None:
+    """Plain fixed-point text with at least two decimals (None stays None)."""
+    return None if amount is None else format(round_money(amount), "f")
+
+
+def money_value(text: str | None) -> Decimal | None:
+    """An amount as stored, in its canonical form."""
+    return None if text is None else round_money(Decimal(text))
