@@ -14,6 +14,7 @@ from actors.clock import Clock, utc_text
 from actors.messages import CreateLead, FireEvent, Message, Reply, Verdict
 from actors.rules import apply_cost, decide, opens_window
 from actors.state import TransactionState
+from storage.money import money_text
 from storage.records import (
     EventRow,
     LeadChange,
@@ -21,9 +22,9 @@ from storage.records import (
     PostbackRow,
     WriteOp,
     encode_fields,
-    money_text,
 )
 from storage.store import Store
+from storage.writer import StoreUnavailable
 
 
 class PostbackPlanner(Protocol):
@@ -48,6 +49,8 @@ class Runtime:
     # Commit durability: answer only once the write has committed.
     wait_for_commit: bool
     plan_postbacks: PostbackPlanner | None = None
+    # How long a request waits on the store before it answers 503 instead.
+    write_timeout: float = 5.0
 
 
 class TransactionActor:
@@ -154,9 +157,24 @@ class TransactionActor:
         return await self._handle(message)
 
     async def _writes_settled(self) -> None:
-        """Wait until every write this actor queued has committed or failed."""
+        """Wait until every write this actor queued has committed or failed.
+
+        Raises StoreUnavailable past the write timeout; the writes stay queued.
+        """
         if self._pending:
-            await asyncio.gather(*self._pending, return_exceptions=True)
+            # asyncio.wait, unlike gather or wait_for, never cancels what it waits on: a
+            # cancelled write future would make this actor reload before the write lands.
+            _, late = await asyncio.wait(self._pending, timeout=self._rt.write_timeout)
+            if late:
+                raise StoreUnavailable
+
+    async def _committed(self, written: asyncio.Future[None]) -> None:
+        """Wait for ``written`` to commit; StoreUnavailable past the write timeout."""
+        if not written.done():
+            await asyncio.wait((written,), timeout=self._rt.write_timeout)
+            if not written.done():
+                raise StoreUnavailable
+        written.result()
 
     async def _load(self) -> None:
         await self._writes_settled()
@@ -229,7 +247,7 @@ class TransactionActor:
             state.cost = cost
         self._track(written)
         if rt.wait_for_commit:
-            await written
+            await self._committed(written)
         return Reply(Verdict.FIRED, conversion_id)
 
     async def _stored_lead_fields(self) -> dict[str, Any]:
@@ -256,7 +274,7 @@ class TransactionActor:
             raise
         self._track(written)
         if rt.wait_for_commit:
-            await written
+            await self._committed(written)
         return Reply(Verdict.CREATED)
 
     def _track(self, written: asyncio.Future[None]) -> None:

@@ -12,12 +12,10 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import msgspec
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 
 from app import errors
 from app.request_info import header
-
-MAX_BODY_BYTES = 16 * 1024
 
 # Non-integer JSON numbers become Decimal straight from their text: 45.10 stays 45.10.
 _json_object = msgspec.json.Decoder(dict[str, Any], float_hook=Decimal)
@@ -25,8 +23,11 @@ _JSON_OPENERS = (b"{", b"[", b'"')
 
 
 async def read_fields(request: Request) -> dict[str, Any]:
-    """The body as a field dict; 413 past ``MAX_BODY_BYTES``, 400 when not an object/form."""
-    body = await _read_limited(request, MAX_BODY_BYTES)
+    """The body as a field dict; 400 when it is not a JSON object or a form.
+
+    Its size and the time it took to arrive were bounded by ``app.body_reader``.
+    """
+    body = await request.body()
     content_type = header(request, b"content-type") or ""
     is_form = (content_type.split(";", 1)[0].strip().lower()
                == "application/x-www-form-urlencoded")
@@ -34,7 +35,9 @@ async def read_fields(request: Request) -> dict[str, Any]:
         return form_fields(body)
     try:
         return _json_object.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    # Invalid UTF-8 inside a string and nesting past the decoder's depth are malformed
+    # JSON too, though msgspec reports them with other exceptions.
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
         raise errors.invalid_json() from None
 
 
@@ -45,23 +48,3 @@ def form_fields(body: bytes | str) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise errors.invalid_json() from None
     return dict(parse_qsl(text, keep_blank_values=True))
-
-
-async def _read_limited(request: Request, limit: int) -> bytes:
-    declared = header(request, b"content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise errors.body_too_large(limit)
-    # Straight from the ASGI messages: a small body usually comes in one.
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnect()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise errors.body_too_large(limit)
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)

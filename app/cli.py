@@ -11,8 +11,9 @@ from collections.abc import Sequence
 import uvicorn
 
 from app.config import ConfigError, demo_config, load_config, with_server_overrides
-from app.factory import create_app
+from app.factory import build_store, create_app
 from app.logs import configure_logging
+from storage.claim import DatabaseInUse
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -77,9 +78,15 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         sys.stderr.write(f"{exc}\n")
         return 2
+    store = build_store(config)
+    try:
+        store.claim()
+    except DatabaseInUse as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 3
     configure_logging(args.log_level)
     server = uvicorn.Server(uvicorn.Config(
-        create_app(config, demo=not args.config),
+        create_app(config, store=store, demo=not args.config),
         host=config.server.host,
         port=config.server.port,
         loop="uvloop",
@@ -88,7 +95,8 @@ def _serve(args: argparse.Namespace) -> int:
         log_config=None,
         access_log=False,
         server_header=False,
-        timeout_graceful_shutdown=30,
+        # Requests in flight wait on the store at most write_timeout_seconds each.
+        timeout_graceful_shutdown=10,
     ))
     _tune_garbage_collector()
     # uvicorn re-raises the signal that stopped it once its graceful shutdown is done;

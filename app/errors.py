@@ -33,6 +33,12 @@ def body_too_large(limit: int) -> ApiError:
     return ApiError(413, f"Request body too large (limit {limit} bytes)", "body_too_large")
 
 
+def body_timeout() -> ApiError:
+    # The connection is closed: what is left of the body would be read as a next request.
+    return ApiError(408, "Request body timeout", "body_timeout",
+                    headers={"Connection": "close"})
+
+
 def required(missing: list[str]) -> ApiError:
     return ApiError(400, f"{missing[0]} is required", "missing_field", missing=missing)
 
@@ -103,9 +109,15 @@ def postback_delivered() -> ApiError:
     return ApiError(409, "Postback already delivered", "already_delivered")
 
 
-def store_unavailable() -> ApiError:
-    return ApiError(503, "Store not writable", "store_unavailable",
+def store_not_writable() -> ApiError:
+    return ApiError(503, "Store not writable", "store_not_writable",
                     headers={"Retry-After": "1"})
+
+
+def store_unavailable() -> ApiError:
+    """A write (or a read that must follow one) did not finish within the write timeout."""
+    return ApiError(503, "Store unavailable", "store_unavailable",
+                    headers={"Retry-After": "5"})
 
 
 INTERNAL_ERROR = "Internal server error"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,6 +19,7 @@ from actors.clock import Clock, SystemClock
 from actors.registry import ActorRegistry
 from app import errors
 from app.admission import AdmissionMiddleware
+from app.body_reader import BodyReader
 from app.catalog import Catalog
 from app.config import Config
 from app.cors import cors_middleware
@@ -30,7 +32,7 @@ from app.postbacks.plan import Planner
 from app.routes import routes
 from app.services import Services
 from storage.store import Store
-from storage.writer import StoreBusy, StoreClosed
+from storage.writer import StoreBusy, StoreClosed, StoreUnavailable
 
 log = structlog.get_logger("app")
 
@@ -41,12 +43,14 @@ def build_store(config: Config) -> Store:
     if server.durability == "commit":
         # Answers wait for the commit, so commits should survive power loss too; group
         # commit spreads each fsync over every request waiting on it.
-        return Store(server.db, synchronous="FULL", max_pending=server.max_pending_writes)
+        return Store(server.db, synchronous="FULL", max_pending=server.max_pending_writes,
+                     write_timeout=server.write_timeout_seconds)
     return Store(
         server.db,
         synchronous="NORMAL",
         max_pending=server.max_pending_writes,
         gather_seconds=server.flush_ms / 1000,
+        write_timeout=server.write_timeout_seconds,
     )
 
 
@@ -77,6 +81,7 @@ def create_app(
                 lock_seconds=server.lock_seconds,
                 wait_for_commit=server.durability == "commit",
                 plan_postbacks=planner,
+                write_timeout=server.write_timeout_seconds,
             ),
             max_actors=server.max_actors,
         )
@@ -99,6 +104,8 @@ def create_app(
         routes=routes(demo=demo),
         middleware=[
             Middleware(RequestLogMiddleware),
+            # Bodies first, so that a slow one never holds an in-flight slot.
+            Middleware(BodyReader, timeout=server.body_timeout_seconds),
             Middleware(AdmissionMiddleware, limit=server.max_in_flight),
             cors_middleware(config),
         ],
@@ -107,6 +114,8 @@ def create_app(
             HTTPException: _http_error,
             StoreBusy: _busy,
             StoreClosed: _busy,
+            StoreUnavailable: _store_unavailable,
+            sqlite3.OperationalError: _store_error,
         },
         lifespan=lifespan,
     )
@@ -131,3 +140,13 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _busy(request: Request, exc: Exception) -> Response:
     return _answer(errors.busy())
+
+
+async def _store_unavailable(request: Request, exc: Exception) -> Response:
+    return _answer(errors.store_unavailable())
+
+
+async def _store_error(request: Request, exc: Exception) -> Response:
+    # A read that failed (a full disk, an I/O error): the store, not the request, is wrong.
+    log.error("store_error", error=repr(exc))
+    return _answer(errors.store_unavailable())

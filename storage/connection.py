@@ -1,9 +1,18 @@
-"""Opening connections: every pragma the store relies on is set here and nowhere else."""
+"""Opening connections: every pragma the store relies on is set here and nowhere else.
+
+Every connection uses SQLite's ``unix-excl`` VFS: the process holds an exclusive lock on
+the file, and the WAL index lives in this process's heap instead of a shared-memory
+``-shm`` file. A ``-shm`` file truncated or made unwritable under a running server would
+kill it with SIGBUS; in heap memory nothing outside the process can touch the index. The
+price is that no other process can open the file while it is served: backups go through
+the service (``POST /api/admin/backup``).
+"""
 
 from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from urllib.parse import quote
 
 import aiosqlite
 
@@ -27,9 +36,13 @@ def _pragmas(*, synchronous: str, writer: bool) -> list[str]:
     return pragmas
 
 
+def _uri(path: str | Path) -> str:
+    return f"file:{quote(str(Path(path).absolute()))}?vfs=unix-excl"
+
+
 def prepare(path: str | Path) -> None:
     """Create the database file if needed, switch it to WAL and apply migrations."""
-    conn = sqlite3.connect(path, isolation_level=None)
+    conn = sqlite3.connect(_uri(path), uri=True, isolation_level=None)
     try:
         conn.execute("PRAGMA journal_mode = WAL")
         migrate(conn)
@@ -39,7 +52,7 @@ def prepare(path: str | Path) -> None:
 
 async def open_writer(path: str | Path, *, synchronous: str) -> aiosqlite.Connection:
     """The one connection that writes. Autocommit mode: the writer issues BEGIN itself."""
-    conn = await aiosqlite.connect(path, isolation_level=None)
+    conn = await aiosqlite.connect(_uri(path), uri=True, isolation_level=None)
     for pragma in _pragmas(synchronous=synchronous, writer=True):
         await conn.execute(pragma)
     return conn
@@ -47,7 +60,7 @@ async def open_writer(path: str | Path, *, synchronous: str) -> aiosqlite.Connec
 
 async def open_reader(path: str | Path) -> aiosqlite.Connection:
     """A read-only connection; under WAL it never blocks the writer."""
-    conn = await aiosqlite.connect(path, isolation_level=None)
+    conn = await aiosqlite.connect(_uri(path), uri=True, isolation_level=None)
     for pragma in _pragmas(synchronous="NORMAL", writer=False):
         await conn.execute(pragma)
     return conn

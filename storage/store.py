@@ -10,6 +10,7 @@ from typing import Any
 import aiosqlite
 
 from storage import outbox, reader
+from storage.claim import Claim
 from storage.connection import open_reader, open_writer, prepare
 from storage.loader import BatchLoader
 from storage.records import (
@@ -20,7 +21,7 @@ from storage.records import (
     TransactionView,
     WriteOp,
 )
-from storage.writer import Writer
+from storage.writer import StoreUnavailable, Writer
 
 
 class Store:
@@ -29,6 +30,7 @@ class Store:
     ``synchronous`` is SQLite's: ``FULL`` makes every commit survive power loss, ``NORMAL``
     only a crash of this process. ``gather_seconds`` > 0 makes the writer wait that long
     after the first queued op so a whole flush interval commits as one batch.
+    ``write_timeout`` bounds how long a flush, and closing, wait for a failing store.
     """
 
     def __init__(
@@ -38,8 +40,10 @@ class Store:
         synchronous: str = "FULL",
         max_pending: int = 10_000,
         gather_seconds: float = 0.0,
+        write_timeout: float = 5.0,
     ) -> None:
         self.path = Path(path)
+        self.write_timeout = write_timeout
         self._synchronous = synchronous
         self._max_pending = max_pending
         self._gather_seconds = gather_seconds
@@ -48,8 +52,15 @@ class Store:
         self._write_conn: aiosqlite.Connection | None = None
         self._read_conn: aiosqlite.Connection | None = None
         self._commit_listeners: list[Callable[[list[WriteOp]], None]] = []
+        self._claim: Claim | None = None
+
+    def claim(self) -> None:
+        """Take the one-server lock on the file; raises DatabaseInUse. Idempotent."""
+        if self._claim is None:
+            self._claim = Claim(self.path)
 
     async def open(self) -> None:
+        self.claim()
         await asyncio.to_thread(prepare, self.path)
         self._write_conn = await open_writer(self.path, synchronous=self._synchronous)
         self._read_conn = await open_reader(self.path)
@@ -74,13 +85,16 @@ class Store:
     async def close(self) -> None:
         """Flush every queued write, then close both connections. Idempotent."""
         if self._writer is not None:
-            await self._writer.close()
+            await self._writer.close(self.write_timeout)
         if self._loader is not None:
             await self._loader.close()
         for conn in (self._write_conn, self._read_conn):
             if conn is not None:
                 await conn.close()
         self._write_conn = self._read_conn = None
+        if self._claim is not None:
+            self._claim.release()
+            self._claim = None
 
     @property
     def writer(self) -> Writer:
@@ -95,8 +109,15 @@ class Store:
         return self.writer.submit(op, bounded=bounded)
 
     async def flush(self) -> None:
-        """Wait until every write queued so far has committed."""
-        await self.writer.barrier()
+        """Wait until every write queued so far has committed.
+
+        Raises StoreUnavailable when that takes longer than the write timeout.
+        """
+        barrier = self.writer.barrier()
+        await asyncio.wait((barrier,), timeout=self.write_timeout)
+        if not barrier.done():
+            raise StoreUnavailable
+        barrier.result()
 
     async def healthy(self, timeout: float = 2.0) -> bool:
         """True when an (empty) write transaction commits within ``timeout`` seconds."""

@@ -103,6 +103,7 @@ _PERMANENT = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingErro
               sqlite3.InterfaceError, ValueError, TypeError)
 
 _Item = tuple[WriteOp, "asyncio.Future[None]"]
+_BARRIER = WriteOp()
 
 
 class StoreBusy(Exception):
@@ -111,6 +112,10 @@ class StoreBusy(Exception):
 
 class StoreClosed(Exception):
     """The store is shutting down and takes no more writes."""
+
+
+class StoreUnavailable(Exception):
+    """A write did not commit within the write timeout; it stays queued and may yet land."""
 
 
 class Writer:
@@ -139,6 +144,8 @@ class Writer:
         self._task: asyncio.Task[None] | None = None
         # Kept: on Python 3.11 every get_running_loop() is a getpid() system call.
         self._loop: asyncio.AbstractEventLoop | None = None
+        # The batch being committed (and retried while the store fails).
+        self._committing: list[_Item] = []
         self.failing = False
         self.batches_committed = 0
 
@@ -175,7 +182,7 @@ class Writer:
         if self._closing:
             raise StoreClosed
         self._flush_now.set()
-        return self._enqueue(WriteOp())
+        return self._enqueue(_BARRIER)
 
     def _enqueue(self, op: WriteOp) -> asyncio.Future[None]:
         loop = self._loop or asyncio.get_running_loop()
@@ -184,8 +191,13 @@ class Writer:
         self._has_work.set()
         return future
 
-    async def close(self, timeout: float = 30.0) -> None:
-        """Commit everything queued, then stop. Safe to call more than once."""
+    async def close(self, timeout: float = 5.0) -> None:
+        """Commit everything queued, then stop. Safe to call more than once.
+
+        A store that keeps failing cannot hold up shutdown: past ``timeout`` the writer
+        stops, every write it could not store is logged in full (the log is then the only
+        record of it) and its future fails with StoreClosed.
+        """
         self._closing = True
         self._flush_now.set()
         self._has_work.set()
@@ -198,10 +210,14 @@ class Writer:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-            lost = len(self._queue)
-            log.critical("writes_abandoned_at_shutdown", count=lost)
-            while self._queue:
-                _, future = self._queue.popleft()
+            abandoned = [*self._committing, *self._queue]
+            self._committing = []
+            self._queue.clear()
+            ops = [op for op, _ in abandoned if op != _BARRIER]
+            log.critical("writes_abandoned_at_shutdown", count=len(ops))
+            for op in ops:
+                log.critical("write_abandoned", op=msgspec.to_builtins(op))
+            for _, future in abandoned:
                 if not future.done():
                     future.set_exception(StoreClosed())
 
@@ -221,7 +237,9 @@ class Writer:
             if not self._closing and take == len(self._queue):
                 self._flush_now.clear()
             batch = [self._queue.popleft() for _ in range(take)]
+            self._committing = batch
             await self._commit(batch)
+            self._committing = []
 
     async def _commit(self, batch: list[_Item]) -> None:
         delay = self._retry_initial

@@ -7,7 +7,6 @@ from urllib.parse import urlencode
 
 import pytest
 
-from app.bodies import MAX_BODY_BYTES
 from tests.conftest import CID, PID, Harness, error
 
 
@@ -108,28 +107,44 @@ async def test_json_labelled_as_a_form_is_read_as_json(api: Harness) -> None:
     assert response.status_code == 200
 
 
+def _body_of(size: int) -> str:
+    head = '{"cid": "%s", "pad": "' % CID
+    body = head + "x" * (size - len(head) - 2) + '"}'
+    assert len(body) == size
+    return body
+
+
 async def test_body_over_16_kib_is_refused_with_413(api: Harness) -> None:
-    body = '{"cid": "%s", "pad": "%s"}' % (CID, "x" * MAX_BODY_BYTES)
-    response = await api.client.post("/api/event/trigger", content=body)
+    response = await api.client.post("/api/event/trigger", content=_body_of(16_385))
     assert response.status_code == 413
-    assert response.json() == error(
-        413, f"Request body too large (limit {MAX_BODY_BYTES} bytes)")
+    assert response.json() == error(413, "Request body too large (limit 16384 bytes)")
 
 
 async def test_chunked_body_over_16_kib_is_refused_with_413(api: Harness) -> None:
+    body = _body_of(16_385).encode()
+
     async def chunks() -> AsyncIterator[bytes]:
-        for _ in range(20):
-            yield b"x" * 1024
+        for start in range(0, len(body), 1000):
+            yield body[start:start + 1000]
 
     response = await api.client.post("/api/event/trigger", content=chunks())
     assert response.status_code == 413
+    assert response.json() == error(413, "Request body too large (limit 16384 bytes)")
 
 
 async def test_body_of_exactly_16_kib_is_read(api: Harness) -> None:
-    head = '{"cid": "%s", "pad": "' % CID
-    body = head + "x" * (MAX_BODY_BYTES - len(head) - 2) + '"}'
-    assert len(body) == MAX_BODY_BYTES
-    response = await api.client.post("/api/event/trigger", content=body)
+    response = await api.client.post("/api/event/trigger", content=_body_of(16_384))
+    assert response.json()["message"] == "event_id is required"
+
+
+async def test_chunked_body_of_exactly_16_kib_is_read(api: Harness) -> None:
+    body = _body_of(16_384).encode()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 1000):
+            yield body[start:start + 1000]
+
+    response = await api.client.post("/api/event/trigger", content=chunks())
     assert response.json()["message"] == "event_id is required"
 
 

@@ -22,7 +22,7 @@ from app.logs import annotate
 from app.payloads import parse_event
 from app.request_info import bind_ids, client_ip, header, user_agent
 from app.services import services
-from storage.writer import StoreBusy, StoreClosed
+from storage.writer import StoreBusy, StoreClosed, StoreUnavailable
 
 _REFUSALS = {
     Verdict.UNKNOWN_TRANSACTION: errors.invalid_transaction,
@@ -74,6 +74,8 @@ async def _from_query(request: Request, *, path_cid: str | None,
         await _fire(request, raw, path_cid=path_cid)
     except (StoreBusy, StoreClosed):
         return _pixel(errors.busy())
+    except StoreUnavailable:
+        return _pixel(errors.store_unavailable())
     except ApiError as error:
         return _pixel(error)
     return Response(PIXEL, status_code=success_status, media_type="image/gif",

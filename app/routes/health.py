@@ -13,7 +13,7 @@ from app.services import services
 async def healthz(request: Request) -> Response:
     svc = services(request)
     if not await svc.store.healthy():
-        raise errors.store_unavailable()
+        raise errors.store_not_writable()
     return success_response(200, "OK", {
         "store": "writable",
         "pending_writes": svc.store.writer.pending,
