@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test check chromium wrk loadtest bench clean
+.PHONY: serve test check chromium wrk loadtest bench crash clean
 
 DURATION ?= 60s
 USERS ?= 50
@@ -44,6 +44,13 @@ loadtest: $(VENV)/.installed-dev
 # The service against a bare Starlette endpoint; writes loadtests/results/bench-*.json.
 bench: $(VENV)/.installed-dev wrk
 	$(BIN)/python loadtests/bench.py $(BENCH_ARGS)
+
+# kill -9 under load, restart, check every acknowledged event against the database.
+CYCLES ?= 5
+MODES ?= commit write-behind
+FLUSH_MS ?= 5 200
+crash: $(VENV)/.installed-dev
+	$(BIN)/python loadtests/crash.py --cycles $(CYCLES) --modes $(MODES) --flush-ms $(FLUSH_MS) $(CRASH_ARGS)
 
 check: $(VENV)/.installed-dev
 	$(BIN)/ruff check app actors storage tests loadtests

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import time
 from collections import deque
 from collections.abc import Callable
 from decimal import Decimal
@@ -129,6 +130,7 @@ class Writer:
         retry_initial: float = 0.05,
         retry_max: float = 2.0,
         on_commit: Callable[[list[WriteOp]], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._conn = conn
         self._max_pending = max_pending
@@ -137,6 +139,10 @@ class Writer:
         self._retry_initial = retry_initial
         self._retry_max = retry_max
         self._on_commit = on_commit
+        self._clock = clock
+        # When the oldest op still queued arrived: write-behind's gathering delay counts
+        # from it, not from when the writer got round to it.
+        self._oldest_at = 0.0
         self._queue: deque[_Item] = deque()
         self._has_work = asyncio.Event()
         self._flush_now = asyncio.Event()
@@ -187,6 +193,8 @@ class Writer:
     def _enqueue(self, op: WriteOp) -> asyncio.Future[None]:
         loop = self._loop or asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
+        if not self._queue:
+            self._oldest_at = self._clock()
         self._queue.append((op, future))
         self._has_work.set()
         return future
@@ -229,10 +237,14 @@ class Writer:
                 self._has_work.clear()
                 await self._has_work.wait()
                 continue
-            if self._gather_seconds > 0 and not self._flush_now.is_set():
-                # Write-behind: let a flush interval's worth of ops join this batch.
+            # Write-behind: let ops join this batch until the oldest has waited a flush
+            # interval. Ops that queued behind a commit longer than that have waited
+            # enough and go at once, so what a crash can lose stays within flush_ms plus
+            # the commits in progress, however long commits take under load.
+            wait = self._oldest_at + self._gather_seconds - self._clock()
+            if self._gather_seconds > 0 and wait > 0 and not self._flush_now.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._flush_now.wait(), self._gather_seconds)
+                    await asyncio.wait_for(self._flush_now.wait(), wait)
             take = min(len(self._queue), self._max_batch)
             if not self._closing and take == len(self._queue):
                 self._flush_now.clear()

@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
+from storage.connection import open_writer, prepare
 from storage.records import EventRow, LeadRow, PostbackRow, WriteOp
 from storage.store import Store
-from storage.writer import StoreBusy, StoreClosed
+from storage.writer import StoreBusy, StoreClosed, Writer
 
 
 def lead(transaction_id: str) -> WriteOp:
@@ -187,3 +188,76 @@ async def test_cold_loads_asked_together_are_read_in_one_query(
     assert b is not None and b.fired == frozenset()
     assert again == a
     assert missing is None
+
+
+class FakeClock:
+    """The writer's clock, moved by hand: the gathering delay is read from it."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def slow_gatherer(tmp_path: Path) -> AsyncIterator[tuple[Writer, FakeClock]]:
+    """A write-behind writer that would gather for an hour by its clock."""
+    path = tmp_path / "g.db"
+    prepare(path)
+    conn = await open_writer(path, synchronous="NORMAL")
+    clock = FakeClock()
+    writer = Writer(conn, max_pending=100, gather_seconds=3600, clock=clock)
+    writer.start()
+    yield writer, clock
+    await writer.close()
+    await conn.close()
+
+
+# The wait_for bounds below only keep a broken writer from hanging the suite: a writer
+# that gathers again waits an hour, one that does not commits on the next turns of the loop.
+
+async def test_gathering_counts_from_the_oldest_ops_arrival(
+    slow_gatherer: tuple[Writer, FakeClock],
+) -> None:
+    writer, clock = slow_gatherer
+    first = writer.submit(lead("a"))
+    clock.now += 3601  # the op waited its interval before the writer got round to it
+    await asyncio.wait_for(first, 20)
+    assert writer.batches_committed == 1
+
+
+async def test_ops_that_waited_out_a_long_commit_commit_without_gathering_again(
+    slow_gatherer: tuple[Writer, FakeClock], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    writer, clock = slow_gatherer
+    real_apply = writer._apply
+    behind: list[asyncio.Future[None]] = []
+
+    async def long_commit(ops: list[WriteOp]) -> None:
+        if not behind:
+            behind.append(writer.submit(lead("b")))  # queues while this batch commits
+            clock.now += 3601  # ... and the commit outlasts its whole interval
+        await real_apply(ops)
+
+    monkeypatch.setattr(writer, "_apply", long_commit)
+    first = writer.submit(lead("a"))
+    clock.now += 3601
+    await asyncio.wait_for(first, 20)
+    await asyncio.wait_for(behind[0], 20)
+    assert writer.batches_committed == 2
+
+
+async def test_an_op_younger_than_the_interval_still_waits_for_company(
+    slow_gatherer: tuple[Writer, FakeClock],
+) -> None:
+    writer, clock = slow_gatherer
+    first = writer.submit(lead("a"))
+    clock.now += 3599
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not first.done()
+    second = writer.submit(lead("b"))
+    await asyncio.wait_for(writer.barrier(), 20)
+    assert first.done() and second.done()
+    assert writer.batches_committed == 1
