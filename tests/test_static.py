@@ -52,3 +52,10 @@ def test_the_served_landing_page_is_the_only_copy_in_the_repository() -> None:
         found += [Path(folder, name) for name in files if name == "landing.html"]
     assert found == [LANDING]
     assert "`app/static/examples/landing.html`" in (ROOT / "README.md").read_text()
+
+
+async def test_favicon_is_an_empty_answer_browsers_may_cache(api: Harness) -> None:
+    # Served with any config: browsers ask every origin, not only the demo's pages.
+    icon = await api.client.get("/favicon.ico")
+    assert (icon.status_code, icon.content) == (204, b"")
+    assert icon.headers["cache-control"] == "public, max-age=86400"
