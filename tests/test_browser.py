@@ -1,7 +1,7 @@
 """The web SDK in real headless Chromium, on pages served from other origins.
 
-Needs Debian's chromium (``.ci/run`` installs it); skipped, saying why, when no browser
-can be found.
+Needs Debian's chromium (``make chromium`` or ``.ci/run`` installs it); skipped, saying
+so, when no browser can be found.
 """
 
 from __future__ import annotations
@@ -25,16 +25,17 @@ from tests.receiver import Answer, Receiver
 from tests.served import Served
 from tests.threaded import ThreadedServer
 
-playwright_api = pytest.importorskip("playwright.sync_api",
-                                     reason="the playwright package is not installed")
+playwright_api = pytest.importorskip(
+    "playwright.sync_api",
+    reason="the playwright package is not installed: `make test` installs the dev extras")
 
 CHROMIUM = os.environ.get("EVENT_POSTBACK_CHROMIUM") or next(
     (found for name in ("chromium", "chromium-browser", "google-chrome")
      if (found := shutil.which(name))), None)
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None,
-    reason="no Chromium found: install Debian's chromium package (.ci/run does) or set "
-           "EVENT_POSTBACK_CHROMIUM")
+    reason="no Chromium found: `make chromium` installs Debian's (.ci/run does), or set "
+           "EVENT_POSTBACK_CHROMIUM to a Chromium binary")
 
 CID = "cmp_web"
 PID = "src_abc123"

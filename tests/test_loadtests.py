@@ -59,7 +59,7 @@ def test_percentiles_come_from_locusts_response_time_buckets() -> None:
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None,
-                    reason="wrk is not installed (make wrk, or .ci/run, installs it)")
+                    reason="wrk is not installed: `make wrk` (or .ci/run) installs it")
 def test_bench_runs_every_scenario(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, str(ROOT / "loadtests" / "bench.py"), "--quick", "--out",
