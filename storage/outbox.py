@@ -7,7 +7,13 @@ from typing import Any
 import aiosqlite
 import msgspec
 
-from storage.records import AttemptView, DuePostback, PostbackStatus, PostbackView
+from storage.records import (
+    AttemptView,
+    DuePostback,
+    PostbackStatus,
+    PostbackView,
+    conversion_id_text,
+)
 
 _VIEW_COLUMNS = (
     "id, transaction_id, cid, pid, event_id, conversion_id, kind, method, url, status,"
@@ -23,7 +29,8 @@ def _view(row: Any) -> PostbackView:
      updated_at) = row
     return PostbackView(
         id=id_, transaction_id=transaction_id, cid=cid, pid=pid, event_id=event_id,
-        conversion_id=conversion_id, kind=kind, method=method, url=url, status=status,
+        conversion_id=conversion_id_text(conversion_id), kind=kind, method=method, url=url,
+        status=status,
         attempts=attempts, max_attempts=max_attempts,
         next_attempt_at=next_attempt_at if status == "pending" else None,
         last_status_code=last_status_code, last_error=last_error, created_at=created_at,

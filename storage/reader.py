@@ -11,6 +11,7 @@ from storage.money import money_value
 from storage.records import (
     EventView,
     TransactionView,
+    conversion_id_text,
     decode_fields,
 )
 
@@ -41,7 +42,7 @@ async def transaction_view(
             event_id=event_id,
             pid=event_pid,
             conversion=bool(conversion),
-            conversion_id=conversion_id,
+            conversion_id=conversion_id_text(conversion_id),
             revenue=money_value(revenue),
             payout=money_value(payout),
             converted_at=converted_at,

@@ -23,6 +23,15 @@ def decode_fields(text: str) -> dict[str, Any]:
     return _fields_decoder.decode(text)
 
 
+def conversion_id_text(stored: str | None) -> str:
+    """``""`` for no conversion, as the event answers give it.
+
+    The column keeps NULL, so the unique index on conversion ids skips non-conversions;
+    every answer shows the one form.
+    """
+    return stored or ""
+
+
 # Rows are array_like: the writer sends a whole batch of them to SQLite as one JSON array
 # of arrays, with the fields in column order.
 
@@ -139,7 +148,7 @@ class EventView(msgspec.Struct, frozen=True, kw_only=True):
     event_id: str
     pid: str
     conversion: bool
-    conversion_id: str | None
+    conversion_id: str  # "" for no conversion
     revenue: Decimal | None
     payout: Decimal | None
     converted_at: str | None
@@ -163,7 +172,7 @@ class PostbackView(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     cid: str
     pid: str
     event_id: str
-    conversion_id: str | None
+    conversion_id: str  # "" for no conversion
     kind: str
     method: str
     url: str

@@ -49,10 +49,23 @@ async def test_transaction_view_lists_lead_and_events_in_order(api: Harness) -> 
         "fields": {"sub1": "s"}, "cost": "3.10", "created_at": "2026-11-28T12:00:00.000000Z"}
     assert [(e["event_id"], e["pid"], e["conversion"], e["conversion_id"], e["revenue"],
              e["payout"], e["fired_at"]) for e in view["events"]] == [
-        ("quote_viewed", PID, False, None, None, None, "2026-11-28T12:00:00.000000Z"),
+        ("quote_viewed", PID, False, "", None, None, "2026-11-28T12:00:00.000000Z"),
         ("sale_completed", PID, True, sale.json()["data"]["conversion_id"], "80.00", "40.00",
          "2026-11-28T12:00:01.000000Z"),
     ]
+
+
+async def test_no_conversion_reads_as_the_empty_string_the_event_answered(
+    api: Harness,
+) -> None:
+    # One form of "no conversion" in every answer: the event's own, never null.
+    transaction_id = await api.click(pid=PID)
+    fired = await api.fire(transaction_id, "quote_viewed", pid=PID)
+    assert fired.json()["data"]["conversion_id"] == ""
+    [event] = (await api.view(transaction_id))["events"]
+    assert event["conversion_id"] == ""
+    # The database keeps NULL, so the unique index on conversion ids skips it.
+    assert await api.query("SELECT conversion_id FROM events") == [(None,)]
 
 
 async def test_unknown_transaction_is_404(api: Harness) -> None:

@@ -1,7 +1,7 @@
 """The web SDK in real headless Chromium, on pages served from other origins.
 
-Needs Debian's chromium (``.ci/run`` installs it); skipped, saying why, when no browser
-can be found.
+Needs Debian's chromium (``make chromium`` or ``.ci/run`` installs it); skipped, saying
+so, when no browser can be found.
 """
 
 from __future__ import annotations
@@ -24,16 +24,17 @@ from tests.receiver import Answer, Receiver
 from tests.served import Served
 from tests.threaded import ThreadedServer
 
-playwright_api = pytest.importorskip("playwright.sync_api",
-                                     reason="the playwright package is not installed")
+playwright_api = pytest.importorskip(
+    "playwright.sync_api",
+    reason="the playwright package is not installed: `make test` installs the dev extras")
 
 CHROMIUM = os.environ.get("EVENT_POSTBACK_CHROMIUM") or next(
     (found for name in ("chromium", "chromium-browser", "google-chrome")
      if (found := shutil.which(name))), None)
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None,
-    reason="no Chromium found: install Debian's chromium package (.ci/run does) or set "
-           "EVENT_POSTBACK_CHROMIUM")
+    reason="no Chromium found: `make chromium` installs Debian's (.ci/run does), or set "
+           "EVENT_POSTBACK_CHROMIUM to a Chromium binary")
 
 CID = "cmp_web"
 PID = "src_abc123"
@@ -145,11 +146,15 @@ allow_duplicates = true
             service.kill()
 
 
-def _read(service: Served, transaction_id: str) -> dict[str, Any]:
+def _read_with(service: Served, transaction_id: str, token: str) -> dict[str, Any]:
     response = httpx.get(f"{service.url}/api/transactions/{transaction_id}",
-                         headers={"Authorization": f"Bearer {TOKEN}"})
+                         headers={"Authorization": f"Bearer {token}"})
     data: dict[str, Any] = response.json()["data"]
     return data
+
+
+def _read(service: Served, transaction_id: str) -> dict[str, Any]:
+    return _read_with(service, transaction_id, TOKEN)
 
 
 def _event_ids(service: Served, transaction_id: str) -> list[str]:
@@ -284,3 +289,51 @@ def test_sdk_retries_5xx_and_network_errors_but_never_a_4xx(browser: Any) -> Non
         assert offline.evaluate("() => window.fetchCalls") == 4  # one try, three retries
         offline.close()
         assert errors == []
+
+
+def test_demo_page_shows_the_answer_of_each_button(tmp_path: Path, browser: Any) -> None:
+    service = Served(tmp_path, "--db", str(tmp_path / "demo.db"))  # the built-in demo
+    try:
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        failed: list[str] = []  # what the console reports as failed to load
+        page.on("console", lambda message: failed.append(message.location["url"])
+                if message.type == "error" else None)
+        page.goto(f"{service.url}/examples/landing.html?pid=src_abc123&sub1=banner-a")
+        answers = page.locator("#answers li")
+
+        # The view fired on load: its answer is on the page, with no conversion.
+        viewed = page.locator('#answers li[data-event="quote_viewed"]')
+        viewed.wait_for()
+        assert viewed.locator("p").text_content() == (
+            "quote_viewed: 200 Event triggered successfully")
+        assert json.loads(viewed.locator("pre").text_content())["data"]["conversion_id"] == ""
+        transaction_id = page.evaluate("() => EventPostback.transactionId()")
+        assert page.locator("#transaction").text_content() == (
+            f"transaction_id: {transaction_id}")
+
+        # The sale shows its own answer, with the conversion_id the service stored.
+        page.click("#buy")
+        sale = page.locator('#answers li[data-event="sale_completed"]')
+        sale.first.wait_for()
+        stored = _read_with(service, transaction_id, "change-me")["events"]
+        conversion_id = next(event["conversion_id"] for event in stored
+                             if event["event_id"] == "sale_completed")
+        assert conversion_id.startswith("conv_")
+        assert sale.first.locator("p").text_content() == (
+            f"sale_completed: 200 Event triggered successfully, conversion_id {conversion_id}")
+
+        # Buying again is refused, and the page says why.
+        page.click("#buy")
+        sale.nth(1).wait_for()
+        assert sale.nth(1).locator("p").text_content() in (
+            "sale_completed: 403 Concurrent event in progress",
+            "sale_completed: 400 Duplicate event for this transaction_id")
+        assert answers.count() == 3
+        page.close()
+        assert errors == []
+        # The refused purchase is the console's only complaint: no missing favicon.
+        assert failed == [f"{service.url}/api/event/trigger"]
+    finally:
+        service.kill()

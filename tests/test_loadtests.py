@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -10,22 +11,55 @@ from pathlib import Path
 
 import pytest
 
+from loadtests.locust_stats import Totals, percentile_ms, progress_line, totals
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_locust_scenario_runs_without_failures(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, str(ROOT / "loadtests" / "run_loadtest.py"), "--duration", "4s",
-         "--users", "6", "--spawn-rate", "6", "--out", str(tmp_path)],
+         "--users", "6", "--spawn-rate", "6", "--out", str(tmp_path),
+         "--progress-every", "1"],
         capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert (tmp_path / "loadtest_stats.csv").exists()
     assert (tmp_path / "loadtest.html").exists()
-    assert " 0 failures" in result.stdout
+    assert re.search(r"^\[ +\d+ s\] [\d,]+ requests, 0 failures", result.stdout, re.M)
+    # The verdict counts what locust's final stats count.
+    final = totals(json.loads((tmp_path / "loadtest.json").read_text()))
+    assert final.requests > 0
+    assert f"\n{final.requests} requests, 0 failures (0.00%)" in result.stdout
+
+
+def test_progress_is_read_from_the_aggregated_row_and_waits_for_a_whole_file(
+    tmp_path: Path,
+) -> None:
+    stats = tmp_path / "loadtest_stats.csv"
+    assert progress_line(stats) is None
+    header = "Type,Name,Request Count,Failure Count,Requests/s\n"
+    stats.write_text(header + "POST,view,7,1,3.5\n,Aggregated,1200,3,41.6\n")
+    assert progress_line(stats) == "1,200 requests, 3 failures, 42 requests/s"
+    stats.write_text(header + "POST,view,7,1,3.5\n,Aggreg")
+    assert progress_line(stats) is None
+
+
+def test_totals_sum_every_endpoint_and_an_empty_run_fails() -> None:
+    found = totals([{"num_requests": 990, "num_failures": 9},
+                    {"num_requests": 10, "num_failures": 2}])
+    assert found == Totals(1000, 11)
+    assert found.failure_ratio == 0.011
+    assert Totals(0, 0).failure_ratio == 1.0
+
+
+def test_percentiles_come_from_locusts_response_time_buckets() -> None:
+    times = {"2": 50, "3": 40, "90": 9, "400": 1}
+    assert [percentile_ms(times, share) for share in (0.5, 0.9, 0.99, 1.0)] == [
+        2, 3, 90, 400]
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None,
-                    reason="wrk is not installed (make wrk, or .ci/run, installs it)")
+                    reason="wrk is not installed: `make wrk` (or .ci/run) installs it")
 def test_bench_runs_every_scenario(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, str(ROOT / "loadtests" / "bench.py"), "--quick", "--out",

@@ -123,6 +123,24 @@ async def test_macros_are_substituted_and_each_value_encoded_whole(
     assert source.query == {"click": ["ext 1+2"], "payout": ["22.50"], "tid": [transaction_id]}
 
 
+async def test_postback_of_a_non_conversion_shows_conversion_id_as_empty_string(
+    receiver: Receiver, db_path: Path
+) -> None:
+    config = postback_config(receiver, db_path, postbacks=f"""
+[[campaigns.postbacks]]
+url = "{receiver.url}/viewed?conv={{conversion_id}}"
+events = ["quote_viewed"]
+""")
+    async with running(config) as api:
+        transaction_id = await api.click(pid=PID)
+        assert (await api.fire(transaction_id, "quote_viewed", pid=PID)).status_code == 200
+        [listed] = await postbacks(api)
+        shown = await postback(api, listed["id"])
+        [in_view] = (await api.view(transaction_id))["postbacks"]
+        assert [listed["conversion_id"], shown["conversion_id"],
+                in_view["conversion_id"]] == ["", "", ""]
+
+
 @pytest.mark.parametrize(("revenue", "rendered", "payout"), [
     ("45", "45.00", "22.50"), ("0.0125", "0.0125", "0.00625"), ("1e3", "1000.00", "500.00"),
     ("19.9", "19.90", "9.95"),

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from app.config import demo_config, with_server_overrides
 from tests.conftest import Harness, make_config, running
+
+ROOT = Path(__file__).resolve().parent.parent
+LANDING = ROOT / "app" / "static" / "examples" / "landing.html"
 
 
 async def test_sdk_is_served_with_caching_headers_and_an_etag(api: Harness) -> None:
@@ -35,3 +39,23 @@ async def test_landing_page_is_served_only_with_the_demo(db_path: Path) -> None:
         assert page.status_code == 200
         assert page.headers["content-type"] == "text/html; charset=utf-8"
         assert b'src="/sdk.js" data-cid="cmp_9z8y7x6w"' in page.content
+        assert page.content == LANDING.read_bytes()
+
+
+def test_the_served_landing_page_is_the_only_copy_in_the_repository() -> None:
+    # A second copy drifts from the one served; the README names the served one.
+    found = []
+    for folder, subfolders, files in os.walk(ROOT):
+        # Hidden folders (.git, .venv) and build output hold no sources.
+        subfolders[:] = [name for name in subfolders
+                         if not name.startswith(".") and name not in ("build", "dist")]
+        found += [Path(folder, name) for name in files if name == "landing.html"]
+    assert found == [LANDING]
+    assert "`app/static/examples/landing.html`" in (ROOT / "README.md").read_text()
+
+
+async def test_favicon_is_an_empty_answer_browsers_may_cache(api: Harness) -> None:
+    # Served with any config: browsers ask every origin, not only the demo's pages.
+    icon = await api.client.get("/favicon.ico")
+    assert (icon.status_code, icon.content) == (204, b"")
+    assert icon.headers["cache-control"] == "public, max-age=86400"

@@ -24,5 +24,6 @@ def routes(*, demo: bool = False) -> list[Route]:
               methods=["POST"]),
         Route("/healthz", health.healthz, methods=["GET"]),
         static.sdk_route(),
+        static.favicon_route(),
         *(static.demo_routes() if demo else []),
     ]

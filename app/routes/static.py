@@ -1,4 +1,4 @@
-"""The web SDK and the demo landing page, served from the package with an ETag."""
+"""The web SDK and the demo landing page, served from the package with an ETag; no icon."""
 
 from __future__ import annotations
 
@@ -34,3 +34,13 @@ def sdk_route() -> Route:
 def demo_routes() -> list[Route]:
     page = StaticFile("examples/landing.html", "text/html; charset=utf-8", 60)
     return [Route("/examples/landing.html", page.respond, methods=["GET"])]
+
+
+async def _no_icon(request: Request) -> Response:
+    # Browsers ask every origin for an icon; "nothing" keeps their consoles free of 404s
+    # and, cached for a day, stops them asking again.
+    return Response(status_code=204, headers={"Cache-Control": "public, max-age=86400"})
+
+
+def favicon_route() -> Route:
+    return Route("/favicon.ico", _no_icon, methods=["GET"])

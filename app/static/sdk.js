@@ -5,6 +5,9 @@
  *   <button data-ep-event="sale_completed" data-ep-revenue="45.00">Buy</button>
  *   <script>EventPostback.track("quote_viewed").then(function (answer) { ... });</script>
  *
+ * Events fired from markup announce their answer with an "eventpostback:answer" DOM event
+ * on the element (it bubbles), whose detail is {event_id, answer}.
+ *
  * Nothing here throws into the page: every call returns a Promise that resolves with the
  * server's answer, or with {status: 0, type: "error", message} when none could be had.
  */
@@ -199,15 +202,27 @@
     return revenue ? {revenue: revenue} : {};
   }
 
+  // Markup has no Promise to hand back, so its answers arrive as a DOM event that bubbles
+  // from the element: document.addEventListener("eventpostback:answer", ...).
+  function trackFrom(element, eventId) {
+    track(eventId, revenueOf(element)).then(function (answer) {
+      guarded(function () {
+        element.dispatchEvent(new CustomEvent("eventpostback:answer", {
+          bubbles: true, detail: {event_id: eventId, answer: answer}
+        }));
+      }, function () {});
+    });
+  }
+
   function wireMarkup() {
     document.querySelectorAll("[data-ep-event-view]").forEach(function (element) {
-      track(element.getAttribute("data-ep-event-view"), revenueOf(element));
+      trackFrom(element, element.getAttribute("data-ep-event-view"));
     });
     document.addEventListener("click", function (event) {
       guarded(function () {
         var element = event.target.closest && event.target.closest("[data-ep-event]");
         if (element) {
-          track(element.getAttribute("data-ep-event"), revenueOf(element));
+          trackFrom(element, element.getAttribute("data-ep-event"));
         }
       }, function () {});
     }, true);
