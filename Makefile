@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test check chromium wrk loadtest bench crash clean
+.PHONY: serve test check chromium wrk loadtest bench crash binary clean
 
 DURATION ?= 60s
 USERS ?= 50
@@ -52,9 +52,36 @@ FLUSH_MS ?= 5 200
 crash: $(VENV)/.installed-dev
 	$(BIN)/python loadtests/crash.py --cycles $(CYCLES) --modes $(MODES) --flush-ms $(FLUSH_MS) $(CRASH_ARGS)
 
+# One executable holding the interpreter, the dependencies and the data files, built in a
+# venv of its own so that nothing of the dev environment ends up inside it.
+BINARY_VENV ?= .venv-binary
+BINARY_BIN := $(BINARY_VENV)/bin
+
+$(BINARY_VENV)/.installed: pyproject.toml
+	rm -rf $(BINARY_VENV)
+	$(PYTHON) -m venv $(BINARY_VENV)
+	$(BINARY_BIN)/python -m pip install --quiet --upgrade pip
+	$(BINARY_BIN)/python -m pip install --quiet '.[binary]'
+	touch $@
+
+# The package is reinstalled on every build (from a fresh build/), so the binary holds the
+# tree as it is. uvicorn imports its loop, protocol and lifespan modules by name at run
+# time, which PyInstaller's analysis cannot see: their submodules are collected whole.
+binary: $(BINARY_VENV)/.installed
+	rm -rf build dist/event-postback
+	$(BINARY_BIN)/python -m pip install --quiet --no-deps --force-reinstall .
+	$(BINARY_BIN)/pyinstaller --noconfirm --clean --log-level WARN --onefile \
+		--name event-postback --distpath dist --workpath build/pyinstaller \
+		--specpath build/pyinstaller \
+		--collect-data app --copy-metadata event-postback \
+		--collect-submodules uvicorn --collect-submodules uvloop \
+		--collect-submodules httptools \
+		app/__main__.py
+	@echo "built dist/event-postback"
+
 check: $(VENV)/.installed-dev
 	$(BIN)/ruff check app actors storage tests loadtests
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(BINARY_VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,4 +1,4 @@
-"""The ``event-postback`` command: ``serve`` and ``check-config``."""
+"""The ``event-postback`` command: ``serve``, ``check-config`` and ``--version``."""
 
 from __future__ import annotations
 
@@ -7,10 +7,20 @@ import gc
 import signal
 import sys
 from collections.abc import Sequence
+from importlib.metadata import version
+from typing import get_args
 
 import uvicorn
 
-from app.config import ConfigError, demo_config, load_config, with_server_overrides
+from app.config import (
+    ConfigError,
+    Durability,
+    ServerConfig,
+    demo_config,
+    load_config,
+    with_server_overrides,
+)
+from app.config_summary import summary
 from app.factory import build_store, create_app
 from app.logs import configure_logging
 from storage.claim import DatabaseInUse
@@ -29,20 +39,38 @@ def _parser() -> argparse.ArgumentParser:
         prog="event-postback",
         description="Self-hosted Event Postback API on SQLite.",
     )
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s {version('event-postback')}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="serve the API (the built-in demo config "
-                                              "when --config is not given)")
-    serve.add_argument("--config", metavar="FILE", help="TOML configuration file")
-    serve.add_argument("--db", metavar="FILE", help="SQLite database file")
-    serve.add_argument("--host", metavar="H")
-    serve.add_argument("--port", metavar="P", type=int)
-    serve.add_argument("--durability", choices=["commit", "write-behind"])
+    # The server flags default to None so that they only override the config file when
+    # given; the help states the value that applies when neither sets it.
+    server = ServerConfig()
+    serve = commands.add_parser(
+        "serve", help="serve the API",
+        description="Serve the API. A flag overrides the same key of the config file's "
+                    "[server] table; the defaults apply when neither sets it.")
+    serve.add_argument("--config", metavar="FILE",
+                       help="TOML configuration file (default: the built-in demo config)")
+    serve.add_argument("--db", metavar="FILE",
+                       help=f"SQLite database file, created on first start "
+                            f"(default: {server.db})")
+    serve.add_argument("--host", metavar="HOST",
+                       help=f"address to listen on (default: {server.host})")
+    serve.add_argument("--port", metavar="PORT", type=int,
+                       help=f"TCP port to listen on (default: {server.port})")
+    serve.add_argument("--durability", choices=get_args(Durability),
+                       help="answer after the commit, or before it with the commit "
+                            f"following within flush_ms (default: {server.durability})")
     serve.add_argument("--log-level", default="info",
-                       choices=["debug", "info", "warning", "error"])
+                       choices=["debug", "info", "warning", "error"],
+                       help="least severe log lines written (default: %(default)s)")
 
-    check = commands.add_parser("check-config", help="check a configuration file and exit")
-    check.add_argument("file", metavar="FILE")
+    check = commands.add_parser(
+        "check-config", help="check a configuration file and exit",
+        description="Check a configuration file as start-up does, print what it holds "
+                    "and exit (2 on an error).")
+    check.add_argument("file", metavar="FILE", help="TOML configuration file")
     return parser
 
 
@@ -52,8 +80,7 @@ def _check_config(path: str) -> int:
     except ConfigError as exc:
         sys.stderr.write(f"{exc}\n")
         return 2
-    sys.stdout.write(
-        f"{path}: ok ({len(config.campaigns)} campaigns, {len(config.sources)} sources)\n")
+    sys.stdout.write(f"{path}: ok ({summary(config)})\n")
     return 0
 
 

@@ -40,9 +40,14 @@ def _uri(path: str | Path) -> str:
     return f"file:{quote(str(Path(path).absolute()))}?vfs=unix-excl"
 
 
+def connect_sync(path: str | Path) -> sqlite3.Connection:
+    """A blocking connection, for start-up and backups (run in a thread of their own)."""
+    return sqlite3.connect(_uri(path), uri=True, isolation_level=None)
+
+
 def prepare(path: str | Path) -> None:
     """Create the database file if needed, switch it to WAL and apply migrations."""
-    conn = sqlite3.connect(_uri(path), uri=True, isolation_level=None)
+    conn = connect_sync(path)
     try:
         conn.execute("PRAGMA journal_mode = WAL")
         migrate(conn)

@@ -10,6 +10,7 @@ from typing import Any
 import aiosqlite
 
 from storage import outbox, reader
+from storage.backup import backup_into
 from storage.claim import Claim
 from storage.connection import open_reader, open_writer, prepare
 from storage.loader import BatchLoader
@@ -128,6 +129,10 @@ class Store:
         except Exception:
             return False
         return True
+
+    async def backup(self, target: Path) -> int:
+        """A consistent copy of everything committed so far, written to ``target``."""
+        return await asyncio.to_thread(backup_into, self.path, target)
 
     async def load_transaction(self, transaction_id: str) -> StoredTransaction | None:
         if self._loader is None:

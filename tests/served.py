@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
@@ -25,16 +26,18 @@ def free_port() -> int:
 class Served:
     """One server process; its JSON log lines go to ``log_path``."""
 
-    def __init__(self, tmp_path: Path, *args: str, name: str = "serve") -> None:
+    def __init__(self, tmp_path: Path, *args: str, name: str = "serve",
+                 executable: Path = EXECUTABLE, env: Mapping[str, str] | None = None,
+                 ready_timeout: float = 20.0) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = tmp_path / f"{name}-{self.port}.log"
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [str(EXECUTABLE), "serve", "--port", str(self.port), *args],
-            stdout=self._log, stderr=subprocess.STDOUT, cwd=tmp_path,
+            [str(executable), "serve", "--port", str(self.port), *args],
+            stdout=self._log, stderr=subprocess.STDOUT, cwd=tmp_path, env=env,
         )
-        self._wait_ready()
+        self._wait_ready(ready_timeout)
 
     def _wait_ready(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout

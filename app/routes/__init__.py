@@ -22,6 +22,7 @@ def routes(*, demo: bool = False) -> list[Route]:
         Route("/api/postbacks/{postback_id:int}", postbacks.show_postback, methods=["GET"]),
         Route("/api/postbacks/{postback_id:int}/retry", postbacks.retry_postback,
               methods=["POST"]),
+        Route("/api/admin/backup", admin.backup, methods=["POST"]),
         Route("/healthz", health.healthz, methods=["GET"]),
         static.sdk_route(),
         static.favicon_route(),

@@ -1,15 +1,18 @@
-"""The read API, behind the admin bearer token; absent (404) when no token is configured."""
+"""The read API and backups, behind the admin bearer token; 404 when no token is configured."""
 
 from __future__ import annotations
 
 import hmac
 
+import msgspec
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from actors.clock import utc_text
 from app import errors
 from app.envelope import success_response
+from app.logs import annotate
 from app.services import Services, services
 
 
@@ -35,3 +38,27 @@ async def transaction(request: Request) -> Response:
     if view is None:
         raise errors.transaction_not_found()
     return success_response(200, "OK", view)
+
+
+class BackupData(msgspec.Struct):
+    path: str
+    bytes: int
+    taken_at: str
+
+
+async def backup(request: Request) -> Response:
+    """POST /api/admin/backup: a consistent copy of the database in ``backups/`` beside it.
+
+    The copy holds everything acknowledged before the request (queued writes are flushed
+    first). Files are named by their UTC time and never overwritten.
+    """
+    svc = services(request)
+    require_admin(request, svc)
+    await svc.store.flush()
+    moment = svc.clock.now()
+    db = svc.store.path.absolute()
+    target = db.parent / "backups" / f"{db.stem}-{moment:%Y%m%dT%H%M%S%fZ}.db"
+    size = await svc.store.backup(target)
+    annotate(outcome="backed_up")
+    return success_response(201, "Backup written", BackupData(
+        path=str(target), bytes=size, taken_at=utc_text(moment)))

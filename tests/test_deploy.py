@@ -1,0 +1,119 @@
+"""What the README's Deploy section relies on: the systemd unit and proxy headers."""
+
+from __future__ import annotations
+
+import configparser
+import os
+import shlex
+import shutil
+import signal
+import sqlite3
+import subprocess
+from importlib import resources
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.cli import _parser
+from tests.demo_visit import CID, demo_visit
+from tests.served import Served
+
+ROOT = Path(__file__).resolve().parent.parent
+UNIT = ROOT / "examples" / "event-postback.service"
+
+
+def _unit() -> configparser.ConfigParser:
+    unit = configparser.ConfigParser(interpolation=None, strict=True)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read_string(UNIT.read_text())
+    return unit
+
+
+def test_the_unit_restarts_on_failure_as_its_own_user() -> None:
+    unit = _unit()
+    service = unit["Service"]
+    assert service["Restart"] == "on-failure"
+    assert service["User"] == service["Group"] == "event-postback"
+    assert unit["Install"]["WantedBy"] == "multi-user.target"
+    # SIGHUP would end the process: the service has no config reload to offer.
+    assert "ExecReload" not in service
+
+
+def test_the_unit_runs_a_command_line_the_server_accepts() -> None:
+    service = _unit()["Service"]
+    program, *argv = shlex.split(service["ExecStart"])
+    assert program == "/usr/local/bin/event-postback"
+    args = _parser().parse_args(argv)
+    assert (args.command, args.config) == ("serve", "/etc/event-postback.toml")
+    # The database sits in the state directory systemd creates for the user.
+    state = Path("/var/lib") / service["StateDirectory"]
+    assert Path(args.db).parent == state == Path(service["WorkingDirectory"])
+
+
+def test_systemd_accepts_the_unit(tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze not found (Debian: apt-get install systemd)")
+    # verify insists that the program exists; everything else is checked as written.
+    copy = tmp_path / UNIT.name
+    copy.write_text(UNIT.read_text().replace("/usr/local/bin/event-postback", "/bin/true"))
+    result = subprocess.run([analyze, "verify", str(copy)], capture_output=True, text=True,
+                            timeout=60)
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
+def _recorded_ip(tmp_path: Path, env: dict[str, str]) -> str:
+    server = Served(tmp_path, env=env)
+    try:
+        click = httpx.post(f"{server.url}/api/click", json={"cid": CID}, timeout=10,
+                           headers={"X-Forwarded-For": "198.51.100.9"})
+        assert click.status_code == 200, click.text
+        server.signal(signal.SIGTERM)
+        assert server.wait() == 0
+    finally:
+        server.kill()
+    with sqlite3.connect(tmp_path / "event-postback.db") as db:
+        [(ip,)] = db.execute("SELECT ip FROM leads").fetchall()
+    return str(ip)
+
+
+def test_forwarded_for_is_trusted_from_a_local_proxy_only(tmp_path: Path) -> None:
+    env = {name: value for name, value in os.environ.items() if name != "FORWARDED_ALLOW_IPS"}
+    (tmp_path / "local").mkdir()
+    assert _recorded_ip(tmp_path / "local", env) == "198.51.100.9"
+    (tmp_path / "elsewhere").mkdir()
+    assert _recorded_ip(tmp_path / "elsewhere",
+                        {**env, "FORWARDED_ALLOW_IPS": "192.0.2.1"}) == "127.0.0.1"
+
+
+def test_an_online_backup_through_the_service_holds_what_was_acknowledged(
+    tmp_path: Path,
+) -> None:
+    # Write-behind with a long flush interval: the backup must flush what was acknowledged.
+    config = tmp_path / "slow.toml"
+    demo = resources.files("app").joinpath("demo.toml").read_text()
+    config.write_text(demo.replace("[server]", '[server]\ndurability = "write-behind"\n'
+                                               "flush_ms = 60000"))
+    server = Served(tmp_path, "--config", str(config))
+    try:
+        transaction_id = demo_visit(server.url)
+        taken = httpx.post(f"{server.url}/api/admin/backup",
+                           headers={"Authorization": "Bearer change-me"}, timeout=30)
+        assert taken.status_code == 201, taken.text
+        data = taken.json()["data"]
+        backup = Path(data["path"])
+        assert backup.parent == tmp_path / "backups"
+        assert backup.stat().st_size == data["bytes"]
+        # The service goes on serving while and after the backup is taken.
+        assert demo_visit(server.url) != transaction_id
+        assert httpx.post(f"{server.url}/api/admin/backup").status_code == 401
+        server.signal(signal.SIGTERM)
+        assert server.wait() == 0
+    finally:
+        server.kill()
+    with sqlite3.connect(backup) as db:
+        events = db.execute("SELECT event_id FROM events WHERE transaction_id = ? ORDER BY id",
+                            (transaction_id,)).fetchall()
+        assert db.execute("SELECT count(*) FROM leads").fetchone() == (1,)
+    assert events == [("quote_viewed",), ("sale_completed",)]
