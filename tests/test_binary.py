@@ -28,7 +28,8 @@ SOURCES = ("app", "actors", "storage", "pyproject.toml")
 # The first start unpacks the interpreter and libraries into a temp dir.
 READY_SECONDS = 60.0
 
-pytestmark = pytest.mark.binary
+# Longer than the suite's per-test bound: PyInstaller's build takes a minute or two.
+pytestmark = [pytest.mark.binary, pytest.mark.timeout(900)]
 
 
 def _newest_source() -> tuple[float, Path]:

@@ -6,6 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+# Longer than the suite's per-test bound: a kill -9 cycle and a restart per mode.
+pytestmark = pytest.mark.timeout(240)
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -13,6 +13,9 @@ import pytest
 
 from loadtests.locust_stats import Totals, percentile_ms, progress_line, totals
 
+# Longer than the suite's per-test bound: the bench and locust smoke runs serve several times.
+pytestmark = pytest.mark.timeout(420)
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

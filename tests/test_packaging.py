@@ -24,6 +24,9 @@ from app.config_summary import summary
 from tests.demo_visit import demo_visit
 from tests.served import Served
 
+# Longer than the suite's per-test bound: building and installing the wheel into a fresh venv.
+pytestmark = pytest.mark.timeout(600)
+
 ROOT = Path(__file__).resolve().parent.parent
 RUNTIME_PACKAGES = ("app", "actors", "storage")
 

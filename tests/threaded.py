@@ -12,11 +12,11 @@ from tests.served import free_port
 
 
 class ThreadedServer:
-    def __init__(self, app: ASGIApp, host: str = "127.0.0.1") -> None:
+    def __init__(self, app: ASGIApp, host: str = "127.0.0.1", lifespan: str = "off") -> None:
         self.port = free_port()
         self.url = f"http://{host}:{self.port}"
         self._server = uvicorn.Server(uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off",
+            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan=lifespan,
             timeout_graceful_shutdown=1))
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
