@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import httpx
@@ -28,7 +28,8 @@ class Served:
 
     def __init__(self, tmp_path: Path, *args: str, name: str = "serve",
                  executable: Path = EXECUTABLE, env: Mapping[str, str] | None = None,
-                 ready_timeout: float = 20.0) -> None:
+                 ready_timeout: float = 20.0,
+                 preexec_fn: Callable[[], None] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = tmp_path / f"{name}-{self.port}.log"
@@ -36,6 +37,7 @@ class Served:
         self.process = subprocess.Popen(
             [str(executable), "serve", "--port", str(self.port), *args],
             stdout=self._log, stderr=subprocess.STDOUT, cwd=tmp_path, env=env,
+            preexec_fn=preexec_fn,
         )
         self._wait_ready(ready_timeout)
 
