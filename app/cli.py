@@ -124,6 +124,9 @@ def _serve(args: argparse.Namespace) -> int:
         server_header=False,
         # Requests in flight wait on the store at most write_timeout_seconds each.
         timeout_graceful_shutdown=10,
+        # Idle keep-alive connections hold a socket each: closed after 5 s (the README
+        # names this bound).
+        timeout_keep_alive=5,
     ))
     _tune_garbage_collector()
     # uvicorn re-raises the signal that stopped it once its graceful shutdown is done;

@@ -65,3 +65,14 @@ def test_default_schedule_runs_from_a_second_to_about_an_hour() -> None:
 ])
 def test_retry_after(header: str | None, seconds: float | None) -> None:
     assert retry_after_seconds(header, 3600) == seconds
+
+
+def test_a_lead_number_stored_before_the_bound_renders_short_not_in_full() -> None:
+    # 1e+300000000 written out in full would be 300 million digits.
+    event = FireEvent(transaction_id="t", cid="c", event_id="e", pid="p", conversion=True,
+                      once=True, revenue=Decimal("1"))
+    values = macro_values(event, {"zz": Decimal("1e+300000000"),
+                                  "adSpend": Decimal("-1e-300000000")}, "conv_1", "now")
+    assert values["zz"] == "1E+300000000"
+    assert values["adSpend"] == "-1E-300000000"
+    assert values["revenue"] == "1.00"
