@@ -120,14 +120,15 @@ async def test_body_over_16_kib_is_refused_with_413(api: Harness) -> None:
     assert response.json() == error(413, "Request body too large (limit 16384 bytes)")
 
 
+async def _in_chunks(body: str) -> AsyncIterator[bytes]:
+    """The body sent chunked, without a Content-Length to refuse it by."""
+    data = body.encode()
+    for start in range(0, len(data), 1000):
+        yield data[start:start + 1000]
+
+
 async def test_chunked_body_over_16_kib_is_refused_with_413(api: Harness) -> None:
-    body = _body_of(16_385).encode()
-
-    async def chunks() -> AsyncIterator[bytes]:
-        for start in range(0, len(body), 1000):
-            yield body[start:start + 1000]
-
-    response = await api.client.post("/api/event/trigger", content=chunks())
+    response = await api.client.post("/api/event/trigger", content=_in_chunks(_body_of(16_385)))
     assert response.status_code == 413
     assert response.json() == error(413, "Request body too large (limit 16384 bytes)")
 
@@ -138,13 +139,7 @@ async def test_body_of_exactly_16_kib_is_read(api: Harness) -> None:
 
 
 async def test_chunked_body_of_exactly_16_kib_is_read(api: Harness) -> None:
-    body = _body_of(16_384).encode()
-
-    async def chunks() -> AsyncIterator[bytes]:
-        for start in range(0, len(body), 1000):
-            yield body[start:start + 1000]
-
-    response = await api.client.post("/api/event/trigger", content=chunks())
+    response = await api.client.post("/api/event/trigger", content=_in_chunks(_body_of(16_384)))
     assert response.json()["message"] == "event_id is required"
 
 
