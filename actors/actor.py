@@ -16,6 +16,7 @@ from actors.rules import apply_cost, decide, opens_window
 from actors.state import TransactionState
 from storage.money import money_text
 from storage.records import (
+    ConversionStatus,
     EventRow,
     LeadChange,
     LeadRow,
@@ -235,6 +236,8 @@ class TransactionActor:
                 ip=event.ip,
                 user_agent=event.user_agent,
                 fired_at=fired_at,
+                status=_initial_status(event),
+                decided_at=fired_at if event.conversion and not event.pending else None,
             ),
             change=change,
             postbacks=postbacks,
@@ -290,3 +293,9 @@ class TransactionActor:
                 self._pending = None
         if written.cancelled() or written.exception() is not None:
             self._loaded = False
+
+
+def _initial_status(event: FireEvent) -> ConversionStatus | None:
+    if not event.conversion:
+        return None
+    return "pending" if event.pending else "approved"

@@ -32,6 +32,8 @@ class FireEvent(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     user_agent: str | None = None
     # The configuration asks for postbacks when this event fires.
     postbacks: bool = False
+    # A conversion that waits for an operator's approval.
+    pending: bool = False
 
 
 class CreateLead(msgspec.Struct, frozen=True, kw_only=True, tag=True):

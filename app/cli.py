@@ -8,6 +8,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from importlib.metadata import version
+from pathlib import Path
 from typing import get_args
 
 import uvicorn
@@ -21,6 +22,8 @@ from app.config import (
     with_server_overrides,
 )
 from app.config_summary import summary
+from app.conversions.command import change_from_file
+from app.conversions.rules import Action
 from app.factory import build_store, create_app
 from app.logs import configure_logging
 from storage.claim import DatabaseInUse
@@ -31,6 +34,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "check-config":
         return _check_config(args.file)
+    if args.command == "conversions":
+        return _conversions(args)
     return _serve(args)
 
 
@@ -71,7 +76,40 @@ def _parser() -> argparse.ArgumentParser:
         description="Check a configuration file as start-up does, print what it holds "
                     "and exit (2 on an error).")
     check.add_argument("file", metavar="FILE", help="TOML configuration file")
+
+    conversions = commands.add_parser(
+        "conversions", help="approve, reject or reverse conversions listed in a CSV file",
+        description="Change the status of every conversion listed in a CSV file (its "
+                    "conversion_id column, or else its first column), on a database no "
+                    "server is serving, in one transaction. The postbacks the changes "
+                    "owe are sent by the next serve.")
+    conversions.add_argument("action", choices=get_args(Action))
+    conversions.add_argument("--file", metavar="CSV", required=True, type=Path,
+                             help="CSV file of conversion ids")
+    conversions.add_argument("--reason", help="reason recorded with every change")
+    conversions.add_argument("--config", metavar="FILE",
+                             help="TOML configuration file (default: the built-in demo "
+                                  "config)")
+    conversions.add_argument("--db", metavar="FILE",
+                             help=f"SQLite database file (default: {server.db})")
     return parser
+
+
+def _conversions(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config) if args.config else demo_config()
+        config = with_server_overrides(config, "command line", db=args.db)
+    except ConfigError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 2
+    if args.reason is not None and len(args.reason) > 255:
+        sys.stderr.write("--reason: at most 255 characters\n")
+        return 2
+    try:
+        return change_from_file(config, args.action, args.file, args.reason)
+    except DatabaseInUse as exc:
+        sys.stderr.write(f"{exc}: use POST /api/conversions/bulk while it is served\n")
+        return 3
 
 
 def _check_config(path: str) -> int:

@@ -20,6 +20,7 @@ from storage.money import MAX_MONEY, percent_of, round_money
 
 Id = Annotated[str, Meta(min_length=1, max_length=255)]
 Durability = Literal["commit", "write-behind"]
+PostbackTrigger = Literal["conversion", "approved", "rejected", "reversed"]
 
 ORGANIC = "organic"
 # The event route /api/event/{cid} could never reach a campaign with this id.
@@ -55,8 +56,11 @@ class SourceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     pid: Id
     active: bool = True
     payout: Payout | None = None
-    # GET sent on every conversion attributed to this source.
+    # GET sent when a conversion attributed to this source is approved (at once, unless
+    # its event needs manual approval).
     postback_url: str | None = None
+    # GET sent when such a conversion is reversed after its approval was sent.
+    retraction_url: str | None = None
 
 
 class PostbackConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -67,12 +71,16 @@ class PostbackConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     events: list[Id] | None = None
     method: Literal["GET", "POST"] = "GET"
     secret: str | None = None
+    # When it is sent: as the conversion fires, and/or as its status changes.
+    on: list[PostbackTrigger] = msgspec.field(default_factory=lambda: ["conversion"])
 
 
 class EventConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     event_id: Id
     conversion: bool = False
     allow_duplicates: bool = False
+    # A conversion is approved as it fires ("auto"), or pending until decided ("manual").
+    approval: Literal["auto", "manual"] = "auto"
 
 
 class CampaignConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -198,10 +206,10 @@ def first_problem(config: Config) -> tuple[str, str] | None:
                 return f"{place}.payout.value", f"must not be more than {MAX_MONEY:f}"
             if isinstance(payout, PercentPayout) and payout.value > 100:
                 return f"{place}.payout.value", "a percent payout must be between 0 and 100"
-        if source.postback_url is not None:
-            problem = postback_url_problem(source.postback_url, macros)
-            if problem:
-                return f"{place}.postback_url", problem
+        for key in ("postback_url", "retraction_url"):
+            url = getattr(source, key)
+            if url is not None and (problem := postback_url_problem(url, macros)):
+                return f"{place}.{key}", problem
 
     seen_cids: dict[str, int] = {}
     for i, campaign in enumerate(config.campaigns):
@@ -228,6 +236,9 @@ def first_problem(config: Config) -> tuple[str, str] | None:
                         f"duplicate event_id {event.event_id!r} in campaign {campaign.cid!r}"
                         f" (also events[{seen_events[event.event_id]}])")
             seen_events[event.event_id] = j
+            if event.approval == "manual" and not event.conversion:
+                return (f"{place}.events[{j}].approval",
+                        "only a conversion event can wait for approval")
         for j, postback in enumerate(campaign.postbacks):
             problem = postback_url_problem(postback.url, macros)
             if problem:
@@ -243,7 +254,7 @@ def first_problem(config: Config) -> tuple[str, str] | None:
 
 # Macros every postback URL may use, whatever the lead carries.
 EVENT_MACROS = ("cid", "pid", "event_id", "transaction_id", "conversion_id", "revenue",
-                "payout", "conversion", "fired_at")
+                "payout", "conversion", "fired_at", "status", "reason")
 
 
 def known_macros(config: Config) -> frozenset[str]:

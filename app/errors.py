@@ -105,6 +105,14 @@ def postback_not_found() -> ApiError:
     return ApiError(404, "Postback not found", "not_found")
 
 
+def conversion_not_found() -> ApiError:
+    return ApiError(404, "Conversion not found", "not_found")
+
+
+def conversion_already(status: str) -> ApiError:
+    return ApiError(409, f"Conversion already {status}", "conversion_already")
+
+
 def postback_delivered() -> ApiError:
     return ApiError(409, "Postback already delivered", "already_delivered")
 

@@ -22,6 +22,7 @@ from app.admission import AdmissionMiddleware
 from app.body_reader import BodyReader
 from app.catalog import Catalog
 from app.config import Config
+from app.conversions.desk import ConversionDesk
 from app.cors import cors_middleware
 from app.envelope import error_response
 from app.errors import ApiError
@@ -91,7 +92,8 @@ def create_app(
         try:
             yield {"services": Services(config=config, catalog=Catalog(config),
                                         planner=planner, store=the_store, registry=registry,
-                                        dispatcher=dispatcher, clock=clock)}
+                                        dispatcher=dispatcher, clock=clock,
+                                        conversions=ConversionDesk(the_store, planner, clock))}
         finally:
             # Requests are done by now; the dispatcher may still record attempts, then
             # the store commits everything queued.

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import aiosqlite
 
 from storage import outbox
-from storage.money import money_value
+from storage.money import money_value, round_money
 from storage.records import (
     EventView,
+    MoneyByStatus,
     TransactionView,
     conversion_id_text,
     decode_fields,
@@ -20,7 +22,7 @@ _LEAD = (
 )
 _EVENTS = (
     "SELECT event_id, pid, conversion, conversion_id, revenue, payout, converted_at, fired_at,"
-    " fields FROM events WHERE transaction_id = ? ORDER BY id"
+    " fields, status, decided_at FROM events WHERE transaction_id = ? ORDER BY id"
 )
 
 
@@ -48,9 +50,12 @@ async def transaction_view(
             converted_at=converted_at,
             fired_at=fired_at,
             fields=decode_fields(event_fields),
+            status=status,
+            decided_at=decided_at,
         )
         for (event_id, event_pid, conversion, conversion_id, revenue, payout, converted_at,
-             fired_at, event_fields) in await conn.execute_fetchall(_EVENTS, (transaction_id,))
+             fired_at, event_fields, status, decided_at)
+        in await conn.execute_fetchall(_EVENTS, (transaction_id,))
     ]
     return TransactionView(
         postbacks=await outbox.postbacks_of_transaction(conn, transaction_id),
@@ -61,4 +66,21 @@ async def transaction_view(
         cost=money_value(cost),
         created_at=created_at,
         events=events,
+        conversions=conversions_by_status(events),
     )
+
+
+def conversions_by_status(events: list[EventView]) -> dict[str, MoneyByStatus]:
+    """Count, revenue and payout of the conversions in each status (statuses with none
+    are left out)."""
+    sums: dict[str, list[Any]] = {}
+    for event in events:
+        if event.status is None:
+            continue
+        total = sums.setdefault(event.status, [0, Decimal(0), Decimal(0)])
+        total[0] += 1
+        total[1] += event.revenue or 0
+        total[2] += event.payout or 0
+    return {status: MoneyByStatus(count=count, revenue=round_money(revenue),
+                                  payout=round_money(payout))
+            for status, (count, revenue, payout) in sums.items()}

@@ -62,6 +62,9 @@ class EventRow(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     ip: str | None
     user_agent: str | None
     fired_at: str
+    # Conversions only: approved or pending when fired; decided_at once approved.
+    status: ConversionStatus | None = None
+    decided_at: str | None = None
 
 
 class LeadChange(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
@@ -73,6 +76,8 @@ class LeadChange(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
 
 
 PostbackStatus = Literal["pending", "delivered", "failed"]
+ConversionStatus = Literal["approved", "pending", "rejected", "reversed"]
+ChangeSource = Literal["api", "bulk", "cli"]
 
 
 class PostbackRow(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
@@ -120,6 +125,17 @@ class PostbackChange(msgspec.Struct, frozen=True, kw_only=True, array_like=True)
     updated_at: str
 
 
+class ConversionChange(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    """A conversion's move to a new status, kept for ever as its audit trail."""
+
+    conversion_id: str
+    from_status: ConversionStatus
+    to_status: ConversionStatus
+    reason: str | None
+    source: ChangeSource
+    changed_at: str
+
+
 class WriteOp(msgspec.Struct, frozen=True, kw_only=True):
     """One unit of work: every row in it commits together or not at all.
 
@@ -133,6 +149,7 @@ class WriteOp(msgspec.Struct, frozen=True, kw_only=True):
     postbacks: tuple[PostbackRow, ...] = ()
     attempt: AttemptRow | None = None
     postback_change: PostbackChange | None = None
+    conversion_changes: tuple[ConversionChange, ...] = ()
 
 
 class StoredTransaction(msgspec.Struct, frozen=True, kw_only=True):
@@ -154,6 +171,43 @@ class EventView(msgspec.Struct, frozen=True, kw_only=True):
     converted_at: str | None
     fired_at: str
     fields: dict[str, Any]
+    # Conversions only (None otherwise): see ConversionStatus.
+    status: ConversionStatus | None
+    decided_at: str | None
+
+
+class MoneyByStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """A transaction's conversions summed per status: only approved ones are owed."""
+
+    count: int
+    revenue: Decimal
+    payout: Decimal
+
+
+class HistoryEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """One step of a conversion's life; the first is its firing (``from`` null)."""
+
+    from_status: ConversionStatus | None = msgspec.field(name="from")
+    to_status: ConversionStatus = msgspec.field(name="to")
+    at: str
+    reason: str | None
+    source: str
+
+
+class ConversionView(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    conversion_id: str
+    transaction_id: str
+    cid: str
+    pid: str
+    event_id: str
+    revenue: Decimal | None
+    payout: Decimal | None
+    status: ConversionStatus
+    converted_at: str
+    decided_at: str | None
+    fired_at: str
+    # Only when one conversion is shown on its own.
+    history: list[HistoryEntry] | None = None
 
 
 class AttemptView(msgspec.Struct, frozen=True, kw_only=True):
@@ -209,4 +263,6 @@ class TransactionView(msgspec.Struct, frozen=True, kw_only=True):
     cost: Decimal | None
     created_at: str
     events: list[EventView]
+    # Conversions per status; payout is owed for "approved" only.
+    conversions: dict[str, MoneyByStatus]
     postbacks: list[PostbackView]

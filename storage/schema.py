@@ -94,6 +94,26 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX postback_attempts_by_postback ON postback_attempts(postback_id, id);
     """,
+    # 3: conversion statuses and their audit trail. Conversions fired before this were
+    # approved when they fired.
+    """
+    ALTER TABLE events ADD COLUMN status TEXT CHECK (
+        status IN ('approved', 'pending', 'rejected', 'reversed'));
+    ALTER TABLE events ADD COLUMN decided_at TEXT;
+    UPDATE events SET status = 'approved', decided_at = fired_at WHERE conversion = 1;
+    CREATE INDEX events_conversions ON events(id) WHERE conversion = 1;
+
+    CREATE TABLE conversion_changes (
+        id INTEGER PRIMARY KEY,
+        conversion_id TEXT NOT NULL,  -- events.conversion_id (a partial index: no FK)
+        from_status TEXT NOT NULL,
+        to_status TEXT NOT NULL,
+        reason TEXT,
+        source TEXT NOT NULL,
+        changed_at TEXT NOT NULL
+    );
+    CREATE INDEX conversion_changes_by_conversion ON conversion_changes(conversion_id, id);
+    """,
 )
 
 

@@ -9,12 +9,13 @@ from typing import Any
 
 import aiosqlite
 
-from storage import outbox, reader
+from storage import conversions, outbox, reader
 from storage.backup import backup_into
 from storage.claim import Claim
 from storage.connection import open_reader, open_writer, prepare
 from storage.loader import BatchLoader
 from storage.records import (
+    ConversionView,
     DuePostback,
     PostbackStatus,
     PostbackView,
@@ -109,16 +110,26 @@ class Store:
     def submit(self, op: WriteOp, *, bounded: bool = True) -> asyncio.Future[None]:
         return self.writer.submit(op, bounded=bounded)
 
+    async def commit(self, op: WriteOp) -> None:
+        """Write ``op`` and wait for its commit; StoreUnavailable past the write timeout.
+
+        For the service's own writes (not clients' events), which the queue bound does
+        not apply to.
+        """
+        await self._bounded(self.writer.submit(op, bounded=False))
+
+    async def _bounded(self, written: asyncio.Future[None]) -> None:
+        await asyncio.wait((written,), timeout=self.write_timeout)
+        if not written.done():
+            raise StoreUnavailable
+        written.result()
+
     async def flush(self) -> None:
         """Wait until every write queued so far has committed.
 
         Raises StoreUnavailable when that takes longer than the write timeout.
         """
-        barrier = self.writer.barrier()
-        await asyncio.wait((barrier,), timeout=self.write_timeout)
-        if not barrier.done():
-            raise StoreUnavailable
-        barrier.result()
+        await self._bounded(self.writer.barrier())
 
     async def healthy(self, timeout: float = 2.0) -> bool:
         """True when an (empty) write transaction commits within ``timeout`` seconds."""
@@ -163,6 +174,16 @@ class Store:
 
     async def postback(self, postback_id: int) -> PostbackView | None:
         return await outbox.postback(self._reader(), postback_id)
+
+    async def conversions(self, **filters: Any) -> list[tuple[int, ConversionView]]:
+        """See ``storage.conversions.conversions``."""
+        return await conversions.conversions(self._reader(), **filters)
+
+    async def conversion(self, conversion_id: str) -> ConversionView | None:
+        return await conversions.conversion(self._reader(), conversion_id)
+
+    async def conversion_statuses(self, conversion_ids: list[str]) -> dict[str, ConversionView]:
+        return await conversions.statuses(self._reader(), conversion_ids)
 
     def _reader(self) -> aiosqlite.Connection:
         if self._read_conn is None:

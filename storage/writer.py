@@ -24,6 +24,7 @@ import structlog
 
 from storage.records import (
     AttemptRow,
+    ConversionChange,
     EventRow,
     LeadChange,
     LeadRow,
@@ -73,6 +74,16 @@ FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS s
              json_extract(value, '$[6]') AS last_error, json_extract(value, '$[7]') AS updated_at
       FROM json_each(?)) AS c
 WHERE postbacks.id = c.id
+"""
+_INSERT_CONVERSION_CHANGES = _bulk_insert("conversion_changes", ConversionChange)
+# The changes of one batch were decided one after another: the last one stands.
+_UPDATE_CONVERSIONS = """
+UPDATE events SET status = c.to_status, decided_at = c.changed_at
+FROM (SELECT json_extract(value, '$[0]') AS conversion_id,
+             json_extract(value, '$[2]') AS to_status,
+             json_extract(value, '$[5]') AS changed_at
+      FROM json_each(?)) AS c
+WHERE events.conversion_id = c.conversion_id
 """
 _rows = msgspec.json.Encoder()
 _patch = msgspec.json.Decoder(dict[str, Any], float_hook=Decimal)
@@ -296,6 +307,9 @@ class Writer:
         changes = [op.change for op in ops if op.change is not None]
         postbacks = [row for op in ops for row in op.postbacks]
         attempts = [op.attempt for op in ops if op.attempt is not None]
+        conversion_changes = [change for op in ops for change in op.conversion_changes]
+        last_changes = list({change.conversion_id: change
+                             for change in conversion_changes}.values())
         # The last state of a postback is the one to keep.
         postback_changes = {op.postback_change.postback_id: op.postback_change
                             for op in ops if op.postback_change is not None}
@@ -309,6 +323,8 @@ class Writer:
             (_INSERT_POSTBACKS, postbacks),
             (_INSERT_ATTEMPTS, attempts),
             (_UPDATE_POSTBACKS, list(postback_changes.values())),
+            (_INSERT_CONVERSION_CHANGES, conversion_changes),
+            (_UPDATE_CONVERSIONS, last_changes),
         ):
             if rows:
                 await conn.execute(sql, (_rows.encode(rows).decode(),))

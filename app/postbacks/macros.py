@@ -38,9 +38,14 @@ def _text(name: str, value: Any) -> str:
 
 
 def macro_values(
-    event: FireEvent, lead_fields: Mapping[str, Any], conversion_id: str, fired_at: str
+    event: FireEvent, lead_fields: Mapping[str, Any], conversion_id: str, fired_at: str,
+    *, status: str = "", reason: str = "",
 ) -> dict[str, str]:
-    """Every macro's value as text: the lead's fields, then the event's own, which win."""
+    """Every macro's value as text: the lead's fields, then the event's own, which win.
+
+    ``status`` is the conversion's status the postback reports (empty for other events),
+    ``reason`` the reason given for a change of status.
+    """
     values = {name: _text(name, value) for name, value in lead_fields.items()}
     values.update(
         cid=event.cid,
@@ -52,6 +57,8 @@ def macro_values(
         payout=money_macro(event.payout),
         conversion="1" if event.conversion else "0",
         fired_at=fired_at,
+        status=status,
+        reason=reason,
     )
     return values
 

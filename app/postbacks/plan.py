@@ -13,7 +13,7 @@ import httpx
 from actors.messages import FireEvent
 from app.config import Config
 from app.postbacks.macros import macro_values, render_body, render_url
-from storage.records import PostbackRow
+from storage.records import ConversionView, PostbackRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,10 +22,21 @@ class Target:
     url: str
     method: Literal["GET", "POST"]
     secret: str | None
+    on: frozenset[str]
+
+
+# When a status change sends a source its postback: approval pays, reversal claws back.
+_SOURCE_KEYS = {"approved": "postback_url", "reversed": "retraction_url"}
 
 
 class Planner:
-    """Buyer postbacks by (campaign, event); source postbacks on the source's conversions."""
+    """Which postbacks an event owes when it fires, and a conversion when its status changes.
+
+    A buyer postback says when it is sent (``on``): ``conversion`` as the event fires, or
+    as a conversion is ``approved``, ``rejected`` or ``reversed``. An auto-approved
+    conversion is approved as it fires. A source gets its ``postback_url`` on approval and
+    its ``retraction_url`` on reversal.
+    """
 
     def __init__(self, config: Config) -> None:
         self._max_attempts = config.delivery.max_attempts
@@ -33,17 +44,32 @@ class Planner:
         for campaign in config.campaigns:
             conversions = [event.event_id for event in campaign.events if event.conversion]
             for postback in campaign.postbacks:
-                target = Target("buyer", postback.url, postback.method, postback.secret)
+                target = Target("buyer", postback.url, postback.method, postback.secret,
+                                frozenset(postback.on))
                 for event_id in postback.events if postback.events is not None else conversions:
                     self._buyers[(campaign.cid, event_id)].append(target)
-        self._sources = {
-            source.pid: Target("source", source.postback_url, "GET", None)
+        self._sources: dict[tuple[str, str], Target] = {
+            (source.pid, status): Target("source", url, "GET", None, frozenset({status}))
             for source in config.sources
-            if source.postback_url is not None
+            for status, key in _SOURCE_KEYS.items()
+            if (url := getattr(source, key)) is not None
         }
 
-    def wants(self, cid: str, event_id: str, pid: str, conversion: bool) -> bool:
-        return (cid, event_id) in self._buyers or (conversion and pid in self._sources)
+    def _targets(self, cid: str, event_id: str, pid: str,
+                 moments: frozenset[str]) -> list[Target]:
+        targets = [target for target in self._buyers.get((cid, event_id), ())
+                   if target.on & moments]
+        targets += [self._sources[(pid, moment)] for moment in sorted(moments)
+                    if (pid, moment) in self._sources]
+        return targets
+
+    @staticmethod
+    def _fire_moments(conversion: bool, pending: bool) -> frozenset[str]:
+        return _APPROVED_AT_FIRE if conversion and not pending else _FIRED
+
+    def wants(self, cid: str, event_id: str, pid: str, conversion: bool,
+              pending: bool = False) -> bool:
+        return bool(self._targets(cid, event_id, pid, self._fire_moments(conversion, pending)))
 
     def __call__(
         self,
@@ -52,11 +78,36 @@ class Planner:
         conversion_id: str,
         fired_at: str,
     ) -> tuple[PostbackRow, ...]:
-        targets = list(self._buyers.get((event.cid, event.event_id), ()))
-        source = self._sources.get(event.pid)
-        if event.conversion and source is not None:
-            targets.append(source)
-        values = macro_values(event, lead_fields, conversion_id, fired_at)
+        """The postbacks an event owes as it fires."""
+        moments = self._fire_moments(event.conversion, event.pending)
+        status = ("pending" if event.pending else "approved") if event.conversion else ""
+        values = macro_values(event, lead_fields, conversion_id, fired_at, status=status)
+        targets = self._targets(event.cid, event.event_id, event.pid, moments)
+        return self._rows(targets, event, conversion_id, values, fired_at)
+
+    def wants_change(self, conversion: ConversionView, status: str) -> bool:
+        return bool(self._targets(conversion.cid, conversion.event_id, conversion.pid,
+                                  frozenset({status})))
+
+    def for_change(
+        self,
+        conversion: ConversionView,
+        status: str,
+        reason: str | None,
+        lead_fields: Mapping[str, Any],
+        changed_at: str,
+    ) -> tuple[PostbackRow, ...]:
+        """The postbacks a conversion owes as it moves to ``status``."""
+        event = FireEvent(transaction_id=conversion.transaction_id, cid=conversion.cid,
+                          event_id=conversion.event_id, pid=conversion.pid, conversion=True,
+                          once=True, revenue=conversion.revenue, payout=conversion.payout)
+        values = macro_values(event, lead_fields, conversion.conversion_id,
+                              conversion.fired_at, status=status, reason=reason or "")
+        targets = self._targets(event.cid, event.event_id, event.pid, frozenset({status}))
+        return self._rows(targets, event, conversion.conversion_id, values, changed_at)
+
+    def _rows(self, targets: list[Target], event: FireEvent, conversion_id: str,
+              values: Mapping[str, str], now: str) -> tuple[PostbackRow, ...]:
         rows = []
         for target in targets:
             # In the form the HTTP client sends it, so what is signed and logged is exact.
@@ -75,8 +126,12 @@ class Planner:
                 secret=target.secret,
                 status="pending",
                 max_attempts=self._max_attempts,
-                next_attempt_at=fired_at,
-                created_at=fired_at,
-                updated_at=fired_at,
+                next_attempt_at=now,
+                created_at=now,
+                updated_at=now,
             ))
         return tuple(rows)
+
+
+_FIRED = frozenset({"conversion"})
+_APPROVED_AT_FIRE = frozenset({"conversion", "approved"})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from app.routes import admin, clicks, events, health, postbacks, static
+from app.routes import admin, clicks, conversions, events, health, postbacks, static
 
 
 def routes(*, demo: bool = False) -> list[Route]:
@@ -21,6 +21,16 @@ def routes(*, demo: bool = False) -> list[Route]:
         Route("/api/postbacks", postbacks.list_postbacks, methods=["GET"]),
         Route("/api/postbacks/{postback_id:int}", postbacks.show_postback, methods=["GET"]),
         Route("/api/postbacks/{postback_id:int}/retry", postbacks.retry_postback,
+              methods=["POST"]),
+        Route("/api/conversions", conversions.list_conversions, methods=["GET"]),
+        # /bulk first: it would otherwise match /api/conversions/{conversion_id}.
+        Route("/api/conversions/bulk", conversions.bulk, methods=["POST"]),
+        Route("/api/conversions/{conversion_id}", conversions.show_conversion,
+              methods=["GET"]),
+        Route("/api/conversions/{conversion_id}/approve", conversions.approve,
+              methods=["POST"]),
+        Route("/api/conversions/{conversion_id}/reject", conversions.reject, methods=["POST"]),
+        Route("/api/conversions/{conversion_id}/reverse", conversions.reverse,
               methods=["POST"]),
         Route("/api/admin/backup", admin.backup, methods=["POST"]),
         Route("/healthz", health.healthz, methods=["GET"]),

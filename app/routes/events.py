@@ -110,6 +110,7 @@ async def _fire(request: Request, raw: dict[str, Any], *, path_cid: str | None) 
     payout = None
     if configured.conversion and revenue is not None and source.payout is not None:
         payout = source.payout.amount(revenue)
+    pending = configured.conversion and configured.approval == "manual"
     reply = await svc.registry.fire(FireEvent(
         transaction_id=fields.transaction_id,
         cid=fields.cid,
@@ -127,7 +128,8 @@ async def _fire(request: Request, raw: dict[str, Any], *, path_cid: str | None) 
         ip=client_ip(request),
         user_agent=user_agent(request),
         postbacks=svc.planner.wants(fields.cid, fields.event_id, fields.pid,
-                                    configured.conversion),
+                                    configured.conversion, pending),
+        pending=pending,
     ))
     refusal = _REFUSALS.get(reply.verdict)
     if refusal is not None:

@@ -1,0 +1,91 @@
+"""The one place conversion statuses change: checked, written with their postbacks and
+audit rows in one transaction, one change at a time."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Literal
+
+import msgspec
+
+from actors.clock import Clock, utc_text
+from app.conversions.rules import Action, next_status
+from app.postbacks.plan import Planner
+from storage.records import (
+    ChangeSource,
+    ConversionChange,
+    ConversionStatus,
+    ConversionView,
+    PostbackRow,
+    WriteOp,
+)
+from storage.store import Store
+
+Result = Literal["changed", "already", "unknown"]
+
+
+class ChangeResult(msgspec.Struct, frozen=True, kw_only=True):
+    conversion_id: str
+    result: Result
+    # The status it has now (None when unknown).
+    status: ConversionStatus | None
+
+
+class ConversionDesk:
+    """Applies status changes.
+
+    Changes are rare next to events and may span many transactions (a bulk reversal), so
+    they are serialized by one lock rather than by the per-transaction actors: each
+    change reads the statuses as committed, decides, and waits for its own commit before
+    the next one reads. Firing never changes a status, so it needs no part in this.
+    """
+
+    def __init__(self, store: Store, planner: Planner, clock: Clock) -> None:
+        self._store = store
+        self._planner = planner
+        self._clock = clock
+        self._lock = asyncio.Lock()
+
+    async def change(
+        self, conversion_ids: list[str], action: Action, reason: str | None,
+        source: ChangeSource,
+    ) -> list[ChangeResult]:
+        """Apply ``action`` to each conversion, all in one transaction; one result per id."""
+        async with self._lock:
+            await self._store.flush()
+            current = await self._store.conversion_statuses(list(dict.fromkeys(conversion_ids)))
+            now = utc_text(self._clock.now())
+            changes: list[ConversionChange] = []
+            postbacks: list[PostbackRow] = []
+            results = []
+            for conversion_id in conversion_ids:
+                view = current.get(conversion_id)
+                if view is None:
+                    results.append(ChangeResult(conversion_id=conversion_id, result="unknown",
+                                                status=None))
+                    continue
+                status = next_status(view.status, action)
+                if status is None:
+                    results.append(ChangeResult(conversion_id=conversion_id, result="already",
+                                                status=view.status))
+                    continue
+                changes.append(ConversionChange(
+                    conversion_id=conversion_id, from_status=view.status, to_status=status,
+                    reason=reason, source=source, changed_at=now))
+                postbacks += await self._postbacks(view, status, reason, now)
+                # A repeated id in one call sees the change just made.
+                current[conversion_id] = msgspec.structs.replace(view, status=status,
+                                                                 decided_at=now)
+                results.append(ChangeResult(conversion_id=conversion_id, result="changed",
+                                            status=status))
+            if changes:
+                await self._store.commit(WriteOp(conversion_changes=tuple(changes),
+                                                 postbacks=tuple(postbacks)))
+            return results
+
+    async def _postbacks(self, view: ConversionView, status: ConversionStatus,
+                         reason: str | None, now: str) -> tuple[PostbackRow, ...]:
+        if not self._planner.wants_change(view, status):
+            return ()
+        lead_fields = await self._store.lead_fields(view.transaction_id)
+        return self._planner.for_change(view, status, reason, lead_fields, now)

@@ -1,0 +1,129 @@
+"""The conversions API, behind the admin token: list, inspect, approve, reject, reverse."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, TypeVar
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from app import errors
+from app.bodies import form_fields
+from app.conversions.desk import ChangeResult
+from app.conversions.payloads import BulkBody, ChangeBody, ConversionQuery
+from app.conversions.rules import Action
+from app.envelope import success_response
+from app.logs import annotate
+from app.routes.admin import require_admin
+from app.services import services
+from storage.records import ConversionView
+
+T = TypeVar("T", bound=msgspec.Struct)
+
+
+class ConversionPage(msgspec.Struct):
+    conversions: list[ConversionView]
+    # Pass as ``cursor`` for the next (older) page; null on the last one.
+    next_cursor: int | None
+
+
+class BulkData(msgspec.Struct):
+    changed: int
+    results: list[ChangeResult]
+
+
+async def list_conversions(request: Request) -> Response:
+    """GET /api/conversions: newest first, one page at a time."""
+    svc = services(request)
+    require_admin(request, svc)
+    query = _convert(form_fields(request.url.query), ConversionQuery)
+    await svc.store.flush()
+    found = await svc.store.conversions(
+        status=query.status, cid=query.cid, pid=query.pid,
+        converted_from=query.from_day,
+        converted_before=_day_after(query.to_day) if query.to_day else None,
+        before_id=query.cursor, limit=query.limit + 1)
+    page = found[:query.limit]
+    next_cursor = page[-1][0] if len(found) > query.limit else None
+    return success_response(200, "OK", ConversionPage(
+        conversions=[view for _, view in page], next_cursor=next_cursor))
+
+
+async def show_conversion(request: Request) -> Response:
+    """GET /api/conversions/{id}: the conversion and its history."""
+    svc = services(request)
+    require_admin(request, svc)
+    await svc.store.flush()
+    found = await svc.store.conversion(request.path_params["conversion_id"])
+    if found is None:
+        raise errors.conversion_not_found()
+    return success_response(200, "OK", found)
+
+
+async def approve(request: Request) -> Response:
+    return await _change(request, "approve")
+
+
+async def reject(request: Request) -> Response:
+    return await _change(request, "reject")
+
+
+async def reverse(request: Request) -> Response:
+    return await _change(request, "reverse")
+
+
+async def bulk(request: Request) -> Response:
+    """POST /api/conversions/bulk: one action on up to 1,000 conversions, atomically."""
+    svc = services(request)
+    require_admin(request, svc)
+    body = _decode(await request.body(), BulkBody)
+    results = await svc.conversions.change(body.conversion_ids, body.action, body.reason,
+                                           "bulk")
+    changed = sum(result.result == "changed" for result in results)
+    annotate(outcome="conversions_changed", changed=changed)
+    return success_response(200, "OK", BulkData(changed=changed, results=results))
+
+
+async def _change(request: Request, action: Action) -> Response:
+    svc = services(request)
+    require_admin(request, svc)
+    body = await request.body()
+    reason = _decode(body, ChangeBody).reason if body.strip() else None
+    conversion_id: str = request.path_params["conversion_id"]
+    [result] = await svc.conversions.change([conversion_id], action, reason, "api")
+    if result.result == "unknown":
+        raise errors.conversion_not_found()
+    if result.result == "already":
+        raise errors.conversion_already(result.status or "")
+    annotate(outcome=f"conversion_{result.status}")
+    return success_response(200, f"Conversion {result.status}",
+                            await svc.store.conversion(conversion_id))
+
+
+def _decode(body: bytes, kind: type[T]) -> T:
+    try:
+        return msgspec.json.decode(body, type=kind)
+    except msgspec.ValidationError as exc:
+        raise _invalid(exc) from None
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        raise errors.invalid_json() from None
+
+
+def _convert(raw: dict[str, Any], kind: type[T]) -> T:
+    try:
+        return msgspec.convert(raw, kind, strict=False)
+    except msgspec.ValidationError as exc:
+        raise _invalid(exc) from None
+
+
+def _invalid(exc: msgspec.ValidationError) -> errors.ApiError:
+    """'Expected ... - at `$.reason`' -> 400 Invalid reason, with the field named."""
+    problem, _, where = str(exc).rpartition(" - at `$.")
+    field = where.rstrip("`").split("[", 1)[0].split(".", 1)[0] if problem else "body"
+    return errors.invalid_fields({field: problem or str(exc)})
+
+
+def _day_after(day: str) -> str:
+    return (dt.date.fromisoformat(day) + dt.timedelta(days=1)).isoformat()

@@ -1,0 +1,77 @@
+"""Queries on conversions and their audit trail, on the read connection."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiosqlite
+import msgspec
+
+from storage.money import money_value
+from storage.records import ConversionStatus, ConversionView, HistoryEntry
+
+_COLUMNS = ("id, conversion_id, transaction_id, cid, pid, event_id, revenue, payout, status,"
+            " converted_at, decided_at, fired_at")
+_ids = msgspec.json.Encoder()
+
+
+def _view(row: Any) -> tuple[int, ConversionView]:
+    (id_, conversion_id, transaction_id, cid, pid, event_id, revenue, payout, status,
+     converted_at, decided_at, fired_at) = row
+    return id_, ConversionView(
+        conversion_id=conversion_id, transaction_id=transaction_id, cid=cid, pid=pid,
+        event_id=event_id, revenue=money_value(revenue), payout=money_value(payout),
+        status=status, converted_at=converted_at, decided_at=decided_at, fired_at=fired_at)
+
+
+async def conversions(
+    conn: aiosqlite.Connection,
+    *,
+    status: ConversionStatus | None,
+    cid: str | None,
+    pid: str | None,
+    converted_from: str | None,
+    converted_before: str | None,
+    before_id: int | None,
+    limit: int,
+) -> list[tuple[int, ConversionView]]:
+    """Conversions, newest first, each with the row id that the next page starts below."""
+    sql = [f"SELECT {_COLUMNS} FROM events WHERE conversion = 1"]
+    params: list[Any] = []
+    for clause, value in (("status = ?", status), ("cid = ?", cid), ("pid = ?", pid),
+                          ("converted_at >= ?", converted_from),
+                          ("converted_at < ?", converted_before), ("id < ?", before_id)):
+        if value is not None:
+            sql.append(f"AND {clause}")
+            params.append(value)
+    sql.append("ORDER BY id DESC LIMIT ?")
+    params.append(limit)
+    return [_view(row) for row in await conn.execute_fetchall(" ".join(sql), params)]
+
+
+async def conversion(conn: aiosqlite.Connection, conversion_id: str) -> ConversionView | None:
+    """One conversion with its history: its firing, then every change in order."""
+    rows = list(await conn.execute_fetchall(
+        f"SELECT {_COLUMNS} FROM events WHERE conversion_id = ?", (conversion_id,)))
+    if not rows:
+        return None
+    _, found = _view(rows[0])
+    changes = list(await conn.execute_fetchall(
+        "SELECT from_status, to_status, reason, source, changed_at FROM conversion_changes"
+        " WHERE conversion_id = ? ORDER BY id", (conversion_id,)))
+    first = changes[0][0] if changes else found.status
+    history = [HistoryEntry(from_status=None, to_status=first, at=found.fired_at,
+                            reason=None, source="fire")]
+    history += [HistoryEntry(from_status=before, to_status=after, at=at, reason=reason,
+                             source=source)
+                for before, after, reason, source, at in changes]
+    return msgspec.structs.replace(found, history=history)
+
+
+async def statuses(conn: aiosqlite.Connection,
+                   conversion_ids: list[str]) -> dict[str, ConversionView]:
+    """The conversions among ``conversion_ids`` that exist, by id."""
+    rows = await conn.execute_fetchall(
+        f"SELECT {_COLUMNS} FROM events WHERE conversion_id IN"
+        " (SELECT value FROM json_each(?))", (_ids.encode(conversion_ids).decode(),))
+    return {view.conversion_id: view for _, view in map(_view, rows)}
