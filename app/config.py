@@ -83,6 +83,12 @@ class CampaignConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     allowed_origins: list[str] = msgspec.field(default_factory=lambda: ["*"])
     events: list[EventConfig] = []
     postbacks: list[PostbackConfig] = []
+    # False: an invalid optional field is left out and reported, and the event fires.
+    strict_fields: bool = False
+    # Who an event sent without pid is credited to: organic, or the source of its lead.
+    pid_fallback: Literal["organic", "lead"] = "organic"
+    # "create": an event for a transaction never seen creates its lead on the spot.
+    unknown_transactions: Literal["reject", "create"] = "reject"
 
 
 class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

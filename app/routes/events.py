@@ -16,10 +16,11 @@ from starlette.responses import Response
 from actors.messages import FireEvent, Verdict
 from app import errors
 from app.bodies import form_fields, read_fields
+from app.catalog import Catalog
 from app.envelope import success_response
 from app.errors import ApiError
 from app.logs import annotate
-from app.payloads import parse_event
+from app.payloads import Event, parse_event
 from app.request_info import bind_ids, client_ip, header, user_agent
 from app.services import services
 from storage.writer import StoreBusy, StoreClosed, StoreUnavailable
@@ -45,15 +46,21 @@ class EventData(msgspec.Struct):
     conversion: bool
 
 
+class Fired(msgspec.Struct, frozen=True):
+    data: EventData
+    # Optional fields left out of the event, each with why.
+    invalid: dict[str, str]
+
+
 async def trigger(request: Request) -> Response:
-    data = await _fire(request, await read_fields(request), path_cid=None)
-    return success_response(200, _FIRED, data)
+    fired = await _fire(request, await read_fields(request), path_cid=None)
+    return success_response(200, _FIRED, fired.data, invalid=fired.invalid)
 
 
 async def trigger_for_campaign(request: Request) -> Response:
-    data = await _fire(request, await read_fields(request),
-                       path_cid=request.path_params["cid"])
-    return success_response(201, _FIRED, data)
+    fired = await _fire(request, await read_fields(request),
+                        path_cid=request.path_params["cid"])
+    return success_response(201, _FIRED, fired.data, invalid=fired.invalid)
 
 
 async def trigger_from_query(request: Request) -> Response:
@@ -68,8 +75,9 @@ async def _from_query(request: Request, *, path_cid: str | None,
                       success_status: int) -> Response:
     raw = form_fields(request.url.query)
     if raw.pop("format", None) != "gif":
-        data = await _fire(request, raw, path_cid=path_cid)
-        return success_response(success_status, _FIRED, data, headers=_NO_STORE)
+        fired = await _fire(request, raw, path_cid=path_cid)
+        return success_response(success_status, _FIRED, fired.data, headers=_NO_STORE,
+                                invalid=fired.invalid)
     try:
         await _fire(request, raw, path_cid=path_cid)
     except (StoreBusy, StoreClosed):
@@ -88,7 +96,28 @@ def _pixel(error: ApiError) -> Response:
                     headers=_NO_STORE | (error.headers or {}))
 
 
-async def _fire(request: Request, raw: dict[str, Any], *, path_cid: str | None) -> EventData:
+def _dropped(catalog: Catalog, event: Event) -> dict[str, str]:
+    """The invalid fields the event fires without; raises check 3's 400 if any refuses it.
+
+    Only a campaign that is known and not ``strict_fields`` drops fields, and on a
+    conversion its revenue field still refuses; otherwise the answer is what check 3 has
+    always given, before any later check.
+    """
+    if not event.invalid:
+        return {}
+    fields = event.fields
+    campaign = catalog.find_campaign(fields.cid)
+    configured = catalog.find_event(fields.cid, fields.event_id)
+    if campaign is None or campaign.strict_fields or configured is None:
+        raise errors.invalid_fields(event.invalid)
+    refusing = event.refusing(conversion=configured.conversion)
+    if refusing:
+        raise errors.invalid_fields(refusing)
+    annotate(dropped_fields=list(event.invalid))
+    return event.invalid
+
+
+async def _fire(request: Request, raw: dict[str, Any], *, path_cid: str | None) -> Fired:
     """Run every check on the fields and fire the event; raises ApiError on a refusal."""
     svc = services(request)
     if path_cid is not None:
@@ -98,6 +127,7 @@ async def _fire(request: Request, raw: dict[str, Any], *, path_cid: str | None) 
         raw["cid"] = path_cid
     bind_ids(raw)
     event = parse_event(raw)
+    dropped = _dropped(svc.catalog, event)
     fields = event.fields
 
     campaign = svc.catalog.campaign(fields.cid)
@@ -133,10 +163,10 @@ async def _fire(request: Request, raw: dict[str, Any], *, path_cid: str | None) 
     if refusal is not None:
         raise refusal()
     annotate(outcome="converted" if reply.conversion_id else "fired")
-    return EventData(
+    return Fired(EventData(
         cid=fields.cid,
         pid=fields.pid,
         transaction_id=fields.transaction_id,
         conversion_id=reply.conversion_id,
         conversion=configured.conversion,
-    )
+    ), dropped)
