@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from actors.clock import Clock, utc_text
-from actors.messages import CreateLead, FireEvent, Message, Reply, Verdict
+from actors.messages import CreateLead, FireEvent, LeadOf, Message, Reply, Verdict
 from actors.rules import apply_cost, decide, opens_window
 from actors.state import TransactionState
 from storage.money import money_text
@@ -191,6 +191,10 @@ class TransactionActor:
                 return await self._fire(message)
             case CreateLead():
                 return await self._create(message)
+            case LeadOf():
+                if self.state is None:
+                    return Reply(Verdict.UNKNOWN_TRANSACTION)
+                return Reply(Verdict.FOUND, cid=self.state.cid, pid=self.state.pid)
 
     async def _fire(self, event: FireEvent) -> Reply:
         rt = self._rt

@@ -45,12 +45,19 @@ class CreateLead(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     user_agent: str | None = None
 
 
-Message = FireEvent | CreateLead
+class LeadOf(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """Which campaign and source the transaction's lead belongs to."""
+
+    transaction_id: str
+
+
+Message = FireEvent | CreateLead | LeadOf
 
 
 class Verdict(enum.Enum):
     CREATED = "created"
     FIRED = "fired"
+    FOUND = "found"
     UNKNOWN_TRANSACTION = "unknown_transaction"
     REVENUE_REQUIRED = "revenue_required"
     LOCKED = "locked"
@@ -60,3 +67,6 @@ class Verdict(enum.Enum):
 class Reply(msgspec.Struct, frozen=True):
     verdict: Verdict
     conversion_id: str = ""
+    # The lead's, answering LeadOf.
+    cid: str = ""
+    pid: str = ""

@@ -49,7 +49,8 @@ class EventFields(LeadFields, frozen=True, kw_only=True):
     cid: Text
     event_id: Text
     transaction_id: Text
-    pid: Text = ORGANIC
+    # None: not sent; the campaign's pid_fallback says who the event is credited to.
+    pid: Text | None = None
     revenue: Decimal | None = None
     amount: Decimal | None = None
     conversion_date: Text | None = None

@@ -17,6 +17,7 @@ from actors.messages import FireEvent, Verdict
 from app import errors
 from app.bodies import form_fields, read_fields
 from app.catalog import Catalog
+from app.config import ORGANIC
 from app.envelope import success_response
 from app.errors import ApiError
 from app.logs import annotate
@@ -133,7 +134,15 @@ async def _fire(request: Request, raw: dict[str, Any], *, path_cid: str | None) 
     campaign = svc.catalog.campaign(fields.cid)
     svc.catalog.check_origin(campaign, header(request, b"origin"))
     configured = svc.catalog.event(fields.cid, fields.event_id)
-    source = svc.catalog.source(fields.pid)
+    pid = fields.pid
+    if pid is None:
+        pid = ORGANIC
+        if campaign.pid_fallback == "lead":
+            # As if the lead's pid had been sent: check 6 applies to it as to any other.
+            lead = await svc.registry.lead_of(fields.transaction_id)
+            if lead is not None and lead[0] == fields.cid:
+                pid = lead[1]
+    source = svc.catalog.source(pid)
 
     event_fields, lead_fields = event.stored_fields()
     revenue = event.revenue
@@ -144,7 +153,7 @@ async def _fire(request: Request, raw: dict[str, Any], *, path_cid: str | None) 
         transaction_id=fields.transaction_id,
         cid=fields.cid,
         event_id=fields.event_id,
-        pid=fields.pid,
+        pid=pid,
         conversion=configured.conversion,
         once=not configured.allow_duplicates,
         revenue=revenue,
@@ -156,7 +165,7 @@ async def _fire(request: Request, raw: dict[str, Any], *, path_cid: str | None) 
         converted_at=event.converted_at,
         ip=client_ip(request),
         user_agent=user_agent(request),
-        postbacks=svc.planner.wants(fields.cid, fields.event_id, fields.pid,
+        postbacks=svc.planner.wants(fields.cid, fields.event_id, pid,
                                     configured.conversion),
     ))
     refusal = _REFUSALS.get(reply.verdict)
@@ -165,7 +174,7 @@ async def _fire(request: Request, raw: dict[str, Any], *, path_cid: str | None) 
     annotate(outcome="converted" if reply.conversion_id else "fired")
     return Fired(EventData(
         cid=fields.cid,
-        pid=fields.pid,
+        pid=pid,
         transaction_id=fields.transaction_id,
         conversion_id=reply.conversion_id,
         conversion=configured.conversion,
