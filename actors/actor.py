@@ -242,6 +242,7 @@ class TransactionActor:
             ),
             change=change,
             postbacks=postbacks,
+            answer=None if event.answer is None else event.answer(conversion_id),
         )
         written = rt.store.submit(op)  # raises StoreBusy before any state changes
         state.forget_closed_windows(now)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
 import msgspec
+
+from storage.records import AnswerRow
 
 CostOperation = Literal["add", "subtract", "override"]
 
@@ -32,6 +35,9 @@ class FireEvent(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     user_agent: str | None = None
     # The configuration asks for postbacks when this event fires.
     postbacks: bool = False
+    # With an Idempotency-Key: the stored answer, given the conversion id, written with
+    # the event.
+    answer: Callable[[str], AnswerRow] | None = None
 
 
 class CreateLead(msgspec.Struct, frozen=True, kw_only=True, tag=True):

@@ -106,6 +106,8 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     body_timeout_seconds: Annotated[float, Meta(gt=0, le=3600)] = 10.0
     # Commit mode: a write not committed within this answers 503 "Store unavailable".
     write_timeout_seconds: Annotated[float, Meta(gt=0, le=3600)] = 5.0
+    # How long the answer to a request with an Idempotency-Key is kept for its retries.
+    idempotency_hours: Annotated[float, Meta(gt=0, le=8760)] = 24.0
 
 
 Seconds = Annotated[float, Meta(gt=0, le=86_400)]

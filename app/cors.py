@@ -19,7 +19,7 @@ def cors_middleware(config: Config) -> Middleware:
         CORSMiddleware,
         allow_origins=["*"] if "*" in origins else sorted(origins),
         allow_methods=["GET", "POST"],
-        allow_headers=["Content-Type", "X-Request-ID"],
+        allow_headers=["Content-Type", "X-Request-ID", "Idempotency-Key"],
         expose_headers=["X-Request-ID", "Retry-After"],
         max_age=600,
     )

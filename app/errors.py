@@ -88,6 +88,20 @@ def duplicate() -> ApiError:
     return ApiError(400, "Duplicate event for this transaction_id", "duplicate")
 
 
+def invalid_idempotency_key() -> ApiError:
+    return ApiError(400, "Invalid Idempotency-Key (1-255 printable ASCII characters)",
+                    "invalid_idempotency_key")
+
+
+def idempotency_key_reused() -> ApiError:
+    return ApiError(422, "Idempotency-Key reused with different fields", "idempotency_mismatch")
+
+
+def idempotency_key_in_progress() -> ApiError:
+    return ApiError(409, "A request with this Idempotency-Key is in progress",
+                    "idempotency_in_progress")
+
+
 def busy() -> ApiError:
     return ApiError(503, "Server busy", "busy", headers={"Retry-After": "1"})
 

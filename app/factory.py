@@ -25,6 +25,7 @@ from app.config import Config
 from app.cors import cors_middleware
 from app.envelope import error_response
 from app.errors import ApiError
+from app.idempotency import IdempotencyKeys
 from app.logs import annotate
 from app.middleware import RequestLogMiddleware
 from app.postbacks.dispatcher import Dispatcher
@@ -91,7 +92,10 @@ def create_app(
         try:
             yield {"services": Services(config=config, catalog=Catalog(config),
                                         planner=planner, store=the_store, registry=registry,
-                                        dispatcher=dispatcher, clock=clock)}
+                                        dispatcher=dispatcher, clock=clock,
+                                        keys=IdempotencyKeys(
+                                            the_store, clock,
+                                            hours=server.idempotency_hours))}
         finally:
             # Requests are done by now; the dispatcher may still record attempts, then
             # the store commits everything queued.

@@ -10,6 +10,7 @@ from actors.clock import Clock
 from actors.registry import ActorRegistry
 from app.catalog import Catalog
 from app.config import Config
+from app.idempotency import IdempotencyKeys
 from app.postbacks.dispatcher import Dispatcher
 from app.postbacks.plan import Planner
 from storage.store import Store
@@ -24,6 +25,7 @@ class Services:
     registry: ActorRegistry
     dispatcher: Dispatcher
     clock: Clock
+    keys: IdempotencyKeys
 
 
 def services(request: Request) -> Services:

@@ -120,6 +120,19 @@ class PostbackChange(msgspec.Struct, frozen=True, kw_only=True, array_like=True)
     updated_at: str
 
 
+class AnswerRow(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    """The answer a request with an Idempotency-Key got; ``body`` is base64."""
+
+    key: str
+    fingerprint: str
+    status: int
+    content_type: str
+    headers: str
+    body: str
+    created_at: str
+    expires_at: str
+
+
 class WriteOp(msgspec.Struct, frozen=True, kw_only=True):
     """One unit of work: every row in it commits together or not at all.
 
@@ -133,6 +146,8 @@ class WriteOp(msgspec.Struct, frozen=True, kw_only=True):
     postbacks: tuple[PostbackRow, ...] = ()
     attempt: AttemptRow | None = None
     postback_change: PostbackChange | None = None
+    # Stored with the event it fired, so a retry finds it exactly when the event exists.
+    answer: AnswerRow | None = None
 
 
 class StoredTransaction(msgspec.Struct, frozen=True, kw_only=True):

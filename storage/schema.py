@@ -94,6 +94,20 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX postback_attempts_by_postback ON postback_attempts(postback_id, id);
     """,
+    # 3: answers kept for requests sent with an Idempotency-Key.
+    """
+    CREATE TABLE idempotency_keys (
+        key TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        content_type TEXT NOT NULL,
+        headers TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX idempotency_keys_by_expiry ON idempotency_keys(expires_at);
+    """,
 )
 
 
