@@ -35,6 +35,9 @@ class FireEvent(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     user_agent: str | None = None
     # The configuration asks for postbacks when this event fires.
     postbacks: bool = False
+    # An unknown transaction gets its lead (this cid and pid, the event's lead fields)
+    # in the same write as the event.
+    create: bool = False
     # With an Idempotency-Key: the stored answer, given the conversion id, written with
     # the event.
     answer: Callable[[str], AnswerRow] | None = None

@@ -76,6 +76,10 @@ def invalid_transaction() -> ApiError:
     return ApiError(400, "Invalid transaction_id for this campaign", "invalid_transaction_id")
 
 
+def malformed_transaction() -> ApiError:
+    return ApiError(400, "Invalid transaction_id", "invalid_transaction_id")
+
+
 def revenue_required() -> ApiError:
     return ApiError(400, "revenue is required for conversion events", "revenue_required")
 

@@ -8,6 +8,7 @@ With an Idempotency-Key header (app.idempotency) a retry gets the first answer a
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -37,6 +38,8 @@ _REFUSALS = {
     Verdict.DUPLICATE: errors.duplicate,
 }
 _FIRED = "Event triggered successfully"
+# Transaction ids minted by another tracker, accepted by unknown_transactions = "create".
+_FOREIGN_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # A transparent 1x1 GIF89a.
 PIXEL = bytes.fromhex(
     "47494638396101000100800000000000ffffff21f90401000000002c00000000010001000002024401003b")
@@ -212,6 +215,9 @@ async def _fire(request: Request, svc: Services, event: Event, dropped: dict[str
     campaign = svc.catalog.campaign(fields.cid)
     svc.catalog.check_origin(campaign, header(request, b"origin"))
     configured = svc.catalog.event(fields.cid, fields.event_id)
+    create = campaign.unknown_transactions == "create"
+    if create and not _FOREIGN_ID.fullmatch(fields.transaction_id):
+        raise errors.malformed_transaction()
     pid = fields.pid
     if pid is None:
         pid = ORGANIC
@@ -252,6 +258,7 @@ async def _fire(request: Request, svc: Services, event: Event, dropped: dict[str
         postbacks=svc.planner.wants(fields.cid, fields.event_id, pid,
                                     configured.conversion),
         answer=answer_row,
+        create=create,
     ))
     refusal = _REFUSALS.get(reply.verdict)
     if refusal is not None:
