@@ -23,7 +23,7 @@ Durability = Literal["commit", "write-behind"]
 
 ORGANIC = "organic"
 # The event route /api/event/{cid} could never reach a campaign with this id.
-_RESERVED_CIDS = frozenset({"trigger"})
+_RESERVED_CIDS = frozenset({"trigger", "global"})
 _LANDING_MACROS = frozenset({"transaction_id", "cid", "pid"})
 _ORIGIN = re.compile(r"https?://[a-z0-9.-]+(:[0-9]{1,5})?")
 

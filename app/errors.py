@@ -52,6 +52,10 @@ def cid_mismatch() -> ApiError:
     return ApiError(400, "cid does not match the URL", "cid_mismatch")
 
 
+def cid_not_owner() -> ApiError:
+    return ApiError(400, "cid does not match the transaction", "cid_mismatch")
+
+
 def invalid_cid() -> ApiError:
     return ApiError(400, "Invalid cid", "invalid_cid")
 

@@ -66,6 +66,8 @@ class _Form(msgspec.Struct, frozen=True):
     success_status: int
     query: bool = False
     gif: bool = False
+    # The global route: the campaign is the one that owns the transaction.
+    owned: bool = False
 
 
 async def trigger(request: Request) -> Response:
@@ -75,6 +77,16 @@ async def trigger(request: Request) -> Response:
 async def trigger_for_campaign(request: Request) -> Response:
     return await _handle(request, await read_fields(request), request.path_params["cid"],
                          _Form(201))
+
+
+async def trigger_global(request: Request) -> Response:
+    return await _handle(request, await read_fields(request), None, _Form(200, owned=True))
+
+
+async def trigger_global_from_query(request: Request) -> Response:
+    raw = form_fields(request.url.query)
+    gif = raw.pop("format", None) == "gif"
+    return await _handle(request, raw, None, _Form(200, query=True, gif=gif, owned=True))
 
 
 async def trigger_from_query(request: Request) -> Response:
@@ -97,6 +109,8 @@ async def _handle(request: Request, raw: dict[str, Any], path_cid: str | None,
     svc = services(request)
     if not form.gif:
         key = idempotency.key_of(request)
+        if form.owned:
+            await _owner(svc, raw)
         event, dropped = _checked(svc, raw, path_cid)
         if key is None:  # the common path
             fired = await _fire(request, svc, event, dropped, None)
@@ -106,6 +120,8 @@ async def _handle(request: Request, raw: dict[str, Any], path_cid: str | None,
         return await _keyed(request, svc, key, event, dropped, form)
     try:
         key = idempotency.key_of(request)
+        if form.owned:
+            await _owner(svc, raw)
         event, dropped = _checked(svc, raw, path_cid)
         if key is not None:
             return await _keyed(request, svc, key, event, dropped, form)
@@ -168,6 +184,27 @@ def _refusal(error: ApiError, form: _Form) -> Answer:
     return Answer(status=error.status, content_type="application/json", headers=headers,
                   body=error_body(error.status, error.message, missing=error.missing,
                                   invalid=error.invalid))
+
+
+async def _owner(svc: Services, raw: dict[str, Any]) -> None:
+    """Put the cid of the campaign that owns the transaction into ``raw``.
+
+    The global route looks the transaction up before any other check: without it there
+    is no campaign to check against.
+    """
+    missing = [name for name in ("event_id", "transaction_id") if raw.get(name) in (None, "")]
+    if missing:
+        raise errors.required(missing)
+    transaction_id = raw["transaction_id"]
+    if not isinstance(transaction_id, str) or len(transaction_id) > 255:
+        raise errors.malformed_transaction()
+    lead = await svc.registry.lead_of(transaction_id)
+    if lead is None:
+        raise errors.malformed_transaction()
+    sent = raw.get("cid")
+    if sent is not None and sent != "" and sent != lead[0]:
+        raise errors.cid_not_owner()
+    raw["cid"] = lead[0]
 
 
 def _checked(svc: Services, raw: dict[str, Any],
