@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from actors.clock import Clock, utc_text
-from actors.messages import CreateLead, FireEvent, Message, Reply, Verdict
+from actors.messages import CreateLead, FireEvent, LeadOf, Message, Reply, Verdict
 from actors.rules import apply_cost, decide, opens_window
 from actors.state import TransactionState
 from storage.money import money_text
@@ -192,11 +192,18 @@ class TransactionActor:
                 return await self._fire(message)
             case CreateLead():
                 return await self._create(message)
+            case LeadOf():
+                if self.state is None:
+                    return Reply(Verdict.UNKNOWN_TRANSACTION)
+                return Reply(Verdict.FOUND, cid=self.state.cid, pid=self.state.pid)
 
     async def _fire(self, event: FireEvent) -> Reply:
         rt = self._rt
         now = rt.clock.monotonic()
         state = self.state
+        created = state is None and event.create
+        if created:
+            state = TransactionState(cid=event.cid, pid=event.pid)
         verdict = decide(state, event, now)
         if state is None or verdict is not Verdict.FIRED:
             if state is not None and opens_window(verdict):
@@ -213,14 +220,19 @@ class TransactionActor:
         if event.postbacks and rt.plan_postbacks is not None:
             lead_fields = await self._stored_lead_fields() | event.lead_fields
             postbacks = rt.plan_postbacks(event, lead_fields, conversion_id, fired_at)
-        change = None
-        if event.lead_fields or cost is not None:
+        change = lead = None
+        if created:
+            lead = LeadRow(transaction_id=self.transaction_id, cid=event.cid, pid=event.pid,
+                           fields=encode_fields(event.lead_fields), cost=money_text(cost),
+                           ip=event.ip, user_agent=event.user_agent, created_at=fired_at)
+        elif event.lead_fields or cost is not None:
             change = LeadChange(
                 transaction_id=self.transaction_id,
                 fields_patch=encode_fields(event.lead_fields) if event.lead_fields else None,
                 cost=money_text(cost),
             )
         op = WriteOp(
+            lead=lead,
             event=EventRow(
                 transaction_id=self.transaction_id,
                 cid=event.cid,
@@ -241,8 +253,10 @@ class TransactionActor:
             ),
             change=change,
             postbacks=postbacks,
+            answer=None if event.answer is None else event.answer(conversion_id),
         )
         written = rt.store.submit(op)  # raises StoreBusy before any state changes
+        self.state = state
         state.forget_closed_windows(now)
         state.windows[event.event_id] = now + rt.lock_seconds
         state.fired.add(event.event_id)

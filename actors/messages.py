@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
 import msgspec
+
+from storage.records import AnswerRow
 
 CostOperation = Literal["add", "subtract", "override"]
 
@@ -34,6 +37,12 @@ class FireEvent(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     postbacks: bool = False
     # A conversion that waits for an operator's approval.
     pending: bool = False
+    # An unknown transaction gets its lead (this cid and pid, the event's lead fields)
+    # in the same write as the event.
+    create: bool = False
+    # With an Idempotency-Key: the stored answer, given the conversion id, written with
+    # the event.
+    answer: Callable[[str], AnswerRow] | None = None
 
 
 class CreateLead(msgspec.Struct, frozen=True, kw_only=True, tag=True):
@@ -47,12 +56,19 @@ class CreateLead(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     user_agent: str | None = None
 
 
-Message = FireEvent | CreateLead
+class LeadOf(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """Which campaign and source the transaction's lead belongs to."""
+
+    transaction_id: str
+
+
+Message = FireEvent | CreateLead | LeadOf
 
 
 class Verdict(enum.Enum):
     CREATED = "created"
     FIRED = "fired"
+    FOUND = "found"
     UNKNOWN_TRANSACTION = "unknown_transaction"
     REVENUE_REQUIRED = "revenue_required"
     LOCKED = "locked"
@@ -62,3 +78,6 @@ class Verdict(enum.Enum):
 class Reply(msgspec.Struct, frozen=True):
     verdict: Verdict
     conversion_id: str = ""
+    # The lead's, answering LeadOf.
+    cid: str = ""
+    pid: str = ""

@@ -7,7 +7,7 @@ from collections import OrderedDict
 from itertools import islice
 
 from actors.actor import Runtime, TransactionActor
-from actors.messages import CreateLead, FireEvent, Reply
+from actors.messages import CreateLead, FireEvent, LeadOf, Reply, Verdict
 from actors.state import TransactionState
 
 # How far past the oldest actors to look for evictable ones; actors that cannot be evicted
@@ -38,6 +38,17 @@ class ActorRegistry:
             if len(self._actors) > self._max_actors:
                 self._evict(len(self._actors) - self._max_actors, keep=actor)
         return await actor.ask(event)
+
+    async def lead_of(self, transaction_id: str) -> tuple[str, str] | None:
+        """The (cid, pid) of the transaction's lead, or None when there is no such lead.
+
+        A live transaction answers from memory; another is loaded as an event would load it.
+        """
+        actor = self._actors.get(transaction_id)
+        if actor is None:
+            actor = self._spawn(transaction_id, None)
+        reply = await actor.ask(LeadOf(transaction_id=transaction_id))
+        return (reply.cid, reply.pid) if reply.verdict is Verdict.FOUND else None
 
     async def create_lead(self, lead: CreateLead) -> Reply:
         if lead.transaction_id in self._actors:

@@ -23,6 +23,12 @@ class Catalog:
             raise errors.invalid_cid()
         return campaign
 
+    def find_campaign(self, cid: str) -> CampaignConfig | None:
+        return self._campaigns.get(cid)
+
+    def find_event(self, cid: str, event_id: str) -> EventConfig | None:
+        return self._events.get((cid, event_id))
+
     def check_origin(self, campaign: CampaignConfig, origin: str | None) -> None:
         """Refuse a browser on a page the campaign does not allow.
 

@@ -24,7 +24,7 @@ PostbackTrigger = Literal["conversion", "approved", "rejected", "reversed"]
 
 ORGANIC = "organic"
 # The event route /api/event/{cid} could never reach a campaign with this id.
-_RESERVED_CIDS = frozenset({"trigger"})
+_RESERVED_CIDS = frozenset({"trigger", "global"})
 _LANDING_MACROS = frozenset({"transaction_id", "cid", "pid"})
 _ORIGIN = re.compile(r"https?://[a-z0-9.-]+(:[0-9]{1,5})?")
 
@@ -91,6 +91,12 @@ class CampaignConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     allowed_origins: list[str] = msgspec.field(default_factory=lambda: ["*"])
     events: list[EventConfig] = []
     postbacks: list[PostbackConfig] = []
+    # False: an invalid optional field is left out and reported, and the event fires.
+    strict_fields: bool = False
+    # Who an event sent without pid is credited to: organic, or the source of its lead.
+    pid_fallback: Literal["organic", "lead"] = "organic"
+    # "create": an event for a transaction never seen creates its lead on the spot.
+    unknown_transactions: Literal["reject", "create"] = "reject"
 
 
 class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -108,6 +114,8 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     body_timeout_seconds: Annotated[float, Meta(gt=0, le=3600)] = 10.0
     # Commit mode: a write not committed within this answers 503 "Store unavailable".
     write_timeout_seconds: Annotated[float, Meta(gt=0, le=3600)] = 5.0
+    # How long the answer to a request with an Idempotency-Key is kept for its retries.
+    idempotency_hours: Annotated[float, Meta(gt=0, le=8760)] = 24.0
 
 
 Seconds = Annotated[float, Meta(gt=0, le=86_400)]

@@ -19,7 +19,7 @@ def cors_middleware(config: Config) -> Middleware:
         CORSMiddleware,
         allow_origins=["*"] if "*" in origins else sorted(origins),
         allow_methods=["GET", "POST"],
-        allow_headers=["Content-Type", "X-Request-ID"],
-        expose_headers=["X-Request-ID", "Retry-After"],
+        allow_headers=["Content-Type", "X-Request-ID", "Idempotency-Key"],
+        expose_headers=["X-Request-ID", "Retry-After", "Idempotent-Replayed"],
         max_age=600,
     )

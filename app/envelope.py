@@ -10,11 +10,13 @@ from starlette.responses import Response
 from app.errors import INTERNAL_ERROR, ApiError
 
 
-class _Success(msgspec.Struct):
+class _Success(msgspec.Struct, omit_defaults=True):
     status: int
     type: str
     message: str
     data: Any
+    # Optional fields that were invalid and left out of an event that still fired.
+    invalidFields: dict[str, str] | None = None  # the API's own spelling
 
 
 class _Error(msgspec.Struct, omit_defaults=True):
@@ -54,11 +56,18 @@ def internal_error_body() -> bytes:
     return error_body(500, INTERNAL_ERROR)
 
 
+def success_body(status: int, message: str, data: Any,
+                 *, invalid: dict[str, str] | None = None) -> bytes:
+    return _encoder.encode(_Success(status=status, type="success", message=message, data=data,
+                                    invalidFields=invalid or None))
+
+
 def success_response(
-    status: int, message: str, data: Any, *, headers: dict[str, str] | None = None
+    status: int, message: str, data: Any, *, headers: dict[str, str] | None = None,
+    invalid: dict[str, str] | None = None,
 ) -> Response:
     return Response(
-        _encoder.encode(_Success(status=status, type="success", message=message, data=data)),
+        success_body(status, message, data, invalid=invalid),
         status_code=status,
         headers=headers,
         media_type="application/json",

@@ -52,6 +52,10 @@ def cid_mismatch() -> ApiError:
     return ApiError(400, "cid does not match the URL", "cid_mismatch")
 
 
+def cid_not_owner() -> ApiError:
+    return ApiError(400, "cid does not match the transaction", "cid_mismatch")
+
+
 def invalid_cid() -> ApiError:
     return ApiError(400, "Invalid cid", "invalid_cid")
 
@@ -76,6 +80,10 @@ def invalid_transaction() -> ApiError:
     return ApiError(400, "Invalid transaction_id for this campaign", "invalid_transaction_id")
 
 
+def malformed_transaction() -> ApiError:
+    return ApiError(400, "Invalid transaction_id", "invalid_transaction_id")
+
+
 def revenue_required() -> ApiError:
     return ApiError(400, "revenue is required for conversion events", "revenue_required")
 
@@ -86,6 +94,20 @@ def locked() -> ApiError:
 
 def duplicate() -> ApiError:
     return ApiError(400, "Duplicate event for this transaction_id", "duplicate")
+
+
+def invalid_idempotency_key() -> ApiError:
+    return ApiError(400, "Invalid Idempotency-Key (1-255 printable ASCII characters)",
+                    "invalid_idempotency_key")
+
+
+def idempotency_key_reused() -> ApiError:
+    return ApiError(422, "Idempotency-Key reused with different fields", "idempotency_mismatch")
+
+
+def idempotency_key_in_progress() -> ApiError:
+    return ApiError(409, "A request with this Idempotency-Key is in progress",
+                    "idempotency_in_progress")
 
 
 def busy() -> ApiError:

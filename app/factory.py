@@ -26,6 +26,7 @@ from app.conversions.desk import ConversionDesk
 from app.cors import cors_middleware
 from app.envelope import error_response
 from app.errors import ApiError
+from app.idempotency import IdempotencyKeys
 from app.logs import annotate
 from app.middleware import RequestLogMiddleware
 from app.postbacks.dispatcher import Dispatcher
@@ -93,7 +94,10 @@ def create_app(
             yield {"services": Services(config=config, catalog=Catalog(config),
                                         planner=planner, store=the_store, registry=registry,
                                         dispatcher=dispatcher, clock=clock,
-                                        conversions=ConversionDesk(the_store, planner, clock))}
+                                        conversions=ConversionDesk(the_store, planner, clock),
+                                        keys=IdempotencyKeys(
+                                            the_store, clock,
+                                            hours=server.idempotency_hours))}
         finally:
             # Requests are done by now; the dispatcher may still record attempts, then
             # the store commits everything queued.

@@ -49,7 +49,8 @@ class EventFields(LeadFields, frozen=True, kw_only=True):
     cid: Text
     event_id: Text
     transaction_id: Text
-    pid: Text = ORGANIC
+    # None: not sent; the campaign's pid_fallback says who the event is credited to.
+    pid: Text | None = None
     revenue: Decimal | None = None
     amount: Decimal | None = None
     conversion_date: Text | None = None
@@ -83,6 +84,26 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     fields: EventFields
     extra: dict[str, Any]
     converted_at: dt.datetime | None
+    # Fields that failed their check and were left out, each with why, in field order.
+    invalid: dict[str, str] = {}
+
+    @property
+    def revenue_field(self) -> str:
+        """The field that carries a conversion's revenue: ``revenue`` if sent, else ``amount``."""
+        sent = self.fields.revenue is not None or "revenue" in self.invalid
+        return "revenue" if sent else "amount"
+
+    def refusing(self, *, conversion: bool) -> dict[str, str]:
+        """The invalid fields that refuse the event even where bad optional fields are dropped.
+
+        The ids are checked before the event is parsed; on a conversion, so is the money
+        field that carries its revenue.
+        """
+        carrier = self.revenue_field
+        if not conversion or carrier not in self.invalid:
+            return {}
+        # Named first, so the answer's message names what refused the event.
+        return {carrier: self.invalid[carrier]} | self.invalid
 
     @property
     def revenue(self) -> Decimal | None:
@@ -111,26 +132,47 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def parse_click(raw: dict[str, Any]) -> Click:
-    fields, extra = _parse(raw, ClickFields, required=("cid",), checks={})
+    fields, extra = _strict(*_parse(raw, ClickFields, required=("cid",), checks={}))
     return Click(fields=fields, extra=extra)
 
 
 def parse_postback_query(raw: dict[str, Any]) -> PostbackQuery:
-    query, _ = _parse(raw, PostbackQuery, required=(), checks={})
+    query, _ = _strict(*_parse(raw, PostbackQuery, required=(), checks={}))
     return query
 
 
+# An event cannot be told apart from another without these: a bad one always refuses.
+EVENT_IDS = ("cid", "event_id", "transaction_id", "pid")
+
+
 def parse_event(raw: dict[str, Any]) -> Event:
-    fields, extra = _parse(raw, EventFields, required=("cid", "event_id", "transaction_id"),
-                           checks=_EVENT_CHECKS)
+    """The event with every invalid field left out and listed in ``invalid``.
+
+    Raises the 400 of check 3 when an id is invalid; whether other invalid fields refuse
+    the event is the campaign's choice (``strict_fields``), made by the caller.
+    """
+    fields, extra, invalid = _parse(raw, EventFields,
+                                    required=("cid", "event_id", "transaction_id"),
+                                    checks=_EVENT_CHECKS)
+    if any(name in invalid for name in EVENT_IDS):
+        raise errors.invalid_fields(invalid)
     converted_at = None
     if fields.conversion_date is not None:
         timezone = TIMEZONES[(fields.conversion_timezone or "UTC").upper()]
         try:
             converted_at = conversion_time(fields.conversion_date, timezone)
         except OverflowError:  # valid in UTC, past year 9999 once the zone is applied
-            raise errors.invalid_fields({"conversion_date": _OUT_OF_RANGE}) from None
-    return Event(fields=fields, extra=extra, converted_at=converted_at)
+            invalid = _in_field_order(invalid | {"conversion_date": _OUT_OF_RANGE},
+                                      EventFields)
+            fields = msgspec.structs.replace(fields, conversion_date=None)
+    return Event(fields=fields, extra=extra, converted_at=converted_at, invalid=invalid)
+
+
+def _strict(fields: S, extra: dict[str, Any], invalid: dict[str, str]
+            ) -> tuple[S, dict[str, Any]]:
+    if invalid:
+        raise errors.invalid_fields(invalid)
+    return fields, extra
 
 
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -189,7 +231,11 @@ S = TypeVar("S", bound=msgspec.Struct)
 
 def _parse(
     raw: dict[str, Any], kind: type[S], *, required: tuple[str, ...], checks: dict[str, Check]
-) -> tuple[S, dict[str, Any]]:
+) -> tuple[S, dict[str, Any], dict[str, str]]:
+    """The valid fields, the valid extra fields, and every invalid field with why.
+
+    Raises only for a missing required field; invalid fields are left out of the rest.
+    """
     known = kind.__struct_fields__
     typed: dict[str, Any] = {}
     extra: dict[str, Any] = {}
@@ -220,9 +266,16 @@ def _parse(
     for name, check in checks.items():
         if values.get(name) is not None and (why := check(values[name])):
             invalid[name] = why
-    if invalid:
-        raise errors.invalid_fields(_in_field_order(invalid, kind))
-    return fields, extra
+    if not invalid:
+        return fields, extra, {}
+    invalid = _in_field_order(invalid, kind)
+    if any(name in invalid for name in required):
+        raise errors.invalid_fields(invalid)
+    # Converted again without them: what is left was valid on its own.
+    kept = {name: value for name, value in typed.items() if name not in invalid}
+    fields = msgspec.convert(kept, kind, strict=False)
+    extra = {name: value for name, value in extra.items() if name not in invalid}
+    return fields, extra, invalid
 
 
 def _convert_each(

@@ -11,6 +11,7 @@ from actors.registry import ActorRegistry
 from app.catalog import Catalog
 from app.config import Config
 from app.conversions.desk import ConversionDesk
+from app.idempotency import IdempotencyKeys
 from app.postbacks.dispatcher import Dispatcher
 from app.postbacks.plan import Planner
 from storage.store import Store
@@ -26,6 +27,7 @@ class Services:
     dispatcher: Dispatcher
     clock: Clock
     conversions: ConversionDesk
+    keys: IdempotencyKeys
 
 
 def services(request: Request) -> Services:

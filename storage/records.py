@@ -134,6 +134,17 @@ class ConversionChange(msgspec.Struct, frozen=True, kw_only=True, array_like=Tru
     reason: str | None
     source: ChangeSource
     changed_at: str
+class AnswerRow(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    """The answer a request with an Idempotency-Key got; ``body`` is base64."""
+
+    key: str
+    fingerprint: str
+    status: int
+    content_type: str
+    headers: str
+    body: str
+    created_at: str
+    expires_at: str
 
 
 class WriteOp(msgspec.Struct, frozen=True, kw_only=True):
@@ -150,6 +161,8 @@ class WriteOp(msgspec.Struct, frozen=True, kw_only=True):
     attempt: AttemptRow | None = None
     postback_change: PostbackChange | None = None
     conversion_changes: tuple[ConversionChange, ...] = ()
+    # Stored with the event it fired, so a retry finds it exactly when the event exists.
+    answer: AnswerRow | None = None
 
 
 class StoredTransaction(msgspec.Struct, frozen=True, kw_only=True):

@@ -114,6 +114,20 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX conversion_changes_by_conversion ON conversion_changes(conversion_id, id);
     """,
+    # 4: answers kept for requests sent with an Idempotency-Key.
+    """
+    CREATE TABLE idempotency_keys (
+        key TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        content_type TEXT NOT NULL,
+        headers TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX idempotency_keys_by_expiry ON idempotency_keys(expires_at);
+    """,
 )
 
 

@@ -9,12 +9,13 @@ from typing import Any
 
 import aiosqlite
 
-from storage import conversions, outbox, reader
+from storage import conversions, idempotency, outbox, reader
 from storage.backup import backup_into
 from storage.claim import Claim
 from storage.connection import open_reader, open_writer, prepare
 from storage.loader import BatchLoader
 from storage.records import (
+    AnswerRow,
     ConversionView,
     DuePostback,
     PostbackStatus,
@@ -152,6 +153,9 @@ class Store:
 
     async def transaction_view(self, transaction_id: str) -> TransactionView | None:
         return await reader.transaction_view(self._reader(), transaction_id)
+
+    async def stored_answer(self, key: str, now: str) -> AnswerRow | None:
+        return await idempotency.stored_answer(self._reader(), key, now)
 
     async def lead_fields(self, transaction_id: str) -> dict[str, Any]:
         return await reader.lead_fields(self._reader(), transaction_id)

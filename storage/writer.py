@@ -23,6 +23,7 @@ import msgspec
 import structlog
 
 from storage.records import (
+    AnswerRow,
     AttemptRow,
     ConversionChange,
     EventRow,
@@ -50,6 +51,12 @@ _INSERT_LEADS = _bulk_insert("leads", LeadRow)
 _INSERT_EVENTS = _bulk_insert("events", EventRow)
 _INSERT_POSTBACKS = _bulk_insert("postbacks", PostbackRow)
 _INSERT_ATTEMPTS = _bulk_insert("postback_attempts", AttemptRow)
+# "WHERE true" lets SQLite parse the upsert clause after a SELECT. The first answer stored
+# under a key is the one every retry gets.
+_INSERT_ANSWERS = (_bulk_insert("idempotency_keys", AnswerRow)
+                   + " WHERE true ON CONFLICT (key) DO NOTHING")
+# Expired answers go whenever new ones are stored: the table holds about a day of keys.
+_PURGE_ANSWERS = "DELETE FROM idempotency_keys WHERE expires_at <= ?"
 # At most one change per row and batch (see _merge_lead_changes), as UPDATE ... FROM
 # applies only one of several matches.
 _UPDATE_LEADS = """
@@ -310,11 +317,14 @@ class Writer:
         conversion_changes = [change for op in ops for change in op.conversion_changes]
         last_changes = list({change.conversion_id: change
                              for change in conversion_changes}.values())
+        answers = [op.answer for op in ops if op.answer is not None]
         # The last state of a postback is the one to keep.
         postback_changes = {op.postback_change.postback_id: op.postback_change
                             for op in ops if op.postback_change is not None}
         conn = self._conn
         await conn.execute("BEGIN IMMEDIATE")
+        if answers:
+            await conn.execute(_PURGE_ANSWERS, (min(row.created_at for row in answers),))
         # Fixed order: a row is inserted before rows that refer to it and changes to it.
         for sql, rows in (
             (_INSERT_LEADS, leads),
@@ -325,6 +335,7 @@ class Writer:
             (_UPDATE_POSTBACKS, list(postback_changes.values())),
             (_INSERT_CONVERSION_CHANGES, conversion_changes),
             (_UPDATE_CONVERSIONS, last_changes),
+            (_INSERT_ANSWERS, answers),
         ):
             if rows:
                 await conn.execute(sql, (_rows.encode(rows).decode(),))

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 from asgi_lifespan import LifespanManager
 
@@ -43,6 +44,9 @@ active = false
 [[campaigns]]
 cid = "{CID}"
 name = "Auto insurance quotes"
+# The checks of every field are proven on a strict campaign; the lenient default has tests
+# of its own (tests/test_lenient_fields.py).
+strict_fields = true
 landing_url = "https://example.com/quote?tid={{transaction_id}}&src={{pid}}"
 
 [[campaigns.events]]
@@ -62,6 +66,13 @@ cid = "{OTHER_CID}"
 [[campaigns.events]]
 event_id = "quote_viewed"
 """
+
+
+def with_campaign(config: Config, cid: str, **changes: Any) -> Config:
+    """``config`` with campaign ``cid``'s settings changed."""
+    campaigns = [msgspec.structs.replace(campaign, **changes) if campaign.cid == cid
+                 else campaign for campaign in config.campaigns]
+    return msgspec.structs.replace(config, campaigns=campaigns)
 
 
 class FakeClock:

@@ -48,7 +48,9 @@ class Receiver:
         self._release: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server = ThreadedServer(Starlette(routes=[
-            Route("/{path:path}", self._handle, methods=["GET", "POST"])]))
+            Route("/{path:path}", self._handle, methods=["GET", "POST"]),
+            # CORS preflights of scripted APIs: any origin, any header.
+            Route("/{path:path}", _preflight, methods=["OPTIONS"])]))
         self.url = self._server.url
 
     def __enter__(self) -> Receiver:
@@ -101,3 +103,12 @@ class Receiver:
         if answer.delay:
             await asyncio.sleep(answer.delay)
         return PlainTextResponse(answer.body, status_code=answer.status, headers=answer.headers)
+
+
+async def _preflight(request: Request) -> Response:
+    return Response(status_code=204, headers={
+        "Access-Control-Allow-Origin": "*",
+        "Access-Control-Allow-Methods": "GET, POST",
+        "Access-Control-Allow-Headers": request.headers.get(
+            "access-control-request-headers", "*"),
+    })

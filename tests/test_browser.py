@@ -268,8 +268,11 @@ def test_sdk_retries_5xx_and_network_errors_but_never_a_4xx(browser: Any) -> Non
         sent = json.loads(api.of("/api/event/trigger")[0].body)
         assert sent == {"sub3": "x", "cid": CID, "event_id": "quote_viewed",
                         "transaction_id": "txn_scripted", "pid": PID}
-        assert api.of("/api/event/trigger")[0].headers["content-type"].startswith(
-            "text/plain")  # a simple request: no CORS preflight
+        sent_first = api.of("/api/event/trigger")
+        assert sent_first[0].headers["content-type"].startswith("text/plain")
+        # The 503's retry kept its call's key; the next call has a fresh one.
+        keys = [request.headers["idempotency-key"] for request in sent_first]
+        assert keys[0] == keys[1] and len(set(keys)) == 3 and all(keys)
 
         page.close()
 
@@ -337,3 +340,60 @@ def test_demo_page_shows_the_answer_of_each_button(tmp_path: Path, browser: Any)
         assert failed == [f"{service.url}/api/event/trigger"]
     finally:
         service.kill()
+
+
+def test_sdk_retry_after_a_dropped_answer_gets_the_stored_answer(
+    tmp_path: Path, browser: Any
+) -> None:
+    """The first answer is lost on its way back; the retry, same key, learns the sale."""
+    with Pages("localhost") as pages:
+        config = tmp_path / "retry.toml"
+        config.write_text(f"""
+[server]
+admin_token = "{TOKEN}"
+
+[[sources]]
+pid = "{PID}"
+
+[[campaigns]]
+cid = "{CID}"
+allowed_origins = ["{pages.url}"]
+
+[[campaigns.events]]
+event_id = "sale_completed"
+conversion = true
+""")
+        service = Served(tmp_path, "--config", str(config), "--db", str(tmp_path / "r.db"))
+        try:
+            page = browser.new_page()
+            page.goto(f"{pages.url}/blank.html?pid={PID}")
+            # The first event request reaches the service, then its answer is dropped.
+            page.evaluate("""() => {
+                window.replayed = [];
+                const realFetch = window.fetch;
+                let dropped = false;
+                window.fetch = (url, options) => realFetch(url, options).then((response) => {
+                    if (url.endsWith('/api/event/trigger')) {
+                        window.replayed.push(response.headers.get('Idempotent-Replayed'));
+                        if (!dropped) {
+                            dropped = true;
+                            throw new TypeError('connection reset');
+                        }
+                    }
+                    return response;
+                });
+            }""")
+            ready = page.evaluate(
+                "(api) => EventPostback.init({cid: '%s', endpoint: api})" % CID, service.url)
+            transaction_id = ready["transaction_id"]
+            answer = page.evaluate(
+                "() => EventPostback.track('sale_completed', {revenue: '45.00'})")
+            assert (answer["status"], answer["type"]) == (200, "success")
+            assert page.evaluate("() => window.replayed") == [None, "true"]
+            view = httpx.get(f"{service.url}/api/transactions/{transaction_id}",
+                             headers={"Authorization": f"Bearer {TOKEN}"}).json()["data"]
+            [sale] = view["events"]
+            assert answer["data"]["conversion_id"] == sale["conversion_id"] != ""
+            page.close()
+        finally:
+            service.kill()

@@ -12,9 +12,11 @@ def routes(*, demo: bool = False) -> list[Route]:
     return [
         Route("/api/click", clicks.click_from_body, methods=["POST"]),
         Route("/api/click", clicks.click_from_query, methods=["GET"]),
-        # /trigger first: it would otherwise match /api/event/{cid}.
+        # /trigger and /global first: they would otherwise match /api/event/{cid}.
         Route("/api/event/trigger", events.trigger, methods=["POST"]),
         Route("/api/event/trigger", events.trigger_from_query, methods=["GET"]),
+        Route("/api/event/global", events.trigger_global, methods=["POST"]),
+        Route("/api/event/global", events.trigger_global_from_query, methods=["GET"]),
         Route("/api/event/{cid}", events.trigger_for_campaign, methods=["POST"]),
         Route("/api/event/{cid}", events.trigger_for_campaign_from_query, methods=["GET"]),
         Route("/api/transactions/{transaction_id}", admin.transaction, methods=["GET"]),

@@ -3,10 +3,13 @@
 POST /api/event/trigger and POST /api/event/{cid} take a body; their GET forms take the
 same fields from the query string, for image pixels and GET-only trackers, and answer a
 1x1 GIF instead of JSON with ``format=gif`` (the status code still tells the outcome).
+With an Idempotency-Key header (app.idempotency) a retry gets the first answer again.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -14,14 +17,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from actors.messages import FireEvent, Verdict
-from app import errors
+from app import errors, idempotency
 from app.bodies import form_fields, read_fields
-from app.envelope import success_response
+from app.catalog import Catalog
+from app.config import ORGANIC
+from app.envelope import error_body, success_body, success_response
 from app.errors import ApiError
+from app.idempotency import Answer
 from app.logs import annotate
-from app.payloads import parse_event
+from app.payloads import Event, parse_event
 from app.request_info import bind_ids, client_ip, header, user_agent
-from app.services import services
+from app.services import Services, services
+from storage.records import AnswerRow
 from storage.writer import StoreBusy, StoreClosed, StoreUnavailable
 
 _REFUSALS = {
@@ -31,6 +38,8 @@ _REFUSALS = {
     Verdict.DUPLICATE: errors.duplicate,
 }
 _FIRED = "Event triggered successfully"
+# Transaction ids minted by another tracker, accepted by unknown_transactions = "create".
+_FOREIGN_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # A transparent 1x1 GIF89a.
 PIXEL = bytes.fromhex(
     "47494638396101000100800000000000ffffff21f90401000000002c00000000010001000002024401003b")
@@ -45,15 +54,39 @@ class EventData(msgspec.Struct):
     conversion: bool
 
 
+class Fired(msgspec.Struct, frozen=True):
+    data: EventData
+    # Optional fields left out of the event, each with why.
+    invalid: dict[str, str]
+
+
+class _Form(msgspec.Struct, frozen=True):
+    """How a route answers: its success status, and JSON or a GIF pixel."""
+
+    success_status: int
+    query: bool = False
+    gif: bool = False
+    # The global route: the campaign is the one that owns the transaction.
+    owned: bool = False
+
+
 async def trigger(request: Request) -> Response:
-    data = await _fire(request, await read_fields(request), path_cid=None)
-    return success_response(200, _FIRED, data)
+    return await _handle(request, await read_fields(request), None, _Form(200))
 
 
 async def trigger_for_campaign(request: Request) -> Response:
-    data = await _fire(request, await read_fields(request),
-                       path_cid=request.path_params["cid"])
-    return success_response(201, _FIRED, data)
+    return await _handle(request, await read_fields(request), request.path_params["cid"],
+                         _Form(201))
+
+
+async def trigger_global(request: Request) -> Response:
+    return await _handle(request, await read_fields(request), None, _Form(200, owned=True))
+
+
+async def trigger_global_from_query(request: Request) -> Response:
+    raw = form_fields(request.url.query)
+    gif = raw.pop("format", None) == "gif"
+    return await _handle(request, raw, None, _Form(200, query=True, gif=gif, owned=True))
 
 
 async def trigger_from_query(request: Request) -> Response:
@@ -67,30 +100,116 @@ async def trigger_for_campaign_from_query(request: Request) -> Response:
 async def _from_query(request: Request, *, path_cid: str | None,
                       success_status: int) -> Response:
     raw = form_fields(request.url.query)
-    if raw.pop("format", None) != "gif":
-        data = await _fire(request, raw, path_cid=path_cid)
-        return success_response(success_status, _FIRED, data, headers=_NO_STORE)
+    gif = raw.pop("format", None) == "gif"
+    return await _handle(request, raw, path_cid, _Form(success_status, query=True, gif=gif))
+
+
+async def _handle(request: Request, raw: dict[str, Any], path_cid: str | None,
+                  form: _Form) -> Response:
+    svc = services(request)
+    if not form.gif:
+        key = idempotency.key_of(request)
+        if form.owned:
+            await _owner(svc, raw)
+        event, dropped = _checked(svc, raw, path_cid)
+        if key is None:  # the common path
+            fired = await _fire(request, svc, event, dropped, None)
+            return success_response(form.success_status, _FIRED, fired.data,
+                                    headers=_NO_STORE if form.query else None,
+                                    invalid=fired.invalid)
+        return await _keyed(request, svc, key, event, dropped, form)
     try:
-        await _fire(request, raw, path_cid=path_cid)
+        key = idempotency.key_of(request)
+        if form.owned:
+            await _owner(svc, raw)
+        event, dropped = _checked(svc, raw, path_cid)
+        if key is not None:
+            return await _keyed(request, svc, key, event, dropped, form)
+        await _fire(request, svc, event, dropped, None)
     except (StoreBusy, StoreClosed):
-        return _pixel(errors.busy())
+        return _refusal(errors.busy(), form).response()
     except StoreUnavailable:
-        return _pixel(errors.store_unavailable())
+        return _refusal(errors.store_unavailable(), form).response()
     except ApiError as error:
-        return _pixel(error)
-    return Response(PIXEL, status_code=success_status, media_type="image/gif",
+        return _refusal(error, form).response()
+    return Response(PIXEL, status_code=form.success_status, media_type="image/gif",
                     headers=_NO_STORE)
 
 
-def _pixel(error: ApiError) -> Response:
+async def _keyed(request: Request, svc: Services, key: str, event: Event,
+                 dropped: dict[str, str], form: _Form) -> Response:
+    """Handle a request with an Idempotency-Key: first time as usual, later replayed."""
+    keys = svc.keys
+    route = f"{request.method} {request.url.path} {'gif' if form.gif else 'json'}"
+    fingerprint = idempotency.fingerprint(route, [event.fields, event.extra, dropped])
+    replay = await keys.claim(key, fingerprint)
+    if replay is not None:
+        annotate(outcome="replayed")
+        return replay.response(replayed=True)
+    try:
+        fired = await _fire(request, svc, event, dropped,
+                            lambda data: keys.row(key, fingerprint,
+                                                  _success(Fired(data, dropped), form)))
+    except ApiError as error:
+        # Checks 4-10 answer the same way for the same fields: remembered too.
+        answer = _refusal(error, form)
+        keys.store(key, fingerprint, answer)
+        return answer.response()
+    except BaseException:
+        keys.release(key)  # nothing stored: a retry is handled anew
+        raise
+    answer = _success(fired, form)
+    keys.answered(key, answer)
+    return answer.response()
+
+
+def _success(fired: Fired, form: _Form) -> Answer:
+    headers = _NO_STORE if form.query else {}
+    if form.gif:
+        return Answer(status=form.success_status, content_type="image/gif", headers=headers,
+                      body=PIXEL)
+    return Answer(status=form.success_status, content_type="application/json",
+                  headers=headers,
+                  body=success_body(form.success_status, _FIRED, fired.data,
+                                    invalid=fired.invalid))
+
+
+def _refusal(error: ApiError, form: _Form) -> Answer:
+    """The answer the app gives ``error``: the JSON envelope, or the pixel with its status."""
     annotate(outcome=error.outcome)
-    return Response(PIXEL, status_code=error.status, media_type="image/gif",
-                    headers=_NO_STORE | (error.headers or {}))
+    headers = error.headers or {}
+    if form.gif:
+        return Answer(status=error.status, content_type="image/gif",
+                      headers=_NO_STORE | headers, body=PIXEL)
+    return Answer(status=error.status, content_type="application/json", headers=headers,
+                  body=error_body(error.status, error.message, missing=error.missing,
+                                  invalid=error.invalid))
 
 
-async def _fire(request: Request, raw: dict[str, Any], *, path_cid: str | None) -> EventData:
-    """Run every check on the fields and fire the event; raises ApiError on a refusal."""
-    svc = services(request)
+async def _owner(svc: Services, raw: dict[str, Any]) -> None:
+    """Put the cid of the campaign that owns the transaction into ``raw``.
+
+    The global route looks the transaction up before any other check: without it there
+    is no campaign to check against.
+    """
+    missing = [name for name in ("event_id", "transaction_id") if raw.get(name) in (None, "")]
+    if missing:
+        raise errors.required(missing)
+    transaction_id = raw["transaction_id"]
+    if not isinstance(transaction_id, str) or len(transaction_id) > 255:
+        raise errors.malformed_transaction()
+    lead = await svc.registry.lead_of(transaction_id)
+    if lead is None:
+        raise errors.malformed_transaction()
+    sent = raw.get("cid")
+    if sent is not None and sent != "" and sent != lead[0]:
+        raise errors.cid_not_owner()
+    raw["cid"] = lead[0]
+
+
+def _checked(svc: Services, raw: dict[str, Any],
+             path_cid: str | None) -> tuple[Event, dict[str, str]]:
+    """Checks 1-3: the event's fields, and those of them it fires without."""
     if path_cid is not None:
         sent = raw.get("cid")
         if sent is not None and sent != "" and sent != path_cid:
@@ -98,12 +217,53 @@ async def _fire(request: Request, raw: dict[str, Any], *, path_cid: str | None) 
         raw["cid"] = path_cid
     bind_ids(raw)
     event = parse_event(raw)
+    return event, _dropped(svc.catalog, event)
+
+
+def _dropped(catalog: Catalog, event: Event) -> dict[str, str]:
+    """The invalid fields the event fires without; raises check 3's 400 if any refuses it.
+
+    Only a campaign that is known and not ``strict_fields`` drops fields, and on a
+    conversion its revenue field still refuses; otherwise the answer is what check 3 has
+    always given, before any later check.
+    """
+    if not event.invalid:
+        return {}
+    fields = event.fields
+    campaign = catalog.find_campaign(fields.cid)
+    configured = catalog.find_event(fields.cid, fields.event_id)
+    if campaign is None or campaign.strict_fields or configured is None:
+        raise errors.invalid_fields(event.invalid)
+    refusing = event.refusing(conversion=configured.conversion)
+    if refusing:
+        raise errors.invalid_fields(refusing)
+    annotate(dropped_fields=list(event.invalid))
+    return event.invalid
+
+
+async def _fire(request: Request, svc: Services, event: Event, dropped: dict[str, str],
+                stored: Callable[[EventData], AnswerRow] | None) -> Fired:
+    """Run checks 4-10 and fire the event; raises ApiError on a refusal.
+
+    ``stored`` gives the row that stores the answer, written with the event.
+    """
     fields = event.fields
 
     campaign = svc.catalog.campaign(fields.cid)
     svc.catalog.check_origin(campaign, header(request, b"origin"))
     configured = svc.catalog.event(fields.cid, fields.event_id)
-    source = svc.catalog.source(fields.pid)
+    create = campaign.unknown_transactions == "create"
+    if create and not _FOREIGN_ID.fullmatch(fields.transaction_id):
+        raise errors.malformed_transaction()
+    pid = fields.pid
+    if pid is None:
+        pid = ORGANIC
+        if campaign.pid_fallback == "lead":
+            # As if the lead's pid had been sent: check 6 applies to it as to any other.
+            lead = await svc.registry.lead_of(fields.transaction_id)
+            if lead is not None and lead[0] == fields.cid:
+                pid = lead[1]
+    source = svc.catalog.source(pid)
 
     event_fields, lead_fields = event.stored_fields()
     revenue = event.revenue
@@ -111,11 +271,17 @@ async def _fire(request: Request, raw: dict[str, Any], *, path_cid: str | None) 
     if configured.conversion and revenue is not None and source.payout is not None:
         payout = source.payout.amount(revenue)
     pending = configured.conversion and configured.approval == "manual"
+
+    def data(conversion_id: str) -> EventData:
+        return EventData(cid=fields.cid, pid=pid, transaction_id=fields.transaction_id,
+                         conversion_id=conversion_id, conversion=configured.conversion)
+
+    answer_row = None if stored is None else (lambda conversion_id: stored(data(conversion_id)))
     reply = await svc.registry.fire(FireEvent(
         transaction_id=fields.transaction_id,
         cid=fields.cid,
         event_id=fields.event_id,
-        pid=fields.pid,
+        pid=pid,
         conversion=configured.conversion,
         once=not configured.allow_duplicates,
         revenue=revenue,
@@ -127,18 +293,14 @@ async def _fire(request: Request, raw: dict[str, Any], *, path_cid: str | None) 
         converted_at=event.converted_at,
         ip=client_ip(request),
         user_agent=user_agent(request),
-        postbacks=svc.planner.wants(fields.cid, fields.event_id, fields.pid,
+        postbacks=svc.planner.wants(fields.cid, fields.event_id, pid,
                                     configured.conversion, pending),
         pending=pending,
+        answer=answer_row,
+        create=create,
     ))
     refusal = _REFUSALS.get(reply.verdict)
     if refusal is not None:
         raise refusal()
     annotate(outcome="converted" if reply.conversion_id else "fired")
-    return EventData(
-        cid=fields.cid,
-        pid=fields.pid,
-        transaction_id=fields.transaction_id,
-        conversion_id=reply.conversion_id,
-        conversion=configured.conversion,
-    )
+    return Fired(data(reply.conversion_id), dropped)

@@ -91,8 +91,18 @@
     return new Promise(function (resolve) { window.setTimeout(resolve, ms); });
   }
 
-  // JSON sent as text/plain: a "simple" request, so no preflight, and the same body works
-  // for fetch(keepalive) and sendBeacon.
+  // A fresh Idempotency-Key per tracked event, the same on its retries: a retry whose
+  // first try was stored gets that try's answer instead of a 403 lock.
+  function newKey() {
+    if (window.crypto && window.crypto.randomUUID) {
+      return window.crypto.randomUUID();
+    }
+    return Date.now().toString(36) + "-" + Math.random().toString(36).slice(2);
+  }
+
+  // JSON sent as text/plain, so the same body works for fetch(keepalive) and sendBeacon.
+  // The Idempotency-Key header makes an event's request need a CORS preflight, which the
+  // browser caches (Access-Control-Max-Age).
   function post(path, body, job) {
     var attempt = 0;
     function once() {
@@ -102,7 +112,9 @@
       return fetch(state.endpoint + path, {
         method: "POST",
         body: JSON.stringify(body),
-        headers: {"Content-Type": "text/plain;charset=UTF-8"},
+        headers: job && job.key
+          ? {"Content-Type": "text/plain;charset=UTF-8", "Idempotency-Key": job.key}
+          : {"Content-Type": "text/plain;charset=UTF-8"},
         keepalive: true,
         credentials: "omit"
       }).then(function (response) {
@@ -187,7 +199,7 @@
         if (known.pid) {
           body.pid = known.pid;  // the lead's source, so the event is credited to it
         }
-        var job = {body: body, beaconed: false};
+        var job = {body: body, beaconed: false, key: newKey()};
         return post("/api/event/trigger", body, job);
       }, function (answer) {
         return answer && answer.type ? answer : failure(answer);
