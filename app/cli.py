@@ -8,21 +8,16 @@ import signal
 import sys
 from collections.abc import Sequence
 from importlib.metadata import version
+from pathlib import Path
 from typing import get_args
 
 import uvicorn
 
-from app.config import (
-    ConfigError,
-    Durability,
-    ServerConfig,
-    demo_config,
-    load_config,
-    with_server_overrides,
-)
+from app.config import ConfigError, Durability, ServerConfig, demo_config, with_server_overrides
 from app.config_summary import summary
 from app.factory import build_store, create_app
 from app.logs import configure_logging
+from app.reload import ConfigFile
 from storage.claim import DatabaseInUse
 
 
@@ -76,7 +71,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _check_config(path: str) -> int:
     try:
-        config = load_config(path)
+        # The same reading and checks as start-up and a reload.
+        config = ConfigFile(Path(path)).read()
     except ConfigError as exc:
         sys.stderr.write(f"{exc}\n")
         return 2
@@ -98,10 +94,15 @@ def _tune_garbage_collector() -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    overrides = {"db": args.db, "host": args.host, "port": args.port,
+                 "durability": args.durability}
+    # A reload reads the file again with the same flags over it.
+    config_file = ConfigFile(Path(args.config), overrides) if args.config else None
     try:
-        config = load_config(args.config) if args.config else demo_config()
-        config = with_server_overrides(config, "command line", db=args.db, host=args.host,
-                                       port=args.port, durability=args.durability)
+        if config_file is not None:
+            config = config_file.read()
+        else:
+            config = with_server_overrides(demo_config(), "command line", **overrides)
     except ConfigError as exc:
         sys.stderr.write(f"{exc}\n")
         return 2
@@ -113,7 +114,8 @@ def _serve(args: argparse.Namespace) -> int:
         return 3
     configure_logging(args.log_level)
     server = uvicorn.Server(uvicorn.Config(
-        create_app(config, store=store, demo=not args.config),
+        create_app(config, store=store, demo=not args.config, config_file=config_file,
+                   reload_on_sighup=True),
         host=config.server.host,
         port=config.server.port,
         loop="uvloop",
