@@ -36,7 +36,7 @@ from app.middleware import RequestLogMiddleware
 from app.postbacks.dispatcher import Dispatcher
 from app.postbacks.plan import Planner
 from app.reload import ConfigFile, Reloader
-from app.routes import operate, routes
+from app.routes import docs, operate, routes
 from app.services import Current, Services
 from storage.records import PostbackRow
 from storage.store import Store
@@ -135,7 +135,7 @@ def create_app(
             log.info("store_closed", db=str(the_store.path))
 
     return Starlette(
-        routes=[*routes(demo=demo), *operate.routes()],
+        routes=[*routes(demo=demo), *operate.routes(), *docs.routes(demo=demo)],
         middleware=[
             Middleware(RequestLogMiddleware, metrics=metrics),
             # Bodies first, so that a slow one never holds an in-flight slot.
