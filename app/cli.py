@@ -26,6 +26,7 @@ from app.conversions.command import change_from_file
 from app.conversions.rules import Action
 from app.factory import build_store, create_app
 from app.logs import configure_logging
+from app.reload import ConfigFile
 from storage.claim import DatabaseInUse
 
 
@@ -114,7 +115,8 @@ def _conversions(args: argparse.Namespace) -> int:
 
 def _check_config(path: str) -> int:
     try:
-        config = load_config(path)
+        # The same reading and checks as start-up and a reload.
+        config = ConfigFile(Path(path)).read()
     except ConfigError as exc:
         sys.stderr.write(f"{exc}\n")
         return 2
@@ -136,10 +138,15 @@ def _tune_garbage_collector() -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    overrides = {"db": args.db, "host": args.host, "port": args.port,
+                 "durability": args.durability}
+    # A reload reads the file again with the same flags over it.
+    config_file = ConfigFile(Path(args.config), overrides) if args.config else None
     try:
-        config = load_config(args.config) if args.config else demo_config()
-        config = with_server_overrides(config, "command line", db=args.db, host=args.host,
-                                       port=args.port, durability=args.durability)
+        if config_file is not None:
+            config = config_file.read()
+        else:
+            config = with_server_overrides(demo_config(), "command line", **overrides)
     except ConfigError as exc:
         sys.stderr.write(f"{exc}\n")
         return 2
@@ -151,7 +158,8 @@ def _serve(args: argparse.Namespace) -> int:
         return 3
     configure_logging(args.log_level)
     server = uvicorn.Server(uvicorn.Config(
-        create_app(config, store=store, demo=not args.config),
+        create_app(config, store=store, demo=not args.config, config_file=config_file,
+                   reload_on_sighup=True),
         host=config.server.host,
         port=config.server.port,
         loop="uvloop",

@@ -107,6 +107,8 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     flush_ms: Annotated[int, Meta(ge=1, le=60_000)] = 5
     lock_seconds: Annotated[float, Meta(ge=0, le=3600)] = 2.0
     admin_token: str | None = None
+    # /metrics without the admin token (for a scraper on a trusted network).
+    metrics_public: bool = False
     max_actors: Annotated[int, Meta(ge=1)] = 100_000
     max_pending_writes: Annotated[int, Meta(ge=1)] = 10_000
     max_in_flight: Annotated[int, Meta(ge=1)] = 1024

@@ -27,6 +27,8 @@ class _Error(msgspec.Struct, omit_defaults=True):
     invalidFields: dict[str, str] | None = None
 
 
+# The error shape, as the OpenAPI document names it.
+ErrorEnvelope = _Error
 _encoder = msgspec.json.Encoder()
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import signal
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 import structlog
+from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -16,23 +20,27 @@ from starlette.responses import Response
 
 from actors.actor import Runtime
 from actors.clock import Clock, SystemClock
+from actors.messages import FireEvent
 from actors.registry import ActorRegistry
 from app import errors
 from app.admission import AdmissionMiddleware
 from app.body_reader import BodyReader
 from app.catalog import Catalog
-from app.config import Config
+from app.config import Config, ConfigError
 from app.conversions.desk import ConversionDesk
 from app.cors import cors_middleware
 from app.envelope import error_response
 from app.errors import ApiError
 from app.idempotency import IdempotencyKeys
 from app.logs import annotate
+from app.metrics import Metrics
 from app.middleware import RequestLogMiddleware
 from app.postbacks.dispatcher import Dispatcher
 from app.postbacks.plan import Planner
-from app.routes import routes
-from app.services import Services
+from app.reload import ConfigFile, Reloader
+from app.routes import docs, operate, routes
+from app.services import Current, Services
+from storage.records import PostbackRow
 from storage.store import Store
 from storage.writer import StoreBusy, StoreClosed, StoreUnavailable
 
@@ -62,20 +70,26 @@ def create_app(
     clock: Clock | None = None,
     store: Store | None = None,
     demo: bool = False,
+    config_file: ConfigFile | None = None,
+    metrics_registry: CollectorRegistry | None = None,
+    reload_on_sighup: bool = False,
 ) -> Starlette:
     """The ASGI app. Its lifespan opens the store and, on shutdown, flushes and closes it.
 
     ``demo`` serves the example landing page that goes with the built-in demo config.
+    ``config_file`` is what a reload reads again (SIGHUP too, with ``reload_on_sighup``).
     """
     clock = clock or SystemClock()
     the_store = store or build_store(config)
     server = config.server
-
-    planner = Planner(config)
+    metrics = Metrics(config, metrics_registry)
+    planner = _CurrentPlanner(Planner(config))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         await the_store.open()
+        the_store.writer.commit_observer = metrics.observe_commit
+        the_store.on_commit(metrics.on_commit)
         registry = ActorRegistry(
             Runtime(
                 store=the_store,
@@ -89,16 +103,35 @@ def create_app(
         )
         dispatcher = Dispatcher(the_store, clock, config.delivery)
         dispatcher.start()
+        metrics.bind(_LiveValues(the_store, registry))
+
+        def apply(new: Config) -> None:
+            # No await in here: no request runs between the first assignment and the last.
+            new_planner = Planner(new)
+            planner.current = new_planner
+            dispatcher.use_settings(new.delivery)
+            metrics.use_config(new)
+            current.services = dataclasses.replace(
+                current.services, config=new, catalog=Catalog(new), planner=new_planner)
+
+        reloader = Reloader(config_file, lambda: current.services.config, apply)
+        current = Current(Services(
+            config=config, catalog=Catalog(config), planner=planner.current,
+            store=the_store, registry=registry, dispatcher=dispatcher, clock=clock,
+            metrics=metrics, reloader=reloader,
+            # Status changes plan their postbacks with the config in force, like actors.
+            conversions=ConversionDesk(the_store, lambda: planner.current, clock),
+            keys=IdempotencyKeys(the_store, clock, hours=server.idempotency_hours)))
+        loop = asyncio.get_running_loop()
+        if reload_on_sighup:
+            loop.add_signal_handler(signal.SIGHUP, _reload_logging_errors, reloader)
         log.info("store_opened", db=str(the_store.path), durability=server.durability)
         try:
-            yield {"services": Services(config=config, catalog=Catalog(config),
-                                        planner=planner, store=the_store, registry=registry,
-                                        dispatcher=dispatcher, clock=clock,
-                                        conversions=ConversionDesk(the_store, planner, clock),
-                                        keys=IdempotencyKeys(
-                                            the_store, clock,
-                                            hours=server.idempotency_hours))}
+            # "services" is the state as it was at start-up (tests read the store from it).
+            yield {"current": current, "services": current.services}
         finally:
+            if reload_on_sighup:
+                loop.remove_signal_handler(signal.SIGHUP)
             # Requests are done by now; the dispatcher may still record attempts, then
             # the store commits everything queued.
             await registry.close()
@@ -107,9 +140,9 @@ def create_app(
             log.info("store_closed", db=str(the_store.path))
 
     return Starlette(
-        routes=routes(demo=demo),
+        routes=[*routes(demo=demo), *operate.routes(), *docs.routes(demo=demo)],
         middleware=[
-            Middleware(RequestLogMiddleware),
+            Middleware(RequestLogMiddleware, metrics=metrics),
             # Bodies first, so that a slow one never holds an in-flight slot.
             Middleware(BodyReader, timeout=server.body_timeout_seconds),
             Middleware(AdmissionMiddleware, limit=server.max_in_flight),
@@ -125,6 +158,47 @@ def create_app(
         },
         lifespan=lifespan,
     )
+
+
+class _CurrentPlanner:
+    """The planner actors call: always the one of the config in force."""
+
+    def __init__(self, planner: Planner) -> None:
+        self.current = planner
+
+    def __call__(self, event: FireEvent, lead_fields: Mapping[str, Any], conversion_id: str,
+                 fired_at: str) -> tuple[PostbackRow, ...]:
+        return self.current(event, lead_fields, conversion_id, fired_at)
+
+
+class _LiveValues:
+    """What the metrics read at scrape time."""
+
+    def __init__(self, store: Store, registry: ActorRegistry) -> None:
+        self._store = store
+        self._registry = registry
+
+    def queue_depth(self) -> int:
+        return self._store.writer.pending
+
+    def store_writable(self) -> bool:
+        return not self._store.writer.failing
+
+    def actors_live(self) -> int:
+        return len(self._registry)
+
+    def actor_evictions(self) -> int:
+        return self._registry.evictions
+
+    def cold_loads(self) -> int:
+        return self._store.cold_loads
+
+
+def _reload_logging_errors(reloader: Reloader) -> None:
+    try:
+        reloader.reload()
+    except ConfigError as exc:
+        log.error("config_reload_refused", error=str(exc))
 
 
 def _answer(error: ApiError) -> Response:

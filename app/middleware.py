@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.envelope import internal_error_body
 from app.logs import start_request
+from app.metrics import Metrics
 
 log = structlog.get_logger("app.request")
 
@@ -27,10 +28,12 @@ class RequestLogMiddleware:
 
     Handlers add ``cid``, ``event_id``, ``transaction_id`` and ``outcome`` with
     ``app.logs.annotate``; they run in this task, so what they add is here when they return.
+    The same fields feed the request and event metrics.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics | None = None) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -64,14 +67,18 @@ class RequestLogMiddleware:
                 })
                 await send({"type": "http.response.body", "body": internal_error_body()})
         finally:
-            route = scope.get("route")
+            seconds = time.perf_counter() - started
+            # The route's template, never the raw path: a metric label must stay bounded.
+            template: str | None = getattr(scope.get("route"), "path", None)
             log.info(
                 "request",
                 method=scope["method"],
-                route=getattr(route, "path", scope["path"]),
+                route=template or scope["path"],
                 status=status,
-                latency_ms=round((time.perf_counter() - started) * 1000, 3),
+                latency_ms=round(seconds * 1000, 3),
             )
+            if self.metrics is not None:
+                self.metrics.observe_request(template, status, fields, seconds)
 
 
 def _request_id(scope: Scope) -> str:

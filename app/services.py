@@ -12,8 +12,10 @@ from app.catalog import Catalog
 from app.config import Config
 from app.conversions.desk import ConversionDesk
 from app.idempotency import IdempotencyKeys
+from app.metrics import Metrics
 from app.postbacks.dispatcher import Dispatcher
 from app.postbacks.plan import Planner
+from app.reload import Reloader
 from storage.store import Store
 
 
@@ -28,8 +30,25 @@ class Services:
     clock: Clock
     conversions: ConversionDesk
     keys: IdempotencyKeys
+    metrics: Metrics
+    reloader: Reloader
+
+
+class Current:
+    """The Services in force; a config reload replaces the whole object at once.
+
+    The lifespan state is copied into each request's scope when the app starts, so the
+    swap happens on this holder, which every copy shares.
+    """
+
+    __slots__ = ("services",)
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
 
 
 def services(request: Request) -> Services:
-    found: Services = request.state.services
-    return found
+    """The Services a request works with; read once per request, so it never sees a mix
+    of two configs."""
+    current: Current = request.state.current
+    return current.services

@@ -39,6 +39,7 @@ class BatchLoader:
         self._waiting: dict[str, list[asyncio.Future[StoredTransaction | None]]] = {}
         self._has_work = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.transactions_asked = 0
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="cold-loads")
@@ -71,6 +72,7 @@ class BatchLoader:
                 ids = list(self._waiting)[: self._max_batch]
                 batch = {transaction_id: self._waiting.pop(transaction_id)
                          for transaction_id in ids}
+                self.transactions_asked += len(ids)
                 try:
                     found = await self._query(ids)
                 except Exception as exc:

@@ -118,3 +118,10 @@ async def postback(conn: aiosqlite.Connection, postback_id: int) -> PostbackView
             " FROM postback_attempts WHERE postback_id = ? ORDER BY id", (postback_id,))
     ]
     return msgspec.structs.replace(_view(rows[0]), attempt_log=attempts)
+
+
+async def counts_by_status(conn: aiosqlite.Connection) -> dict[PostbackStatus, int]:
+    """How many postbacks are in each status (an index scan, not a table scan)."""
+    rows = await conn.execute_fetchall(
+        "SELECT status, count(*) FROM postbacks GROUP BY status")
+    return {status: count for status, count in rows}

@@ -105,6 +105,14 @@ class Store:
             raise RuntimeError("store is not open")
         return self._writer
 
+    @property
+    def cold_loads(self) -> int:
+        """How many transactions were read back from the database since it opened."""
+        return 0 if self._loader is None else self._loader.transactions_asked
+
+    async def postback_counts(self) -> dict[PostbackStatus, int]:
+        return await outbox.counts_by_status(self._reader())
+
     def has_room(self) -> bool:
         return self.writer.has_room()
 

@@ -172,6 +172,8 @@ class Writer:
         self._committing: list[_Item] = []
         self.failing = False
         self.batches_committed = 0
+        # Told the size and duration of every committed batch (the metrics set it).
+        self.commit_observer: Callable[[int, float], None] | None = None
 
     @property
     def pending(self) -> int:
@@ -274,6 +276,7 @@ class Writer:
     async def _commit(self, batch: list[_Item]) -> None:
         delay = self._retry_initial
         while True:
+            started = time.perf_counter()
             try:
                 await self._apply([op for op, _ in batch])
             except _PERMANENT as exc:
@@ -298,6 +301,8 @@ class Writer:
                 continue
             self.failing = False
             self.batches_committed += 1
+            if self.commit_observer is not None:
+                self.commit_observer(len(batch), time.perf_counter() - started)
             for _, future in batch:
                 if not future.done():
                     future.set_result(None)

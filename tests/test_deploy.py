@@ -36,8 +36,8 @@ def test_the_unit_restarts_on_failure_as_its_own_user() -> None:
     assert service["Restart"] == "on-failure"
     assert service["User"] == service["Group"] == "event-postback"
     assert unit["Install"]["WantedBy"] == "multi-user.target"
-    # SIGHUP would end the process: the service has no config reload to offer.
-    assert "ExecReload" not in service
+    # The server reloads its config on SIGHUP (tests/test_reload.py serves it so).
+    assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
 
 
 def test_the_unit_runs_a_command_line_the_server_accepts() -> None:

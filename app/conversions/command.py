@@ -53,7 +53,8 @@ async def _change(config: Config, action: Action, ids: list[str],
     store = build_store(config)
     await store.open()
     try:
-        desk = ConversionDesk(store, Planner(config), SystemClock())
+        planner = Planner(config)
+        desk = ConversionDesk(store, lambda: planner, SystemClock())
         return await desk.change(ids, action, reason, "cli")
     finally:
         await store.close()

@@ -4,6 +4,7 @@ audit rows in one transaction, one change at a time."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Literal
 
 import msgspec
@@ -40,7 +41,7 @@ class ConversionDesk:
     the next one reads. Firing never changes a status, so it needs no part in this.
     """
 
-    def __init__(self, store: Store, planner: Planner, clock: Clock) -> None:
+    def __init__(self, store: Store, planner: Callable[[], Planner], clock: Clock) -> None:
         self._store = store
         self._planner = planner
         self._clock = clock
@@ -85,7 +86,8 @@ class ConversionDesk:
 
     async def _postbacks(self, view: ConversionView, status: ConversionStatus,
                          reason: str | None, now: str) -> tuple[PostbackRow, ...]:
-        if not self._planner.wants_change(view, status):
+        planner = self._planner()
+        if not planner.wants_change(view, status):
             return ()
         lead_fields = await self._store.lead_fields(view.transaction_id)
-        return self._planner.for_change(view, status, reason, lead_fields, now)
+        return planner.for_change(view, status, reason, lead_fields, now)

@@ -63,6 +63,10 @@ class Dispatcher:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
 
+    def use_settings(self, settings: DeliveryConfig) -> None:
+        """Deliver with new settings from the next attempt on (the pool keeps its size)."""
+        self._settings = settings
+
     @property
     def in_flight(self) -> int:
         return len(self._in_flight)
@@ -189,8 +193,9 @@ class Dispatcher:
         try:
             # httpx times each phase; this bounds the whole request, a slow drip included.
             async with asyncio.timeout(self._settings.timeout_seconds):
-                async with self._client.stream(postback.method, postback.url, content=body,
-                                               headers=headers) as response:
+                async with self._client.stream(
+                        postback.method, postback.url, content=body, headers=headers,
+                        timeout=self._settings.timeout_seconds) as response:
                     status_code = response.status_code
                     retry_after = response.headers.get("retry-after")
                     answer = await _read_head(response, RESPONSE_KEPT_BYTES)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -10,12 +11,18 @@ from app.envelope import success_response
 from app.services import services
 
 
+class HealthData(msgspec.Struct):
+    store: str
+    pending_writes: int
+    live_actors: int
+
+
 async def healthz(request: Request) -> Response:
     svc = services(request)
     if not await svc.store.healthy():
         raise errors.store_not_writable()
-    return success_response(200, "OK", {
-        "store": "writable",
-        "pending_writes": svc.store.writer.pending,
-        "live_actors": len(svc.registry),
-    })
+    return success_response(200, "OK", HealthData(
+        store="writable",
+        pending_writes=svc.store.writer.pending,
+        live_actors=len(svc.registry),
+    ))

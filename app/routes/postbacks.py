@@ -15,6 +15,16 @@ from app.routes.admin import require_admin
 from app.services import services
 from storage.records import WriteOp
 
+# SQLite's integers are 64-bit: a larger id cannot exist, and binding it would overflow.
+_MAX_ID = 2**63 - 1
+
+
+def _postback_id(request: Request) -> int:
+    postback_id: int = request.path_params["postback_id"]
+    if postback_id > _MAX_ID:
+        raise errors.postback_not_found()
+    return postback_id
+
 
 async def list_postbacks(request: Request) -> Response:
     """GET /api/postbacks?status=&cid=&limit=: newest first."""
@@ -31,7 +41,7 @@ async def show_postback(request: Request) -> Response:
     svc = services(request)
     require_admin(request, svc)
     await svc.store.flush()
-    found = await svc.store.postback(request.path_params["postback_id"])
+    found = await svc.store.postback(_postback_id(request))
     if found is None:
         raise errors.postback_not_found()
     return success_response(200, "OK", found)
@@ -41,7 +51,7 @@ async def retry_postback(request: Request) -> Response:
     """POST /api/postbacks/{id}/retry: send a failed (or waiting) postback now."""
     svc = services(request)
     require_admin(request, svc)
-    postback_id: int = request.path_params["postback_id"]
+    postback_id = _postback_id(request)
     await svc.store.flush()
     found = await svc.store.postback(postback_id)
     if found is None:

@@ -1,0 +1,55 @@
+"""Routes for whoever runs the service: Prometheus metrics and config reload."""
+
+from __future__ import annotations
+
+import msgspec
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from app.config import ConfigError
+from app.config_summary import summary
+from app.envelope import success_response
+from app.errors import ApiError
+from app.logs import annotate
+from app.routes.admin import require_admin
+from app.services import services
+
+
+async def metrics(request: Request) -> Response:
+    """GET /metrics: the Prometheus text format; admin token unless metrics_public."""
+    svc = services(request)
+    if not svc.config.server.metrics_public:
+        require_admin(request, svc)
+    svc.metrics.set_postbacks(await svc.store.postback_counts())
+    annotate(outcome="scraped")
+    return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+class ReloadData(msgspec.Struct):
+    # What changed, e.g. {"sources_changed": ["src_a"], "campaigns_added": ["cmp_b"]}.
+    changes: dict[str, list[str]]
+    # What the config now holds: "2 campaigns, 3 sources, 5 events, 2 postbacks".
+    config: str
+
+
+async def reload_config(request: Request) -> Response:
+    """POST /api/admin/reload: read the config file again; 400 and no change if it is wrong."""
+    svc = services(request)
+    require_admin(request, svc)
+    try:
+        changed = svc.reloader.reload()
+    except ConfigError as exc:
+        raise ApiError(400, str(exc), "config_refused") from None
+    annotate(outcome="config_reloaded")
+    config = svc.reloader.current()
+    return success_response(200, "Config reloaded",
+                            ReloadData(changes=changed, config=summary(config)))
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/api/admin/reload", reload_config, methods=["POST"]),
+    ]
