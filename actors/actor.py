@@ -14,7 +14,7 @@ from actors.clock import Clock, utc_text
 from actors.messages import CreateLead, FireEvent, LeadOf, Message, Reply, Verdict
 from actors.rules import apply_cost, decide, opens_window
 from actors.state import TransactionState
-from storage.money import money_text
+from storage.money import micro, money_text
 from storage.records import (
     ConversionStatus,
     EventRow,
@@ -230,6 +230,7 @@ class TransactionActor:
                 transaction_id=self.transaction_id,
                 fields_patch=encode_fields(event.lead_fields) if event.lead_fields else None,
                 cost=money_text(cost),
+                cost_micro=None if cost is None else micro(cost),
             )
         op = WriteOp(
             lead=lead,
@@ -250,6 +251,9 @@ class TransactionActor:
                 fired_at=fired_at,
                 status=_initial_status(event),
                 decided_at=fired_at if event.conversion and not event.pending else None,
+                revenue_micro=None if event.revenue is None else micro(event.revenue),
+                payout_micro=(micro(event.payout)
+                              if event.conversion and event.payout is not None else None),
             ),
             change=change,
             postbacks=postbacks,

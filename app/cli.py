@@ -27,6 +27,8 @@ from app.conversions.rules import Action
 from app.factory import build_store, create_app
 from app.logs import configure_logging
 from app.reload import ConfigFile
+from app.reports.cli_args import add_report_parser, report_params
+from app.reports.command import report_from_file
 from storage.claim import DatabaseInUse
 
 
@@ -37,6 +39,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check_config(args.file)
     if args.command == "conversions":
         return _conversions(args)
+    if args.command == "report":
+        return _report(args)
     return _serve(args)
 
 
@@ -93,7 +97,21 @@ def _parser() -> argparse.ArgumentParser:
                                   "config)")
     conversions.add_argument("--db", metavar="FILE",
                              help=f"SQLite database file (default: {server.db})")
+    add_report_parser(commands, server.db)
     return parser
+
+
+def _report(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config) if args.config else demo_config()
+        config = with_server_overrides(config, "command line", db=args.db)
+        return report_from_file(config, report_params(args), as_csv=args.csv)
+    except ConfigError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 2
+    except DatabaseInUse as exc:
+        sys.stderr.write(f"{exc}: use GET /api/reports while it is served\n")
+        return 3
 
 
 def _conversions(args: argparse.Namespace) -> int:

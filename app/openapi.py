@@ -15,19 +15,25 @@ from typing import Any
 
 import msgspec
 
+from app.conversions.payloads import BulkBody, ChangeBody, ConversionQuery
 from app.envelope import ErrorEnvelope
 from app.payloads import ClickFields, EventFields, PostbackQuery
+from app.reports.figures import Report
+from app.reports.params import ReportQuery
 from app.routes.admin import BackupData
 from app.routes.clicks import ClickData
+from app.routes.conversions import BulkData, ConversionPage
 from app.routes.events import EventData
 from app.routes.health import HealthData
 from app.routes.operate import ReloadData
-from storage.records import PostbackView, TransactionView
+from storage.records import ConversionView, PostbackView, TransactionView
 
 _REF = "#/components/schemas/{name}"
 _STRUCTS: tuple[Any, ...] = (ClickFields, EventFields, PostbackQuery, ClickData, EventData,
                              TransactionView, PostbackView, BackupData, ReloadData,
-                             HealthData, ErrorEnvelope)
+                             HealthData, ErrorEnvelope, ConversionQuery, ConversionPage,
+                             ConversionView, ChangeBody, BulkBody, BulkData, ReportQuery,
+                             Report)
 _ADMIN: list[dict[str, list[str]]] = [{"adminToken": []}]
 
 
@@ -43,6 +49,7 @@ class _Op:
     description: str = ""
     media: dict[int, dict[str, Any]] = field(default_factory=dict)
     tags: tuple[str, ...] = ()
+    optional_body: bool = False
 
 
 _TEXT = {"type": "string"}
@@ -56,7 +63,14 @@ _NO_TOKEN = (404, ("Not found (also: the read API is off because no admin_token 
 
 
 def _event_answers(success: int) -> dict[int, tuple[str, Any]]:
-    return {success: ("Event triggered", EventData), 400: _BAD[1], 403: _FORBIDDEN[1]}
+    return {success: ("Event triggered", EventData), 400: _BAD[1], 403: _FORBIDDEN[1],
+            409: ("A request with this Idempotency-Key is in progress", None),
+            422: ("Idempotency-Key reused with different fields", None)}
+
+
+_IDEMPOTENCY = ("An optional Idempotency-Key header (1-255 printable ASCII characters) makes "
+                "a retry safe: a repeat with the same key and fields gets the stored answer "
+                "with Idempotent-Replayed: true.")
 
 
 def _operations(demo: bool) -> dict[str, dict[str, _Op]]:
@@ -76,16 +90,25 @@ def _operations(demo: bool) -> dict[str, dict[str, _Op]]:
         },
         "/api/event/trigger": {
             "post": _Op("Fire an event against a lead", _event_answers(200), body=EventFields,
-                        tags=("tracking",)),
+                        tags=("tracking",), description=_IDEMPOTENCY),
             "get": _Op("Fire an event from the query string", _event_answers(200),
                        query=EventFields, description=gif, media={200: _GIF},
                        tags=("tracking",)),
+        },
+        "/api/event/global": {
+            "post": _Op("Fire an event; the campaign is the one that owns the transaction",
+                        _event_answers(200), body=EventFields, tags=("tracking",),
+                        description="cid may be left out; if sent it must be the owner's. "
+                                    + _IDEMPOTENCY),
+            "get": _Op("Fire an event on the owner's campaign, from the query string",
+                       _event_answers(200), query=EventFields, description=gif,
+                       media={200: _GIF}, tags=("tracking",)),
         },
         "/api/event/{cid}": {
             "post": _Op("Fire an event of the campaign in the path", _event_answers(201),
                         body=EventFields, path=cid, tags=("tracking",),
                         description="cid may be left out of the body; if sent it must "
-                                    "match the path."),
+                                    "match the path. " + _IDEMPOTENCY),
             "get": _Op("Fire an event of the campaign in the path, from the query string",
                        _event_answers(201), query=EventFields, path=cid,
                        description=gif, media={201: _GIF}, tags=("tracking",)),
@@ -110,6 +133,56 @@ def _operations(demo: bool) -> dict[str, dict[str, _Op]]:
                 202: ("Retry scheduled", PostbackView), 404: _NO_TOKEN[1],
                 409: ("Already delivered", None)},
                 path=postback_id, admin=True, tags=("postbacks",)),
+        },
+        "/api/conversions": {
+            "get": _Op("Conversions, newest first, a page at a time", {
+                200: ("Conversions", ConversionPage), 400: _BAD[1], 404: _NO_TOKEN[1]},
+                query=ConversionQuery, admin=True, tags=("conversions",)),
+        },
+        "/api/conversions/bulk": {
+            "post": _Op("One status change on up to 1,000 conversions, in one transaction", {
+                200: ("One result per id", BulkData), 400: _BAD[1], 404: _NO_TOKEN[1]},
+                body=BulkBody, admin=True, tags=("conversions",)),
+        },
+        "/api/conversions/{conversion_id}": {
+            "get": _Op("A conversion and its history", {
+                200: ("The conversion", ConversionView), 404: ("Conversion not found", None)},
+                path={"conversion_id": {"type": "string"}}, admin=True,
+                tags=("conversions",)),
+        },
+        **{
+            f"/api/conversions/{{conversion_id}}/{action}": {"post": _Op(
+                f"{action.capitalize()} a conversion", {
+                    200: ("The conversion, changed", ConversionView), 400: _BAD[1],
+                    404: ("Conversion not found", None),
+                    409: ("Conversion already in a status this change does not leave",
+                          None)},
+                body=ChangeBody, path={"conversion_id": {"type": "string"}}, admin=True,
+                tags=("conversions",), optional_body=True)}
+            for action in ("approve", "reject", "reverse")
+        },
+        "/api/reports": {
+            "get": _Op("Clicks, events, conversions, money and profit over a period", {
+                200: ("The report", Report), 400: _BAD[1], 404: _NO_TOKEN[1]},
+                query=ReportQuery, admin=True, tags=("reports",),
+                description="format=csv answers text/csv with the same columns.",
+                media={200: {"text/csv; charset=utf-8": {"schema": _TEXT}}}),
+        },
+        "/dashboard": {
+            "get": _Op("The dashboard page (asks for the admin token)", {
+                200: ("HTML", _TEXT), 304: ("Not modified", None)},
+                media={200: {"text/html; charset=utf-8": {"schema": _TEXT}}},
+                tags=("reports",)),
+        },
+        **{
+            f"/dashboard/{name}": {"get": _Op(f"The dashboard's {name}", {
+                200: (kind, _TEXT), 304: ("Not modified", None)},
+                media={200: {media_type: {"schema": _TEXT}}}, tags=("reports",))}
+            for name, kind, media_type in (
+                ("dashboard.js", "JavaScript", "application/javascript"),
+                ("dashboard.css", "CSS", "text/css"),
+                ("uplot.js", "JavaScript (uPlot, vendored)", "application/javascript"),
+                ("uplot.css", "CSS (uPlot, vendored)", "text/css"))
         },
         "/api/admin/backup": {
             "post": _Op("Write a consistent copy of the database beside it", {
@@ -234,7 +307,7 @@ def _operation(path: str, method: str, op: _Op, refs: dict[Any, dict[str, Any]],
         out["parameters"] = parameters
     if op.body is not None:
         ref = refs[op.body]
-        out["requestBody"] = {"required": True, "content": {
+        out["requestBody"] = {"required": not op.optional_body, "content": {
             "application/json": {"schema": ref},
             "application/x-www-form-urlencoded": {"schema": ref},
         }}

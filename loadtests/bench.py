@@ -10,10 +10,12 @@ Scenarios (closed loop with wrk, 64 connections, after a warm-up, unless said ot
   D  event-postback, commit, on a database pre-filled with 1,000,000 events; every event
      is for a transaction not in memory (each request loads one)
   E  memory: events for 1,000,000 distinct transactions in all; peak RSS at the end
+  R  GET /api/reports by day and cid over 31 days of D's 1,000,000 leads and events,
+     one request at a time (--only-report runs just this row)
 
 Prints one table and writes it as JSON under loadtests/results/.
 
-    python loadtests/bench.py [--duration 10] [--quick]
+    python loadtests/bench.py [--duration 10] [--quick] [--only-report]
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import uvloop
 
 HERE = Path(__file__).resolve().parent
@@ -57,6 +60,8 @@ cid = "{CID}"
 """ + "".join(f'\n[[campaigns.events]]\nevent_id = "{event}"\n' for event in EVENTS)
 
 TARGETS = {"B": 0.60, "C": 0.70, "D": 0.40}
+REPORT_TARGET_MS = 300
+REPORT_QUERY = {"from": "2026-01-01", "to": "2026-01-31", "group_by": "day,cid"}
 
 
 @dataclass
@@ -69,6 +74,7 @@ class Settings:
     memory_events: int
     rates: tuple[int, ...]
     out: Path
+    reports: int = 20
 
 
 @contextmanager
@@ -116,28 +122,34 @@ async def mint(url: str, count: int) -> list[str]:
 
 
 def prefill(db: Path, leads: int) -> list[str]:
-    """A database with ``leads`` leads and one event each, written directly."""
+    """A database with ``leads`` leads and one event each, written directly.
+
+    Their times are spread over the 744 hours of January 2026, for the report row.
+    """
     prepare(db)
     ids = [f"txn_cold_{n:08d}" for n in range(leads)]
-    stamp = "2026-01-01T00:00:00.000000Z"
+
+    def stamp(n: int) -> str:
+        return f"2026-01-{n % 31 + 1:02d}T{n // 31 % 24:02d}:{n % 60:02d}:00.000000Z"
+
     with sqlite3.connect(db) as conn:
         conn.execute("PRAGMA synchronous = OFF")
         conn.executemany(
             "INSERT INTO leads (transaction_id, cid, pid, fields, cost, ip, user_agent,"
             " created_at) VALUES (?, ?, ?, '{}', NULL, '127.0.0.1', 'bench', ?)",
-            ((txn, CID, PID, stamp) for txn in ids))
+            ((txn, CID, PID, stamp(n)) for n, txn in enumerate(ids)))
         conn.executemany(
             "INSERT INTO events (transaction_id, cid, event_id, pid, once, conversion,"
             " conversion_id, revenue, payout, converted_at, fields, ip, user_agent, fired_at)"
             " VALUES (?, ?, 'ev0', ?, 1, 0, NULL, NULL, NULL, NULL, '{}', '127.0.0.1',"
             " 'bench', ?)",
-            ((txn, CID, PID, stamp) for txn in ids))
+            ((txn, CID, PID, stamp(n)) for n, txn in enumerate(ids)))
     return ids
 
 
 def cold_template(settings: Settings) -> tuple[Path, list[str]]:
     """The pre-filled database, built once and kept under results/ for later runs."""
-    template = settings.out / f"cold-{settings.cold_leads}.db"
+    template = settings.out / f"cold-v2-{settings.cold_leads}.db"
     ids = [f"txn_cold_{n:08d}" for n in range(settings.cold_leads)]
     if not template.exists():
         partial = template.with_suffix(".partial")
@@ -146,6 +158,49 @@ def cold_template(settings: Settings) -> tuple[Path, list[str]]:
         prefill(partial, settings.cold_leads)
         partial.rename(template)
     return template, ids
+
+
+def report_run(url: str, requests: int) -> dict[str, Any]:
+    """Reports one at a time after two warm-up ones; latency of each whole answer."""
+    times: list[float] = []
+    with httpx.Client(base_url=url, timeout=60,
+                      headers={"Authorization": "Bearer bench"}) as client:
+        for index in range(requests + 2):
+            started = time.perf_counter()
+            response = client.get("/api/reports", params=REPORT_QUERY)
+            elapsed = time.perf_counter() - started
+            if response.status_code != 200:
+                raise RuntimeError(f"report failed: {response.text[:300]}")
+            if index >= 2:
+                times.append(elapsed)
+    totals = response.json()["data"]["totals"]
+    times.sort()
+
+    def at(share: float) -> float:
+        return times[min(len(times) - 1, int(share * len(times)))] * 1e6
+
+    return {"rps": len(times) / sum(times), "requests": len(times), "errors": 0,
+            "p50": at(0.5), "p99": at(0.99), "p999": at(0.999),
+            "clicks": totals["clicks"], "events": totals["events"]}
+
+
+def report_only(settings: Settings) -> dict[str, Any]:
+    """Just the report row, on a copy of the pre-filled database."""
+    work = Path(tempfile.mkdtemp(prefix="event-postback-bench-"))
+    config = work / "bench.toml"
+    config.write_text(CONFIG)
+    try:
+        template, _ = cold_template(settings)
+        db = work / "R.db"
+        shutil.copyfile(template, db)
+        port = free_port()
+        with serving(service_command(config, db, port, "commit"), port,
+                     work / "R.log") as server:
+            row = report_run(server.url, settings.reports)
+        print_row("R", row, {}, flush=True)
+        return {"R": row}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def open_loop_run(url: str, ids: list[str], rate: int, seconds: int) -> dict[str, Any]:
@@ -211,6 +266,8 @@ def run(settings: Settings) -> dict[str, Any]:
             report["D"] = wrk(server.url, write_ids(work / "D.txt", rest), "cold", conns, seconds)
             report["D"]["rss_mb"] = server.peak_rss_mb()
             print_row("D", report["D"], report, flush=True)
+            report["R"] = report_run(server.url, settings.reports)
+            print_row("R", report["R"], report, flush=True)
             # wrk counts answered requests; the ones in flight when it stopped were sent too,
             # and a resend would (rightly) be answered 400 duplicate.
             skip = report["D"]["requests"] + 4 * conns
@@ -255,7 +312,7 @@ def print_row(name: str, row: dict[str, Any], report: dict[str, Any], flush: boo
 
 
 def table(report: dict[str, Any]) -> str:
-    baseline = report["A"]["rps"]
+    baseline = report.get("A", {}).get("rps")
     lines = ["| scenario | requests/s | p50 ms | p99 ms | p99.9 ms | errors | peak RSS MB "
              "| ratio to A |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, row in report.items():
@@ -268,15 +325,22 @@ def table(report: dict[str, Any]) -> str:
             _ms(row["p999"]) if "p999" in row else "",
             str(row.get("errors", 0)),
             f"{row['rss_mb']:.0f}" if "rss_mb" in row else "",
-            f"{row['rps'] / baseline * 100:.0f} %" if name in TARGETS else "",
+            f"{row['rps'] / baseline * 100:.0f} %" if name in TARGETS and baseline else "",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def verdicts(report: dict[str, Any]) -> list[str]:
-    baseline = report["A"]["rps"]
     found = []
+    if "R" in report:
+        row = report["R"]
+        found.append(f"R report p50 <= {REPORT_TARGET_MS} ms over {row['events']:,} events: "
+                     f"{'met' if row['p50'] <= REPORT_TARGET_MS * 1000 else 'MISSED'}"
+                     f" (p50 {_ms(row['p50'])} ms, p99 {_ms(row['p99'])} ms)")
+    if "A" not in report:
+        return found
+    baseline = report["A"]["rps"]
     for name, share in TARGETS.items():
         ratio = report[name]["rps"] / baseline
         found.append(f"{name} >= {share:.0%} of A: {'met' if ratio >= share else 'MISSED'}"
@@ -322,6 +386,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--quick", action="store_true",
                         help="a few seconds and small counts: proves the scripts run")
+    parser.add_argument("--only-report", action="store_true",
+                        help="only the report row R (on the pre-filled database)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.stderr.write("wrk is not installed (make bench installs Debian's wrk)\n")
@@ -330,7 +396,7 @@ def main() -> int:
     if args.quick:
         settings = Settings(duration=1, warmup=1, connections=8, mint=6_000,
                             cold_leads=30_000, memory_events=30_000, rates=(100, 200),
-                            out=args.out)
+                            out=args.out, reports=3)
     else:
         settings = Settings(duration=args.duration, warmup=args.warmup,
                             connections=args.connections, mint=100_000,
@@ -339,7 +405,7 @@ def main() -> int:
                             out=args.out)
     print(f"{'scenario':10s} {'req/s':>10s} {'p50 ms':>8s} {'p99 ms':>8s} {'errors':>7s} "
           f"{'RSS MB':>8s} {'vs A':>7s}", flush=True)
-    report = run(settings)
+    report = report_only(settings) if args.only_report else run(settings)
     report["_machine"] = machine()
     report["_when"] = datetime.now(UTC).isoformat(timespec="seconds")
     report["_settings"] = {"duration": settings.duration, "connections": settings.connections,

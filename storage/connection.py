@@ -45,6 +45,14 @@ def connect_sync(path: str | Path) -> sqlite3.Connection:
     return sqlite3.connect(_uri(path), uri=True, isolation_level=None)
 
 
+def connect_reader_sync(path: str | Path) -> sqlite3.Connection:
+    """A blocking read-only connection, for reports run in a thread of their own."""
+    conn = connect_sync(path)
+    for pragma in _pragmas(synchronous="NORMAL", writer=False):
+        conn.execute(pragma)
+    return conn
+
+
 def prepare(path: str | Path) -> None:
     """Create the database file if needed, switch it to WAL and apply migrations."""
     conn = connect_sync(path)

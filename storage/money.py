@@ -65,6 +65,20 @@ def money_text(amount: Decimal | None) -> str | None:
     return None if amount is None else format(round_money(amount), "f")
 
 
+def micro(amount: Decimal) -> int:
+    """The amount in millionths, exact: stored beside the text so SQL sums stay integers.
+
+    SQLite's ``sum()`` over decimal text goes through floating point; over these it
+    does not.
+    """
+    return int(round_money(amount).scaleb(PLACES))
+
+
+def from_micro(units: int) -> Decimal:
+    """An amount from its millionths, in canonical form."""
+    return round_money(Decimal(units).scaleb(-PLACES))
+
+
 def money_value(text: str | None) -> Decimal | None:
     """An amount as stored, in its canonical form."""
     return None if text is None else round_money(Decimal(text))

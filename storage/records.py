@@ -45,6 +45,8 @@ class LeadRow(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     ip: str | None
     user_agent: str | None
     created_at: str
+    # Millionths of ``cost`` (storage.money.micro), for exact sums in SQL.
+    cost_micro: int | None = None
 
 
 class EventRow(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
@@ -65,6 +67,9 @@ class EventRow(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     # Conversions only: approved or pending when fired; decided_at once approved.
     status: ConversionStatus | None = None
     decided_at: str | None = None
+    # Millionths of revenue and payout (storage.money.micro), for exact sums in SQL.
+    revenue_micro: int | None = None
+    payout_micro: int | None = None
 
 
 class LeadChange(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
@@ -73,6 +78,7 @@ class LeadChange(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     transaction_id: str
     fields_patch: str | None
     cost: str | None
+    cost_micro: int | None = None
 
 
 PostbackStatus = Literal["pending", "delivered", "failed"]

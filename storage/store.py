@@ -9,7 +9,7 @@ from typing import Any
 
 import aiosqlite
 
-from storage import conversions, idempotency, outbox, reader
+from storage import conversions, idempotency, outbox, reader, reports
 from storage.backup import backup_into
 from storage.claim import Claim
 from storage.connection import open_reader, open_writer, prepare
@@ -196,6 +196,12 @@ class Store:
 
     async def conversion_statuses(self, conversion_ids: list[str]) -> dict[str, ConversionView]:
         return await conversions.statuses(self._reader(), conversion_ids)
+
+    async def report_figures(self, span: reports.ReportSpan) -> reports.RawFigures:
+        """See ``storage.reports``: on a connection of its own, in a thread."""
+        if self._write_conn is None:
+            raise RuntimeError("store is not open")
+        return await asyncio.to_thread(reports.read_figures, self.path, span)
 
     def _reader(self) -> aiosqlite.Connection:
         if self._read_conn is None:

@@ -62,10 +62,12 @@ _PURGE_ANSWERS = "DELETE FROM idempotency_keys WHERE expires_at <= ?"
 _UPDATE_LEADS = """
 UPDATE leads SET
     fields = CASE WHEN c.patch IS NULL THEN leads.fields ELSE json_patch(leads.fields, c.patch) END,
-    cost = coalesce(c.cost, leads.cost)
+    cost = coalesce(c.cost, leads.cost),
+    cost_micro = coalesce(c.cost_micro, leads.cost_micro)
 FROM (SELECT json_extract(value, '$[0]') AS transaction_id,
              json_extract(value, '$[1]') AS patch,
-             json_extract(value, '$[2]') AS cost
+             json_extract(value, '$[2]') AS cost,
+             json_extract(value, '$[3]') AS cost_micro
       FROM json_each(?)) AS c
 WHERE leads.transaction_id = c.transaction_id
 """
@@ -109,10 +111,12 @@ def _merge_lead_changes(changes: list[LeadChange]) -> list[LeadChange]:
         else:
             combined = _patch.decode(prior.fields_patch) | _patch.decode(change.fields_patch)
             patch = encode_fields(combined)
+        latest = change if change.cost is not None else prior
         merged[change.transaction_id] = LeadChange(
             transaction_id=change.transaction_id,
             fields_patch=patch,
-            cost=change.cost if change.cost is not None else prior.cost,
+            cost=latest.cost,
+            cost_micro=latest.cost_micro,
         )
     return list(merged.values())
 

@@ -113,7 +113,7 @@ def test_the_readme_command_line_section_is_the_help_text(
 ) -> None:
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## Command line\n", 1)[1].split("\n## ", 1)[0]
-    for argv in ((), ("serve",), ("check-config",), ("conversions",)):
+    for argv in ((), ("serve",), ("check-config",), ("conversions",), ("report",)):
         command = " ".join(("event-postback", *argv, "--help"))
         shown = f"$ {command}\n{_help(monkeypatch, capsys, *argv)}"
         assert shown in section, f"the README's Command line section lacks `{command}`"

@@ -295,6 +295,10 @@ async def test_list_filters_newest_first_and_pages_with_a_cursor(api: Harness) -
     assert bad.json()["message"] == "Invalid status"
     bad = await api.client.get("/api/conversions?from=yesterday", headers=AUTH)
     assert bad.json()["message"] == "Invalid from"
+    for day in ("2026-02-30", "1370-66-95", "9999-12-31"):
+        bad = await api.client.get(f"/api/conversions?to={day}", headers=AUTH)
+        assert bad.json() == error(400, "Invalid to", invalidFields={
+            "to": "Expected a date YYYY-MM-DD"}), day
 
 
 async def test_read_api_nets_money_by_status(api: Harness) -> None:

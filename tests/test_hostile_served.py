@@ -52,7 +52,8 @@ def test_each_reproduction_gets_its_exact_answer(tmp_path: Path) -> None:
 
 def _small_files() -> None:
     # Files may not grow past 512 KiB, as on a full disk; Python ignores SIGXFSZ, so a
-    # write past it fails with an error instead of killing the process.
+    # write past it fails with an error instead of killing the process. The empty schema
+    # alone takes about 100 KiB, and migrating it passes through the WAL.
     resource.setrlimit(resource.RLIMIT_FSIZE, (512 * 1024, resource.RLIM_INFINITY))
 
 

@@ -69,7 +69,7 @@ def test_bench_runs_every_scenario(tmp_path: Path) -> None:
          str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads((tmp_path / "bench-latest.json").read_text())
-    for scenario in ("A", "B", "B@100/s", "B@200/s", "B@256c", "C", "D", "E"):
+    for scenario in ("A", "B", "B@100/s", "B@200/s", "B@256c", "C", "D", "E", "R"):
         assert report[scenario]["requests"] > 0, scenario
     assert report["E"]["transactions"] == 30_000
     assert "| scenario | requests/s |" in result.stdout

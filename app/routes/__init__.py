@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from app.routes import admin, clicks, conversions, events, health, postbacks, static
+from app.routes import admin, clicks, conversions, events, health, postbacks, reports, static
 
 
 def routes(*, demo: bool = False) -> list[Route]:
@@ -35,7 +35,9 @@ def routes(*, demo: bool = False) -> list[Route]:
         Route("/api/conversions/{conversion_id}/reverse", conversions.reverse,
               methods=["POST"]),
         Route("/api/admin/backup", admin.backup, methods=["POST"]),
+        Route("/api/reports", reports.reports, methods=["GET"]),
         Route("/healthz", health.healthz, methods=["GET"]),
+        *reports.dashboard_routes(),
         static.sdk_route(),
         static.favicon_route(),
         *(static.demo_routes() if demo else []),

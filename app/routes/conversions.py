@@ -39,11 +39,13 @@ async def list_conversions(request: Request) -> Response:
     svc = services(request)
     require_admin(request, svc)
     query = _convert(form_fields(request.url.query), ConversionQuery)
+    first = _day(query.from_day, "from")
+    last = _day(query.to_day, "to")
     await svc.store.flush()
     found = await svc.store.conversions(
         status=query.status, cid=query.cid, pid=query.pid,
-        converted_from=query.from_day,
-        converted_before=_day_after(query.to_day) if query.to_day else None,
+        converted_from=first.isoformat() if first else None,
+        converted_before=(last + dt.timedelta(days=1)).isoformat() if last else None,
         before_id=query.cursor, limit=query.limit + 1)
     page = found[:query.limit]
     next_cursor = page[-1][0] if len(found) > query.limit else None
@@ -125,5 +127,13 @@ def _invalid(exc: msgspec.ValidationError) -> errors.ApiError:
     return errors.invalid_fields({field: problem or str(exc)})
 
 
-def _day_after(day: str) -> str:
-    return (dt.date.fromisoformat(day) + dt.timedelta(days=1)).isoformat()
+def _day(text: str | None, name: str) -> dt.date | None:
+    """A real calendar day (the pattern alone lets 2026-02-30 through)."""
+    if text is None:
+        return None
+    try:
+        day = dt.date.fromisoformat(text)
+        day + dt.timedelta(days=1)  # 9999-12-31 has no next day to stop before
+    except (ValueError, OverflowError):
+        raise errors.invalid_fields({name: "Expected a date YYYY-MM-DD"}) from None
+    return day

@@ -1,0 +1,1 @@
+"""Reports: clicks, conversions and money over time, by campaign, source and event."""

@@ -1,0 +1,53 @@
+"""A report's period in UTC, and how finely its times must be bucketed to fold exactly."""
+
+from __future__ import annotations
+
+import datetime as dt
+from datetime import UTC
+from zoneinfo import ZoneInfo
+
+from actors.clock import utc_text
+from app.reports.params import ReportParams
+from storage.reports import ReportSpan
+
+# Stored times are "2026-11-28T17:05:09.123456Z": these prefixes are one hour, minute, second.
+HOUR, MINUTE, SECOND = 13, 16, 19
+
+
+def bounds(first: dt.date, last: dt.date, zone: ZoneInfo) -> tuple[dt.datetime, dt.datetime]:
+    """[local midnight of ``first``, local midnight after ``last``), as UTC instants."""
+    start = dt.datetime.combine(first, dt.time(), zone).astimezone(UTC)
+    end = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), zone).astimezone(UTC)
+    return start, end
+
+
+def bucket_width(start: dt.datetime, end: dt.datetime, zone: ZoneInfo) -> int:
+    """The coarsest UTC bucket that lies whole inside one local hour all through the period.
+
+    Whole-hour offsets (most zones, DST included) fold UTC hours exactly; zones a half or
+    quarter hour off (India, Nepal, Lord Howe's DST, ...) need minutes.
+    """
+    seconds: set[int] = set()
+    moment = start.replace(minute=0, second=0, microsecond=0)
+    while moment < end:
+        offset = moment.astimezone(zone).utcoffset()
+        seconds.add(int(offset.total_seconds()) if offset is not None else 0)
+        moment += dt.timedelta(hours=1)
+    if all(value % 3600 == 0 for value in seconds):
+        return HOUR
+    if all(value % 60 == 0 for value in seconds):
+        return MINUTE
+    return SECOND
+
+
+def span_of(params: ReportParams) -> ReportSpan:
+    """What the SQL reads for ``params``."""
+    zone = params.zone
+    start, end = bounds(params.first, params.last, zone)
+    timed = "day" in params.group_by or "hour" in params.group_by
+    return ReportSpan(
+        start=utc_text(start), end=utc_text(end),
+        width=bucket_width(start, end, zone) if timed else 0,
+        keys=tuple(key for key in params.group_by
+                   if key in ("cid", "pid", "event_id")),
+        cids=params.cids, pids=params.pids, event_ids=params.event_ids)

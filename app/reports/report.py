@@ -1,0 +1,13 @@
+"""A report from the store: the SQL's raw counts, folded by the report rules."""
+
+from __future__ import annotations
+
+from app.reports.figures import Report, build
+from app.reports.params import ReportParams
+from app.reports.period import span_of
+from storage.store import Store
+
+
+async def report(store: Store, params: ReportParams) -> Report:
+    """The report of ``params`` over what the store has committed."""
+    return build(params, await store.report_figures(span_of(params)))

@@ -1,0 +1,46 @@
+"""GET /api/reports (figures over a period, as JSON or CSV) and the dashboard page."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from app.envelope import success_response
+from app.reports.export import to_csv
+from app.reports.params import params_from_query
+from app.reports.report import report
+from app.routes.admin import require_admin
+from app.routes.static import StaticFile
+from app.services import services
+
+
+async def reports(request: Request) -> Response:
+    svc = services(request)
+    require_admin(request, svc)
+    params = params_from_query(request.url.query)
+    # Read what was acknowledged, even in write-behind mode.
+    await svc.store.flush()
+    found = await report(svc.store, params)
+    if params.format == "csv":
+        name = f"report-{found.from_day}-{found.to_day}.csv"
+        return Response(to_csv(found), media_type="text/csv; charset=utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    return success_response(200, "OK", found)
+
+
+def dashboard_routes() -> list[Route]:
+    """GET /dashboard: one page, its script and style, and the vendored chart library.
+
+    Served without the token: the page asks for it and sends it with each API call.
+    """
+    files = [
+        ("/dashboard", "dashboard/index.html", "text/html; charset=utf-8"),
+        ("/dashboard/dashboard.js", "dashboard/dashboard.js", "application/javascript"),
+        ("/dashboard/dashboard.css", "dashboard/dashboard.css", "text/css"),
+        ("/dashboard/uplot.js", "vendor/uplot/uPlot.iife.min.js", "application/javascript"),
+        ("/dashboard/uplot.css", "vendor/uplot/uPlot.min.css", "text/css"),
+    ]
+    # A minute of caching: an upgrade shows within a minute, a refresh costs a 304.
+    return [Route(path, StaticFile(name, media_type, 60).respond, methods=["GET"])
+            for path, name, media_type in files]

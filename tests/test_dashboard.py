@@ -1,0 +1,136 @@
+"""The dashboard in headless Chromium: token, figures of a seeded database, Resend."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.receiver import Answer, Receiver
+from tests.served import Served
+
+pytest.importorskip(
+    "playwright.sync_api",
+    reason="the playwright package is not installed: `make test` installs the dev extras")
+
+from tests.test_browser import CHROMIUM, browser, wait_for  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="no Chromium found: `make chromium` installs Debian's (.ci/run does), or set "
+           "EVENT_POSTBACK_CHROMIUM to a Chromium binary")
+
+TOKEN = "dashboard-token"
+ARTIFACTS = Path(__file__).parent / "artifacts"
+
+
+def _seed(url: str) -> None:
+    """Three clicks from two sources, one sale (its buyer postback fails), one cost."""
+    with httpx.Client(base_url=url) as client:
+        ids = [client.post("/api/click", json={"cid": "cmp_shop", "pid": pid}).json()["data"][
+            "transaction_id"] for pid in ("src_a", "src_a", "src_b")]
+        for transaction_id, pid in zip(ids, ("src_a", "src_a", "src_b"), strict=True):
+            client.post("/api/event/trigger", json={
+                "cid": "cmp_shop", "event_id": "visit", "transaction_id": transaction_id,
+                "pid": pid, "cost": "0.40"}).raise_for_status()
+        client.post("/api/event/trigger", json={
+            "cid": "cmp_shop", "event_id": "sale", "transaction_id": ids[0], "pid": "src_a",
+            "revenue": 45}).raise_for_status()
+
+
+def _failed(url: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = httpx.get(
+        f"{url}/api/postbacks?status=failed",
+        headers={"Authorization": f"Bearer {TOKEN}"}).json()["data"]
+    return found
+
+
+def test_dashboard_shows_the_figures_and_resends_a_failed_postback(
+    tmp_path: Path, browser: Any  # noqa: F811 (the fixture)
+) -> None:
+    with Receiver() as buyer:
+        buyer.script("/buyer", Answer(status=400, body="bad lead"), Answer(status=200))
+        config = tmp_path / "shop.toml"
+        config.write_text(f"""
+[server]
+admin_token = "{TOKEN}"
+
+[[sources]]
+pid = "src_a"
+payout = {{ type = "percent", value = 50 }}
+
+[[sources]]
+pid = "src_b"
+
+[[campaigns]]
+cid = "cmp_shop"
+
+[[campaigns.events]]
+event_id = "visit"
+
+[[campaigns.events]]
+event_id = "sale"
+conversion = true
+
+[[campaigns.postbacks]]
+url = "{buyer.url}/buyer?conv={{conversion_id}}"
+""")
+        service = Served(tmp_path, "--config", str(config), "--db", str(tmp_path / "shop.db"))
+        try:
+            _seed(service.url)
+            wait_for(lambda: _failed(service.url))
+            _look(browser, service, buyer)
+        finally:
+            service.kill()
+
+
+def _look(chromium: Any, service: Served, buyer: Receiver) -> None:
+    page = chromium.new_page(viewport={"width": 1280, "height": 1100})
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    page.goto(f"{service.url}/dashboard?tz=UTC&from={today}&to={today}")
+
+    page.fill("#token", "wrong")
+    page.click("#login button")
+    page.locator("#login-error").filter(has_text="Unknown token").wait_for()
+    page.fill("#token", TOKEN)
+    page.click("#login button")
+
+    def figure(name: str) -> str:
+        text: str = page.locator(f'#headline [data-figure="{name}"] .value').text_content()
+        return text
+
+    page.locator('#headline [data-figure="clicks"] .value').filter(has_text="3").wait_for()
+    assert [figure(name) for name in ("clicks", "conversions", "net_revenue", "net_payout",
+                                      "profit", "conversion_rate")] == [
+        "3", "1", "45.00", "22.50", "21.30", "0.3333"]
+    rows = page.locator("#by-pid tr")
+    assert rows.nth(1).locator("td").all_text_contents()[:4] == ["src_a", "2", "1", "45.00"]
+    assert rows.nth(2).locator("td").all_text_contents()[:4] == ["src_b", "1", "0", "0.00"]
+    page.locator("#by-pid th", has_text="clicks").click()  # sorted by clicks, most first
+    assert page.locator("#by-pid tr").nth(1).locator("td").first.text_content() == "src_a"
+    assert page.locator('[data-status="failed"] .value').text_content() == "1"
+    assert page.locator("#updated").text_content().startswith("updated at ")
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+
+    page.locator("#failures button", has_text="Resend").click()
+    wait_for(lambda: len(buyer.of("/buyer")) == 2)
+    page.locator('[data-status="delivered"] .value').filter(has_text="1").wait_for()
+    assert page.locator('[data-status="failed"] .value').text_content() == "0"
+
+    # Narrow screen: one column.
+    page.set_viewport_size({"width": 390, "height": 844})
+    charts = page.locator(".charts figure")
+    assert charts.nth(0).bounding_box()["x"] == charts.nth(1).bounding_box()["x"]
+    page.screenshot(path=str(ARTIFACTS / "dashboard-phone.png"), full_page=True)
+    page.close()
+    assert errors == []
+    assert requested and all(url.startswith(service.url + "/") for url in requested)
