@@ -31,6 +31,7 @@ from app.conversions.desk import ConversionDesk
 from app.cors import cors_middleware
 from app.envelope import error_response
 from app.errors import ApiError
+from app.fast_path import EventFastPath
 from app.idempotency import IdempotencyKeys
 from app.logs import annotate
 from app.metrics import Metrics
@@ -139,23 +140,26 @@ def create_app(
             await the_store.close()
             log.info("store_closed", db=str(the_store.path))
 
+    table = [*routes(demo=demo), *operate.routes(), *docs.routes(demo=demo)]
+    exception_handlers: dict[Any, Any] = {
+        ApiError: _api_error,
+        HTTPException: _http_error,
+        StoreBusy: _busy,
+        StoreClosed: _busy,
+        StoreUnavailable: _store_unavailable,
+        sqlite3.OperationalError: _store_error,
+    }
     return Starlette(
-        routes=[*routes(demo=demo), *operate.routes(), *docs.routes(demo=demo)],
+        routes=table,
         middleware=[
             Middleware(RequestLogMiddleware, metrics=metrics),
             # Bodies first, so that a slow one never holds an in-flight slot.
             Middleware(BodyReader, timeout=server.body_timeout_seconds),
             Middleware(AdmissionMiddleware, limit=server.max_in_flight),
+            Middleware(EventFastPath, routes=table, exception_handlers=exception_handlers),
             cors_middleware(config),
         ],
-        exception_handlers={
-            ApiError: _api_error,
-            HTTPException: _http_error,
-            StoreBusy: _busy,
-            StoreClosed: _busy,
-            StoreUnavailable: _store_unavailable,
-            sqlite3.OperationalError: _store_error,
-        },
+        exception_handlers=exception_handlers,
         lifespan=lifespan,
     )
 
