@@ -15,6 +15,7 @@ import msgspec
 from starlette.requests import Request
 
 from app import errors
+from app.body_reader import BODY
 from app.request_info import header
 
 # Non-integer JSON numbers become Decimal straight from their text: 45.10 stays 45.10.
@@ -27,7 +28,10 @@ async def read_fields(request: Request) -> dict[str, Any]:
 
     Its size and the time it took to arrive were bounded by ``app.body_reader``.
     """
-    return fields_from_body(await request.body(), header(request, b"content-type") or "")
+    body = request.scope.get(BODY)
+    if body is None:
+        body = await request.body()
+    return fields_from_body(body, header(request, b"content-type") or "")
 
 
 def fields_from_body(body: bytes, content_type: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from app.errors import ApiError
 from app.logs import annotate
 
 MAX_BODY_BYTES = 16 * 1024
+BODY = "event_postback.body"
 # Methods whose bodies the API never reads: they are passed through untouched.
 _NO_BODY = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -44,6 +45,8 @@ class BodyReader:
         except ApiError as error:
             await _refuse(error, scope, receive, send)
             return
+        # Handlers of this app read it from here; ``replay`` serves any other reader.
+        scope[BODY] = body
         replayed = False
 
         async def replay() -> Message:
