@@ -121,7 +121,8 @@ def create_app(
             store=the_store, registry=registry, dispatcher=dispatcher, clock=clock,
             metrics=metrics, reloader=reloader,
             # Status changes plan their postbacks with the config in force, like actors.
-            conversions=ConversionDesk(the_store, lambda: planner.current, clock),
+            conversions=ConversionDesk(the_store, lambda: planner.current, clock,
+                                       on_changed=metrics.observe_conversion_changes),
             keys=IdempotencyKeys(the_store, clock, hours=server.idempotency_hours)))
         loop = asyncio.get_running_loop()
         if reload_on_sighup:

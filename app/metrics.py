@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Protocol, get_args
 from urllib.parse import urlsplit
 
 import httpx
@@ -21,7 +21,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from app.config import ORGANIC, Config
-from storage.records import PostbackStatus, WriteOp
+from storage.records import ConversionStatus, ConversionView, PostbackStatus, WriteOp
 
 # A request takes well under a millisecond when nothing waits; commits and slow clients
 # take up to the write and body timeouts.
@@ -99,11 +99,18 @@ class Metrics:
         self.events = Counter("event_postback_events", "Events received, by outcome.",
                               ["cid", "event_id", "outcome"], registry=r)
         self.revenue = Counter("event_postback_conversions_revenue",
-                               "Revenue of stored conversions (the store keeps exact "
-                               "decimals).", ["cid"], registry=r)
+                               "Revenue of approved conversions, as they are approved (the "
+                               "store keeps exact decimals).", ["cid"], registry=r)
         self.payout = Counter("event_postback_payout",
-                              "Payouts of stored conversions (the store keeps exact "
-                              "decimals).", ["pid"], registry=r)
+                              "Payouts owed for approved conversions, as they are approved "
+                              "(the store keeps exact decimals).", ["pid"], registry=r)
+        # Counters only grow: a reversal is counted here, and net = approved - reversed.
+        self.reversed_revenue = Counter(
+            "event_postback_reversed_revenue", "Revenue of conversions reversed after "
+            "their approval.", ["cid"], registry=r)
+        self.reversed_payout = Counter(
+            "event_postback_reversed_payout", "Payouts clawed back by reversals.", ["pid"],
+            registry=r)
         self.commit_batch_size = Histogram(
             "event_postback_commit_batch_size", "Writes per committed transaction.",
             buckets=_BATCH_BUCKETS, registry=r)
@@ -154,7 +161,8 @@ class Metrics:
         labels = self.labels
         for op in ops:
             event = op.event
-            if event is not None and event.conversion:
+            # A pending conversion counts once it is approved (observe_conversion_changes).
+            if event is not None and event.conversion and event.status == "approved":
                 if event.revenue is not None:
                     self._child(self.revenue, labels.cid(event.cid)).inc(
                         float(Decimal(event.revenue)))
@@ -166,6 +174,26 @@ class Metrics:
                 host = labels.host(attempt.url)
                 self._child(self.attempts, host, _ATTEMPT_OUTCOMES[change.status]).inc()
                 self._child(self.attempt_latency, host).observe(attempt.latency_ms / 1000)
+
+    def observe_conversion_changes(
+        self, changes: Iterable[tuple[ConversionView, ConversionStatus]]
+    ) -> None:
+        """Money of committed status changes: approvals add, reversals claw back."""
+        labels = self.labels
+        for view, status in changes:
+            revenue, payout = self.revenue, self.payout
+            if status == "reversed":
+                revenue, payout = self.reversed_revenue, self.reversed_payout
+            elif status != "approved":
+                continue
+            if view.revenue is not None:
+                self._child(revenue, labels.cid(view.cid)).inc(float(view.revenue))
+            if view.payout is not None:
+                self._child(payout, labels.pid(view.pid)).inc(float(view.payout))
+
+    def set_conversions(self, counts: Mapping[ConversionStatus, int]) -> None:
+        """Conversions by status, read from the store just before a scrape."""
+        self._live.conversions = dict(counts)
 
     def _child(self, metric: MetricWrapperBase, *values: str) -> Any:
         key = (id(metric), *values)
@@ -181,6 +209,7 @@ class _LiveCollector(Collector):
     def __init__(self) -> None:
         self.live: LiveSources | None = None
         self.postbacks: dict[PostbackStatus, int] = {}
+        self.conversions: dict[ConversionStatus, int] = {}
 
     def collect(self) -> Iterable[Metric]:
         live = self.live
@@ -205,6 +234,12 @@ class _LiveCollector(Collector):
         for status in POSTBACK_STATUSES:
             postbacks.add_metric([status], self.postbacks.get(status, 0))
         yield postbacks
+        conversions = GaugeMetricFamily("event_postback_conversions",
+                                        "Conversions by status (pending ones wait for "
+                                        "approval).", labels=["status"])
+        for status in get_args(ConversionStatus):
+            conversions.add_metric([status], self.conversions.get(status, 0))
+        yield conversions
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

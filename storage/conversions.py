@@ -75,3 +75,10 @@ async def statuses(conn: aiosqlite.Connection,
         f"SELECT {_COLUMNS} FROM events WHERE conversion_id IN"
         " (SELECT value FROM json_each(?))", (_ids.encode(conversion_ids).decode(),))
     return {view.conversion_id: view for _, view in map(_view, rows)}
+
+
+async def counts_by_status(conn: aiosqlite.Connection) -> dict[ConversionStatus, int]:
+    """How many conversions are in each status."""
+    rows = await conn.execute_fetchall(
+        "SELECT status, count(*) FROM events WHERE conversion = 1 GROUP BY status")
+    return {status: count for status, count in rows}

@@ -16,6 +16,7 @@ from storage.connection import open_reader, open_writer, prepare
 from storage.loader import BatchLoader
 from storage.records import (
     AnswerRow,
+    ConversionStatus,
     ConversionView,
     DuePostback,
     PostbackStatus,
@@ -109,6 +110,9 @@ class Store:
     def cold_loads(self) -> int:
         """How many transactions were read back from the database since it opened."""
         return 0 if self._loader is None else self._loader.transactions_asked
+
+    async def conversion_counts(self) -> dict[ConversionStatus, int]:
+        return await conversions.counts_by_status(self._reader())
 
     async def postback_counts(self) -> dict[PostbackStatus, int]:
         return await outbox.counts_by_status(self._reader())

@@ -18,6 +18,7 @@ from storage.records import WriteOp
 from tests.conftest import ADMIN_TOKEN, CID, PID, Harness, error, running
 from tests.receiver import Receiver
 from tests.served import EXECUTABLE, Served
+from tests.test_metrics import scrape, value
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -394,3 +395,22 @@ def test_a_change_and_its_postbacks_survive_a_kill_9_right_after_the_answer(
             ("approved", "ok")]
         assert conn.execute("SELECT url, status FROM postbacks").fetchall() == [
             (f"http://127.0.0.1:9/source?conv={conversion_id}&st=approved", "pending")]
+
+
+async def test_metrics_count_money_as_approved_and_claw_back_reversals(api: Harness) -> None:
+    _, waiting = await convert(api, revenue="30")
+    _, fired = await convert(api, "sale_completed", revenue="80")
+    _, samples = await scrape(api)
+    assert value(samples, "event_postback_conversions_revenue_total", cid=CID) == 80
+    assert value(samples, "event_postback_payout_total", pid=PID) == 40
+    assert value(samples, "event_postback_conversions", status="pending") == 1
+    await act(api, waiting, "approve")
+    await act(api, fired, "reverse", "returned")
+    _, samples = await scrape(api)
+    assert value(samples, "event_postback_conversions_revenue_total", cid=CID) == 110
+    assert value(samples, "event_postback_payout_total", pid=PID) == 55
+    assert value(samples, "event_postback_reversed_revenue_total", cid=CID) == 80
+    assert value(samples, "event_postback_reversed_payout_total", pid=PID) == 40
+    assert value(samples, "event_postback_conversions", status="approved") == 1
+    assert value(samples, "event_postback_conversions", status="reversed") == 1
+    assert value(samples, "event_postback_conversions", status="pending") == 0

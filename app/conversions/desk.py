@@ -41,9 +41,15 @@ class ConversionDesk:
     the next one reads. Firing never changes a status, so it needs no part in this.
     """
 
-    def __init__(self, store: Store, planner: Callable[[], Planner], clock: Clock) -> None:
+    def __init__(
+        self, store: Store, planner: Callable[[], Planner], clock: Clock,
+        on_changed: Callable[[list[tuple[ConversionView, ConversionStatus]]], None]
+        | None = None,
+    ) -> None:
         self._store = store
         self._planner = planner
+        # Told of every committed change with the conversion as it was (metrics).
+        self._on_changed = on_changed
         self._clock = clock
         self._lock = asyncio.Lock()
 
@@ -57,6 +63,7 @@ class ConversionDesk:
             current = await self._store.conversion_statuses(list(dict.fromkeys(conversion_ids)))
             now = utc_text(self._clock.now())
             changes: list[ConversionChange] = []
+            changed: list[tuple[ConversionView, ConversionStatus]] = []
             postbacks: list[PostbackRow] = []
             results = []
             for conversion_id in conversion_ids:
@@ -74,6 +81,7 @@ class ConversionDesk:
                     conversion_id=conversion_id, from_status=view.status, to_status=status,
                     reason=reason, source=source, changed_at=now))
                 postbacks += await self._postbacks(view, status, reason, now)
+                changed.append((view, status))
                 # A repeated id in one call sees the change just made.
                 current[conversion_id] = msgspec.structs.replace(view, status=status,
                                                                  decided_at=now)
@@ -82,6 +90,8 @@ class ConversionDesk:
             if changes:
                 await self._store.commit(WriteOp(conversion_changes=tuple(changes),
                                                  postbacks=tuple(postbacks)))
+                if self._on_changed is not None:
+                    self._on_changed(changed)
             return results
 
     async def _postbacks(self, view: ConversionView, status: ConversionStatus,

@@ -23,6 +23,7 @@ async def metrics(request: Request) -> Response:
     if not svc.config.server.metrics_public:
         require_admin(request, svc)
     svc.metrics.set_postbacks(await svc.store.postback_counts())
+    svc.metrics.set_conversions(await svc.store.conversion_counts())
     annotate(outcome="scraped")
     return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
