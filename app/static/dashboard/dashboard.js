@@ -78,10 +78,13 @@
     const element = $(id);
     const width = Math.max(260, element.clientWidth || 500);
     if (charts[id]) charts[id].destroy();
+    // Half a day either side of the first and last day, so one day alone is not spread
+    // over years: the x range is fixed, never guessed from the data.
+    const lo = (xs.length ? xs[0] : Date.now() / 1000) - 43200;
+    const hi = (xs.length ? xs[xs.length - 1] : Date.now() / 1000) + 43200;
     charts[id] = new uPlot({
       width, height: 220,
-      // A day either side, so one day alone is not spread over years.
-      scales: {x: {time: true, range: (u, min, max) => [min - 86400, max + 86400]}},
+      scales: {x: {time: true, auto: false, range: () => [lo, hi]}},
       series: [{}, ...series.map(([name, label, stroke]) => ({label, stroke, width: 2,
         points: {show: true}}))],
       axes: [{}, {size: 60}],
