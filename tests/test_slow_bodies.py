@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 
+from app.body_reader import Deadlines
 from tests.conftest import CID, error, make_config, running
 from tests.served import Served
 
@@ -91,3 +92,29 @@ def test_served_slow_bodies_get_408_while_fast_clients_are_served(tmp_path: Path
             assert rest.endswith(b'{"status":408,"type":"error","message":"Request body timeout"}')
     finally:
         server.kill()
+
+
+async def test_deadlines_cut_off_only_the_late_reads_and_then_disarm() -> None:
+    deadlines = Deadlines(0.2)
+    release = asyncio.Event()
+
+    async def read(wait: asyncio.Event | None) -> str:
+        try:
+            async with deadlines:
+                if wait is not None:
+                    await wait.wait()
+                else:
+                    await asyncio.sleep(0)
+        except TimeoutError:
+            await asyncio.sleep(0)  # the task goes on: the cancellation was taken back
+            return "timed out"
+        return "read"
+
+    late = [asyncio.create_task(read(release)) for _ in range(3)]
+    quick = [await read(None) for _ in range(3)]
+    assert [await task for task in late] == ["timed out"] * 3
+    assert quick == ["read"] * 3
+    # A read after the late ones is not cut off by their expiry, and nothing stays armed.
+    assert await read(None) == "read"
+    await asyncio.sleep(0.3)
+    assert not deadlines._armed and not deadlines._reading and not deadlines._expired
