@@ -7,9 +7,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.config import Config, parse_config, with_server_overrides
+from app.metrics import Metrics
 from tests.conftest import ADMIN_TOKEN, CID, PID, Harness, make_config, running
 from tests.receiver import Answer, Receiver
 
@@ -183,3 +185,21 @@ async def test_scrape_sees_postbacks_still_pending(receiver: Receiver, db_path: 
     assert value(samples, "event_postback_postbacks", status="pending") == 2
     assert value(samples, "event_postback_postback_attempts_total",
                  host=urlsplit(receiver.url).netloc, outcome="retry") == 2
+
+
+def test_request_durations_fall_in_the_le_buckets_prometheus_expects() -> None:
+    metrics = Metrics(parse_config("", origin="t"))
+    for seconds in (0.0001, 0.00010001, 0.003, 100.0):
+        metrics.observe_request("/healthz", 200, {"outcome": "ok"}, seconds)
+    text = generate_latest(metrics.registry).decode()
+    samples = {(s.name, frozenset(s.labels.items())): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    bucket = "event_postback_request_duration_seconds_bucket"
+    assert value(samples, bucket, route="/healthz", le="0.0001") == 1  # le: at the bound
+    assert value(samples, bucket, route="/healthz", le="0.00025") == 2
+    assert value(samples, bucket, route="/healthz", le="0.005") == 3
+    assert value(samples, bucket, route="/healthz", le="+Inf") == 4
+    assert value(samples, "event_postback_request_duration_seconds_sum",
+                 route="/healthz") == pytest.approx(100.00320001)
+    assert value(samples, "event_postback_requests_total", route="/healthz", status="200",
+                 outcome="ok") == 4
