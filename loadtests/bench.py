@@ -59,7 +59,8 @@ pid = "{PID}"
 cid = "{CID}"
 """ + "".join(f'\n[[campaigns.events]]\nevent_id = "{event}"\n' for event in EVENTS)
 
-TARGETS = {"B": 0.60, "C": 0.70, "D": 0.40}
+# The lean-hot-path targets: throughput as a share of the bare endpoint A.
+TARGETS = {"B": 0.40, "C": 0.55, "D": 0.35}
 REPORT_TARGET_MS = 300
 REPORT_QUERY = {"from": "2026-01-01", "to": "2026-01-31", "group_by": "day,cid"}
 
@@ -349,19 +350,19 @@ def verdicts(report: dict[str, Any]) -> list[str]:
               key=lambda key: report[key]["rate"], default=None)
     if top is not None:
         row = report[top]
-        ok = row["p99"] <= 15_000 and row["errors"] == 0
-        found.append(f"{top} p99 <= 15 ms, no errors: {'met' if ok else 'MISSED'}"
+        ok = row["p99"] <= 5_000 and row["errors"] == 0
+        found.append(f"{top} p99 <= 5 ms, no errors: {'met' if ok else 'MISSED'}"
                      f" (p99 {_ms(row['p99'])} ms, {row['errors']} errors)")
     if "B@256c" in report:
         row = report["B@256c"]
-        refused_fast = row["timeout"] == 0 and (row["p99"] <= 1_000_000)
-        found.append(f"B@256c answered within 1 s at p99, no timeouts: "
+        refused_fast = row["timeout"] == 0 and (row["p99"] <= 50_000)
+        found.append(f"B@256c p99 <= 50 ms, no timeouts: "
                      f"{'met' if refused_fast else 'MISSED'} (p99 {_ms(row['p99'])} ms, "
                      f"{row['timeout']} timeouts)")
     if "E" in report:
         row = report["E"]
-        found.append(f"E peak RSS < 300 MB after {row['transactions']:,} transactions: "
-                     f"{'met' if row['rss_mb'] < 300 else 'MISSED'} ({row['rss_mb']:.0f} MB)")
+        found.append(f"E peak RSS < 200 MB after {row['transactions']:,} transactions: "
+                     f"{'met' if row['rss_mb'] < 200 else 'MISSED'} ({row['rss_mb']:.0f} MB)")
     return found
 
 
