@@ -123,3 +123,21 @@ async def test_the_default_window_is_two_seconds(api: Harness) -> None:
     assert (await api.fire(transaction_id, "form_step")).status_code == 403
     api.clock.advance(0.01)
     assert (await api.fire(transaction_id, "form_step")).status_code == 200
+
+
+async def test_an_actor_is_evictable_exactly_when_its_window_closes(db_path: Path) -> None:
+    async with running(make_config(db_path, max_actors=1)) as api:
+        first = await api.click()
+        assert (await api.fire(first)).status_code == 200
+        api.clock.advance(2)  # the window is closed from this instant
+        await api.click()
+        assert first not in api.services.registry
+        assert api.services.registry.evictions == 1
+
+
+async def test_evictions_are_counted_across_rounds(db_path: Path) -> None:
+    async with running(make_config(db_path, max_actors=2)) as api:
+        for _ in range(6):
+            await api.click()
+        assert api.services.registry.evictions == 4
+        assert len(api.services.registry) == 2

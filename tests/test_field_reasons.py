@@ -6,10 +6,13 @@ a reason that turns into noise, or a check that refuses the valid form, fails he
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import pytest
 
+from app.errors import ApiError
+from app.payloads import parse_event
 from tests.conftest import CID, Harness
 
 ZONES = {"UTC", "PST", "MST", "CST", "EST", "AST", "AKST", "HST", "SST"}
@@ -97,3 +100,11 @@ async def test_a_wrong_typed_query_value_is_named(api: Harness) -> None:
     response = await api.client.get("/api/event/trigger", params=params)
     assert response.status_code == 400
     assert set(response.json()["invalidFields"]) == {"tcpa_consent", "conversion_timezone"}
+
+
+def test_a_number_that_is_not_finite_is_refused_as_an_extra_field() -> None:
+    # JSON cannot spell NaN, but a caller of the parser can hand one over.
+    raw = {"cid": CID, "event_id": "e", "transaction_id": "t", "score": Decimal("NaN")}
+    with pytest.raises(ApiError) as refused:
+        parse_event(raw)
+    assert refused.value.invalid == {"score": "Expected a finite number"}

@@ -168,3 +168,21 @@ async def test_postback_macros_take_the_events_own_fields_over_the_stored_lead(
         [(url,)] = await api.query("SELECT url FROM postbacks")
     assert parse_qs(urlsplit(url).query, keep_blank_values=True) == {
         "s1": ["event-sub1"], "s2": ["click-sub2"], "u": ["event-utm"], "n": ["Ann"]}
+
+
+@pytest.mark.parametrize("order", ["fields first", "cost first"])
+async def test_a_cost_only_change_and_a_fields_change_in_one_batch_keep_both(
+    db_path: Path, order: str
+) -> None:
+    config = make_config(db_path, durability="write-behind", flush_ms=ONE_BATCH_MS)
+    async with running(config) as api:
+        transaction_id = await api.click()
+        await api.services.store.flush()
+        changes = [{"sub1": "kept", "cost": "4"}, {"cost": "6"}]
+        if order == "cost first":
+            changes.reverse()
+        for change in changes:
+            assert (await api.fire(transaction_id, "form_step", **change)).status_code == 200
+            api.clock.advance(2.5)
+        lead = await api.view(transaction_id)
+        assert (lead["fields"].get("sub1"), lead["cost"]) == ("kept", "10.00")

@@ -83,3 +83,32 @@ async def test_a_caller_that_went_away_does_not_stop_the_queue(db_path: Path) ->
         assert gone.cancelled()
         rows = await api.query("SELECT event_id FROM events ORDER BY id")
         assert rows == [("quote_viewed",), ("sale_completed",)]
+
+
+async def test_queued_requests_on_an_unknown_transaction_leave_no_actor(db_path: Path) -> None:
+    async with running(make_config(db_path)) as api:
+        responses = await asyncio.wait_for(asyncio.gather(*(
+            api.fire("txn_unknown", "quote_viewed") for _ in range(3))), ANSWERS_WITHIN)
+        assert {r.json()["message"] for r in responses} == {
+            "Invalid transaction_id for this campaign"}
+        # An unknown transaction is not worth remembering once its mailbox is empty.
+        assert "txn_unknown" not in api.services.registry
+
+
+async def test_a_request_arriving_while_a_queued_one_is_handled_is_answered(
+    db_path: Path,
+) -> None:
+    async with running(make_config(db_path, durability="commit")) as api:
+        transaction_id = await api.click()
+        first = asyncio.ensure_future(api.fire(transaction_id, "quote_viewed"))
+        queued = asyncio.ensure_future(api.fire(transaction_id, "form_step"))
+        actor = None
+        for _ in range(10_000):  # until the drain task has taken the queued request
+            actor = api.services.registry._actors.get(transaction_id)
+            if actor is not None and actor.running_task is not None and not actor._mailbox:
+                break
+            await asyncio.sleep(0.0005)
+        late = await asyncio.wait_for(api.fire(transaction_id, "sale_completed",
+                                               revenue="1"), ANSWERS_WITHIN)
+        assert late.status_code == 200, late.text
+        assert [r.status_code for r in await asyncio.gather(first, queued)] == [200, 200]
