@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from storage.records import WriteOp
 from storage.writer import StoreBusy
@@ -44,7 +45,9 @@ def refuse_next_event(api: Harness, event_id: str) -> Iterator[list[str]]:
 
     writer._apply = refusing  # type: ignore[method-assign]
     try:
-        yield refused
+        # The refusal is logged with its traceback; captured, so no console renders it.
+        with structlog.testing.capture_logs():
+            yield refused
     finally:
         writer._apply = real_apply  # type: ignore[method-assign]
 
