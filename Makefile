@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test check chromium wrk loadtest bench crash binary clean
+.PHONY: serve test check chromium wrk loadtest bench crash binary mutate clean
 
 DURATION ?= 60s
 USERS ?= 50
@@ -79,9 +79,17 @@ binary: $(BINARY_VENV)/.installed
 		app/__main__.py
 	@echo "built dist/event-postback"
 
+# Mutation testing of the rules, actors, storage, event route, payloads and postbacks
+# (see tests/MUTANTS.md); not part of `make test`. Results are kept in mutants/, so a run
+# after a change retests only what changed. Niced, on at most MUTATE_JOBS cores.
+MUTATE_JOBS ?= 2
+mutate: $(VENV)/.installed-dev
+	nice -n 10 $(BIN)/mutmut run --max-children $(MUTATE_JOBS)
+	$(BIN)/mutmut results
+
 check: $(VENV)/.installed-dev
 	$(BIN)/ruff check app actors storage tests loadtests
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) $(BINARY_VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(BINARY_VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache mutants

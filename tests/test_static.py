@@ -46,9 +46,9 @@ def test_the_served_landing_page_is_the_only_copy_in_the_repository() -> None:
     # A second copy drifts from the one served; the README names the served one.
     found = []
     for folder, subfolders, files in os.walk(ROOT):
-        # Hidden folders (.git, .venv) and build output hold no sources.
-        subfolders[:] = [name for name in subfolders
-                         if not name.startswith(".") and name not in ("build", "dist")]
+        # Hidden folders (.git, .venv), build output and mutmut's copy hold no sources.
+        subfolders[:] = [name for name in subfolders if not name.startswith(".")
+                         and name not in ("build", "dist", "mutants")]
         found += [Path(folder, name) for name in files if name == "landing.html"]
     assert found == [LANDING]
     assert "`app/static/examples/landing.html`" in (ROOT / "README.md").read_text()

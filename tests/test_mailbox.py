@@ -1,0 +1,114 @@
+"""Requests that queue on one transaction: each gets its own answer, in order, none lost.
+
+While one request is being handled, the others wait in the actor's mailbox and are
+handled by a task of their own; a failure of one of them is its answer alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+
+from actors.messages import FireEvent
+from storage.records import WriteOp
+from tests.conftest import CID, error, make_config, running
+
+# A queued request whose answer is lost would hang: fail instead.
+ANSWERS_WITHIN = 10
+
+
+@pytest.mark.parametrize("durability", ["commit", "write-behind"])
+async def test_queued_requests_each_get_their_answer(db_path: Path, durability: str) -> None:
+    async with running(make_config(db_path, durability=durability)) as api:
+        transaction_id = await api.click()
+        events = ["quote_viewed", "form_step", "quote_viewed", "form_step", "sale_completed"]
+        responses = await asyncio.wait_for(asyncio.gather(*(
+            api.fire(transaction_id, event_id, revenue="5") for event_id in events)),
+            ANSWERS_WITHIN)
+        answers = [(r.status_code, r.json()["message"]) for r in responses]
+        fired = (200, "Event triggered successfully")
+        locked = (403, "Concurrent event in progress")
+        # Handled in the order they came: the first of each event fires, the rest are locked.
+        assert answers == [fired, fired, locked, locked, fired]
+        rows = await api.query("SELECT event_id FROM events ORDER BY id")
+        assert rows == [("quote_viewed",), ("form_step",), ("sale_completed",)]
+        # The mailbox emptied and the actor went idle.
+        actor = api.services.registry._actors[transaction_id]
+        assert not actor.busy
+
+
+async def test_a_queued_request_whose_write_is_refused_gets_its_own_500(db_path: Path) -> None:
+    async with running(make_config(db_path, durability="commit")) as api:
+        transaction_id = await api.click()
+        writer = api.services.store.writer
+        real_apply = writer._apply
+
+        async def refusing(ops: list[WriteOp]) -> Any:
+            if any(op.event is not None and op.event.event_id == "form_step" for op in ops):
+                raise sqlite3.IntegrityError("refused for the test")
+            return await real_apply(ops)
+
+        writer._apply = refusing  # type: ignore[method-assign]
+        with structlog.testing.capture_logs():
+            first, queued, last = await asyncio.wait_for(asyncio.gather(
+                api.fire(transaction_id, "quote_viewed"),
+                api.fire(transaction_id, "form_step"),
+                api.fire(transaction_id, "sale_completed", revenue="5")), ANSWERS_WITHIN)
+        assert first.status_code == 200
+        assert queued.json() == error(500, "Internal server error")
+        assert last.status_code == 200, last.text
+        rows = await api.query("SELECT event_id FROM events ORDER BY id")
+        assert rows == [("quote_viewed",), ("sale_completed",)]
+
+
+async def test_a_caller_that_went_away_does_not_stop_the_queue(db_path: Path) -> None:
+    async with running(make_config(db_path, durability="commit")) as api:
+        transaction_id = await api.click()
+        registry = api.services.registry
+        def event(event_id: str) -> FireEvent:
+            return FireEvent(transaction_id=transaction_id, cid=CID,
+                             event_id=event_id, pid="organic", conversion=False, once=True)
+
+        first = asyncio.ensure_future(registry.fire(event("quote_viewed")))
+        gone = asyncio.ensure_future(registry.fire(event("form_step")))
+        last = asyncio.ensure_future(registry.fire(event("sale_completed")))
+        await asyncio.sleep(0)
+        gone.cancel()  # its caller went away while it waited in the mailbox
+        await asyncio.wait_for(asyncio.gather(first, last), ANSWERS_WITHIN)
+        assert gone.cancelled()
+        rows = await api.query("SELECT event_id FROM events ORDER BY id")
+        assert rows == [("quote_viewed",), ("sale_completed",)]
+
+
+async def test_queued_requests_on_an_unknown_transaction_leave_no_actor(db_path: Path) -> None:
+    async with running(make_config(db_path)) as api:
+        responses = await asyncio.wait_for(asyncio.gather(*(
+            api.fire("txn_unknown", "quote_viewed") for _ in range(3))), ANSWERS_WITHIN)
+        assert {r.json()["message"] for r in responses} == {
+            "Invalid transaction_id for this campaign"}
+        # An unknown transaction is not worth remembering once its mailbox is empty.
+        assert "txn_unknown" not in api.services.registry
+
+
+async def test_a_request_arriving_while_a_queued_one_is_handled_is_answered(
+    db_path: Path,
+) -> None:
+    async with running(make_config(db_path, durability="commit")) as api:
+        transaction_id = await api.click()
+        first = asyncio.ensure_future(api.fire(transaction_id, "quote_viewed"))
+        queued = asyncio.ensure_future(api.fire(transaction_id, "form_step"))
+        actor = None
+        for _ in range(10_000):  # until the drain task has taken the queued request
+            actor = api.services.registry._actors.get(transaction_id)
+            if actor is not None and actor.running_task is not None and not actor._mailbox:
+                break
+            await asyncio.sleep(0.0005)
+        late = await asyncio.wait_for(api.fire(transaction_id, "sale_completed",
+                                               revenue="1"), ANSWERS_WITHIN)
+        assert late.status_code == 200, late.text
+        assert [r.status_code for r in await asyncio.gather(first, queued)] == [200, 200]
