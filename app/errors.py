@@ -48,6 +48,15 @@ def invalid_fields(invalid: dict[str, str]) -> ApiError:
     return ApiError(400, f"Invalid {first}", "invalid_field", invalid=invalid)
 
 
+def invalid_from(exc: Exception, whole: str) -> ApiError:
+    """msgspec's 'Expected ... - at `$.reason`' as 400 Invalid reason, naming the field;
+    an error not at any field is put on ``whole`` (the body, the query)."""
+    text = str(exc)
+    problem, _, where = text.rpartition(" - at `$.")
+    field = where.rstrip("`").split("[", 1)[0].split(".", 1)[0] if problem else whole
+    return invalid_fields({field: problem or text})
+
+
 def cid_mismatch() -> ApiError:
     return ApiError(400, "cid does not match the URL", "cid_mismatch")
 

@@ -113,6 +113,4 @@ def _invalid(exc: msgspec.ValidationError) -> errors.ApiError:
         return errors.required([text.split("`")[1]])
     if text.startswith("Object contains unknown field `"):
         return errors.invalid_fields({text.split("`")[1]: "Unknown parameter"})
-    problem, _, where = text.rpartition(" - at `$.")
-    field = where.rstrip("`").split("[", 1)[0].split(".", 1)[0] if problem else "query"
-    return errors.invalid_fields({field: problem or text})
+    return errors.invalid_from(exc, "query")

@@ -121,10 +121,7 @@ def _convert(raw: dict[str, Any], kind: type[T]) -> T:
 
 
 def _invalid(exc: msgspec.ValidationError) -> errors.ApiError:
-    """'Expected ... - at `$.reason`' -> 400 Invalid reason, with the field named."""
-    problem, _, where = str(exc).rpartition(" - at `$.")
-    field = where.rstrip("`").split("[", 1)[0].split(".", 1)[0] if problem else "body"
-    return errors.invalid_fields({field: problem or str(exc)})
+    return errors.invalid_from(exc, "body")
 
 
 def _day(text: str | None, name: str) -> dt.date | None:
