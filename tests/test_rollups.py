@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections import defaultdict
 from contextlib import closing
@@ -12,8 +13,10 @@ from typing import Any
 from app.config import parse_config, with_server_overrides
 from storage.money import micro
 from storage.rollups import FIGURES, NO_EVENT
+from storage.store import Store
 from tests.conftest import FakeClock, Harness, running
 from tests.test_reports import AUTH, CONFIG, Scenario
+from tests.test_writer import event, lead
 
 Stats = dict[tuple[str, ...], tuple[int, ...]]
 _INDEX = {name: n for n, name in enumerate(FIGURES)}
@@ -162,3 +165,20 @@ async def test_every_kind_of_write_keeps_the_rollups_equal_to_a_recount(
     assert final[("2026-12-01T02", "cmp_c", "src_a", NO_EVENT)][:2] == (1, 7_500_000)
     assert len(lead_keys) == 4
     assert final[("2026-11-30T01", "cmp_a", "src_b", "sale")][_INDEX["reversals"]] == 1
+
+
+async def test_a_refused_op_counts_nothing_and_its_batch_still_counts(tmp_path: Path) -> None:
+    store = Store(tmp_path / "w.db", max_pending=100)
+    await store.open()
+    try:
+        await store.submit(lead("a"))
+        # One batch: a lead, an event fired twice though it fires once (refused), another.
+        written = [store.submit(op) for op in (lead("b"), event("a"), event("a"), event("b"))]
+        results = await asyncio.gather(*written, return_exceptions=True)
+    finally:
+        await store.close()
+    assert [type(result) for result in results] == [
+        type(None), type(None), sqlite3.IntegrityError, type(None)]
+    found = assert_rollups_match(store.path)
+    assert found[("2026-01-01T00", "c", "organic", "e")][_INDEX["events"]] == 2
+    assert found[("2026-01-01T00", "c", "organic", NO_EVENT)][_INDEX["clicks"]] == 2
