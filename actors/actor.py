@@ -224,7 +224,8 @@ class TransactionActor:
         if created:
             lead = LeadRow(transaction_id=self.transaction_id, cid=event.cid, pid=event.pid,
                            fields=encode_fields(event.lead_fields), cost=money_text(cost),
-                           ip=event.ip, user_agent=event.user_agent, created_at=fired_at)
+                           ip=event.ip, user_agent=event.user_agent, created_at=fired_at,
+                           cost_micro=None if cost is None else micro(cost))
         elif event.lead_fields or cost is not None:
             change = LeadChange(
                 transaction_id=self.transaction_id,

@@ -1,9 +1,11 @@
 """The SQL behind reports: counts and exact sums per UTC time bucket and group keys.
 
-Each query reads one covering index (see migration 4), so a report over a million rows
-never visits the table rows. Times are grouped by a prefix of their stored UTC text
-(``2026-11-28T17`` for an hour); the caller folds those buckets into local days and hours.
-Money is summed over the integer millionth columns, so the sums are exact.
+``raw_figures`` is exact for any period: each query reads one covering index (see
+migration 5), so it never visits the table rows, but it still reads every row of the
+period. ``rollup_figures`` reads the hourly roll-ups instead (storage/rollups.py), which
+answer exactly whenever the period is whole UTC hours. Times are grouped by a prefix of
+their stored UTC text (``2026-11-28T17`` for an hour); the caller folds those buckets
+into local days and hours. Money is summed over the integer millionth columns: exact sums.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any, Literal
 import msgspec
 
 from storage.connection import connect_reader_sync
+from storage.rollups import FIGURES, NO_EVENT
 
 Key = Literal["cid", "pid", "event_id"]
 _filters = msgspec.json.Encoder()
@@ -25,12 +28,14 @@ class ReportSpan(msgspec.Struct, frozen=True, kw_only=True):
     """What to count: times in [start, end) (stored UTC text), grouped and filtered.
 
     ``width`` is how many leading characters of a time make its bucket: 13 for UTC hours,
-    16 for minutes, 0 for no time buckets at all.
+    16 for minutes, 0 for no time buckets at all. ``hourly``: the period starts and ends
+    on UTC hours and ``width`` is 13 or 0, so the hourly roll-ups answer it exactly.
     """
 
     start: str
     end: str
     width: int
+    hourly: bool = False
     keys: tuple[Key, ...] = ()
     cids: tuple[str, ...] = ()
     pids: tuple[str, ...] = ()
@@ -77,6 +82,50 @@ def read_figures(path: str | Path, span: ReportSpan) -> RawFigures:
         return raw_figures(conn, span)
     finally:
         conn.close()
+
+
+def read_report_figures(path: str | Path, span: ReportSpan) -> RawFigures:
+    """The figures from the hourly roll-ups where they answer exactly, else from the rows."""
+    conn = connect_reader_sync(path)
+    try:
+        return rollup_figures(conn, span) if span.hourly else raw_figures(conn, span)
+    finally:
+        conn.close()
+
+
+def rollup_figures(conn: sqlite3.Connection, span: ReportSpan) -> RawFigures:
+    """What ``raw_figures`` gives for an hourly span, summed from the ``stats`` rows.
+
+    One query reads every figure; its rows are split into the four sources the way the
+    exact queries would have found them: a group shows up in a source only where that
+    source counted something in it (counts are never negative).
+    """
+    if not span.hourly or span.width not in (0, 13):
+        raise ValueError("the roll-ups hold whole UTC hours only")
+    hourly = msgspec.structs.replace(span, start=span.start[:13], end=span.end[:13])
+    select, group = _select(hourly, "hour")
+    with_leads = "event_id" not in span.keys and not span.event_ids
+    where, params = _where(hourly, "hour")
+    if not with_leads:
+        where += f" AND event_id != '{NO_EVENT}'"
+    rows = conn.execute(
+        f"SELECT {select}, {', '.join(f'sum({name})' for name in FIGURES)}"
+        f" FROM stats WHERE {where} GROUP BY {group}", params).fetchall()
+    width = 1 + len(span.keys)
+    leads, events, conversions, reversals = [], [], [], []
+    for row in rows:
+        keys, (clicks, cost, fired, converted, revenue, payout, pending, pending_revenue,
+               reversed_, reversed_revenue, reversed_payout) = row[:width], row[width:]
+        if clicks:
+            leads.append((*keys, clicks, cost))
+        if fired:
+            events.append((*keys, fired))
+        if converted or pending:
+            conversions.append((*keys, converted, revenue, payout, pending, pending_revenue))
+        if reversed_:
+            reversals.append((*keys, reversed_, reversed_revenue, reversed_payout))
+    return RawFigures(leads=leads if with_leads else None, events=events,
+                      conversions=conversions, reversals=reversals)
 
 
 def raw_figures(conn: sqlite3.Connection, span: ReportSpan) -> RawFigures:

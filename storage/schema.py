@@ -6,6 +6,7 @@ import sqlite3
 from collections.abc import Callable
 from decimal import Decimal
 
+from storage import rollups
 from storage.money import micro
 
 # A step is SQL, or a function for what SQL cannot do exactly (it runs inside the
@@ -38,6 +39,12 @@ def _backfill_micro(conn: sqlite3.Connection) -> None:
         " conversion_id)",
     ):
         conn.execute(f"CREATE INDEX {index}")
+
+
+def _add_rollups(conn: sqlite3.Connection) -> None:
+    """The hourly roll-ups reports read, summed from the rows already stored."""
+    conn.execute(rollups.CREATE)
+    conn.execute(rollups.REBUILD)
 
 
 def _micro(text: str | None) -> int | None:
@@ -170,6 +177,8 @@ MIGRATIONS: tuple[Step, ...] = (
     """,
     # 5: amounts in millionths beside their text, and the indexes reports read.
     _backfill_micro,
+    # 6: hourly roll-ups (storage/rollups.py), kept by the writer from now on.
+    _add_rollups,
 )
 
 

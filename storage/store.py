@@ -205,7 +205,7 @@ class Store:
         """See ``storage.reports``: on a connection of its own, in a thread."""
         if self._write_conn is None:
             raise RuntimeError("store is not open")
-        return await asyncio.to_thread(reports.read_figures, self.path, span)
+        return await asyncio.to_thread(reports.read_report_figures, self.path, span)
 
     def _reader(self) -> aiosqlite.Connection:
         if self._read_conn is None:

@@ -22,6 +22,7 @@ import aiosqlite
 import msgspec
 import structlog
 
+from storage import rollups
 from storage.records import (
     AnswerRow,
     AttemptRow,
@@ -330,15 +331,19 @@ class Writer:
         # The last state of a postback is the one to keep.
         postback_changes = {op.postback_change.postback_id: op.postback_change
                             for op in ops if op.postback_change is not None}
+        lead_changes = _merge_lead_changes(changes) if len(changes) > 1 else changes
         conn = self._conn
         await conn.execute("BEGIN IMMEDIATE")
         if answers:
             await conn.execute(_PURGE_ANSWERS, (min(row.created_at for row in answers),))
         # Fixed order: a row is inserted before rows that refer to it and changes to it.
+        for sql, inserted in ((_INSERT_LEADS, leads), (_INSERT_EVENTS, events)):
+            if inserted:
+                await conn.execute(sql, (_rows.encode(inserted).decode(),))
+        # The roll-ups, in this transaction: between the new rows and the changes to them.
+        await rollups.record(conn, leads, events, lead_changes, conversion_changes)
         for sql, rows in (
-            (_INSERT_LEADS, leads),
-            (_INSERT_EVENTS, events),
-            (_UPDATE_LEADS, _merge_lead_changes(changes) if len(changes) > 1 else changes),
+            (_UPDATE_LEADS, lead_changes),
             (_INSERT_POSTBACKS, postbacks),
             (_INSERT_ATTEMPTS, attempts),
             (_UPDATE_POSTBACKS, list(postback_changes.values())),

@@ -40,14 +40,22 @@ def bucket_width(start: dt.datetime, end: dt.datetime, zone: ZoneInfo) -> int:
     return SECOND
 
 
+def _on_hour(moment: dt.datetime) -> bool:
+    return moment.minute == moment.second == moment.microsecond == 0
+
+
 def span_of(params: ReportParams) -> ReportSpan:
     """What the SQL reads for ``params``."""
     zone = params.zone
     start, end = bounds(params.first, params.last, zone)
     timed = "day" in params.group_by or "hour" in params.group_by
+    width = bucket_width(start, end, zone)
     return ReportSpan(
         start=utc_text(start), end=utc_text(end),
-        width=bucket_width(start, end, zone) if timed else 0,
+        width=width if timed else 0,
+        # The hourly roll-ups answer exactly when no hour is cut: both ends on a UTC hour
+        # and every local hour of the period a whole UTC hour.
+        hourly=width == HOUR and _on_hour(start) and _on_hour(end),
         keys=tuple(key for key in params.group_by
                    if key in ("cid", "pid", "event_id")),
         cids=params.cids, pids=params.pids, event_ids=params.event_ids)
