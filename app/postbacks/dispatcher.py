@@ -46,6 +46,7 @@ class Dispatcher:
         *,
         client: httpx.AsyncClient | None = None,
         jitter: Callable[[], float] = random.random,
+        timer: Callable[[], float] = time.perf_counter,
         poll_seconds: float = 1.0,
         shutdown_grace_seconds: float = 5.0,
     ) -> None:
@@ -55,6 +56,7 @@ class Dispatcher:
         self._client = client
         self._owns_client = client is None
         self._jitter = jitter
+        self._timer = timer  # seconds, for the latency; only differences mean anything
         self._poll_seconds = poll_seconds
         self._grace = shutdown_grace_seconds
         self._in_flight: dict[int, asyncio.Task[None]] = {}
@@ -179,7 +181,7 @@ class Dispatcher:
         assert self._client is not None
         attempt = postback.attempts + 1
         started = self._clock.now()
-        began = time.perf_counter()
+        began = self._timer()
         body = postback.body.encode() if postback.body is not None else None
         headers = {"Content-Type": "application/json"} if body is not None else {}
         if postback.secret:
@@ -209,7 +211,7 @@ class Dispatcher:
         except Exception as exc:
             log.exception("postback_attempt_crashed", postback_id=postback.id)
             error, outcome = f"{type(exc).__name__}: {exc}", "retry"
-        latency_ms = round((time.perf_counter() - began) * 1000, 3)
+        latency_ms = round((self._timer() - began) * 1000, 3)
 
         status, next_at = self._next_state(outcome, attempt, postback.max_attempts, retry_after)
         now = utc_text(self._clock.now())

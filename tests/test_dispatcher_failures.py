@@ -1,0 +1,318 @@
+"""The dispatcher against receivers that answer badly: slowly, in pieces, too much, not UTF-8.
+
+Each test drives one ``Dispatcher`` on its own store, with the receiver below on the test's
+own event loop: it sends an answer as the test scripts it (chunk by chunk, a byte at a time
+with pauses) and holds requests until the test lets them go, batch by batch, which
+``tests.receiver.Receiver`` (one whole answer, one release for good) cannot do. Nothing here
+asserts a duration: a slow answer is judged by what was recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import structlog
+
+from actors.clock import utc_text
+from app.config import DeliveryConfig
+from app.postbacks.dispatcher import Dispatcher
+from storage.records import AttemptView, PostbackRow, PostbackView, WriteOp
+from storage.store import Store
+from tests.conftest import FakeClock
+from tests.test_writer import lead
+
+
+class RawReceiver:
+    """An HTTP/1.1 receiver answering 200 with the scripted body pieces, one connection each.
+
+    ``chunked`` sends each piece as an HTTP chunk of its own; otherwise the body has a
+    Content-Length and the pieces are written one by one, ``pause`` seconds apart.
+    ``hold`` keeps every request waiting until ``release()``, which lets go only the
+    requests waiting at that moment.
+    """
+
+    def __init__(self, pieces: list[bytes], *, chunked: bool = False, pause: float = 0.0,
+                 hold: bool = False) -> None:
+        self.pieces = pieces
+        self.chunked = chunked
+        self.pause = pause
+        self.hold = hold
+        self.received = 0
+        self.waiting = 0
+        self.peak = 0  # the most requests this receiver was answering at once
+        self._open = 0
+        self._gate = asyncio.Event()
+        self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[Any]] = set()
+        self.url = ""
+
+    async def __aenter__(self) -> RawReceiver:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._handlers):
+            task.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
+        await self._server.wait_closed()
+
+    @property
+    def host(self) -> str:
+        return self.url.removeprefix("http://")
+
+    def release(self) -> None:
+        self._gate.set()
+        self._gate = asyncio.Event()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            self.received += 1
+            self._open += 1
+            self.peak = max(self.peak, self._open)
+            try:
+                if self.hold:
+                    self.waiting += 1
+                    try:
+                        await self._gate.wait()
+                    finally:
+                        self.waiting -= 1
+                await self._answer(writer)
+            finally:
+                self._open -= 1
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # the dispatcher gave up on the answer
+        finally:
+            writer.close()
+            self._handlers.discard(task)
+
+    async def _answer(self, writer: asyncio.StreamWriter) -> None:
+        framing = (b"Transfer-Encoding: chunked" if self.chunked else
+                   b"Content-Length: %d" % sum(map(len, self.pieces)))
+        writer.write(b"HTTP/1.1 200 OK\r\n" + framing + b"\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        for piece in self.pieces:
+            if self.pause:
+                await asyncio.sleep(self.pause)
+            writer.write(b"%x\r\n%s\r\n" % (len(piece), piece) if self.chunked else piece)
+            await writer.drain()
+        if self.chunked:
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+
+
+class StepTimer:
+    """A timer the test sets: each reading is the next of the given seconds."""
+
+    def __init__(self, *readings: float) -> None:
+        self._readings: Iterator[float] = iter(readings)
+
+    def __call__(self) -> float:
+        return next(self._readings)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    store = Store(tmp_path / "postbacks.db")
+    await store.open()
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient() as client:
+        yield client
+
+
+async def owe(store: Store, clock: FakeClock, url: str, count: int = 1) -> None:
+    """``count`` GET postbacks to ``url``, due now (ids 1..count)."""
+    now = utc_text(clock.now())
+    host = httpx.URL(url).netloc.decode()
+    row = PostbackRow(transaction_id="tx", cid="cmp", pid="src", event_id="sold",
+                      conversion_id=None, kind="buyer", method="GET", url=url, host=host,
+                      body=None, secret=None, status="pending", max_attempts=5,
+                      next_attempt_at=now, created_at=now, updated_at=now)
+    written = store.submit(WriteOp(postbacks=(row,) * count))
+    await store.flush()
+    assert written.done()
+
+
+async def shown(store: Store, postback_id: int = 1) -> tuple[PostbackView, list[AttemptView]]:
+    await store.flush()
+    postback = await store.postback(postback_id)
+    assert postback is not None and postback.attempt_log is not None
+    return postback, postback.attempt_log
+
+
+def dispatcher(store: Store, clock: FakeClock, client: httpx.AsyncClient, *,
+               timer: Callable[[], float] = time.perf_counter, **settings: Any) -> Dispatcher:
+    return Dispatcher(store, clock, DeliveryConfig(**settings), client=client, timer=timer)
+
+
+async def until(condition: Callable[[], bool], what: str) -> None:
+    """Wait, without asserting how long, until ``condition()`` holds (fail after ~10 s)."""
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"never happened: {what}")
+
+
+async def test_the_latency_is_the_timed_span_in_milliseconds_to_the_microsecond(
+    store: Store, client: httpx.AsyncClient
+) -> None:
+    clock = FakeClock()
+    async with RawReceiver([b"ok"]) as receiver:
+        await owe(store, clock, f"{receiver.url}/buyer")
+        # 12.3456 ms between the two readings: stored as 12.346.
+        sending = dispatcher(store, clock, client, timer=StepTimer(2.5, 2.5123456))
+        with structlog.testing.capture_logs() as logs:
+            await sending.drain()
+    _, [attempt] = await shown(store)
+    assert attempt.latency_ms == 12.346
+    [line] = [entry for entry in logs if entry["event"] == "postback_attempt"]
+    assert line["latency_ms"] == 12.346
+
+
+async def test_an_answer_dripping_past_the_timeout_is_cut_and_retried(
+    store: Store, client: httpx.AsyncClient
+) -> None:
+    clock = FakeClock()
+    # A byte every 50 ms keeps each read well inside the timeout; the whole takes 2 s.
+    async with RawReceiver([b"x"] * 40, pause=0.05) as receiver:
+        await owe(store, clock, f"{receiver.url}/buyer")
+        sending = dispatcher(store, clock, client, timeout_seconds=0.5)
+        with structlog.testing.capture_logs() as logs:
+            await sending.drain()
+    postback, [attempt] = await shown(store)
+    assert postback.status == "pending"
+    assert postback.last_error is not None and postback.last_error.startswith("timeout: ")
+    assert attempt.error == postback.last_error
+    assert attempt.response is None
+    [line] = [entry for entry in logs if entry["event"] == "postback_attempt"]
+    assert (line["error"], line["outcome"]) == (postback.last_error, "pending")
+
+
+async def test_an_answer_in_many_chunks_is_kept_to_its_first_1024_bytes(
+    store: Store, client: httpx.AsyncClient
+) -> None:
+    clock = FakeClock()
+    body = "".join(f"{i:04d}," for i in range(400))  # 2,000 bytes, 300 to a chunk
+    pieces = [body[at:at + 300].encode() for at in range(0, len(body), 300)]
+    async with RawReceiver(pieces, chunked=True) as receiver:
+        await owe(store, clock, f"{receiver.url}/buyer")
+        await dispatcher(store, clock, client).drain()
+    postback, [attempt] = await shown(store)
+    assert postback.status == "delivered"
+    assert attempt.response == body[:1024]
+
+
+async def test_a_short_answer_in_several_chunks_is_kept_whole(
+    store: Store, client: httpx.AsyncClient
+) -> None:
+    clock = FakeClock()
+    async with RawReceiver([b"thanks, ", b"got ", b"it"], chunked=True) as receiver:
+        await owe(store, clock, f"{receiver.url}/buyer")
+        await dispatcher(store, clock, client).drain()
+    _, [attempt] = await shown(store)
+    assert attempt.response == "thanks, got it"
+
+
+async def test_an_answer_that_is_not_utf8_is_kept_with_replacement_characters(
+    store: Store, client: httpx.AsyncClient
+) -> None:
+    clock = FakeClock()
+    # Two bytes that are never UTF-8, then a two-byte "é" cut in half by the 1 KiB limit.
+    answer = b"ok \xff\xfe " + b"a" * 1017 + "é".encode()
+    async with RawReceiver([answer]) as receiver:
+        await owe(store, clock, f"{receiver.url}/buyer")
+        await dispatcher(store, clock, client).drain()
+    postback, [attempt] = await shown(store)
+    assert postback.status == "delivered"
+    assert attempt.response == "ok \ufffd\ufffd " + "a" * 1017 + "\ufffd"
+
+
+async def test_an_attempt_is_recorded_even_when_the_write_queue_is_full(
+    tmp_path: Path, client: httpx.AsyncClient
+) -> None:
+    clock = FakeClock()
+    # One queued write fills this store; it waits a minute before committing unless asked.
+    store = Store(tmp_path / "full.db", max_pending=1, gather_seconds=60)
+    await store.open()
+    try:
+        async with RawReceiver([b"ok"]) as receiver:
+            await owe(store, clock, f"{receiver.url}/buyer")
+            store.submit(lead("queued"))
+            assert not store.has_room()
+            draining = asyncio.create_task(dispatcher(store, clock, client).drain())
+            await until(lambda: draining.done() or store.writer.pending == 2,
+                        "the attempt queued behind the full queue, or the drain ended")
+            await store.flush()
+            await draining
+        postback, [attempt] = await shown(store)
+        assert (postback.status, postback.attempts, attempt.status_code) == (
+            "delivered", 1, 200)
+    finally:
+        await store.close()
+
+
+async def test_an_attempt_ending_after_the_store_closed_is_logged_as_not_recorded(
+    store: Store, client: httpx.AsyncClient
+) -> None:
+    clock = FakeClock()
+    async with RawReceiver([b"ok"], hold=True) as receiver:
+        await owe(store, clock, f"{receiver.url}/buyer")
+        sending = dispatcher(store, clock, client)
+        draining = asyncio.create_task(sending.drain())
+        await until(lambda: receiver.waiting == 1, "the request reached the receiver")
+        with structlog.testing.capture_logs() as logs:
+            closing = asyncio.create_task(sending.close())
+            await store.close()
+            receiver.release()
+            await closing
+            await draining
+    [warning] = [entry for entry in logs if entry["event"] == "postback_attempt_not_recorded"]
+    assert (warning["postback_id"], warning["log_level"]) == (1, "warning")
+    [line] = [entry for entry in logs if entry["event"] == "postback_attempt"]
+    assert (line["postback_id"], line["status"], line["outcome"]) == (1, 200, "delivered")
+
+
+async def test_a_host_owed_more_than_per_host_gets_exactly_per_host_at_a_time(
+    store: Store, client: httpx.AsyncClient
+) -> None:
+    clock = FakeClock()
+    async with RawReceiver([b"ok"], hold=True) as receiver:
+        await owe(store, clock, f"{receiver.url}/buyer", count=7)
+        sending = dispatcher(store, clock, client, per_host=2, concurrency=10)
+        draining = asyncio.create_task(sending.drain())
+        batches: list[int] = []
+        seen = 0
+        while seen < 7:
+            # A batch has arrived once every delivery started is waiting at the receiver;
+            # the next one starts only when this one is answered.
+            await until(lambda seen=seen: receiver.received > seen
+                        and sending.in_flight == receiver.waiting,
+                        "the started deliveries reached the receiver")
+            batches.append(receiver.received - seen)
+            seen = receiver.received
+            receiver.release()
+        await draining
+    assert batches == [2, 2, 2, 1]
+    assert receiver.peak == 2
+    for postback_id in range(1, 8):
+        postback, _ = await shown(store, postback_id)
+        assert (postback.status, postback.attempts) == ("delivered", 1)
