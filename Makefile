@@ -24,7 +24,8 @@ $(VENV)/.installed-dev: $(BIN)/python pyproject.toml
 serve: $(VENV)/.installed
 	$(BIN)/event-postback serve $(ARGS)
 
-test: $(VENV)/.installed-dev
+# Lint and strict types first: a change mypy refuses fails the test command too.
+test: check
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Debian's Chromium for the browser tests (they are skipped without it).
@@ -84,7 +85,7 @@ binary: $(BINARY_VENV)/.installed
 # after a change retests only what changed. Niced, on at most MUTATE_JOBS cores.
 MUTATE_JOBS ?= 2
 mutate: $(VENV)/.installed-dev
-	nice -n 10 $(BIN)/mutmut run --max-children $(MUTATE_JOBS)
+	PATH="$(abspath $(BIN)):$$PATH" nice -n 10 $(BIN)/mutmut run --max-children $(MUTATE_JOBS)
 	$(BIN)/mutmut results
 
 check: $(VENV)/.installed-dev
