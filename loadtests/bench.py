@@ -13,6 +13,9 @@ Scenarios (closed loop with wrk, 64 connections, after a warm-up, unless said ot
   R  GET /api/reports by day and cid over 31 days of D's 1,000,000 leads and events,
      one request at a time (--only-report runs just this row)
 
+Then the per-request budget (loadtests/budget.py): where a write-behind event's
+microseconds go inside the app, beside the bare endpoint's time per request.
+
 Prints one table and writes it as JSON under loadtests/results/.
 
     python loadtests/bench.py [--duration 10] [--quick] [--only-report]
@@ -42,6 +45,7 @@ import uvloop
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from loadtests import budget  # noqa: E402
 from loadtests.rawhttp import Results, closed_loop, open_loop, post_request  # noqa: E402
 from loadtests.servers import Server, free_port  # noqa: E402
 from storage.connection import prepare  # noqa: E402
@@ -77,6 +81,7 @@ class Settings:
     rates: tuple[int, ...]
     out: Path
     reports: int = 20
+    budget_events: int = 20_000
 
 
 @contextmanager
@@ -302,6 +307,19 @@ def run(settings: Settings) -> dict[str, Any]:
     return report
 
 
+def budget_run(events: int) -> dict[str, Any]:
+    """The per-request budget, measured in a process of its own (its own GC settings)."""
+    result = subprocess.run(
+        [sys.executable, str(HERE / "budget.py"), "--events", str(events), "--json"],
+        capture_output=True, text=True, check=True)
+    return dict(json.loads(result.stdout))
+
+
+def budget_line(report: dict[str, Any]) -> str:
+    baseline = report.get("A", {}).get("rps")
+    return budget.line(report["_budget"], 1e6 / baseline if baseline else None)
+
+
 def _split(items: list[str], parts: int) -> list[list[str]]:
     size = len(items) // parts
     return [items[i * size:(i + 1) * size] for i in range(parts)]
@@ -404,7 +422,7 @@ def main() -> int:
     if args.quick:
         settings = Settings(duration=1, warmup=1, connections=8, mint=6_000,
                             cold_leads=30_000, memory_events=30_000, rates=(100, 200),
-                            out=args.out, reports=3)
+                            out=args.out, reports=3, budget_events=2_000)
     else:
         settings = Settings(duration=args.duration, warmup=args.warmup,
                             connections=args.connections, mint=100_000,
@@ -414,6 +432,8 @@ def main() -> int:
     print(f"{'scenario':10s} {'req/s':>10s} {'p50 ms':>8s} {'p99 ms':>8s} {'errors':>7s} "
           f"{'RSS MB':>8s} {'vs A':>7s}", flush=True)
     report = report_only(settings) if args.only_report else run(settings)
+    if not args.only_report:
+        report["_budget"] = budget_run(settings.budget_events)
     report["_machine"] = machine()
     report["_when"] = datetime.now(UTC).isoformat(timespec="seconds")
     report["_settings"] = {"duration": settings.duration, "connections": settings.connections,
@@ -423,6 +443,9 @@ def main() -> int:
     print()
     for line in verdicts(report):
         print(line)
+    if "_budget" in report:
+        print()
+        print(budget_line(report))
     print(f"\nmachine: {report['_machine']}")
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     for path in (args.out / f"bench-{stamp}.json", args.out / "bench-latest.json"):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from loadtests import budget
 from loadtests.locust_stats import Totals, percentile_ms, progress_line, totals
 
 # Longer than the suite's per-test bound: the bench and locust smoke runs serve several times.
@@ -73,3 +74,10 @@ def test_bench_runs_every_scenario(tmp_path: Path) -> None:
         assert report[scenario]["requests"] > 0, scenario
     assert report["E"]["transactions"] == 30_000
     assert "| scenario | requests/s |" in result.stdout
+    # The per-request budget: every stage measured, and they add up to the app's time.
+    stages = report["_budget"]["stages_us"]
+    assert set(stages) == set(budget.STAGES)
+    assert all(value >= 0 for value in stages.values())
+    assert sum(stages.values()) == pytest.approx(report["_budget"]["loop_us"], rel=0.01)
+    assert report["_budget"]["loop_us"] > 0
+    assert "budget, us per event request (write-behind): HTTP " in result.stdout
