@@ -11,6 +11,7 @@ import structlog
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app import logs
 from app.envelope import internal_error_body
 from app.logs import start_request
 from app.metrics import Metrics
@@ -70,7 +71,8 @@ class RequestLogMiddleware:
             seconds = time.perf_counter() - started
             # The route's template, never the raw path: a metric label must stay bounded.
             template: str | None = getattr(scope.get("route"), "path", None)
-            log.info(
+            logs.info_line(
+                log,
                 "request",
                 method=scope["method"],
                 route=template or scope["path"],

@@ -63,7 +63,7 @@ _PROBES: dict[str, list[tuple[str, str]]] = {
     "queue": [("storage/store.py", "submit")],
     "answer": [("app/envelope.py", "success_response"),
                ("starlette/responses.py", "__call__")],
-    "log": [("structlog/_native.py", "meth")],
+    "log": [("app/logs.py", "info_line")],
     "metrics": [("app/metrics.py", "observe_request")],
 }
 # The stages printed, in the order a request meets them.
