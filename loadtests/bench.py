@@ -13,8 +13,8 @@ Scenarios (closed loop with wrk, 64 connections, after a warm-up, unless said ot
   R  GET /api/reports by day and cid over 31 days of D's 1,000,000 leads and events,
      one request at a time (--only-report runs just this row)
 
-Then the per-request budget (loadtests/budget.py): where a write-behind event's
-microseconds go inside the app, beside the bare endpoint's time per request.
+Then the per-request budget (loadtests/budget.py), in each durability mode: where an
+event's microseconds go inside the service, beside the bare endpoint's time per request.
 
 Prints one table and writes it as JSON under loadtests/results/.
 
@@ -308,16 +308,21 @@ def run(settings: Settings) -> dict[str, Any]:
 
 
 def budget_run(events: int) -> dict[str, Any]:
-    """The per-request budget, measured in a process of its own (its own GC settings)."""
-    result = subprocess.run(
-        [sys.executable, str(HERE / "budget.py"), "--events", str(events), "--json"],
-        capture_output=True, text=True, check=True)
-    return dict(json.loads(result.stdout))
+    """The per-request budget of each mode, each measured in a process of its own."""
+    found = {}
+    for durability in ("write-behind", "commit"):
+        result = subprocess.run(
+            [sys.executable, str(HERE / "budget.py"), "--events", str(events),
+             "--durability", durability, "--json"],
+            capture_output=True, text=True, check=True)
+        found[durability] = json.loads(result.stdout)
+    return found
 
 
-def budget_line(report: dict[str, Any]) -> str:
+def budget_lines(report: dict[str, Any]) -> list[str]:
     baseline = report.get("A", {}).get("rps")
-    return budget.line(report["_budget"], 1e6 / baseline if baseline else None)
+    return [budget.line(measured, 1e6 / baseline if baseline else None)
+            for measured in report["_budget"].values()]
 
 
 def _split(items: list[str], parts: int) -> list[list[str]]:
@@ -445,7 +450,8 @@ def main() -> int:
         print(line)
     if "_budget" in report:
         print()
-        print(budget_line(report))
+        for line in budget_lines(report):
+            print(line)
     print(f"\nmachine: {report['_machine']}")
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     for path in (args.out / f"bench-{stamp}.json", args.out / "bench-latest.json"):
