@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import io
 import json
@@ -60,20 +61,26 @@ def test_timestamp_is_iso_utc_with_microseconds() -> None:
     assert second >= first
 
 
-@pytest.fixture
-def configured() -> Iterator[tuple[io.BytesIO, LineWriter]]:
+@contextlib.contextmanager
+def _configured(level: str) -> Iterator[tuple[io.BytesIO, LineWriter]]:
     """configure_logging into a buffer; structlog and the root logger restored after."""
     saved = structlog.get_config()
     root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
+    handlers, root_level = root.handlers[:], root.level
     stream = io.BytesIO()
-    writer = configure_logging("info", stream=stream)
+    writer = configure_logging(level, stream=stream)
     try:
         yield stream, writer
     finally:
         structlog.configure(**saved)
-        root.handlers[:], root.level = handlers, level
+        root.handlers[:], root.level = handlers, root_level
         logs._direct = None
+
+
+@pytest.fixture
+def configured() -> Iterator[tuple[io.BytesIO, LineWriter]]:
+    with _configured("info") as configured:
+        yield configured
 
 
 def _both_ways(writer: LineWriter) -> None:
@@ -127,17 +134,8 @@ def test_captured_logs_still_see_the_request_line(
 
 
 def test_above_info_the_request_line_is_dropped_both_ways() -> None:
-    saved = structlog.get_config()
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    stream = io.BytesIO()
-    writer = configure_logging("warning", stream=stream)
-    try:
+    with _configured("warning") as (stream, writer):
         _both_ways(writer)
         structlog.get_logger("test").warning("kept")
         writer.flush()
-    finally:
-        structlog.configure(**saved)
-        root.handlers[:], root.level = handlers, level
-        logs._direct = None
     assert [json.loads(line)["event"] for line in stream.getvalue().splitlines()] == ["kept"]
