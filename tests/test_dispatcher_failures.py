@@ -34,12 +34,14 @@ class RawReceiver:
     ``chunked`` sends each piece as an HTTP chunk of its own; otherwise the body has a
     Content-Length and the pieces are written one by one, ``pause`` seconds apart.
     ``hold`` keeps every request waiting until ``release()``, which lets go only the
-    requests waiting at that moment.
+    requests waiting at that moment. ``stall`` promises one byte more than the pieces and
+    never sends it: the answer never ends.
     """
 
     def __init__(self, pieces: list[bytes], *, chunked: bool = False, pause: float = 0.0,
-                 hold: bool = False) -> None:
+                 hold: bool = False, stall: bool = False) -> None:
         self.pieces = pieces
+        self.stall = stall
         self.chunked = chunked
         self.pause = pause
         self.hold = hold
@@ -101,7 +103,7 @@ class RawReceiver:
 
     async def _answer(self, writer: asyncio.StreamWriter) -> None:
         framing = (b"Transfer-Encoding: chunked" if self.chunked else
-                   b"Content-Length: %d" % sum(map(len, self.pieces)))
+                   b"Content-Length: %d" % (sum(map(len, self.pieces)) + self.stall))
         writer.write(b"HTTP/1.1 200 OK\r\n" + framing + b"\r\nConnection: close\r\n\r\n")
         await writer.drain()
         for piece in self.pieces:
@@ -109,6 +111,8 @@ class RawReceiver:
                 await asyncio.sleep(self.pause)
             writer.write(b"%x\r\n%s\r\n" % (len(piece), piece) if self.chunked else piece)
             await writer.drain()
+        if self.stall:
+            await asyncio.Event().wait()  # cancelled when the receiver closes
         if self.chunked:
             writer.write(b"0\r\n\r\n")
             await writer.drain()
@@ -219,6 +223,19 @@ async def test_an_answer_in_many_chunks_is_kept_to_its_first_1024_bytes(
     postback, [attempt] = await shown(store)
     assert postback.status == "delivered"
     assert attempt.response == body[:1024]
+
+
+async def test_an_answer_that_never_ends_is_delivered_once_its_first_1024_bytes_are_in(
+    store: Store, client: httpx.AsyncClient
+) -> None:
+    # The status said 200 and only the first 1 KiB is kept: the rest is never waited for.
+    clock = FakeClock()
+    async with RawReceiver([b"a" * 2000], stall=True) as receiver:
+        await owe(store, clock, f"{receiver.url}/buyer")
+        await dispatcher(store, clock, client, timeout_seconds=0.5).drain()
+    postback, [attempt] = await shown(store)
+    assert (postback.status, attempt.error) == ("delivered", None)
+    assert attempt.response == "a" * 1024
 
 
 async def test_a_short_answer_in_several_chunks_is_kept_whole(
