@@ -34,13 +34,15 @@ class RawReceiver:
     ``chunked`` sends each piece as an HTTP chunk of its own; otherwise the body has a
     Content-Length and the pieces are written one by one, ``pause`` seconds apart.
     ``hold`` keeps every request waiting until ``release()``, which lets go only the
-    requests waiting at that moment. ``stall`` promises one byte more than the pieces and
-    never sends it: the answer never ends.
+    requests waiting at that moment; the first ``answer_first`` requests are answered at
+    once all the same. ``stall`` promises one byte more than the pieces and never sends
+    it: the answer never ends.
     """
 
     def __init__(self, pieces: list[bytes], *, chunked: bool = False, pause: float = 0.0,
-                 hold: bool = False, stall: bool = False) -> None:
+                 hold: bool = False, answer_first: int = 0, stall: bool = False) -> None:
         self.pieces = pieces
+        self.answer_first = answer_first
         self.stall = stall
         self.chunked = chunked
         self.pause = pause
@@ -86,7 +88,7 @@ class RawReceiver:
             self._open += 1
             self.peak = max(self.peak, self._open)
             try:
-                if self.hold:
+                if self.hold and self.received > self.answer_first:
                     self.waiting += 1
                     try:
                         await self._gate.wait()
@@ -331,5 +333,30 @@ async def test_a_host_owed_more_than_per_host_gets_exactly_per_host_at_a_time(
     assert batches == [2, 2, 2, 1]
     assert receiver.peak == 2
     for postback_id in range(1, 8):
+        postback, _ = await shown(store, postback_id)
+        assert (postback.status, postback.attempts) == ("delivered", 1)
+
+
+async def test_a_host_freed_by_one_of_its_deliveries_takes_one_more_not_two(
+    store: Store, client: httpx.AsyncClient
+) -> None:
+    clock = FakeClock()
+    # Two go out at once; one is answered, the other held: one more may go, not two.
+    async with RawReceiver([b"ok"], hold=True, answer_first=1) as receiver:
+        await owe(store, clock, f"{receiver.url}/buyer", count=4)
+        sending = dispatcher(store, clock, client, per_host=2, concurrency=10)
+        sending.start()
+        try:
+            await until(lambda: receiver.received >= 3 and sending.in_flight == receiver.waiting,
+                        "the delivery after the answered one reached the receiver")
+            assert (receiver.received, receiver.waiting) == (3, 2)
+            for _ in range(1000):
+                if receiver.received == 4 and sending.in_flight == 0:
+                    break
+                receiver.release()
+                await asyncio.sleep(0.01)
+        finally:
+            await sending.close()
+    for postback_id in range(1, 5):
         postback, _ = await shown(store, postback_id)
         assert (postback.status, postback.attempts) == ("delivered", 1)
