@@ -102,6 +102,9 @@ async def test_a_non_conversion_owes_no_source_postback_even_with_revenue(
     assert buyer.query == {"payout": [""], "rev": ["40.00"], "conv": ["0"], "st": [""]}
     [fired] = (await api.view(transaction_id))["events"]
     assert (fired["conversion"], fired["payout"], fired["conversion_id"]) == (False, None, "")
+    # Nor is it converted, approved or decided; its ids are its columns, not its fields.
+    assert (fired["converted_at"], fired["status"], fired["decided_at"]) == (None, None, None)
+    assert (fired["pid"], fired["fields"]) == (PID, {"revenue": "40.00"})
 
 
 async def test_a_conversion_owes_both_with_the_payout(api: Harness, receiver: Receiver) -> None:

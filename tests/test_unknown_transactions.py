@@ -84,3 +84,10 @@ async def test_a_created_lead_plans_its_postbacks_from_the_events_own_fields(
         assert response.status_code == 200, response.text
         rows = await api.query("SELECT url FROM postbacks WHERE transaction_id = 'crm-new'")
     assert rows == [("http://127.0.0.1:9/p?tid=crm-new&s1=first",)]
+
+
+async def test_a_created_lead_stores_the_client_ip_and_user_agent(create: Harness) -> None:
+    assert (await create.fire("crm-ua")).status_code == 200
+    rows = await create.query("SELECT ip, user_agent FROM leads WHERE transaction_id = ?",
+                              "crm-ua")
+    assert rows == [("203.0.113.7", "pytest-agent/1.0")]
