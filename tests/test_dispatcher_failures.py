@@ -360,3 +360,17 @@ async def test_a_host_freed_by_one_of_its_deliveries_takes_one_more_not_two(
     for postback_id in range(1, 5):
         postback, _ = await shown(store, postback_id)
         assert (postback.status, postback.attempts) == ("delivered", 1)
+
+
+async def test_the_timeout_is_the_settings_not_the_one_the_client_was_made_with(
+    store: Store,
+) -> None:
+    # The pool outlives a reload that lengthens timeout_seconds: each request takes the
+    # timeout from the settings in force, not the (shorter) one the client started with.
+    clock = FakeClock()
+    async with (RawReceiver([b"ok"], pause=0.5) as receiver,
+                httpx.AsyncClient(timeout=0.1) as started_short):
+        await owe(store, clock, f"{receiver.url}/buyer")
+        await dispatcher(store, clock, started_short, timeout_seconds=5).drain()
+    postback, [attempt] = await shown(store)
+    assert (postback.status, attempt.error, attempt.response) == ("delivered", None, "ok")
