@@ -32,6 +32,14 @@ async def test_campaign_route_accepts_a_matching_body_cid(api: Harness) -> None:
     assert response.status_code == 201
 
 
+async def test_campaign_route_takes_an_empty_body_cid_as_not_sent(api: Harness) -> None:
+    transaction_id = await api.click()
+    response = await api.client.post(f"/api/event/{CID}", json={
+        "cid": "", "event_id": "quote_viewed", "transaction_id": transaction_id})
+    assert response.status_code == 201, response.text
+    assert response.json()["data"]["cid"] == CID
+
+
 async def test_campaign_route_refuses_a_different_body_cid(api: Harness) -> None:
     transaction_id = await api.click()
     response = await api.client.post(f"/api/event/{CID}", json={
