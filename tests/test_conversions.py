@@ -289,6 +289,11 @@ async def test_list_filters_newest_first_and_pages_with_a_cursor(api: Harness) -
     days = await page(**{"from": "2026-11-29", "to": "2026-11-29"})
     assert [c["conversion_id"] for c in days["conversions"]] == [ids[1]]
     assert (await page(cid="cmp_other"))["conversions"] == []
+    # The README's own template, every filter empty: no filter at all.
+    blank = await api.client.get(
+        "/api/conversions?status=&cid=&pid=&from=&to=&limit=50&cursor=", headers=AUTH)
+    assert blank.status_code == 200, blank.text
+    assert [c["conversion_id"] for c in blank.json()["data"]["conversions"]] == ids[::-1]
     assert set(first["conversions"][0]) == {
         "conversion_id", "transaction_id", "cid", "pid", "event_id", "revenue", "payout",
         "status", "converted_at", "decided_at", "fired_at"}
@@ -414,3 +419,102 @@ async def test_metrics_count_money_as_approved_and_claw_back_reversals(api: Harn
     assert value(samples, "event_postback_conversions", status="approved") == 1
     assert value(samples, "event_postback_conversions", status="reversed") == 1
     assert value(samples, "event_postback_conversions", status="pending") == 0
+
+
+def macros_config(receiver: Receiver, db: Path) -> Config:
+    """Every money and conversion macro on the postbacks a change of status sends."""
+    macros = "rev={revenue}&pay={payout}&c={conversion}&st={status}&why={reason}"
+    text = f"""
+[server]
+admin_token = "{ADMIN_TOKEN}"
+
+[[sources]]
+pid = "{PID}"
+payout = {{ type = "percent", value = 50 }}
+postback_url = "{receiver.url}/source?{macros}"
+retraction_url = "{receiver.url}/retract?{macros}"
+
+[[campaigns]]
+cid = "{CID}"
+
+[[campaigns.events]]
+event_id = "policy_bound"
+conversion = true
+approval = "manual"
+
+[[campaigns.postbacks]]
+url = "{receiver.url}/buyer-changed?{macros}"
+on = ["approved", "reversed"]
+"""
+    return with_server_overrides(parse_config(text, origin="macros test"), "test", db=str(db))
+
+
+async def test_a_change_of_status_reports_the_conversions_money_and_an_empty_reason(
+    receiver: Receiver, db_path: Path
+) -> None:
+    async with running(macros_config(receiver, db_path)) as api:
+        _, conversion_id = await convert(api, revenue="80")
+        assert (await act(api, conversion_id, "approve")).status_code == 200  # no reason
+        await api.services.dispatcher.drain()
+        approved = {"rev": ["80.00"], "pay": ["40.00"], "c": ["1"], "st": ["approved"],
+                    "why": [""]}
+        assert [sent.query for sent in receiver.of("/source")] == [approved]
+        assert [sent.query for sent in receiver.of("/buyer-changed")] == [approved]
+
+        assert (await act(api, conversion_id, "reverse", "refund")).status_code == 200
+        await api.services.dispatcher.drain()
+        reversed_ = approved | {"st": ["reversed"], "why": ["refund"]}
+        assert [sent.query for sent in receiver.of("/retract")] == [reversed_]
+        assert receiver.of("/buyer-changed")[-1].query == reversed_
+
+
+def by_status_config(db: Path) -> Config:
+    text = f"""
+[server]
+admin_token = "{ADMIN_TOKEN}"
+
+[[sources]]
+pid = "{PID}"
+payout = {{ type = "percent", value = 50 }}
+
+[[sources]]
+pid = "src_unpaid"
+
+[[campaigns]]
+cid = "{CID}"
+
+[[campaigns.events]]
+event_id = "form_step"
+allow_duplicates = true
+
+[[campaigns.events]]
+event_id = "sale_completed"
+conversion = true
+allow_duplicates = true
+"""
+    return with_server_overrides(parse_config(text, origin="by status"), "test", db=str(db))
+
+
+async def test_money_by_status_counts_every_conversion_after_any_other_event(
+    db_path: Path
+) -> None:
+    async with running(by_status_config(db_path)) as api:
+        transaction_id = await api.click(pid=PID)
+        # A plain event first: it has no status and must not end the count.
+        assert (await api.fire(transaction_id, "form_step")).status_code == 200
+        sales = [("0", PID), ("20", PID), ("5.5", "src_unpaid")]
+        for revenue, pid in sales:
+            api.clock.advance(2.5)
+            response = await api.fire(transaction_id, "sale_completed", revenue=revenue,
+                                      pid=pid)
+            assert response.status_code == 200, response.text
+        view = await api.view(transaction_id)
+    # Revenue 0 pays 0; a source without a payout pays nothing.
+    assert view["conversions"] == {
+        "approved": {"count": 3, "revenue": "25.50", "payout": "10.00"}}
+    step, *conversions = view["events"]
+    assert (step["status"], step["decided_at"]) == (None, None)
+    for sale in conversions:
+        # Auto-approved: decided as it fired.
+        assert (sale["status"], sale["decided_at"]) == ("approved", sale["fired_at"])
+    assert [sale["payout"] for sale in conversions] == ["0.00", "10.00", None]

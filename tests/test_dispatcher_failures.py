@@ -34,12 +34,16 @@ class RawReceiver:
     ``chunked`` sends each piece as an HTTP chunk of its own; otherwise the body has a
     Content-Length and the pieces are written one by one, ``pause`` seconds apart.
     ``hold`` keeps every request waiting until ``release()``, which lets go only the
-    requests waiting at that moment.
+    requests waiting at that moment; the first ``answer_first`` requests are answered at
+    once all the same. ``stall`` promises one byte more than the pieces and never sends
+    it: the answer never ends.
     """
 
     def __init__(self, pieces: list[bytes], *, chunked: bool = False, pause: float = 0.0,
-                 hold: bool = False) -> None:
+                 hold: bool = False, answer_first: int = 0, stall: bool = False) -> None:
         self.pieces = pieces
+        self.answer_first = answer_first
+        self.stall = stall
         self.chunked = chunked
         self.pause = pause
         self.hold = hold
@@ -84,7 +88,7 @@ class RawReceiver:
             self._open += 1
             self.peak = max(self.peak, self._open)
             try:
-                if self.hold:
+                if self.hold and self.received > self.answer_first:
                     self.waiting += 1
                     try:
                         await self._gate.wait()
@@ -101,7 +105,7 @@ class RawReceiver:
 
     async def _answer(self, writer: asyncio.StreamWriter) -> None:
         framing = (b"Transfer-Encoding: chunked" if self.chunked else
-                   b"Content-Length: %d" % sum(map(len, self.pieces)))
+                   b"Content-Length: %d" % (sum(map(len, self.pieces)) + self.stall))
         writer.write(b"HTTP/1.1 200 OK\r\n" + framing + b"\r\nConnection: close\r\n\r\n")
         await writer.drain()
         for piece in self.pieces:
@@ -109,6 +113,8 @@ class RawReceiver:
                 await asyncio.sleep(self.pause)
             writer.write(b"%x\r\n%s\r\n" % (len(piece), piece) if self.chunked else piece)
             await writer.drain()
+        if self.stall:
+            await asyncio.Event().wait()  # cancelled when the receiver closes
         if self.chunked:
             writer.write(b"0\r\n\r\n")
             await writer.drain()
@@ -221,6 +227,19 @@ async def test_an_answer_in_many_chunks_is_kept_to_its_first_1024_bytes(
     assert attempt.response == body[:1024]
 
 
+async def test_an_answer_that_never_ends_is_delivered_once_its_first_1024_bytes_are_in(
+    store: Store, client: httpx.AsyncClient
+) -> None:
+    # The status said 200 and only the first 1 KiB is kept: the rest is never waited for.
+    clock = FakeClock()
+    async with RawReceiver([b"a" * 2000], stall=True) as receiver:
+        await owe(store, clock, f"{receiver.url}/buyer")
+        await dispatcher(store, clock, client, timeout_seconds=0.5).drain()
+    postback, [attempt] = await shown(store)
+    assert (postback.status, attempt.error) == ("delivered", None)
+    assert attempt.response == "a" * 1024
+
+
 async def test_a_short_answer_in_several_chunks_is_kept_whole(
     store: Store, client: httpx.AsyncClient
 ) -> None:
@@ -316,3 +335,42 @@ async def test_a_host_owed_more_than_per_host_gets_exactly_per_host_at_a_time(
     for postback_id in range(1, 8):
         postback, _ = await shown(store, postback_id)
         assert (postback.status, postback.attempts) == ("delivered", 1)
+
+
+async def test_a_host_freed_by_one_of_its_deliveries_takes_one_more_not_two(
+    store: Store, client: httpx.AsyncClient
+) -> None:
+    clock = FakeClock()
+    # Two go out at once; one is answered, the other held: one more may go, not two.
+    async with RawReceiver([b"ok"], hold=True, answer_first=1) as receiver:
+        await owe(store, clock, f"{receiver.url}/buyer", count=4)
+        sending = dispatcher(store, clock, client, per_host=2, concurrency=10)
+        sending.start()
+        try:
+            await until(lambda: receiver.received >= 3 and sending.in_flight == receiver.waiting,
+                        "the delivery after the answered one reached the receiver")
+            assert (receiver.received, receiver.waiting) == (3, 2)
+            for _ in range(1000):
+                if receiver.received == 4 and sending.in_flight == 0:
+                    break
+                receiver.release()
+                await asyncio.sleep(0.01)
+        finally:
+            await sending.close()
+    for postback_id in range(1, 5):
+        postback, _ = await shown(store, postback_id)
+        assert (postback.status, postback.attempts) == ("delivered", 1)
+
+
+async def test_the_timeout_is_the_settings_not_the_one_the_client_was_made_with(
+    store: Store,
+) -> None:
+    # The pool outlives a reload that lengthens timeout_seconds: each request takes the
+    # timeout from the settings in force, not the (shorter) one the client started with.
+    clock = FakeClock()
+    async with (RawReceiver([b"ok"], pause=0.5) as receiver,
+                httpx.AsyncClient(timeout=0.1) as started_short):
+        await owe(store, clock, f"{receiver.url}/buyer")
+        await dispatcher(store, clock, started_short, timeout_seconds=5).drain()
+    postback, [attempt] = await shown(store)
+    assert (postback.status, attempt.error, attempt.response) == ("delivered", None, "ok")

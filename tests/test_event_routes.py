@@ -32,6 +32,14 @@ async def test_campaign_route_accepts_a_matching_body_cid(api: Harness) -> None:
     assert response.status_code == 201
 
 
+async def test_campaign_route_takes_an_empty_body_cid_as_not_sent(api: Harness) -> None:
+    transaction_id = await api.click()
+    response = await api.client.post(f"/api/event/{CID}", json={
+        "cid": "", "event_id": "quote_viewed", "transaction_id": transaction_id})
+    assert response.status_code == 201, response.text
+    assert response.json()["data"]["cid"] == CID
+
+
 async def test_campaign_route_refuses_a_different_body_cid(api: Harness) -> None:
     transaction_id = await api.click()
     response = await api.client.post(f"/api/event/{CID}", json={
@@ -76,6 +84,29 @@ async def test_urlencoded_form_body(api: Harness) -> None:
     assert view["events"][0]["revenue"] == "45.00"
     assert view["fields"]["sub3"] == "from-form"
     assert view["cost"] is None  # an empty form input counts as not sent
+
+
+async def test_a_form_reads_like_the_json_it_spells_when_a_name_repeats(
+    api: Harness
+) -> None:
+    # The last value of a repeated name wins, in a form as in a JSON object, and an
+    # empty one counts as not sent: the earlier value is not taken instead.
+    form_id, json_id = await api.click(sub2="click"), await api.click(sub2="click")
+    form = (f"cid={CID}&event_id=quote_viewed&transaction_id={form_id}"
+            "&sub1=first&sub1=&sub2=first&sub2=last")
+    response = await api.client.post(
+        "/api/event/trigger", content=form,
+        headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 200, response.text
+    body = (f'{{"cid": "{CID}", "event_id": "quote_viewed", "transaction_id": "{json_id}",'
+            ' "sub1": "first", "sub1": "", "sub2": "first", "sub2": "last"}')
+    response = await api.client.post("/api/event/trigger", content=body,
+                                      headers={"Content-Type": "application/json"})
+    assert response.status_code == 200, response.text
+    for transaction_id in (form_id, json_id):
+        view = await api.view(transaction_id)
+        assert view["events"][0]["fields"] == {"sub2": "last"}
+        assert "sub1" not in view["fields"]
 
 
 async def test_form_field_of_wrong_form_is_invalid(api: Harness) -> None:

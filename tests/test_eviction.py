@@ -62,3 +62,19 @@ async def test_idle_actors_are_evicted_to_stay_within_the_limit(db_path: Path) -
             await api.click()
             api.clock.advance(0.1)
         assert len(api.services.registry) == 3
+
+
+async def test_the_actor_a_message_is_for_is_never_evicted_to_make_room(db_path: Path) -> None:
+    async with running(make_config(db_path, max_actors=1)) as api:
+        first, second = await api.click(), await api.click()
+        # form_step allows duplicates: only an open window refuses a second one.
+        assert (await api.fire(first, "form_step")).status_code == 200
+        api.clock.advance(1)
+        assert (await api.fire(second, "form_step")).status_code == 200  # over the limit
+        api.clock.advance(1.5)  # first's window closed, second's still open
+        assert len(api.services.registry) == 2
+        # The registry shrinks back as first fires again; first itself must stay.
+        assert (await api.fire(first, "form_step")).status_code == 200
+        assert first in api.services.registry
+        api.clock.advance(0.1)
+        assert (await api.fire(first, "form_step")).status_code == 403

@@ -86,3 +86,33 @@ def test_the_cid_global_is_reserved() -> None:
         parse_config('[[campaigns]]\ncid = "global"\n', origin="t.toml")
     assert str(refused.value) == (
         "t.toml: campaigns[0].cid: 'global' is reserved by the API's routes")
+
+
+async def test_empty_ids_are_missing_like_absent_ones(api: Harness) -> None:
+    # Check 2: present *and not empty*; the global route names them before any lookup.
+    assert await fire_global(api, event_id="", transaction_id="") == (400, error(
+        400, "event_id is required", missingFields=["event_id", "transaction_id"]))
+
+
+@pytest.mark.parametrize("transaction_id", [12345, True, ["txn"]])
+async def test_a_transaction_id_that_is_no_string_is_invalid_not_a_crash(
+    api: Harness, transaction_id: Any
+) -> None:
+    assert await fire_global(api, event_id="quote_viewed",
+                             transaction_id=transaction_id) == (
+        400, error(400, "Invalid transaction_id"))
+
+
+async def test_an_empty_body_cid_is_not_sent_and_the_owner_fires(api: Harness) -> None:
+    transaction_id = await api.click(cid=OTHER_CID)
+    status, answer = await fire_global(api, cid="", event_id="quote_viewed",
+                                       transaction_id=transaction_id)
+    assert (status, answer["data"]["cid"]) == (200, OTHER_CID)
+
+
+async def test_the_get_form_is_never_cached_like_every_get_event_route(api: Harness) -> None:
+    transaction_id = await api.click()
+    params = {"event_id": "quote_viewed", "transaction_id": transaction_id}
+    response = await api.client.get("/api/event/global", params=params)
+    assert response.status_code == 200
+    assert response.headers["cache-control"] == "no-store"

@@ -12,8 +12,9 @@ import msgspec
 import pytest
 
 from app.config import Config
-from tests.conftest import CID, PID, Harness, error, running
+from tests.conftest import CID, PID, Harness, error, running, with_campaign
 from tests.conftest import make_config as base_config
+from tests.test_metrics import scrape, value
 
 
 def make_config(db_path: Path) -> Config:
@@ -180,3 +181,56 @@ async def test_the_pixel_route_replays_its_pixel(api: Harness) -> None:
     del params["format"]
     json_form = await api.client.get("/api/event/trigger", params=params, headers=keyed("g"))
     assert json_form.status_code == 422
+
+
+async def test_the_first_keyed_answer_is_the_answer_without_a_key(db_path: Path) -> None:
+    """A keyed request is handled as usual: same status, headers, data and dropped fields."""
+    config = with_campaign(make_config(db_path), CID, strict_fields=False)
+    async with running(config) as api:
+        plain_id, keyed_id = await api.click(pid=PID), await api.click(pid=PID)
+
+        def body(transaction_id: str) -> dict[str, Any]:
+            # notes is too long: a lenient campaign fires without it and says so.
+            return {"cid": CID, "event_id": "sale_completed", "transaction_id": transaction_id,
+                    "pid": PID, "revenue": "45", "notes": "n" * 256}
+
+        plain = await api.client.post("/api/event/trigger", json=body(plain_id))
+        first = await api.client.post("/api/event/trigger", json=body(keyed_id),
+                                      headers=keyed("same-as-plain"))
+        for response in (plain, first):
+            assert response.status_code == 200, response.text
+            assert response.headers["content-type"] == "application/json"
+            assert "cache-control" not in response.headers  # only the GET forms say no-store
+        answer = first.json()
+        conversion_id = answer["data"]["conversion_id"]
+        assert conversion_id.startswith("conv_")
+        assert answer == {
+            "status": 200, "type": "success", "message": "Event triggered successfully",
+            "data": {"cid": CID, "pid": PID, "transaction_id": keyed_id,
+                     "conversion_id": conversion_id, "conversion": True},
+            "invalidFields": plain.json()["invalidFields"]}
+        assert list(answer["invalidFields"]) == ["notes"]
+
+
+async def test_a_keyed_refusal_is_the_refusal_without_a_key(api: Harness) -> None:
+    body = {"cid": "cmp_unknown", "event_id": "quote_viewed", "transaction_id": "txn_x"}
+    plain = await api.client.post("/api/event/trigger", json=body)
+    first = await api.client.post("/api/event/trigger", json=body, headers=keyed("refused"))
+    again = await api.client.post("/api/event/trigger", json=body, headers=keyed("refused"))
+    for response in (plain, first, again):
+        assert response.json() == error(400, "Invalid cid")
+        assert response.headers["content-type"] == "application/json"
+    assert again.headers["idempotent-replayed"] == "true"
+
+
+async def test_a_replay_is_counted_as_replayed_not_as_another_conversion(
+    api: Harness
+) -> None:
+    transaction_id = await api.click(pid=PID)
+    assert (await sale(api, transaction_id, "k-count")).status_code == 200
+    api.clock.advance(60)
+    assert (await sale(api, transaction_id, "k-count")).headers["idempotent-replayed"]
+    _, samples = await scrape(api)
+    events = "event_postback_events_total"
+    assert value(samples, events, cid=CID, event_id="sale_completed", outcome="converted") == 1
+    assert value(samples, events, cid=CID, event_id="sale_completed", outcome="replayed") == 1

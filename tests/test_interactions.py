@@ -18,7 +18,7 @@ import pytest
 from app.config import parse_config, with_server_overrides
 from storage.records import LeadRow, PostbackChange, PostbackRow, WriteOp
 from storage.store import Store
-from tests.conftest import CID, PID, Harness, error, make_config, running
+from tests.conftest import ADMIN_TOKEN, CID, PID, Harness, error, make_config, running
 
 LOCKED = error(403, "Concurrent event in progress")
 # Long enough that every write of a test waits for the same batch; a flush ends the wait.
@@ -90,6 +90,26 @@ async def test_a_cost_override_after_an_add_in_one_batch_wins(db_path: Path) -> 
         api.clock.advance(2.5)
         assert (await api.fire(transaction_id, "form_step", sub1="no cost")).status_code == 200
         assert (await api.view(transaction_id))["cost"] == "2.25"
+
+
+async def test_reports_count_the_last_cost_of_changes_merged_in_one_batch(
+    db_path: Path,
+) -> None:
+    config = make_config(db_path, durability="write-behind", flush_ms=ONE_BATCH_MS)
+    async with running(config) as api:
+        transaction_id = await api.click()
+        await api.services.store.flush()
+        committed = api.services.store.writer.batches_committed
+        assert (await api.fire(transaction_id, "form_step", cost="7")).status_code == 200
+        api.clock.advance(2.5)
+        assert (await api.fire(transaction_id, "form_step", cost="3",
+                               cost_operation="add", sub1="x")).status_code == 200
+        response = await api.client.get(
+            "/api/reports", params={"from": "2026-11-28", "to": "2026-11-28"},
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        assert api.services.store.writer.batches_committed == committed + 1
+    assert response.status_code == 200, response.text
+    assert response.json()["data"]["totals"]["cost"] == "10.00"
 
 
 @pytest.fixture

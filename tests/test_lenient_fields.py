@@ -108,6 +108,20 @@ async def test_query_route_reports_dropped_fields(lenient: Harness) -> None:
     assert list(response.json()["invalidFields"]) == ["tcpa_consent"]
 
 
+async def test_form_text_beside_a_dropped_field_is_still_read_as_its_type(
+    lenient: Harness
+) -> None:
+    """A query string or form sends every value as text; a dropped neighbour changes nothing."""
+    transaction_id = await lenient.click()
+    response = await lenient.client.get("/api/event/trigger", params={
+        "cid": CID, "event_id": "sale_completed", "transaction_id": transaction_id,
+        "revenue": "10", "tcpa_consent": "1", "sub1": "s" * 256})
+    assert response.status_code == 200, response.text
+    assert list(response.json()["invalidFields"]) == ["sub1"]
+    event = (await lenient.view(transaction_id))["events"][0]
+    assert event["fields"] == {"revenue": "10.00", "tcpa_consent": 1}
+
+
 async def test_a_dropped_conversion_date_dates_the_conversion_when_it_fired(
     lenient: Harness
 ) -> None:

@@ -55,7 +55,7 @@ event_id = "sale_completed"
 conversion = true
 
 [[campaigns.postbacks]]
-url = "{receiver.url}/buyer?payout={{payout}}&rev={{revenue}}&conv={{conversion}}"
+url = "{receiver.url}/buyer?payout={{payout}}&rev={{revenue}}&conv={{conversion}}&st={{status}}"
 events = ["quote_viewed", "sale_completed"]
 """
 
@@ -98,10 +98,13 @@ async def test_a_non_conversion_owes_no_source_postback_even_with_revenue(
     await api.services.dispatcher.drain()
     assert receiver.of("/source") == []
     [buyer] = receiver.of("/buyer")
-    # No payout is owed on it; the revenue it reported is shown as sent.
-    assert buyer.query == {"payout": [""], "rev": ["40.00"], "conv": ["0"]}
+    # No payout is owed on it, and it has no status; the revenue it reported is shown.
+    assert buyer.query == {"payout": [""], "rev": ["40.00"], "conv": ["0"], "st": [""]}
     [fired] = (await api.view(transaction_id))["events"]
     assert (fired["conversion"], fired["payout"], fired["conversion_id"]) == (False, None, "")
+    # Nor is it converted, approved or decided; its ids are its columns, not its fields.
+    assert (fired["converted_at"], fired["status"], fired["decided_at"]) == (None, None, None)
+    assert (fired["pid"], fired["fields"]) == (PID, {"revenue": "40.00"})
 
 
 async def test_a_conversion_owes_both_with_the_payout(api: Harness, receiver: Receiver) -> None:
@@ -111,7 +114,7 @@ async def test_a_conversion_owes_both_with_the_payout(api: Harness, receiver: Re
     await api.services.dispatcher.drain()
     assert receiver.of("/source")[0].query == {"payout": ["20.00"], "event": ["sale_completed"]}
     assert receiver.of("/buyer")[0].query == {"payout": ["20.00"], "rev": ["40.00"],
-                                              "conv": ["1"]}
+                                              "conv": ["1"], "st": ["approved"]}
 
 
 async def test_a_short_retry_after_does_not_shorten_the_backoff(

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from app.config import PostbackConfig
 from tests.conftest import CID, OTHER_CID, PID, Harness, error, make_config, running, with_campaign
 
 
@@ -69,3 +70,24 @@ async def test_reject_is_the_default(api: Harness) -> None:
     response = await api.fire("crm-4711")
     assert response.json() == error(400, "Invalid transaction_id for this campaign")
     assert await api.query("SELECT count(*) FROM leads") == [(0,)]
+
+
+async def test_a_created_lead_plans_its_postbacks_from_the_events_own_fields(
+    db_path: Path,
+) -> None:
+    buyer = PostbackConfig(url="http://127.0.0.1:9/p?tid={transaction_id}&s1={sub1}")
+    config = with_campaign(make_config(db_path), CID, unknown_transactions="create",
+                           postbacks=[buyer])
+    async with running(config) as api:
+        response = await api.fire("crm-new", "sale_completed", revenue="45", pid=PID,
+                                  sub1="first")
+        assert response.status_code == 200, response.text
+        rows = await api.query("SELECT url FROM postbacks WHERE transaction_id = 'crm-new'")
+    assert rows == [("http://127.0.0.1:9/p?tid=crm-new&s1=first",)]
+
+
+async def test_a_created_lead_stores_the_client_ip_and_user_agent(create: Harness) -> None:
+    assert (await create.fire("crm-ua")).status_code == 200
+    rows = await create.query("SELECT ip, user_agent FROM leads WHERE transaction_id = ?",
+                              "crm-ua")
+    assert rows == [("203.0.113.7", "pytest-agent/1.0")]

@@ -38,7 +38,9 @@ async def list_conversions(request: Request) -> Response:
     """GET /api/conversions: newest first, one page at a time."""
     svc = services(request)
     require_admin(request, svc)
-    query = _convert(form_fields(request.url.query), ConversionQuery)
+    # As in every other query and body, a filter sent empty (`?status=&cid=`) is not sent.
+    sent = {name: value for name, value in form_fields(request.url.query).items() if value}
+    query = _convert(sent, ConversionQuery)
     first = _day(query.from_day, "from")
     last = _day(query.to_day, "to")
     await svc.store.flush()
