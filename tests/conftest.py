@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, closing
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import msgspec
@@ -19,6 +21,7 @@ from app.config import Config, parse_config, with_server_overrides
 from app.factory import create_app
 from app.services import Services
 from storage.store import Store
+from tests.pg_cluster import Cluster, ClusterUnavailable
 
 CID = "cmp_9z8y7x6w"
 OTHER_CID = "cmp_other"
@@ -165,3 +168,47 @@ async def api(db_path: Path) -> AsyncIterator[Harness]:
 def error(status: int, message: str, **extra: Any) -> dict[str, Any]:
     """The exact error envelope the API answers with."""
     return {"status": status, "type": "error", "message": message, **extra}
+
+
+def no_postgres(exc: Exception, env: Mapping[str, str]) -> NoReturn:
+    """Skip a test that needs PostgreSQL, saying how to get it; under CI=true, fail it."""
+    if env.get("CI") == "true":
+        pytest.fail(f"PostgreSQL is required under CI=true: {exc}")
+    pytest.skip(f"no PostgreSQL ({exc}): `make postgres` installs Debian's postgresql, "
+                "or set EP_TEST_POSTGRES_URL")
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A PostgreSQL server for the whole run: EP_TEST_POSTGRES_URL, or a throwaway cluster.
+
+    Without either the PostgreSQL tests skip, except under CI=true, where they fail.
+    """
+    given = os.environ.get("EP_TEST_POSTGRES_URL")
+    if given:
+        yield given
+        return
+    try:
+        cluster = Cluster()
+    except ClusterUnavailable as exc:
+        no_postgres(exc, os.environ)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+async def pg_url(postgres_url: str) -> AsyncIterator[str]:
+    """The URL of an empty database of this test's own, dropped afterwards."""
+    import asyncpg
+
+    name = f"ep_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(postgres_url)
+    try:
+        await admin.execute(f"CREATE DATABASE {name}")
+        base, _, _ = postgres_url.rpartition("/")
+        yield f"{base}/{name}"
+        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    finally:
+        await admin.close()
