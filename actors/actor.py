@@ -14,6 +14,7 @@ from actors.clock import Clock, utc_text
 from actors.messages import CreateLead, FireEvent, LeadOf, Message, Reply, Verdict
 from actors.rules import apply_cost, decide, opens_window
 from actors.state import TransactionState
+from storage.backend import EventStore
 from storage.money import micro, money_text
 from storage.records import (
     ConversionStatus,
@@ -24,7 +25,6 @@ from storage.records import (
     WriteOp,
     encode_fields,
 )
-from storage.store import Store
 from storage.writer import StoreUnavailable
 
 
@@ -44,7 +44,7 @@ class PostbackPlanner(Protocol):
 class Runtime:
     """What every actor shares."""
 
-    store: Store
+    store: EventStore
     clock: Clock
     lock_seconds: float
     # Commit durability: answer only once the write has committed.

@@ -41,6 +41,7 @@ from app.postbacks.plan import Planner
 from app.reload import ConfigFile, Reloader
 from app.routes import docs, operate, routes
 from app.services import Current, Services
+from storage.backend import EventStore
 from storage.records import PostbackRow
 from storage.store import Store
 from storage.writer import StoreBusy, StoreClosed, StoreUnavailable
@@ -48,7 +49,7 @@ from storage.writer import StoreBusy, StoreClosed, StoreUnavailable
 log = structlog.get_logger("app")
 
 
-def build_store(config: Config) -> Store:
+def build_store(config: Config) -> EventStore:
     """The store the configured durability asks for."""
     server = config.server
     if server.durability == "commit":
@@ -69,7 +70,7 @@ def create_app(
     config: Config,
     *,
     clock: Clock | None = None,
-    store: Store | None = None,
+    store: EventStore | None = None,
     demo: bool = False,
     config_file: ConfigFile | None = None,
     metrics_registry: CollectorRegistry | None = None,
@@ -127,7 +128,7 @@ def create_app(
         loop = asyncio.get_running_loop()
         if reload_on_sighup:
             loop.add_signal_handler(signal.SIGHUP, _reload_logging_errors, reloader)
-        log.info("store_opened", db=str(the_store.path), durability=server.durability)
+        log.info("store_opened", db=the_store.location, durability=server.durability)
         try:
             # "services" is the state as it was at start-up (tests read the store from it).
             yield {"current": current, "services": current.services}
@@ -139,7 +140,7 @@ def create_app(
             await registry.close()
             await dispatcher.close()
             await the_store.close()
-            log.info("store_closed", db=str(the_store.path))
+            log.info("store_closed", db=the_store.location)
 
     table = [*routes(demo=demo), *operate.routes(), *docs.routes(demo=demo)]
     exception_handlers: dict[Any, Any] = {
@@ -179,7 +180,7 @@ class _CurrentPlanner:
 class _LiveValues:
     """What the metrics read at scrape time."""
 
-    def __init__(self, store: Store, registry: ActorRegistry) -> None:
+    def __init__(self, store: EventStore, registry: ActorRegistry) -> None:
         self._store = store
         self._registry = registry
 
