@@ -62,9 +62,9 @@ def _parser() -> argparse.ArgumentParser:
                     "[server] table; the defaults apply when neither sets it.")
     serve.add_argument("--config", metavar="FILE",
                        help="TOML configuration file (default: the built-in demo config)")
-    serve.add_argument("--db", metavar="FILE",
-                       help=f"SQLite database file, created on first start "
-                            f"(default: {server.db})")
+    serve.add_argument("--db", metavar="DB",
+                       help=f"SQLite database file, created on first start, or a "
+                            f"postgresql://user@host:port/dbname URL (default: {server.db})")
     serve.add_argument("--host", metavar="HOST",
                        help=f"address to listen on (default: {server.host})")
     serve.add_argument("--port", metavar="PORT", type=int,

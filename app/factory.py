@@ -41,7 +41,8 @@ from app.postbacks.plan import Planner
 from app.reload import ConfigFile, Reloader
 from app.routes import docs, operate, routes
 from app.services import Current, Services
-from storage.backend import EventStore
+from storage.backend import EventStore, Unsupported, is_postgres_url
+from storage.postgres.store import PostgresStore
 from storage.records import PostbackRow
 from storage.store import Store
 from storage.writer import StoreBusy, StoreClosed, StoreUnavailable
@@ -52,6 +53,10 @@ log = structlog.get_logger("app")
 def build_store(config: Config) -> EventStore:
     """The store the configured durability asks for."""
     server = config.server
+    if is_postgres_url(server.db):
+        # Commit only (the config refuses write-behind): the database decides each answer.
+        return PostgresStore(server.db, max_pending=server.max_pending_writes,
+                             write_timeout=server.write_timeout_seconds)
     if server.durability == "commit":
         # Answers wait for the commit, so commits should survive power loss too; group
         # commit spreads each fsync over every request waiting on it.
@@ -150,6 +155,7 @@ def create_app(
         StoreClosed: _busy,
         StoreUnavailable: _store_unavailable,
         sqlite3.OperationalError: _store_error,
+        Unsupported: _unsupported,
     }
     return Starlette(
         routes=table,
@@ -226,6 +232,10 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _busy(request: Request, exc: Exception) -> Response:
     return _answer(errors.busy())
+
+
+async def _unsupported(request: Request, exc: Exception) -> Response:
+    return _answer(ApiError(501, str(exc), "unsupported"))
 
 
 async def _store_unavailable(request: Request, exc: Exception) -> Response:

@@ -9,6 +9,9 @@ import pytest
 
 from tests.conftest import CID, OTHER_CID, PID, Harness, error
 
+# The rules hold on both stores.
+pytestmark = pytest.mark.both_stores
+
 
 async def post_event(api: Harness, body: Any) -> tuple[int, dict[str, Any]]:
     response = await api.client.post("/api/event/trigger", json=body)
