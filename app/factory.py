@@ -55,8 +55,11 @@ def build_store(config: Config) -> EventStore:
     server = config.server
     if is_postgres_url(server.db):
         # Commit only (the config refuses write-behind): the database decides each answer.
+        # A postback stays leased to the process sending it for longer than an attempt
+        # and its record can take; past that the process is taken for dead.
+        lease = max(60.0, 2 * config.delivery.timeout_seconds + server.write_timeout_seconds)
         return PostgresStore(server.db, max_pending=server.max_pending_writes,
-                             write_timeout=server.write_timeout_seconds)
+                             write_timeout=server.write_timeout_seconds, lease_seconds=lease)
     if server.durability == "commit":
         # Answers wait for the commit, so commits should survive power loss too; group
         # commit spreads each fsync over every request waiting on it.

@@ -9,7 +9,7 @@ import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager, closing
+from contextlib import asynccontextmanager, closing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -195,7 +195,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 def postgres_store(url: str, clock: FakeClock) -> PostgresStore:
     """A PostgreSQL store whose lock windows follow ``clock`` (see WindowClaimer)."""
-    return PostgresStore(url, window_clock=clock.now)
+    return PostgresStore(url, db_clock=clock.now)
 
 
 @pytest.fixture
@@ -258,11 +258,40 @@ def _admin(postgres_url: str, sql: str) -> None:
         thread.submit(asyncio.run, run()).result()
 
 
-@pytest.fixture
-def pg_url(postgres_url: str) -> Iterator[str]:
-    """The URL of an empty database of this test's own, dropped afterwards."""
+@contextmanager
+def _database(postgres_url: str, template: str = "template1") -> Iterator[str]:
     name = f"ep_test_{uuid.uuid4().hex[:12]}"
-    _admin(postgres_url, f"CREATE DATABASE {name}")
+    _admin(postgres_url, f"CREATE DATABASE {name} TEMPLATE {template}")
     base, _, _ = postgres_url.rpartition("/")
-    yield f"{base}/{name}"
-    _admin(postgres_url, f"DROP DATABASE {name} WITH (FORCE)")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        _admin(postgres_url, f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="session")
+def pg_template(postgres_url: str) -> Iterator[str]:
+    """A database migrated once, that each test's database is copied from."""
+    with _database(postgres_url) as url:
+        async def migrate() -> None:
+            store = PostgresStore(url)
+            await store.open()
+            await store.close()
+
+        with ThreadPoolExecutor(1) as thread:
+            thread.submit(asyncio.run, migrate()).result()
+        yield url.rpartition("/")[2]
+
+
+@pytest.fixture
+def pg_url(postgres_url: str, pg_template: str) -> Iterator[str]:
+    """The URL of a database of this test's own with the schema in place, dropped after."""
+    with _database(postgres_url, pg_template) as url:
+        yield url
+
+
+@pytest.fixture
+def pg_empty_url(postgres_url: str) -> Iterator[str]:
+    """The URL of an empty database of this test's own, dropped afterwards."""
+    with _database(postgres_url) as url:
+        yield url

@@ -11,8 +11,8 @@ from tests.pg_cluster import ClusterUnavailable, binaries
 TABLES = "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
 
 
-async def test_a_test_database_is_empty_and_writable(pg_url: str) -> None:
-    conn = await asyncpg.connect(pg_url)
+async def test_a_test_database_is_empty_and_writable(pg_empty_url: str) -> None:
+    conn = await asyncpg.connect(pg_empty_url)
     try:
         assert await conn.fetchval(TABLES) == 0
         await conn.execute("CREATE TABLE left_behind (x int)")
@@ -21,11 +21,11 @@ async def test_a_test_database_is_empty_and_writable(pg_url: str) -> None:
         await conn.close()
 
 
-async def test_the_next_test_does_not_see_what_the_last_one_left(pg_url: str) -> None:
-    conn = await asyncpg.connect(pg_url)
+async def test_the_next_test_does_not_see_what_the_last_one_left(pg_empty_url: str) -> None:
+    conn = await asyncpg.connect(pg_empty_url)
     try:
         assert await conn.fetchval(TABLES) == 0
-        assert await conn.fetchval("SELECT current_database()") == pg_url.rpartition("/")[2]
+        assert await conn.fetchval("SELECT current_database()") == pg_empty_url.rpartition("/")[2]
     finally:
         await conn.close()
 

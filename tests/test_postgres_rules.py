@@ -70,12 +70,12 @@ def test_logs_never_show_the_password() -> None:
             == "postgresql://ep:***@db.example:5432/ep")
 
 
-async def test_migrations_run_once_whoever_opens_the_database(pg_url: str) -> None:
+async def test_migrations_run_once_whoever_opens_the_database(pg_empty_url: str) -> None:
     for _ in range(2):
-        store = PostgresStore(pg_url)
+        store = PostgresStore(pg_empty_url)
         await store.open()
         await store.close()
-    conn = await asyncpg.connect(pg_url)
+    conn = await asyncpg.connect(pg_empty_url)
     try:
         versions = [row[0] for row in await conn.fetch(
             "SELECT version FROM schema_version ORDER BY version")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -89,21 +90,38 @@ async def stored_answer(pool: Pool, key: str, now: str) -> AnswerRow | None:
     return None if row is None else AnswerRow(**dict(row))
 
 
-async def due_postbacks(pool: Pool, now: str, *, limit: int, skip_ids: list[int],
-                        skip_hosts: list[str]) -> list[DuePostback]:
-    rows = await pool.fetch(
-        "SELECT id, method, url, host, body, secret, attempts, max_attempts FROM postbacks"
-        " WHERE status = 'pending' AND next_attempt_at <= $1 AND id <> ALL($2::bigint[])"
-        " AND host <> ALL($3::text[]) ORDER BY next_attempt_at LIMIT $4",
-        now, skip_ids, skip_hosts, limit)
-    return [DuePostback(**dict(row)) for row in rows]
+# Due postbacks no process holds, leased to this one; rows another process is leasing at
+# this moment are skipped, not waited for. $6 stands in for the database's clock in tests
+# (NULL when serving).
+_LEASE = """
+UPDATE postbacks SET claimed_until = coalesce($6::timestamptz, now()) + make_interval(secs => $5)
+WHERE id IN (
+    SELECT id FROM postbacks
+    WHERE status = 'pending' AND next_attempt_at <= $1
+      AND (claimed_until IS NULL OR claimed_until <= coalesce($6::timestamptz, now()))
+      AND id <> ALL($2::bigint[]) AND host <> ALL($3::text[])
+    ORDER BY next_attempt_at LIMIT $4
+    FOR UPDATE SKIP LOCKED)
+RETURNING id, method, url, host, body, secret, attempts, max_attempts
+"""
 
 
-async def next_postback_due_at(pool: Pool, skip_ids: list[int],
-                               skip_hosts: list[str]) -> str | None:
+async def lease_due_postbacks(pool: Pool, now: str, *, limit: int, skip_ids: list[int],
+                              skip_hosts: list[str], lease_seconds: float,
+                              db_now: datetime | None) -> list[DuePostback]:
+    rows = await pool.fetch(_LEASE, now, skip_ids, skip_hosts, limit, lease_seconds, db_now)
+    return sorted((DuePostback(**dict(row)) for row in rows), key=lambda due: due.id)
+
+
+async def next_postback_due_at(pool: Pool, skip_ids: list[int], skip_hosts: list[str],
+                               db_now: datetime | None) -> str | None:
+    """When the next postback that no process holds falls due (a leased one is looked at
+    again when the dispatcher next polls)."""
     due_at: str | None = await pool.fetchval(
         "SELECT min(next_attempt_at) FROM postbacks WHERE status = 'pending'"
-        " AND id <> ALL($1::bigint[]) AND host <> ALL($2::text[])", skip_ids, skip_hosts)
+        " AND (claimed_until IS NULL OR claimed_until <= coalesce($3::timestamptz, now()))"
+        " AND id <> ALL($1::bigint[]) AND host <> ALL($2::text[])",
+        skip_ids, skip_hosts, db_now)
     return due_at
 
 

@@ -124,6 +124,11 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX idempotency_keys_by_expiry ON idempotency_keys(expires_at);
     """,
+    # 2: a due postback is leased to the process sending it, until its attempt is recorded
+    # or the lease runs out (the process died): then any process may send it.
+    """
+    ALTER TABLE postbacks ADD COLUMN claimed_until TIMESTAMPTZ;
+    """,
 )
 
 # Any fixed number: every process that starts migrates under this lock, one at a time.

@@ -47,13 +47,18 @@ def without_password(url: str) -> str:
 
 
 class PostgresStore:
-    """``window_clock``: see WindowClaimer (None when serving: the database's clock)."""
+    """``lease_seconds``: how long a due postback handed to this process's dispatcher stays
+    its own; past it (the process died mid-delivery) another process sends it again.
+    ``db_clock``: None when serving, the database's clock; tests give their fake clock, so
+    windows and leases run out without waiting (see WindowClaimer).
+    """
 
     def __init__(self, url: str, *, max_pending: int = 10_000, write_timeout: float = 5.0,
-                 pool_size: int = 10,
-                 window_clock: Callable[[], datetime] | None = None) -> None:
+                 pool_size: int = 10, lease_seconds: float = 60.0,
+                 db_clock: Callable[[], datetime] | None = None) -> None:
         self.url = url
-        self._window_clock = window_clock
+        self.lease_seconds = lease_seconds
+        self._db_clock = db_clock
         self.write_timeout = write_timeout
         self._max_pending = max_pending
         self._pool_size = pool_size
@@ -77,7 +82,7 @@ class PostgresStore:
             await migrate(conn)
         self._loader = BatchLoader(partial(queries.load, pool))
         self._loader.start()
-        self._windows = WindowClaimer(pool, clock=self._window_clock)
+        self._windows = WindowClaimer(pool, clock=self._db_clock)
         self._windows.start()
         self._writer = PostgresWriter(pool, max_pending=self._max_pending, gather_seconds=0.0,
                                       on_commit=self._committed)
@@ -172,12 +177,18 @@ class PostgresStore:
 
     async def due_postbacks(self, now: str, *, limit: int, skip_ids: list[int],
                             skip_hosts: list[str]) -> list[DuePostback]:
-        return await queries.due_postbacks(self._db(), now, limit=limit, skip_ids=skip_ids,
-                                           skip_hosts=skip_hosts)
+        """Due postbacks, each leased to this process (see lease_seconds)."""
+        return await queries.lease_due_postbacks(
+            self._db(), now, limit=limit, skip_ids=skip_ids, skip_hosts=skip_hosts,
+            lease_seconds=self.lease_seconds, db_now=self._db_now())
 
     async def next_postback_due_at(self, skip_ids: list[int],
                                    skip_hosts: list[str]) -> str | None:
-        return await queries.next_postback_due_at(self._db(), skip_ids, skip_hosts)
+        return await queries.next_postback_due_at(self._db(), skip_ids, skip_hosts,
+                                                  self._db_now())
+
+    def _db_now(self) -> datetime | None:
+        return None if self._db_clock is None else self._db_clock()
 
     async def postbacks(self, *, status: PostbackStatus | None, cid: str | None,
                         limit: int) -> list[PostbackView]:

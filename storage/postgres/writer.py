@@ -73,7 +73,7 @@ _UPDATE_POSTBACKS = f"""
 UPDATE postbacks SET
     status = c.status, attempts = c.attempts, max_attempts = c.max_attempts,
     next_attempt_at = c.next_attempt_at, last_status_code = c.last_status_code,
-    last_error = c.last_error, updated_at = c.updated_at
+    last_error = c.last_error, updated_at = c.updated_at, claimed_until = NULL
 FROM (SELECT {_columns(PostbackChange)} FROM jsonb_array_elements($1::jsonb) AS v) AS c
 WHERE postbacks.id = c.postback_id
 """
