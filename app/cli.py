@@ -32,7 +32,7 @@ from app.logs import configure_logging
 from app.reload import ConfigFile
 from app.reports.cli_args import add_report_parser, report_params
 from app.reports.command import report_from_file
-from storage.backend import is_postgres_url
+from storage.backend import Unsupported, is_postgres_url
 from storage.claim import DatabaseInUse
 
 
@@ -119,6 +119,9 @@ def _report(args: argparse.Namespace) -> int:
     except DatabaseInUse as exc:
         sys.stderr.write(f"{exc}: use GET /api/reports while it is served\n")
         return 3
+    except Unsupported as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 2
 
 
 def _conversions(args: argparse.Namespace) -> int:

@@ -198,16 +198,25 @@ def postgres_store(url: str, clock: FakeClock) -> PostgresStore:
     return PostgresStore(url, db_clock=clock.now)
 
 
-@pytest.fixture
-async def api(request: pytest.FixtureRequest, db_path: Path) -> AsyncIterator[Harness]:
-    """The app on a fresh SQLite file, or (parametrized, see both_stores) on PostgreSQL."""
+@asynccontextmanager
+async def running_on(request: pytest.FixtureRequest, config: Config) -> AsyncIterator[Harness]:
+    """``config`` running on SQLite as it says, or on a PostgreSQL database of the test's
+    own when the test is parametrized so (see both_stores)."""
     if getattr(request, "param", "sqlite") == "sqlite":
-        async with running(make_config(db_path)) as harness:
+        async with running(config) as harness:
             yield harness
         return
     url = request.getfixturevalue("pg_url")
     clock = FakeClock()
-    async with running(make_config_for(url), clock, postgres_store(url, clock)) as harness:
+    async with running(with_server_overrides(config, "test", db=url), clock,
+                       postgres_store(url, clock)) as harness:
+        yield harness
+
+
+@pytest.fixture
+async def api(request: pytest.FixtureRequest, db_path: Path) -> AsyncIterator[Harness]:
+    """The app on a fresh SQLite file, or (parametrized, see both_stores) on PostgreSQL."""
+    async with running_on(request, make_config(db_path)) as harness:
         yield harness
 
 

@@ -17,6 +17,7 @@ from app.config import ConfigError, parse_config, with_server_overrides
 from app.factory import build_store
 from storage.postgres.schema import MIGRATIONS
 from storage.postgres.store import PostgresStore, without_password
+from storage.postgres.windows import WindowClaimer
 from tests.conftest import (
     ADMIN_TOKEN,
     CID,
@@ -210,3 +211,19 @@ async def test_what_postgresql_does_not_offer_yet_is_a_clear_501_not_a_crash(
                                   headers=auth)
     assert (report.status_code, report.json()) == (
         501, error(501, "Reports are not available on PostgreSQL yet"))
+
+
+async def test_closed_windows_are_purged_and_open_ones_kept(pg_url: str) -> None:
+    store = PostgresStore(pg_url)
+    await store.open()
+    try:
+        claimer = store.windows
+        assert isinstance(claimer, WindowClaimer)
+        assert await claimer.claim("t1", "open", 3600)
+        assert await claimer.claim("t1", "closed", 0)
+        assert await claimer.purge() == 1
+        # The open one still holds; the purged one opens again.
+        assert await claimer.claim("t1", "open", 3600) is False
+        assert await claimer.claim("t1", "closed", 3600) is True
+    finally:
+        await store.close()

@@ -52,3 +52,10 @@ def test_serve_refuses_write_behind_on_postgresql_saying_why(pg_url: str) -> Non
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
     assert "write-behind is refused with PostgreSQL" in done.stderr
+
+
+def test_the_report_command_says_reports_are_not_on_postgresql_yet(pg_url: str) -> None:
+    done = subprocess.run([str(EXECUTABLE), "report", "--db", pg_url, "--from", "2026-11-01",
+                           "--to", "2026-11-30"], capture_output=True, text=True, timeout=30)
+    assert (done.returncode, done.stderr) == (
+        2, "Reports are not available on PostgreSQL yet\n")

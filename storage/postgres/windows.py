@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from datetime import datetime
 
@@ -30,6 +31,10 @@ RETURNING transaction_id, event_id
 """
 
 
+# Closed windows are dead rows (a missing row is a closed window): cleared now and then.
+_PURGE = "DELETE FROM windows WHERE open_until <= now()"
+PURGE_EVERY_SECONDS = 600.0
+
 _Key = tuple[str, str]
 
 
@@ -43,6 +48,7 @@ class WindowClaimer:
         self._clock = clock
         self._sql = _claim("now()" if clock is None else "$4::timestamptz")
         self._max_batch = max_batch
+        self._purged_at = time.monotonic()
         self._waiting: dict[_Key, tuple[float, asyncio.Future[bool]]] = {}
         self._has_work = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -94,3 +100,15 @@ class WindowClaimer:
                 for key, (_, future) in batch.items():
                     if not future.done():
                         future.set_result(key in opened)
+            if time.monotonic() - self._purged_at >= PURGE_EVERY_SECONDS:
+                await self.purge()
+
+    async def purge(self) -> int:
+        """Delete the windows closed by now (by the database's clock); how many went."""
+        self._purged_at = time.monotonic()
+        try:
+            done = await self._pool.execute(_PURGE)
+        except Exception as exc:  # only housekeeping: claims go on without it
+            log.warning("window_purge_failed", error=repr(exc))
+            return 0
+        return int(done.rpartition(" ")[2])
