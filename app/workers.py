@@ -1,6 +1,8 @@
-"""``serve --workers N``: N server processes accepting on one listening socket.
+"""``serve --workers N``: N server processes accepting on one port.
 
-The parent binds the port, forks the workers (each builds its own app and store: with
+The parent binds the port once per worker (SO_REUSEPORT: the kernel spreads new
+connections evenly over the sockets, where one shared socket lets whichever process wakes
+first take most of them), forks the workers (each builds its own app and store: with
 PostgreSQL the database, not any process, decides the rules), passes SIGTERM and SIGINT on
 to them (as SIGTERM) and exits once they all have: 0 when every one stopped cleanly.
 """
@@ -41,6 +43,7 @@ def listening_socket(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     sock.listen(2048)
     sock.set_inheritable(True)
@@ -48,17 +51,24 @@ def listening_socket(host: str, port: int) -> socket.socket:
 
 
 def serve(count: int, host: str, port: int, run: Callable[[socket.socket], int]) -> int:
+    sockets: list[socket.socket] = []
     try:
-        sock = listening_socket(host, port)
+        for _ in range(count):
+            sockets.append(listening_socket(host, port))
     except OSError as exc:
         sys.stderr.write(f"cannot listen on {host}:{port}: {exc.strerror or exc}\n")
         return 1
     children: list[int] = []
-    for _ in range(count):
+    for sock in sockets:
         pid = os.fork()
         if pid == 0:  # a worker: serve, then leave without running the parent's cleanup
             for stop in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(stop, _stop)
+            # Only its own socket: one held by a worker that never accepts on it would
+            # strand the connections the kernel hands to it once its worker is gone.
+            for other in sockets:
+                if other is not sock:
+                    other.close()
             code = 1
             try:
                 code = run(sock)
@@ -67,7 +77,8 @@ def serve(count: int, host: str, port: int, run: Callable[[socket.socket], int])
                 sys.stderr.flush()
                 os._exit(code)
         children.append(pid)
-    sock.close()
+    for sock in sockets:
+        sock.close()
 
     def forward(signum: int, _frame: object) -> None:
         # Always as SIGTERM: a Ctrl-C reaches the workers too, and uvicorn takes a second
