@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test check chromium wrk loadtest bench crash binary mutate clean
+.PHONY: serve test check chromium wrk postgres loadtest bench crash binary mutate clean
 
 DURATION ?= 60s
 USERS ?= 50
@@ -37,6 +37,13 @@ chromium:
 wrk:
 	command -v wrk >/dev/null 2>&1 || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)
+
+# A throwaway PostgreSQL cluster (Debian's postgresql) in a temp dir on a free port, for
+# trying the PostgreSQL store by hand: prints its URL and the command that stops it.
+postgres:
+	command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql)
+	$(PYTHON) -m tests.pg_cluster
 
 # Locust against a served instance on a temp database; fails over 1 % failed requests.
 loadtest: $(VENV)/.installed-dev

@@ -14,6 +14,7 @@ from actors.clock import Clock, utc_text
 from actors.messages import CreateLead, FireEvent, LeadOf, Message, Reply, Verdict
 from actors.rules import apply_cost, decide, opens_window
 from actors.state import TransactionState
+from storage.backend import EventStore
 from storage.money import micro, money_text
 from storage.records import (
     ConversionStatus,
@@ -24,8 +25,7 @@ from storage.records import (
     WriteOp,
     encode_fields,
 )
-from storage.store import Store
-from storage.writer import StoreUnavailable
+from storage.writer import DuplicateEvent, StoreUnavailable
 
 
 class PostbackPlanner(Protocol):
@@ -44,7 +44,7 @@ class PostbackPlanner(Protocol):
 class Runtime:
     """What every actor shares."""
 
-    store: Store
+    store: EventStore
     clock: Clock
     lock_seconds: float
     # Commit durability: answer only once the write has committed.
@@ -153,7 +153,9 @@ class TransactionActor:
             self._on_idle(self)
 
     async def _run(self, message: Message) -> Reply:
-        if not self._loaded:
+        # On a shared database another process may create the lead at any time: an
+        # unknown transaction is asked for again, not remembered as unknown.
+        if not self._loaded or (self.state is None and self._rt.store.windows is not None):
             await self._load()
         return await self._handle(message)
 
@@ -205,8 +207,15 @@ class TransactionActor:
         if created:
             state = TransactionState(cid=event.cid, pid=event.pid)
         verdict = decide(state, event, now)
+        # Shared by several processes, the database keeps the windows (local ones stay
+        # empty): a request that reaches the lock check claims the window there.
+        windows = rt.store.windows
+        if (windows is not None and state is not None and opens_window(verdict)
+                and not await windows.claim(self.transaction_id, event.event_id,
+                                            rt.lock_seconds)):
+            return Reply(Verdict.LOCKED)
         if state is None or verdict is not Verdict.FIRED:
-            if state is not None and opens_window(verdict):
+            if state is not None and opens_window(verdict) and windows is None:
                 state.forget_closed_windows(now)
                 state.windows[event.event_id] = now + rt.lock_seconds
             return Reply(verdict)
@@ -262,14 +271,20 @@ class TransactionActor:
         )
         written = rt.store.submit(op)  # raises StoreBusy before any state changes
         self.state = state
-        state.forget_closed_windows(now)
-        state.windows[event.event_id] = now + rt.lock_seconds
+        if windows is None:
+            state.forget_closed_windows(now)
+            state.windows[event.event_id] = now + rt.lock_seconds
         state.fired.add(event.event_id)
         if cost is not None:
             state.cost = cost
         self._track(written)
         if rt.wait_for_commit:
-            await self._committed(written)
+            try:
+                await self._committed(written)
+            except DuplicateEvent:
+                # Another process stored it first; this actor reloads before its next
+                # message (see _settled), and so learns that it fired.
+                return Reply(Verdict.DUPLICATE)
         return Reply(Verdict.FIRED, conversion_id)
 
     async def _stored_lead_fields(self) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import gc
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from importlib.metadata import version
@@ -13,7 +14,9 @@ from typing import get_args
 
 import uvicorn
 
+from app import workers
 from app.config import (
+    Config,
     ConfigError,
     Durability,
     ServerConfig,
@@ -29,6 +32,7 @@ from app.logs import configure_logging
 from app.reload import ConfigFile
 from app.reports.cli_args import add_report_parser, report_params
 from app.reports.command import report_from_file
+from storage.backend import Unsupported, is_postgres_url
 from storage.claim import DatabaseInUse
 
 
@@ -62,9 +66,9 @@ def _parser() -> argparse.ArgumentParser:
                     "[server] table; the defaults apply when neither sets it.")
     serve.add_argument("--config", metavar="FILE",
                        help="TOML configuration file (default: the built-in demo config)")
-    serve.add_argument("--db", metavar="FILE",
-                       help=f"SQLite database file, created on first start "
-                            f"(default: {server.db})")
+    serve.add_argument("--db", metavar="DB",
+                       help=f"SQLite database file, created on first start, or a "
+                            f"postgresql://user@host:port/dbname URL (default: {server.db})")
     serve.add_argument("--host", metavar="HOST",
                        help=f"address to listen on (default: {server.host})")
     serve.add_argument("--port", metavar="PORT", type=int,
@@ -72,6 +76,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--durability", choices=get_args(Durability),
                        help="answer after the commit, or before it with the commit "
                             f"following within flush_ms (default: {server.durability})")
+    serve.add_argument("--workers", metavar="N", type=int, default=1,
+                       help="processes serving the port, PostgreSQL only "
+                            "(default: %(default)s)")
     serve.add_argument("--log-level", default="info",
                        choices=["debug", "info", "warning", "error"],
                        help="least severe log lines written (default: %(default)s)")
@@ -112,6 +119,9 @@ def _report(args: argparse.Namespace) -> int:
     except DatabaseInUse as exc:
         sys.stderr.write(f"{exc}: use GET /api/reports while it is served\n")
         return 3
+    except Unsupported as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 2
 
 
 def _conversions(args: argparse.Namespace) -> int:
@@ -168,13 +178,29 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         sys.stderr.write(f"{exc}\n")
         return 2
+    if args.workers < 1:
+        sys.stderr.write("--workers must be at least 1\n")
+        return 2
+    if args.workers > 1 and not is_postgres_url(config.server.db):
+        sys.stderr.write("--workers needs a postgresql:// database: an SQLite file is "
+                         "served by one process\n")
+        return 2
+    configure_logging(args.log_level)
+    if args.workers > 1:
+        return workers.serve(args.workers, config.server.host, config.server.port,
+                             lambda sock: _run(args, config, config_file, [sock]))
+    return _run(args, config, config_file, None)
+
+
+def _run(args: argparse.Namespace, config: Config, config_file: ConfigFile | None,
+         sockets: list[socket.socket] | None) -> int:
+    """One server process, on its own port or on ``sockets`` shared with its siblings."""
     store = build_store(config)
     try:
         store.claim()
     except DatabaseInUse as exc:
         sys.stderr.write(f"{exc}\n")
         return 3
-    configure_logging(args.log_level)
     server = uvicorn.Server(uvicorn.Config(
         create_app(config, store=store, demo=not args.config, config_file=config_file,
                    reload_on_sighup=True),
@@ -197,5 +223,8 @@ def _serve(args: argparse.Namespace) -> int:
     # by then everything is flushed and closed, so the re-raised signal ends us with 0.
     for stop in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop, lambda *_: None)
-    server.run()
+    if sockets is not None:
+        # A worker told to stop before uvicorn took over its signals stops once started.
+        workers.on_stop(lambda: setattr(server, "should_exit", True))
+    server.run(sockets=sockets)
     return 0 if server.started else 1

@@ -16,6 +16,7 @@ import msgspec
 from msgspec import Meta
 
 from app.lead_fields import EVENT_LEAD_FIELDS
+from storage.backend import is_postgres_url
 from storage.money import MAX_MONEY, percent_of, round_money
 
 Id = Annotated[str, Meta(min_length=1, max_length=255)]
@@ -177,6 +178,9 @@ def with_server_overrides(config: Config, origin: str, **overrides: object) -> C
     except msgspec.ValidationError as exc:
         place, problem = _split_msgspec_error(str(exc))
         raise ConfigError(f"{origin}: server.{place}: {problem}") from None
+    found = _server_problem(server)
+    if found is not None:
+        raise ConfigError(f"{origin}: {found[0]}: {found[1]}")
     return msgspec.structs.replace(config, server=server)
 
 
@@ -186,9 +190,21 @@ def demo_config() -> Config:
     return parse_config(text, origin="built-in demo config")
 
 
+def _server_problem(server: ServerConfig) -> tuple[str, str] | None:
+    if is_postgres_url(server.db) and server.durability == "write-behind":
+        return ("server.durability",
+                "write-behind is refused with PostgreSQL: the database decides the lock "
+                "window and the duplicate rule, so the database must decide before the "
+                "answer (use commit)")
+    return None
+
+
 def first_problem(config: Config) -> tuple[str, str] | None:
     """The first rule the config breaks that its schema alone cannot express."""
     server = config.server
+    found = _server_problem(server)
+    if found is not None:
+        return found
     if server.admin_token is not None and not server.admin_token.strip():
         return "server.admin_token", "must not be empty (leave it out to disable the read API)"
 

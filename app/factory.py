@@ -41,6 +41,8 @@ from app.postbacks.plan import Planner
 from app.reload import ConfigFile, Reloader
 from app.routes import docs, operate, routes
 from app.services import Current, Services
+from storage.backend import EventStore, Unsupported, is_postgres_url
+from storage.postgres.store import PostgresStore
 from storage.records import PostbackRow
 from storage.store import Store
 from storage.writer import StoreBusy, StoreClosed, StoreUnavailable
@@ -48,9 +50,16 @@ from storage.writer import StoreBusy, StoreClosed, StoreUnavailable
 log = structlog.get_logger("app")
 
 
-def build_store(config: Config) -> Store:
+def build_store(config: Config) -> EventStore:
     """The store the configured durability asks for."""
     server = config.server
+    if is_postgres_url(server.db):
+        # Commit only (the config refuses write-behind): the database decides each answer.
+        # A postback stays leased to the process sending it for longer than an attempt
+        # and its record can take; past that the process is taken for dead.
+        lease = max(60.0, 2 * config.delivery.timeout_seconds + server.write_timeout_seconds)
+        return PostgresStore(server.db, max_pending=server.max_pending_writes,
+                             write_timeout=server.write_timeout_seconds, lease_seconds=lease)
     if server.durability == "commit":
         # Answers wait for the commit, so commits should survive power loss too; group
         # commit spreads each fsync over every request waiting on it.
@@ -69,7 +78,7 @@ def create_app(
     config: Config,
     *,
     clock: Clock | None = None,
-    store: Store | None = None,
+    store: EventStore | None = None,
     demo: bool = False,
     config_file: ConfigFile | None = None,
     metrics_registry: CollectorRegistry | None = None,
@@ -127,7 +136,7 @@ def create_app(
         loop = asyncio.get_running_loop()
         if reload_on_sighup:
             loop.add_signal_handler(signal.SIGHUP, _reload_logging_errors, reloader)
-        log.info("store_opened", db=str(the_store.path), durability=server.durability)
+        log.info("store_opened", db=the_store.location, durability=server.durability)
         try:
             # "services" is the state as it was at start-up (tests read the store from it).
             yield {"current": current, "services": current.services}
@@ -139,7 +148,7 @@ def create_app(
             await registry.close()
             await dispatcher.close()
             await the_store.close()
-            log.info("store_closed", db=str(the_store.path))
+            log.info("store_closed", db=the_store.location)
 
     table = [*routes(demo=demo), *operate.routes(), *docs.routes(demo=demo)]
     exception_handlers: dict[Any, Any] = {
@@ -149,6 +158,7 @@ def create_app(
         StoreClosed: _busy,
         StoreUnavailable: _store_unavailable,
         sqlite3.OperationalError: _store_error,
+        Unsupported: _unsupported,
     }
     return Starlette(
         routes=table,
@@ -179,7 +189,7 @@ class _CurrentPlanner:
 class _LiveValues:
     """What the metrics read at scrape time."""
 
-    def __init__(self, store: Store, registry: ActorRegistry) -> None:
+    def __init__(self, store: EventStore, registry: ActorRegistry) -> None:
         self._store = store
         self._registry = registry
 
@@ -225,6 +235,10 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _busy(request: Request, exc: Exception) -> Response:
     return _answer(errors.busy())
+
+
+async def _unsupported(request: Request, exc: Exception) -> Response:
+    return _answer(ApiError(501, str(exc), "unsupported"))
 
 
 async def _store_unavailable(request: Request, exc: Exception) -> Response:

@@ -23,8 +23,8 @@ from starlette.responses import Response
 from actors.clock import Clock, utc_text
 from app import errors
 from app.request_info import header
+from storage.backend import EventStore
 from storage.records import AnswerRow, WriteOp
-from storage.store import Store
 from storage.writer import StoreBusy, StoreClosed
 
 HEADER = b"idempotency-key"
@@ -71,7 +71,7 @@ class _Claim:
 
 
 class IdempotencyKeys:
-    def __init__(self, store: Store, clock: Clock, *, hours: float) -> None:
+    def __init__(self, store: EventStore, clock: Clock, *, hours: float) -> None:
         self._store = store
         self._clock = clock
         self._keep = timedelta(hours=hours)

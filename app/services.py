@@ -16,7 +16,7 @@ from app.metrics import Metrics
 from app.postbacks.dispatcher import Dispatcher
 from app.postbacks.plan import Planner
 from app.reload import Reloader
-from storage.store import Store
+from storage.backend import EventStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +24,7 @@ class Services:
     config: Config
     catalog: Catalog
     planner: Planner
-    store: Store
+    store: EventStore
     registry: ActorRegistry
     dispatcher: Dispatcher
     clock: Clock

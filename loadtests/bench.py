@@ -7,6 +7,9 @@ Scenarios (closed loop with wrk, 64 connections, after a warm-up, unless said ot
      B@1000/s, B@2000/s  open loop at a fixed rate; latency from each scheduled send
      B@256c  past saturation: 256 connections
   C  event-postback, durability "write-behind"
+  P1, P2  event-postback on PostgreSQL (a throwaway local cluster of Debian's postgresql,
+     default durable settings), with 1 and 2 workers; hot leads as in B. Left out, saying
+     why, when there is no PostgreSQL (make postgres installs it)
   D  event-postback, commit, on a database pre-filled with 1,000,000 events; every event
      is for a transaction not in memory (each request loads one)
   E  memory: events for 1,000,000 distinct transactions in all; peak RSS at the end
@@ -50,6 +53,7 @@ from loadtests.rawhttp import Results, closed_loop, open_loop, post_request  # n
 from loadtests.servers import Server, free_port  # noqa: E402
 from storage.connection import prepare  # noqa: E402
 from storage.rollups import REBUILD  # noqa: E402
+from tests.pg_cluster import Cluster, ClusterUnavailable  # noqa: E402
 
 CID, PID = "cmp_bench", "src_bench"
 EVENTS = [f"ev{n}" for n in range(10)]
@@ -66,6 +70,8 @@ cid = "{CID}"
 
 # The lean-hot-path targets: throughput as a share of the bare endpoint A.
 TARGETS = {"B": 0.40, "C": 0.55, "D": 0.35}
+# Shown as a share of A too, without a target of their own.
+RATIOS = {*TARGETS, "P1", "P2"}
 REPORT_TARGET_MS = 300
 REPORT_QUERY = {"from": "2026-01-01", "to": "2026-01-31", "group_by": "day,cid"}
 
@@ -93,10 +99,41 @@ def serving(command: list[str], port: int, log: Path) -> Any:
         server.stop()
 
 
-def service_command(config: Path, db: Path, port: int, durability: str) -> list[str]:
+def service_command(config: Path, db: Path | str, port: int, durability: str,
+                    workers: int = 1) -> list[str]:
     executable = Path(sys.executable).with_name("event-postback")
     return [str(executable), "serve", "--config", str(config), "--db", str(db),
-            "--port", str(port), "--durability", durability, "--log-level", "info"]
+            "--port", str(port), "--durability", durability, "--log-level", "info",
+            "--workers", str(workers)]
+
+
+def postgres_rows(settings: Settings, work: Path, config: Path,
+                  report: dict[str, Any]) -> None:
+    """P1 and P2: the hot path of B on PostgreSQL, with one and with two workers."""
+    try:
+        cluster = Cluster(fast=False)
+    except ClusterUnavailable as exc:
+        print(f"P1, P2 left out: {exc}", flush=True)
+        return
+    url = cluster.start()
+    try:
+        for name, workers in (("P1", 1), ("P2", 2)):
+            database = f"bench_{name.lower()}"
+            subprocess.run(["psql", url, "-qc", f"CREATE DATABASE {database}"], check=True)
+            port = free_port()
+            command = service_command(config, f"{url.rpartition('/')[0]}/{database}", port,
+                                      "commit", workers)
+            with serving(command, port, work / f"{name}.log") as server:
+                ids = uvloop.run(mint(server.url, settings.mint // 2))
+                parts = _split(ids, 2)
+                wrk(server.url, write_ids(work / f"{name}-w.txt", parts[0]), "rotate",
+                    settings.connections, settings.warmup)
+                report[name] = wrk(server.url, write_ids(work / f"{name}.txt", parts[1]),
+                                   "rotate", settings.connections, settings.duration)
+                report[name]["rss_mb"] = server.peak_rss_mb()
+            print_row(name, report[name], report, flush=True)
+    finally:
+        cluster.stop()
 
 
 def wrk(url: str, ids: Path, mode: str, connections: int, seconds: int) -> dict[str, Any]:
@@ -235,15 +272,7 @@ def run(settings: Settings) -> dict[str, Any]:
     report: dict[str, Any] = {}
     seconds, warmup, conns = settings.duration, settings.warmup, settings.connections
     try:
-        # A: the baseline.
-        port = free_port()
-        fake = write_ids(work / "fake.txt", [f"txn_{n}" for n in range(50_000)])
-        with serving([sys.executable, str(HERE / "baseline_app.py"), str(port)], port,
-                     work / "a.log") as server:
-            wrk(server.url, fake, "rotate", conns, warmup)
-            report["A"] = wrk(server.url, fake, "rotate", conns, seconds)
-            report["A"]["rss_mb"] = server.peak_rss_mb()
-        print_row("A", report["A"], report, flush=True)
+        baseline_row(settings, work, report)
 
         for name, durability in (("B", "commit"), ("C", "write-behind")):
             port = free_port()
@@ -263,6 +292,8 @@ def run(settings: Settings) -> dict[str, Any]:
                                            "rotate", 256, seconds)
                 report[name]["rss_mb"] = server.peak_rss_mb()
             print_row(name, report[name], report, flush=True)
+
+        postgres_rows(settings, work, config, report)
 
         # D and E: the cold path, on a pre-filled database.
         template, cold_ids = cold_template(settings)
@@ -325,6 +356,32 @@ def budget_lines(report: dict[str, Any]) -> list[str]:
             for measured in report["_budget"].values()]
 
 
+def baseline_row(settings: Settings, work: Path, report: dict[str, Any]) -> None:
+    """A: the bare endpoint."""
+    port = free_port()
+    fake = write_ids(work / "fake.txt", [f"txn_{n}" for n in range(50_000)])
+    with serving([sys.executable, str(HERE / "baseline_app.py"), str(port)], port,
+                 work / "a.log") as server:
+        wrk(server.url, fake, "rotate", settings.connections, settings.warmup)
+        report["A"] = wrk(server.url, fake, "rotate", settings.connections, settings.duration)
+        report["A"]["rss_mb"] = server.peak_rss_mb()
+    print_row("A", report["A"], report, flush=True)
+
+
+def postgres_only(settings: Settings) -> dict[str, Any]:
+    """A, then P1 and P2."""
+    work = Path(tempfile.mkdtemp(prefix="event-postback-bench-"))
+    config = work / "bench.toml"
+    config.write_text(CONFIG)
+    report: dict[str, Any] = {}
+    try:
+        baseline_row(settings, work, report)
+        postgres_rows(settings, work, config, report)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return report
+
+
 def _split(items: list[str], parts: int) -> list[list[str]]:
     size = len(items) // parts
     return [items[i * size:(i + 1) * size] for i in range(parts)]
@@ -336,7 +393,7 @@ def _ms(microseconds: float) -> str:
 
 def print_row(name: str, row: dict[str, Any], report: dict[str, Any], flush: bool = False) -> None:
     baseline = report.get("A", {}).get("rps")
-    ratio = f"{row['rps'] / baseline * 100:.0f} %" if baseline and name in TARGETS else ""
+    ratio = f"{row['rps'] / baseline * 100:.0f} %" if baseline and name in RATIOS else ""
     print(f"{name:10s} {row.get('rps', 0):10,.0f} {_ms(row.get('p50', float('nan'))):>8s} "
           f"{_ms(row.get('p99', float('nan'))):>8s} {row.get('errors', 0):>7} "
           f"{row.get('rss_mb', float('nan')):8.0f} {ratio:>7s}", flush=flush)
@@ -356,7 +413,7 @@ def table(report: dict[str, Any]) -> str:
             _ms(row["p999"]) if "p999" in row else "",
             str(row.get("errors", 0)),
             f"{row['rss_mb']:.0f}" if "rss_mb" in row else "",
-            f"{row['rps'] / baseline * 100:.0f} %" if name in TARGETS and baseline else "",
+            f"{row['rps'] / baseline * 100:.0f} %" if name in RATIOS and baseline else "",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -373,6 +430,8 @@ def verdicts(report: dict[str, Any]) -> list[str]:
         return found
     baseline = report["A"]["rps"]
     for name, share in TARGETS.items():
+        if name not in report:  # --only-postgres
+            continue
         ratio = report[name]["rps"] / baseline
         found.append(f"{name} >= {share:.0%} of A: {'met' if ratio >= share else 'MISSED'}"
                      f" ({ratio:.0%})")
@@ -389,6 +448,9 @@ def verdicts(report: dict[str, Any]) -> list[str]:
         found.append(f"B@256c p99 <= 50 ms, no timeouts: "
                      f"{'met' if refused_fast else 'MISSED'} (p99 {_ms(row['p99'])} ms, "
                      f"{row['timeout']} timeouts)")
+    if "P1" in report and "P2" in report:
+        gain = report["P2"]["rps"] / report["P1"]["rps"]
+        found.append(f"P2 >= 1.5x P1: {'met' if gain >= 1.5 else 'MISSED'} ({gain:.2f}x)")
     if "E" in report:
         row = report["E"]
         found.append(f"E peak RSS < 200 MB after {row['transactions']:,} transactions: "
@@ -419,6 +481,8 @@ def main() -> int:
                         help="a few seconds and small counts: proves the scripts run")
     parser.add_argument("--only-report", action="store_true",
                         help="only the report row R (on the pre-filled database)")
+    parser.add_argument("--only-postgres", action="store_true",
+                        help="only A and the PostgreSQL rows P1 and P2")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.stderr.write("wrk is not installed (make bench installs Debian's wrk)\n")
@@ -436,8 +500,12 @@ def main() -> int:
                             out=args.out)
     print(f"{'scenario':10s} {'req/s':>10s} {'p50 ms':>8s} {'p99 ms':>8s} {'errors':>7s} "
           f"{'RSS MB':>8s} {'vs A':>7s}", flush=True)
-    report = report_only(settings) if args.only_report else run(settings)
-    if not args.only_report:
+    if args.only_report:
+        report = report_only(settings)
+    elif args.only_postgres:
+        report = postgres_only(settings)
+    else:
+        report = run(settings)
         report["_budget"] = budget_run(settings.budget_events)
     report["_machine"] = machine()
     report["_when"] = datetime.now(UTC).isoformat(timespec="seconds")

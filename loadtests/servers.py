@@ -40,11 +40,10 @@ class Server:
                 time.sleep(0.05)
 
     def peak_rss_mb(self) -> float:
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        for line in status.splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
+        """The process's peak, plus its children's (the workers of serve --workers)."""
+        pid = self.process.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        return sum(_peak_rss_mb(int(each)) for each in [pid, *children])
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -55,3 +54,11 @@ class Server:
                 self.process.kill()
                 self.process.wait()
         self._log.close()
+
+
+def _peak_rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")

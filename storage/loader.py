@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 
 import aiosqlite
@@ -32,9 +33,14 @@ _ids = msgspec.json.Encoder()
 _rows = msgspec.json.Decoder(list[tuple[str, str, str, str | None, list[str]]])
 
 
+Query = Callable[[list[str]], Awaitable[dict[str, StoredTransaction]]]
+
+
 class BatchLoader:
-    def __init__(self, conn: aiosqlite.Connection, *, max_batch: int = 512) -> None:
-        self._conn = conn
+    """Gathers the transactions asked for meanwhile; ``query`` reads a batch of them."""
+
+    def __init__(self, query: Query, *, max_batch: int = 512) -> None:
+        self._query = query
         self._max_batch = max_batch
         self._waiting: dict[str, list[asyncio.Future[StoredTransaction | None]]] = {}
         self._has_work = asyncio.Event()
@@ -88,11 +94,13 @@ class BatchLoader:
                         if not future.done():
                             future.set_result(result)
 
-    async def _query(self, ids: list[str]) -> dict[str, StoredTransaction]:
-        rows = list(await self._conn.execute_fetchall(_LOAD, (_ids.encode(ids).decode(),)))
-        return {
-            transaction_id: StoredTransaction(
-                cid=cid, pid=pid, cost=None if cost is None else Decimal(cost),
-                fired=frozenset(fired))
-            for transaction_id, cid, pid, cost, fired in _rows.decode(rows[0][0])
-        }
+
+async def query_sqlite(conn: aiosqlite.Connection, ids: list[str]) -> dict[str, StoredTransaction]:
+    """Every transaction among ``ids`` with its lead and fired event ids, in one query."""
+    rows = list(await conn.execute_fetchall(_LOAD, (_ids.encode(ids).decode(),)))
+    return {
+        transaction_id: StoredTransaction(
+            cid=cid, pid=pid, cost=None if cost is None else Decimal(cost),
+            fired=frozenset(fired))
+        for transaction_id, cid, pid, cost, fired in _rows.decode(rows[0][0])
+    }

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
 from storage import conversions, idempotency, outbox, reader, reports
+from storage.backend import WindowClaims
 from storage.backup import backup_into
 from storage.claim import Claim
 from storage.connection import open_reader, open_writer, prepare
-from storage.loader import BatchLoader
+from storage.loader import BatchLoader, query_sqlite
 from storage.records import (
     AnswerRow,
     ConversionStatus,
@@ -58,6 +61,15 @@ class Store:
         self._commit_listeners: list[Callable[[list[WriteOp]], None]] = []
         self._claim: Claim | None = None
 
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
+    @property
+    def windows(self) -> WindowClaims | None:
+        """None: one process serves the file, and its actors keep the lock windows."""
+        return None
+
     def claim(self) -> None:
         """Take the one-server lock on the file; raises DatabaseInUse. Idempotent."""
         if self._claim is None:
@@ -68,7 +80,7 @@ class Store:
         await asyncio.to_thread(prepare, self.path)
         self._write_conn = await open_writer(self.path, synchronous=self._synchronous)
         self._read_conn = await open_reader(self.path)
-        self._loader = BatchLoader(self._read_conn)
+        self._loader = BatchLoader(partial(query_sqlite, self._read_conn))
         self._loader.start()
         self._writer = Writer(
             self._write_conn,
@@ -153,6 +165,11 @@ class Store:
         except Exception:
             return False
         return True
+
+    def backup_target(self, moment: datetime) -> Path:
+        """``backups/`` beside the database file, named by the UTC time."""
+        db = self.path.absolute()
+        return db.parent / "backups" / f"{db.stem}-{moment:%Y%m%dT%H%M%S%fZ}.db"
 
     async def backup(self, target: Path) -> int:
         """A consistent copy of everything committed so far, written to ``target``."""

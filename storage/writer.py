@@ -142,10 +142,22 @@ class StoreUnavailable(Exception):
     """A write did not commit within the write timeout; it stays queued and may yet land."""
 
 
-class Writer:
+class DuplicateEvent(Exception):
+    """The database already holds this fire-once event of this transaction (stored by
+    another process): the duplicate rule's answer, not a failure of the store."""
+
+
+class BatchWriter:
+    """The queue, its batches, their futures and retries; ``_apply`` writes a batch.
+
+    ``permanent`` are the errors no retry can cure: the op itself is wrong.
+    """
+
+    permanent: tuple[type[Exception], ...] = _PERMANENT
+    task_name = "writer"
+
     def __init__(
         self,
-        conn: aiosqlite.Connection,
         *,
         max_pending: int,
         gather_seconds: float,
@@ -155,7 +167,6 @@ class Writer:
         on_commit: Callable[[list[WriteOp]], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._conn = conn
         self._max_pending = max_pending
         self._gather_seconds = gather_seconds
         self._max_batch = max_batch
@@ -190,7 +201,7 @@ class Writer:
     def start(self) -> None:
         if self._task is None:
             self._loop = asyncio.get_running_loop()
-            self._task = self._loop.create_task(self._run(), name="sqlite-writer")
+            self._task = self._loop.create_task(self._run(), name=self.task_name)
 
     def submit(self, op: WriteOp, *, bounded: bool = True) -> asyncio.Future[None]:
         """Queue an op; raises StoreBusy at the bound and StoreClosed after close().
@@ -284,7 +295,7 @@ class Writer:
             started = time.perf_counter()
             try:
                 await self._apply([op for op, _ in batch])
-            except _PERMANENT as exc:
+            except self.permanent as exc:
                 await self._rollback()
                 if len(batch) > 1:
                     # One bad op must not sink the others: retry each in its own transaction.
@@ -317,6 +328,23 @@ class Writer:
                 except Exception:  # a listener's bug must not stop the writer
                     log.exception("commit_listener_failed")
             return
+
+    async def _apply(self, ops: list[WriteOp]) -> None:
+        """Write ``ops`` in one transaction, or raise with nothing written."""
+        raise NotImplementedError
+
+    async def _rollback(self) -> None:
+        raise NotImplementedError
+
+
+class Writer(BatchWriter):
+    """SQLite's writer, on its one write connection."""
+
+    task_name = "sqlite-writer"
+
+    def __init__(self, conn: aiosqlite.Connection, **options: Any) -> None:
+        super().__init__(**options)
+        self._conn = conn
 
     async def _apply(self, ops: list[WriteOp]) -> None:
         leads = [op.lead for op in ops if op.lead is not None]

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import re
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, closing
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager, closing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
+import asyncpg
 import httpx
 import msgspec
 import pytest
@@ -18,7 +24,10 @@ from asgi_lifespan import LifespanManager
 from app.config import Config, parse_config, with_server_overrides
 from app.factory import create_app
 from app.services import Services
+from storage.backend import EventStore
+from storage.postgres.store import PostgresStore
 from storage.store import Store
+from tests.pg_cluster import Cluster, ClusterUnavailable
 
 CID = "cmp_9z8y7x6w"
 OTHER_CID = "cmp_other"
@@ -94,8 +103,13 @@ class FakeClock:
 
 
 def make_config(db: Path, **server: Any) -> Config:
+    return make_config_for(str(db), **server)
+
+
+def make_config_for(db: str, **server: Any) -> Config:
+    """The test config on ``db``: a file path, or a PostgreSQL URL."""
     config = parse_config(TEST_CONFIG, origin="test config")
-    return with_server_overrides(config, "test", db=str(db), **server)
+    return with_server_overrides(config, "test", db=db, **server)
 
 
 @dataclass
@@ -116,9 +130,22 @@ class Harness:
         return await self.client.post("/api/event/trigger", json=body)
 
     async def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-        """Rows straight from the database file, once every queued write has committed."""
-        await self.services.store.flush()
-        with closing(sqlite3.connect(self.services.store.path)) as conn:
+        """Rows straight from the database, once every queued write has committed.
+
+        Written for SQLite; on PostgreSQL its ``?`` placeholders become ``$1``, ``$2``...
+        """
+        store = self.services.store
+        await store.flush()
+        if isinstance(store, PostgresStore):
+            numbers = iter(range(1, len(params) + 1))
+            sql = re.sub(r"\?", lambda _: f"${next(numbers)}", sql)
+            conn = await asyncpg.connect(store.url)
+            try:
+                return [tuple(row) for row in await conn.fetch(sql, *params)]
+            finally:
+                await conn.close()
+        assert isinstance(store, Store)
+        with closing(sqlite3.connect(store.path)) as conn:
             return conn.execute(sql, params).fetchall()
 
     async def view(self, transaction_id: str) -> dict[str, Any]:
@@ -133,7 +160,7 @@ class Harness:
 
 @asynccontextmanager
 async def running(
-    config: Config, clock: FakeClock | None = None, store: Store | None = None,
+    config: Config, clock: FakeClock | None = None, store: EventStore | None = None,
     demo: bool = False,
 ) -> AsyncIterator[Harness]:
     """The app with its lifespan running, and an HTTP client talking to it in-process."""
@@ -156,12 +183,124 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "events.db"
 
 
+BACKENDS = ("sqlite", "postgres")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked ``both_stores`` get ``api`` on SQLite and on PostgreSQL."""
+    if "api" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
+            "both_stores"):
+        metafunc.parametrize("api", BACKENDS, indirect=True)
+
+
+def postgres_store(url: str, clock: FakeClock) -> PostgresStore:
+    """A PostgreSQL store whose lock windows follow ``clock`` (see WindowClaimer)."""
+    return PostgresStore(url, db_clock=clock.now)
+
+
+@asynccontextmanager
+async def running_on(request: pytest.FixtureRequest, config: Config) -> AsyncIterator[Harness]:
+    """``config`` running on SQLite as it says, or on a PostgreSQL database of the test's
+    own when the test is parametrized so (see both_stores)."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        async with running(config) as harness:
+            yield harness
+        return
+    url = request.getfixturevalue("pg_url")
+    clock = FakeClock()
+    async with running(with_server_overrides(config, "test", db=url), clock,
+                       postgres_store(url, clock)) as harness:
+        yield harness
+
+
 @pytest.fixture
-async def api(db_path: Path) -> AsyncIterator[Harness]:
-    async with running(make_config(db_path)) as harness:
+async def api(request: pytest.FixtureRequest, db_path: Path) -> AsyncIterator[Harness]:
+    """The app on a fresh SQLite file, or (parametrized, see both_stores) on PostgreSQL."""
+    async with running_on(request, make_config(db_path)) as harness:
         yield harness
 
 
 def error(status: int, message: str, **extra: Any) -> dict[str, Any]:
     """The exact error envelope the API answers with."""
     return {"status": status, "type": "error", "message": message, **extra}
+
+
+def no_postgres(exc: Exception, env: Mapping[str, str]) -> NoReturn:
+    """Skip a test that needs PostgreSQL, saying how to get it; under CI=true, fail it."""
+    if env.get("CI") == "true":
+        pytest.fail(f"PostgreSQL is required under CI=true: {exc}")
+    pytest.skip(f"no PostgreSQL ({exc}): `make postgres` installs Debian's postgresql, "
+                "or set EP_TEST_POSTGRES_URL")
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A PostgreSQL server for the whole run: EP_TEST_POSTGRES_URL, or a throwaway cluster.
+
+    Without either the PostgreSQL tests skip, except under CI=true, where they fail.
+    """
+    given = os.environ.get("EP_TEST_POSTGRES_URL")
+    if given:
+        yield given
+        return
+    try:
+        cluster = Cluster()
+    except ClusterUnavailable as exc:
+        no_postgres(exc, os.environ)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+def _admin(postgres_url: str, sql: str) -> None:
+    """Run ``sql`` on the server, from a thread of its own: a fixture that needs it may be
+    set up while the test's event loop runs."""
+    async def run() -> None:
+        conn = await asyncpg.connect(postgres_url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    with ThreadPoolExecutor(1) as thread:
+        thread.submit(asyncio.run, run()).result()
+
+
+@contextmanager
+def _database(postgres_url: str, template: str = "template1") -> Iterator[str]:
+    name = f"ep_test_{uuid.uuid4().hex[:12]}"
+    _admin(postgres_url, f"CREATE DATABASE {name} TEMPLATE {template}")
+    base, _, _ = postgres_url.rpartition("/")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        _admin(postgres_url, f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="session")
+def pg_template(postgres_url: str) -> Iterator[str]:
+    """A database migrated once, that each test's database is copied from."""
+    with _database(postgres_url) as url:
+        async def migrate() -> None:
+            store = PostgresStore(url)
+            await store.open()
+            await store.close()
+
+        with ThreadPoolExecutor(1) as thread:
+            thread.submit(asyncio.run, migrate()).result()
+        yield url.rpartition("/")[2]
+
+
+@pytest.fixture
+def pg_url(postgres_url: str, pg_template: str) -> Iterator[str]:
+    """The URL of a database of this test's own with the schema in place, dropped after."""
+    with _database(postgres_url, pg_template) as url:
+        yield url
+
+
+@pytest.fixture
+def pg_empty_url(postgres_url: str) -> Iterator[str]:
+    """The URL of an empty database of this test's own, dropped afterwards."""
+    with _database(postgres_url) as url:
+        yield url

@@ -5,8 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import msgspec
+import pytest
 
 from tests.conftest import ADMIN_TOKEN, PID, Harness, error, make_config, running
+
+# The rules hold on both stores.
+pytestmark = pytest.mark.both_stores
 
 
 async def test_read_api_needs_the_bearer_token(api: Harness) -> None:

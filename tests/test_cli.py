@@ -84,11 +84,13 @@ def test_every_serve_flag_has_help_and_states_its_default() -> None:
     server = ServerConfig()
     helps = {action.dest: action.help or "" for action in _subparser("serve")._actions
              if action.dest != "help"}
-    assert set(helps) == {"config", "db", "host", "port", "durability", "log_level"}
+    assert set(helps) == {"config", "db", "host", "port", "durability", "workers",
+                          "log_level"}
     for name in ("db", "host", "port", "durability"):
         assert helps[name].endswith(f"(default: {getattr(server, name)})"), name
     assert helps["config"].endswith("(default: the built-in demo config)")
     assert helps["log_level"].endswith("(default: %(default)s)")
+    assert helps["workers"].endswith("(default: %(default)s)")
 
 
 def _help(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],

@@ -20,6 +20,9 @@ from tests.receiver import Receiver
 from tests.served import EXECUTABLE, Served
 from tests.test_metrics import scrape, value
 
+# The rules hold on both stores.
+pytestmark = pytest.mark.both_stores
+
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 

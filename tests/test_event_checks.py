@@ -15,6 +15,9 @@ async def post_event(api: Harness, body: Any) -> tuple[int, dict[str, Any]]:
     return response.status_code, response.json()
 
 
+# The checks before the transaction's (the body, the fields, the campaign) never reach the
+# store; the rest run on both stores (both_stores).
+
 # 1. body is not a JSON object / form
 
 @pytest.mark.parametrize("body", [b"", b"not json", b"[1, 2]", b'"a string"', b"{\"cid\": ",
@@ -128,6 +131,7 @@ async def test_field_types_are_checked_before_the_campaign(api: Harness) -> None
 
 # 4. campaign
 
+@pytest.mark.both_stores
 async def test_unknown_campaign_is_invalid_cid(api: Harness) -> None:
     body = {"cid": "cmp_missing", "event_id": "not_an_event", "transaction_id": "t"}
     assert await post_event(api, body) == (400, error(400, "Invalid cid"))
@@ -135,11 +139,13 @@ async def test_unknown_campaign_is_invalid_cid(api: Harness) -> None:
 
 # 5. event of the campaign
 
+@pytest.mark.both_stores
 async def test_event_not_configured_for_campaign(api: Harness) -> None:
     body = {"cid": CID, "event_id": "not_an_event", "transaction_id": "t", "pid": "nobody"}
     assert await post_event(api, body) == (400, error(400, "Invalid event_id for this campaign"))
 
 
+@pytest.mark.both_stores
 async def test_event_of_another_campaign_is_not_this_campaigns(api: Harness) -> None:
     body = {"cid": OTHER_CID, "event_id": "sale_completed", "transaction_id": "t"}
     assert await post_event(api, body) == (400, error(400, "Invalid event_id for this campaign"))
@@ -147,11 +153,13 @@ async def test_event_of_another_campaign_is_not_this_campaigns(api: Harness) -> 
 
 # 6. source
 
+@pytest.mark.both_stores
 async def test_unknown_pid_is_invalid(api: Harness) -> None:
     body = {"cid": CID, "event_id": "quote_viewed", "transaction_id": "t", "pid": "src_nobody"}
     assert await post_event(api, body) == (400, error(400, "Invalid pid"))
 
 
+@pytest.mark.both_stores
 async def test_inactive_source_is_refused_before_the_transaction_is_looked_up(
     api: Harness,
 ) -> None:
@@ -159,6 +167,7 @@ async def test_inactive_source_is_refused_before_the_transaction_is_looked_up(
     assert await post_event(api, body) == (403, error(403, "Source Inactive"))
 
 
+@pytest.mark.both_stores
 async def test_pid_defaults_to_organic(api: Harness) -> None:
     transaction_id = await api.click(pid=PID)
     response = await api.fire(transaction_id)
@@ -169,11 +178,13 @@ async def test_pid_defaults_to_organic(api: Harness) -> None:
 
 # 7. transaction
 
+@pytest.mark.both_stores
 async def test_unknown_transaction_is_invalid_for_this_campaign(api: Harness) -> None:
     response = await api.fire("txn_00000000-0000-4000-8000-000000000000")
     assert response.json() == error(400, "Invalid transaction_id for this campaign")
 
 
+@pytest.mark.both_stores
 async def test_transaction_of_another_campaign_is_invalid_for_this_campaign(
     api: Harness,
 ) -> None:
@@ -185,18 +196,21 @@ async def test_transaction_of_another_campaign_is_invalid_for_this_campaign(
 
 # 8. revenue of conversions
 
+@pytest.mark.both_stores
 async def test_conversion_without_revenue_is_refused(api: Harness) -> None:
     transaction_id = await api.click()
     response = await api.fire(transaction_id, "sale_completed")
     assert response.json() == error(400, "revenue is required for conversion events")
 
 
+@pytest.mark.both_stores
 async def test_refused_conversion_does_not_open_the_window(api: Harness) -> None:
     transaction_id = await api.click()
     assert (await api.fire(transaction_id, "sale_completed")).status_code == 400
     assert (await api.fire(transaction_id, "sale_completed", revenue=10)).status_code == 200
 
 
+@pytest.mark.both_stores
 async def test_amount_stands_in_for_revenue(api: Harness) -> None:
     transaction_id = await api.click()
     response = await api.fire(transaction_id, "sale_completed", amount="19.99", pid=PID)
@@ -205,6 +219,7 @@ async def test_amount_stands_in_for_revenue(api: Harness) -> None:
     assert (event["revenue"], event["payout"]) == ("19.99", "9.995")
 
 
+@pytest.mark.both_stores
 async def test_revenue_wins_over_amount(api: Harness) -> None:
     transaction_id = await api.click()
     await api.fire(transaction_id, "sale_completed", revenue="30", amount="19.99")
@@ -213,6 +228,7 @@ async def test_revenue_wins_over_amount(api: Harness) -> None:
 
 # 9 and 10. lock window and duplicates
 
+@pytest.mark.both_stores
 async def test_second_request_within_window_is_locked(api: Harness) -> None:
     transaction_id = await api.click()
     assert (await api.fire(transaction_id)).status_code == 200
@@ -221,6 +237,7 @@ async def test_second_request_within_window_is_locked(api: Harness) -> None:
         403, error(403, "Concurrent event in progress"))
 
 
+@pytest.mark.both_stores
 async def test_window_stays_open_for_lock_seconds_then_duplicate(api: Harness) -> None:
     transaction_id = await api.click()
     assert (await api.fire(transaction_id)).status_code == 200
@@ -232,6 +249,7 @@ async def test_window_stays_open_for_lock_seconds_then_duplicate(api: Harness) -
         400, error(400, "Duplicate event for this transaction_id"))
 
 
+@pytest.mark.both_stores
 async def test_locked_answer_does_not_extend_the_window(api: Harness) -> None:
     transaction_id = await api.click()
     await api.fire(transaction_id)
@@ -241,6 +259,7 @@ async def test_locked_answer_does_not_extend_the_window(api: Harness) -> None:
     assert (await api.fire(transaction_id)).status_code == 400
 
 
+@pytest.mark.both_stores
 async def test_duplicate_reopens_the_window_so_retries_get_403_before_400(api: Harness) -> None:
     transaction_id = await api.click()
     await api.fire(transaction_id)
@@ -251,6 +270,7 @@ async def test_duplicate_reopens_the_window_so_retries_get_403_before_400(api: H
     assert (await api.fire(transaction_id)).status_code == 400
 
 
+@pytest.mark.both_stores
 async def test_window_is_per_transaction_and_event(api: Harness) -> None:
     first, second = await api.click(), await api.click()
     assert (await api.fire(first, "quote_viewed")).status_code == 200
@@ -258,6 +278,7 @@ async def test_window_is_per_transaction_and_event(api: Harness) -> None:
     assert (await api.fire(second, "quote_viewed")).status_code == 200
 
 
+@pytest.mark.both_stores
 async def test_allow_duplicates_fires_again_after_the_window(api: Harness) -> None:
     transaction_id = await api.click()
     assert (await api.fire(transaction_id, "form_step")).status_code == 200
@@ -268,6 +289,7 @@ async def test_allow_duplicates_fires_again_after_the_window(api: Harness) -> No
     assert [event["event_id"] for event in events] == ["form_step", "form_step"]
 
 
+@pytest.mark.both_stores
 async def test_duplicate_conversion_is_refused_and_not_stored_twice(api: Harness) -> None:
     transaction_id = await api.click()
     first = await api.fire(transaction_id, "sale_completed", revenue=45)
@@ -282,6 +304,7 @@ async def test_duplicate_conversion_is_refused_and_not_stored_twice(api: Harness
 UUID4 = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
 
 
+@pytest.mark.both_stores
 async def test_non_conversion_answer_matches_the_seed(api: Harness) -> None:
     transaction_id = await api.click(pid=PID)
     response = await api.fire(transaction_id, pid=PID)
@@ -294,6 +317,7 @@ async def test_non_conversion_answer_matches_the_seed(api: Harness) -> None:
     }
 
 
+@pytest.mark.both_stores
 async def test_conversion_answer_carries_a_new_conversion_id(api: Harness) -> None:
     transaction_id = await api.click(pid=PID)
     response = await api.fire(transaction_id, "sale_completed", pid=PID, revenue=45.00)
@@ -304,6 +328,7 @@ async def test_conversion_answer_carries_a_new_conversion_id(api: Harness) -> No
     assert data["transaction_id"] == transaction_id
 
 
+@pytest.mark.both_stores
 async def test_fired_event_is_stored_with_every_field(api: Harness) -> None:
     transaction_id = await api.click(pid=PID, sub1="s1")
     response = await api.fire(transaction_id, "sale_completed", pid=PID, revenue="45.00",
@@ -327,6 +352,7 @@ async def test_fired_event_is_stored_with_every_field(api: Harness) -> None:
                               "tcpa_consent": 1}
 
 
+@pytest.mark.both_stores
 async def test_client_ip_and_user_agent_are_stored(api: Harness) -> None:
     transaction_id = await api.click()
     await api.fire(transaction_id)
@@ -335,6 +361,7 @@ async def test_client_ip_and_user_agent_are_stored(api: Harness) -> None:
     assert rows == [("203.0.113.7", "pytest-agent/1.0")]
 
 
+@pytest.mark.both_stores
 async def test_fixed_payout_and_organic_no_payout(api: Harness) -> None:
     fixed = await api.click(pid="src_fixed")
     organic = await api.click()
@@ -344,6 +371,7 @@ async def test_fixed_payout_and_organic_no_payout(api: Harness) -> None:
     assert (await api.view(organic))["events"][0]["payout"] is None
 
 
+@pytest.mark.both_stores
 async def test_money_is_stored_exactly(api: Harness) -> None:
     transaction_id = await api.click()
     await api.fire(transaction_id, "sale_completed", pid=PID, revenue=0.1)
@@ -352,6 +380,7 @@ async def test_money_is_stored_exactly(api: Harness) -> None:
     assert rows == [("0.10", "0.05")]
 
 
+@pytest.mark.both_stores
 async def test_json_number_keeps_its_exact_decimal_text(api: Harness) -> None:
     transaction_id = await api.click()
     body = ('{"cid": "%s", "event_id": "sale_completed", "transaction_id": "%s",'
@@ -370,6 +399,7 @@ async def test_json_number_keeps_its_exact_decimal_text(api: Harness) -> None:
     ([("10", "add"), ("2.5", "subtract")], "7.50"),
     ([("10", "add"), ("3", "override")], "3.00"),
 ])
+@pytest.mark.both_stores
 async def test_cost_operations_update_the_lead_cost(
     api: Harness, operations: list[tuple[str, str | None]], expected: str
 ) -> None:

@@ -9,6 +9,9 @@ import pytest
 
 from tests.conftest import CID, PID, Harness, error
 
+# The rules hold on both stores.
+pytestmark = pytest.mark.both_stores
+
 
 async def test_campaign_route_answers_201_with_the_same_data(api: Harness) -> None:
     transaction_id = await api.click(pid=PID)

@@ -9,6 +9,9 @@ import pytest
 from app.config import ConfigError, parse_config
 from tests.conftest import CID, OTHER_CID, PID, Harness, error
 
+# The rules hold on both stores.
+pytestmark = pytest.mark.both_stores
+
 
 async def fire_global(api: Harness, **body: Any) -> tuple[int, dict[str, Any]]:
     response = await api.client.post("/api/event/global", json=body)

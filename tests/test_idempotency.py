@@ -12,9 +12,12 @@ import msgspec
 import pytest
 
 from app.config import Config
-from tests.conftest import CID, PID, Harness, error, running, with_campaign
+from tests.conftest import CID, PID, Harness, error, running, running_on, with_campaign
 from tests.conftest import make_config as base_config
 from tests.test_metrics import scrape, value
+
+# The rules hold on both stores.
+pytestmark = pytest.mark.both_stores
 
 
 def make_config(db_path: Path) -> Config:
@@ -26,8 +29,8 @@ def make_config(db_path: Path) -> Config:
 
 
 @pytest.fixture
-async def api(db_path: Path) -> AsyncIterator[Harness]:
-    async with running(make_config(db_path)) as harness:
+async def api(request: pytest.FixtureRequest, db_path: Path) -> AsyncIterator[Harness]:
+    async with running_on(request, make_config(db_path)) as harness:
         yield harness
 
 

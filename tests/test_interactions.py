@@ -20,6 +20,9 @@ from storage.records import LeadRow, PostbackChange, PostbackRow, WriteOp
 from storage.store import Store
 from tests.conftest import ADMIN_TOKEN, CID, PID, Harness, error, make_config, running
 
+# The rules hold on both stores.
+pytestmark = pytest.mark.both_stores
+
 LOCKED = error(403, "Concurrent event in progress")
 # Long enough that every write of a test waits for the same batch; a flush ends the wait.
 ONE_BATCH_MS = 60_000

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from app.routes.events import PIXEL
 from tests.conftest import CID, PID, Harness, error
+
+# The rules hold on both stores.
+pytestmark = pytest.mark.both_stores
 
 
 def is_one_pixel_gif(body: bytes) -> bool:

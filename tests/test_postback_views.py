@@ -12,6 +12,9 @@ from app.config import parse_config, with_server_overrides
 from tests.conftest import ADMIN_TOKEN, Harness, running
 from tests.receiver import Answer, Receiver
 
+# The rules hold on both stores.
+pytestmark = pytest.mark.both_stores
+
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 CID = "cmp_views"
 PID = "src_views"

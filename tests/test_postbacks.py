@@ -15,8 +15,11 @@ import pytest
 import structlog
 
 from app.config import Config, parse_config, with_server_overrides
-from tests.conftest import ADMIN_TOKEN, CID, PID, FakeClock, Harness, error, running
+from tests.conftest import ADMIN_TOKEN, CID, PID, FakeClock, Harness, error, running, running_on
 from tests.receiver import Answer, Receiver
+
+# The rules hold on both stores.
+pytestmark = pytest.mark.both_stores
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 SECRET = "shh-its-a-secret"
@@ -73,8 +76,9 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture
-async def api(receiver: Receiver, db_path: Path) -> AsyncIterator[Harness]:
-    async with running(postback_config(receiver, db_path)) as harness:
+async def api(request: pytest.FixtureRequest, receiver: Receiver,
+              db_path: Path) -> AsyncIterator[Harness]:
+    async with running_on(request, postback_config(receiver, db_path)) as harness:
         yield harness
 
 

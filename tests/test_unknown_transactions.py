@@ -10,6 +10,9 @@ import pytest
 from app.config import PostbackConfig
 from tests.conftest import CID, OTHER_CID, PID, Harness, error, make_config, running, with_campaign
 
+# The rules hold on both stores.
+pytestmark = pytest.mark.both_stores
+
 
 @pytest.fixture
 async def create(db_path: Path) -> AsyncIterator[Harness]:

@@ -12,6 +12,7 @@ import msgspec
 from actors.clock import Clock, utc_text
 from app.conversions.rules import Action, next_status
 from app.postbacks.plan import Planner
+from storage.backend import EventStore
 from storage.records import (
     ChangeSource,
     ConversionChange,
@@ -20,7 +21,6 @@ from storage.records import (
     PostbackRow,
     WriteOp,
 )
-from storage.store import Store
 
 Result = Literal["changed", "already", "unknown"]
 
@@ -42,7 +42,7 @@ class ConversionDesk:
     """
 
     def __init__(
-        self, store: Store, planner: Callable[[], Planner], clock: Clock,
+        self, store: EventStore, planner: Callable[[], Planner], clock: Clock,
         on_changed: Callable[[list[tuple[ConversionView, ConversionStatus]]], None]
         | None = None,
     ) -> None:

@@ -26,8 +26,8 @@ from actors.clock import Clock, utc_text
 from app.config import DeliveryConfig
 from app.postbacks.retry import Outcome, next_delay, outcome_of_status, retry_after_seconds
 from app.postbacks.signing import signature_headers
+from storage.backend import EventStore
 from storage.records import AttemptRow, DuePostback, PostbackChange, PostbackStatus, WriteOp
-from storage.store import Store
 from storage.writer import StoreClosed
 
 log = structlog.get_logger("app.postbacks")
@@ -40,7 +40,7 @@ _PERMANENT_ERRORS = (httpx.UnsupportedProtocol, httpx.InvalidURL, httpx.TooManyR
 class Dispatcher:
     def __init__(
         self,
-        store: Store,
+        store: EventStore,
         clock: Clock,
         settings: DeliveryConfig,
         *,

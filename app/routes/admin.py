@@ -56,8 +56,7 @@ async def backup(request: Request) -> Response:
     require_admin(request, svc)
     await svc.store.flush()
     moment = svc.clock.now()
-    db = svc.store.path.absolute()
-    target = db.parent / "backups" / f"{db.stem}-{moment:%Y%m%dT%H%M%S%fZ}.db"
+    target = svc.store.backup_target(moment)
     size = await svc.store.backup(target)
     annotate(outcome="backed_up")
     return success_response(201, "Backup written", BackupData(

@@ -1,0 +1,149 @@
+"""What the actors, routes and services use of a store, whichever database is behind it.
+
+SQLite (``storage.store.Store``) and PostgreSQL (``storage.postgres``) both satisfy
+``EventStore``; nothing outside ``storage/`` and the factory knows which one it talks to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from storage.records import (
+    AnswerRow,
+    ConversionStatus,
+    ConversionView,
+    DuePostback,
+    PostbackStatus,
+    PostbackView,
+    StoredTransaction,
+    TransactionView,
+    WriteOp,
+)
+from storage.reports import RawFigures, ReportSpan
+
+
+class WriteQueue(Protocol):
+    """The queue of writes in front of the database, as the metrics and health see it."""
+
+    @property
+    def pending(self) -> int: ...
+
+    @property
+    def failing(self) -> bool: ...
+
+    # Told the size and duration of every committed batch.
+    commit_observer: Callable[[int, float], None] | None
+
+
+class WindowClaims(Protocol):
+    """Lock windows decided by the database, for stores that several processes share."""
+
+    async def claim(self, transaction_id: str, event_id: str, seconds: float) -> bool:
+        """Open the window of (transaction_id, event_id) for ``seconds`` of the database's
+        clock; False while it is still open (claimed by anyone, anywhere)."""
+        ...
+
+
+class EventStore(Protocol):
+    @property
+    def location(self) -> str:
+        """Where the data lives, for logs (a file path, or a URL without its password)."""
+        ...
+
+    @property
+    def writer(self) -> WriteQueue: ...
+
+    @property
+    def cold_loads(self) -> int:
+        """How many transactions were read back from the database since it opened."""
+        ...
+
+    @property
+    def windows(self) -> WindowClaims | None:
+        """None when this process alone serves the data and its memory keeps the windows."""
+        ...
+
+    def claim(self) -> None:
+        """Take whatever makes this process the one to serve the data; raises
+        DatabaseInUse when another has it. Idempotent."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None:
+        """Flush every queued write, then let go of the database. Idempotent."""
+
+    def on_commit(self, listener: Callable[[list[WriteOp]], None]) -> None:
+        """Call ``listener`` with the ops of every batch, right after it commits."""
+
+    def has_room(self) -> bool: ...
+
+    def submit(self, op: WriteOp, *, bounded: bool = True) -> asyncio.Future[None]:
+        """Queue ``op``; the future completes when it has committed, or with why not.
+
+        Raises StoreBusy at the queue's bound and StoreClosed once closing.
+        """
+        ...
+
+    async def commit(self, op: WriteOp) -> None:
+        """Write ``op`` and wait for its commit; StoreUnavailable past the write timeout."""
+
+    async def flush(self) -> None:
+        """Wait until every write queued so far has committed."""
+
+    async def healthy(self, timeout: float = 2.0) -> bool: ...
+
+    def backup_target(self, moment: datetime) -> Path:
+        """Where a backup taken at ``moment`` goes; raises Unsupported if nowhere."""
+        ...
+
+    async def backup(self, target: Path) -> int:
+        """A consistent copy of everything committed so far; returns its size in bytes."""
+        ...
+
+    async def load_transaction(self, transaction_id: str) -> StoredTransaction | None: ...
+
+    async def transaction_view(self, transaction_id: str) -> TransactionView | None: ...
+
+    async def lead_fields(self, transaction_id: str) -> dict[str, Any]: ...
+
+    async def stored_answer(self, key: str, now: str) -> AnswerRow | None: ...
+
+    async def due_postbacks(
+        self, now: str, *, limit: int, skip_ids: list[int], skip_hosts: list[str]
+    ) -> list[DuePostback]: ...
+
+    async def next_postback_due_at(
+        self, skip_ids: list[int], skip_hosts: list[str]
+    ) -> str | None: ...
+
+    async def postbacks(
+        self, *, status: PostbackStatus | None, cid: str | None, limit: int
+    ) -> list[PostbackView]: ...
+
+    async def postback(self, postback_id: int) -> PostbackView | None: ...
+
+    async def postback_counts(self) -> dict[PostbackStatus, int]: ...
+
+    async def conversions(self, **filters: Any) -> list[tuple[int, ConversionView]]: ...
+
+    async def conversion(self, conversion_id: str) -> ConversionView | None: ...
+
+    async def conversion_statuses(
+        self, conversion_ids: list[str]) -> dict[str, ConversionView]: ...
+
+    async def conversion_counts(self) -> dict[ConversionStatus, int]: ...
+
+    async def report_figures(self, span: ReportSpan) -> RawFigures: ...
+
+
+class Unsupported(Exception):
+    """What was asked of this store is not available on its database; says why."""
+
+
+def is_postgres_url(db: str) -> bool:
+    """A ``[server] db`` that names a PostgreSQL database rather than an SQLite file."""
+    return db.startswith(("postgresql://", "postgres://"))

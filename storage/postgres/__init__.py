@@ -1,0 +1,1 @@
+"""The PostgreSQL store: several processes and hosts share one database, which decides."""

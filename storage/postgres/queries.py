@@ -1,0 +1,202 @@
+"""The read side on PostgreSQL: the same views as storage.reader, outbox and conversions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from storage.conversions import _COLUMNS as CONVERSION_COLUMNS
+from storage.conversions import _view as conversion_row
+from storage.money import money_value
+from storage.outbox import _VIEW_COLUMNS as POSTBACK_COLUMNS
+from storage.outbox import _view as postback_row
+from storage.reader import conversions_by_status
+from storage.records import (
+    AnswerRow,
+    AttemptView,
+    ConversionStatus,
+    ConversionView,
+    DuePostback,
+    EventView,
+    HistoryEntry,
+    PostbackStatus,
+    PostbackView,
+    StoredTransaction,
+    TransactionView,
+    conversion_id_text,
+    decode_fields,
+)
+
+Pool = asyncpg.Pool
+
+
+async def load(pool: Pool, ids: list[str]) -> dict[str, StoredTransaction]:
+    """Every transaction among ``ids`` with its lead and fired event ids, in one query."""
+    rows = await pool.fetch(
+        "SELECT l.transaction_id, l.cid, l.pid, l.cost,"
+        " ARRAY(SELECT DISTINCT e.event_id FROM events AS e"
+        "       WHERE e.transaction_id = l.transaction_id)"
+        " FROM leads AS l WHERE l.transaction_id = ANY($1::text[])", ids)
+    return {
+        transaction_id: StoredTransaction(
+            cid=cid, pid=pid, cost=None if cost is None else Decimal(cost),
+            fired=frozenset(fired))
+        for transaction_id, cid, pid, cost, fired in rows
+    }
+
+
+async def lead_fields(pool: Pool, transaction_id: str) -> dict[str, Any]:
+    fields = await pool.fetchval(
+        "SELECT fields FROM leads WHERE transaction_id = $1", transaction_id)
+    return {} if fields is None else decode_fields(fields)
+
+
+async def transaction_view(pool: Pool, transaction_id: str) -> TransactionView | None:
+    lead = await pool.fetchrow(
+        "SELECT cid, pid, fields, cost, created_at FROM leads WHERE transaction_id = $1",
+        transaction_id)
+    if lead is None:
+        return None
+    events = [
+        EventView(event_id=row["event_id"], pid=row["pid"], conversion=row["conversion"],
+                  conversion_id=conversion_id_text(row["conversion_id"]),
+                  revenue=money_value(row["revenue"]), payout=money_value(row["payout"]),
+                  converted_at=row["converted_at"], fired_at=row["fired_at"],
+                  fields=decode_fields(row["fields"]), status=row["status"],
+                  decided_at=row["decided_at"])
+        for row in await pool.fetch(
+            "SELECT event_id, pid, conversion, conversion_id, revenue, payout, converted_at,"
+            " fired_at, fields, status, decided_at FROM events WHERE transaction_id = $1"
+            " ORDER BY id", transaction_id)
+    ]
+    postbacks = [postback_row(row) for row in await pool.fetch(
+        f"SELECT {POSTBACK_COLUMNS} FROM postbacks WHERE transaction_id = $1 ORDER BY id",
+        transaction_id)]
+    return TransactionView(
+        transaction_id=transaction_id, cid=lead["cid"], pid=lead["pid"],
+        fields=decode_fields(lead["fields"]), cost=money_value(lead["cost"]),
+        created_at=lead["created_at"], events=events,
+        conversions=conversions_by_status(events), postbacks=postbacks)
+
+
+async def stored_answer(pool: Pool, key: str, now: str) -> AnswerRow | None:
+    row = await pool.fetchrow(
+        "SELECT key, fingerprint, status, content_type, headers, body, created_at, expires_at"
+        " FROM idempotency_keys WHERE key = $1 AND expires_at > $2", key, now)
+    return None if row is None else AnswerRow(**dict(row))
+
+
+# Due postbacks no process holds, leased to this one; rows another process is leasing at
+# this moment are skipped, not waited for. $6 stands in for the database's clock in tests
+# (NULL when serving).
+_LEASE = """
+UPDATE postbacks SET claimed_until = coalesce($6::timestamptz, now()) + make_interval(secs => $5)
+WHERE id IN (
+    SELECT id FROM postbacks
+    WHERE status = 'pending' AND next_attempt_at <= $1
+      AND (claimed_until IS NULL OR claimed_until <= coalesce($6::timestamptz, now()))
+      AND id <> ALL($2::bigint[]) AND host <> ALL($3::text[])
+    ORDER BY next_attempt_at LIMIT $4
+    FOR UPDATE SKIP LOCKED)
+RETURNING id, method, url, host, body, secret, attempts, max_attempts
+"""
+
+
+async def lease_due_postbacks(pool: Pool, now: str, *, limit: int, skip_ids: list[int],
+                              skip_hosts: list[str], lease_seconds: float,
+                              db_now: datetime | None) -> list[DuePostback]:
+    rows = await pool.fetch(_LEASE, now, skip_ids, skip_hosts, limit, lease_seconds, db_now)
+    return sorted((DuePostback(**dict(row)) for row in rows), key=lambda due: due.id)
+
+
+async def next_postback_due_at(pool: Pool, skip_ids: list[int], skip_hosts: list[str],
+                               db_now: datetime | None) -> str | None:
+    """When the next postback that no process holds falls due (a leased one is looked at
+    again when the dispatcher next polls)."""
+    due_at: str | None = await pool.fetchval(
+        "SELECT min(next_attempt_at) FROM postbacks WHERE status = 'pending'"
+        " AND (claimed_until IS NULL OR claimed_until <= coalesce($3::timestamptz, now()))"
+        " AND id <> ALL($1::bigint[]) AND host <> ALL($2::text[])",
+        skip_ids, skip_hosts, db_now)
+    return due_at
+
+
+async def postbacks(pool: Pool, *, status: PostbackStatus | None, cid: str | None,
+                    limit: int) -> list[PostbackView]:
+    rows = await pool.fetch(
+        f"SELECT {POSTBACK_COLUMNS} FROM postbacks"
+        " WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR cid = $2)"
+        " ORDER BY id DESC LIMIT $3", status, cid, limit)
+    return [postback_row(row) for row in rows]
+
+
+async def postback(pool: Pool, postback_id: int) -> PostbackView | None:
+    row = await pool.fetchrow(
+        f"SELECT {POSTBACK_COLUMNS} FROM postbacks WHERE id = $1", postback_id)
+    if row is None:
+        return None
+    attempts = [AttemptView(**dict(attempt)) for attempt in await pool.fetch(
+        "SELECT attempt, started_at, url, status_code, error, latency_ms, response"
+        " FROM postback_attempts WHERE postback_id = $1 ORDER BY id", postback_id)]
+    return msgspec.structs.replace(postback_row(row), attempt_log=attempts)
+
+
+async def postback_counts(pool: Pool) -> dict[PostbackStatus, int]:
+    rows = await pool.fetch("SELECT status, count(*) FROM postbacks GROUP BY status")
+    return {status: count for status, count in rows}
+
+
+async def conversions(
+    pool: Pool, *, status: ConversionStatus | None, cid: str | None, pid: str | None,
+    converted_from: str | None, converted_before: str | None, before_id: int | None,
+    limit: int,
+) -> list[tuple[int, ConversionView]]:
+    """Conversions, newest first, each with the row id that the next page starts below."""
+    sql = [f"SELECT {CONVERSION_COLUMNS} FROM events WHERE conversion"]
+    params: list[Any] = []
+    for clause, value in (("status = ", status), ("cid = ", cid), ("pid = ", pid),
+                          ("converted_at >= ", converted_from),
+                          ("converted_at < ", converted_before), ("id < ", before_id)):
+        if value is not None:
+            params.append(value)
+            sql.append(f"AND {clause}${len(params)}")
+    params.append(limit)
+    sql.append(f"ORDER BY id DESC LIMIT ${len(params)}")
+    return [conversion_row(row) for row in await pool.fetch(" ".join(sql), *params)]
+
+
+async def conversion(pool: Pool, conversion_id: str) -> ConversionView | None:
+    """One conversion with its history: its firing, then every change in order."""
+    row = await pool.fetchrow(
+        f"SELECT {CONVERSION_COLUMNS} FROM events WHERE conversion_id = $1", conversion_id)
+    if row is None:
+        return None
+    _, found = conversion_row(row)
+    changes = await pool.fetch(
+        "SELECT from_status, to_status, reason, source, changed_at FROM conversion_changes"
+        " WHERE conversion_id = $1 ORDER BY id", conversion_id)
+    first = changes[0]["from_status"] if changes else found.status
+    history = [HistoryEntry(from_status=None, to_status=first, at=found.fired_at,
+                            reason=None, source="fire")]
+    history += [HistoryEntry(from_status=before, to_status=after, at=at, reason=reason,
+                             source=source)
+                for before, after, reason, source, at in changes]
+    return msgspec.structs.replace(found, history=history)
+
+
+async def conversion_statuses(pool: Pool,
+                              conversion_ids: list[str]) -> dict[str, ConversionView]:
+    rows = await pool.fetch(
+        f"SELECT {CONVERSION_COLUMNS} FROM events WHERE conversion_id = ANY($1::text[])",
+        conversion_ids)
+    return {view.conversion_id: view for _, view in map(conversion_row, rows)}
+
+
+async def conversion_counts(pool: Pool) -> dict[ConversionStatus, int]:
+    rows = await pool.fetch(
+        "SELECT status, count(*) FROM events WHERE conversion GROUP BY status")
+    return {status: count for status, count in rows}
