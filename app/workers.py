@@ -10,11 +10,14 @@ to them (as SIGTERM) and exits once they all have: 0 when every one stopped clea
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
 import sys
 from collections.abc import Callable
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 # In a worker: stop requests that came before the server was there to take them.
 _stop_requested = False
@@ -50,6 +53,20 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _stop_with(parent: int) -> None:
+    """Have the kernel send this worker SIGTERM when ``parent`` dies, however it dies.
+
+    A parent killed with SIGKILL cannot pass anything on: without this its workers would
+    go on serving the port, beside the ones a restart starts. (Linux's PR_SET_PDEATHSIG;
+    elsewhere the workers outlive a killed parent.)
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+    if os.getppid() != parent:  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def serve(count: int, host: str, port: int, run: Callable[[socket.socket], int]) -> int:
     sockets: list[socket.socket] = []
     try:
@@ -59,11 +76,13 @@ def serve(count: int, host: str, port: int, run: Callable[[socket.socket], int])
         sys.stderr.write(f"cannot listen on {host}:{port}: {exc.strerror or exc}\n")
         return 1
     children: list[int] = []
+    parent = os.getpid()
     for sock in sockets:
         pid = os.fork()
         if pid == 0:  # a worker: serve, then leave without running the parent's cleanup
             for stop in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(stop, _stop)
+            _stop_with(parent)
             # Only its own socket: one held by a worker that never accepts on it would
             # strand the connections the kernel hands to it once its worker is gone.
             for other in sockets:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -61,6 +62,27 @@ async def test_two_workers_serve_one_port_under_the_same_rules(served: Served) -
         distinct = await asyncio.gather(*(client.post("/api/event/trigger", json=event(t))
                                           for t in transaction_ids[1:]))
         assert [response.status_code for response in distinct] == [200] * 199
+
+
+def test_workers_stop_when_their_parent_is_killed(served: Served) -> None:
+    # A parent killed with SIGKILL passes nothing on; orphaned workers would go on
+    # serving the port beside the ones a restart starts.
+    workers = _children(served.process.pid)
+    served.signal(signal.SIGKILL)
+    served.process.wait(10)
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in workers if _alive(pid)]
+
+
+def _alive(pid: int) -> bool:
+    """Running, not merely a zombie nobody has reaped yet."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
 
 
 def test_sigterm_stops_every_worker_and_exits_0(served: Served) -> None:
