@@ -374,3 +374,28 @@ async def test_the_timeout_is_the_settings_not_the_one_the_client_was_made_with(
         await dispatcher(store, clock, started_short, timeout_seconds=5).drain()
     postback, [attempt] = await shown(store)
     assert (postback.status, attempt.error, attempt.response) == ("delivered", None, "ok")
+
+
+async def test_the_next_wake_up_is_the_earliest_postback_it_could_send(store: Store) -> None:
+    """What the dispatcher sleeps until: the earliest pending postback neither in flight
+    nor to a host that is full; delivered and failed ones are not waited for."""
+    def row(host: str, due: str, status: str = "pending") -> PostbackRow:
+        return PostbackRow(transaction_id="tx", cid="cmp", pid="src", event_id="sold",
+                           conversion_id=None, kind="buyer", method="GET",
+                           url=f"https://{host}/pb", host=host, body=None, secret=None,
+                           status=status, max_attempts=5, next_attempt_at=due,  # type: ignore[arg-type]
+                           created_at=due, updated_at=due)
+
+    assert await store.next_postback_due_at([], []) is None
+    store.submit(WriteOp(postbacks=(
+        row("a.example", "2026-11-28T12:00:05Z"),              # id 1
+        row("b.example", "2026-11-28T12:00:09Z"),              # id 2
+        row("a.example", "2026-11-28T12:00:07Z"),              # id 3
+        row("c.example", "2026-11-28T12:00:01Z", "delivered"),  # id 4
+        row("c.example", "2026-11-28T12:00:02Z", "failed"),     # id 5
+    )))
+    await store.flush()
+    assert await store.next_postback_due_at([], []) == "2026-11-28T12:00:05Z"
+    assert await store.next_postback_due_at([1], []) == "2026-11-28T12:00:07Z"
+    assert await store.next_postback_due_at([], ["a.example"]) == "2026-11-28T12:00:09Z"
+    assert await store.next_postback_due_at([2], ["a.example"]) is None

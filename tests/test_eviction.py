@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
 
+from storage.records import WriteOp
 from tests.conftest import make_config, running
 
 
@@ -46,6 +49,52 @@ async def test_actor_with_unstored_writes_is_not_evicted(db_path: Path) -> None:
         # Reloaded from disk it would not even find the lead.
         response = await api.fire(first)
         assert response.json()["message"] == "Duplicate event for this transaction_id"
+
+
+async def test_actor_with_a_write_still_queued_behind_a_stored_one_is_not_evicted(
+    db_path: Path,
+) -> None:
+    """Each of an actor's writes holds it in memory until that write itself is stored,
+    not only until the first of them is."""
+    config = make_config(db_path, max_actors=1, durability="write-behind")
+    async with running(config) as api:
+        first = await api.click()
+        store = api.services.store
+        await store.flush()
+        real_apply = store.writer._apply
+        commits_allowed, batches_seen = asyncio.Semaphore(0), 0
+
+        async def held(ops: list[WriteOp]) -> Any:
+            nonlocal batches_seen
+            batches_seen += 1
+            await commits_allowed.acquire()
+            return await real_apply(ops)
+
+        async def until_batches_seen(count: int) -> None:
+            for _ in range(1000):
+                if batches_seen >= count:
+                    return
+                await asyncio.sleep(0.01)
+            raise AssertionError(f"the writer never took batch {count}")
+
+        store.writer._apply = held  # type: ignore[method-assign]
+        assert (await api.fire(first, "quote_viewed")).status_code == 200
+        await until_batches_seen(1)  # taken by the writer, held before its commit
+        assert (await api.fire(first, "sale_completed", revenue="9")).status_code == 200
+        commits_allowed.release()  # the first write is stored; the sale's waits behind it
+        await until_batches_seen(2)
+        api.clock.advance(5)  # every window closed: only the queued sale holds the actor
+        for _ in range(3):
+            await api.click()
+        # Reloaded from disk it would not find the sale and would pay for it twice.
+        response = await api.fire(first, "sale_completed", revenue="9")
+        assert response.json()["message"] == "Duplicate event for this transaction_id"
+        for _ in range(10):
+            commits_allowed.release()
+        store.writer._apply = real_apply  # type: ignore[method-assign]
+        rows = await api.query("SELECT event_id FROM events WHERE transaction_id = ?"
+                               " ORDER BY id", first)
+        assert rows == [("quote_viewed",), ("sale_completed",)]
 
 
 async def test_unknown_transactions_do_not_stay_in_memory(db_path: Path) -> None:

@@ -112,3 +112,57 @@ async def test_a_request_arriving_while_a_queued_one_is_handled_is_answered(
                                                revenue="1"), ANSWERS_WITHIN)
         assert late.status_code == 200, late.text
         assert [r.status_code for r in await asyncio.gather(first, queued)] == [200, 200]
+
+
+async def test_no_request_is_handled_before_the_one_ahead_of_it_is_answered(
+    db_path: Path,
+) -> None:
+    """One at a time whatever the actor is doing when a request arrives: handling one in
+    the caller's own task, or in its drain task with nothing more queued."""
+    async with running(make_config(db_path, durability="commit")) as api:
+        transaction_id = await api.click()
+        store = api.services.store
+        real_submit, real_apply = store.submit, store.writer._apply
+        handled: list[str] = []
+        commits_allowed = asyncio.Semaphore(0)
+
+        def recording(op: WriteOp, *, bounded: bool = True) -> asyncio.Future[None]:
+            if op.event is not None:
+                handled.append(op.event.event_id)
+            return real_submit(op, bounded=bounded)
+
+        async def held(ops: list[WriteOp]) -> Any:
+            await commits_allowed.acquire()
+            return await real_apply(ops)
+
+        store.submit = recording  # type: ignore[method-assign]
+        store.writer._apply = held  # type: ignore[method-assign]
+
+        async def settle() -> None:  # whatever can run before the next commit, runs
+            for _ in range(50):
+                await asyncio.sleep(0)
+
+        first = asyncio.ensure_future(api.fire(transaction_id, "quote_viewed"))
+        await settle()
+        assert handled == ["quote_viewed"]  # handled at once, held at its commit
+        queued = asyncio.ensure_future(api.fire(transaction_id, "form_step"))
+        await settle()
+        assert handled == ["quote_viewed"]  # waits while the first is handled inline
+
+        commits_allowed.release()
+        assert (await asyncio.wait_for(first, ANSWERS_WITHIN)).status_code == 200
+        await settle()
+        # The queued one is now handled by the drain task, its mailbox empty.
+        assert handled == ["quote_viewed", "form_step"]
+        late = asyncio.ensure_future(api.fire(transaction_id, "sale_completed", revenue="1"))
+        await settle()
+        assert handled == ["quote_viewed", "form_step"]  # waits for the drained one too
+
+        commits_allowed.release()
+        commits_allowed.release()
+        answers = await asyncio.wait_for(asyncio.gather(queued, late), ANSWERS_WITHIN)
+        assert [r.status_code for r in answers] == [200, 200]
+        assert handled == ["quote_viewed", "form_step", "sale_completed"]
+        store.writer._apply = real_apply  # type: ignore[method-assign]
+        rows = await api.query("SELECT event_id FROM events ORDER BY id")
+        assert rows == [("quote_viewed",), ("form_step",), ("sale_completed",)]
