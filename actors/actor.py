@@ -25,7 +25,7 @@ from storage.records import (
     WriteOp,
     encode_fields,
 )
-from storage.writer import DuplicateEvent, StoreUnavailable
+from storage.writer import DuplicateEvent, LeadExists, StoreUnavailable
 
 
 class PostbackPlanner(Protocol):
@@ -199,7 +199,8 @@ class TransactionActor:
                     return Reply(Verdict.UNKNOWN_TRANSACTION)
                 return Reply(Verdict.FOUND, cid=self.state.cid, pid=self.state.pid)
 
-    async def _fire(self, event: FireEvent) -> Reply:
+    async def _fire(self, event: FireEvent, claimed: bool = False) -> Reply:
+        """``claimed``: this very request already holds the event's window."""
         rt = self._rt
         now = rt.clock.monotonic()
         state = self.state
@@ -211,7 +212,7 @@ class TransactionActor:
         # empty): a request that reaches the lock check claims the window there.
         windows = rt.store.windows
         if (windows is not None and state is not None and opens_window(verdict)
-                and not await windows.claim(self.transaction_id, event.event_id,
+                and not claimed and not await windows.claim(self.transaction_id, event.event_id,
                                             rt.lock_seconds)):
             return Reply(Verdict.LOCKED)
         if state is None or verdict is not Verdict.FIRED:
@@ -241,6 +242,7 @@ class TransactionActor:
                 fields_patch=encode_fields(event.lead_fields) if event.lead_fields else None,
                 cost=money_text(cost),
                 cost_micro=None if cost is None else micro(cost),
+                cost_delta=_cost_delta(event),
             )
         op = WriteOp(
             lead=lead,
@@ -285,6 +287,10 @@ class TransactionActor:
                 # Another process stored it first; this actor reloads before its next
                 # message (see _settled), and so learns that it fired.
                 return Reply(Verdict.DUPLICATE)
+            except LeadExists:
+                # Another process created the lead first: decide again against it.
+                await self._load()
+                return await self._fire(event, claimed=True)
         return Reply(Verdict.FIRED, conversion_id)
 
     async def _stored_lead_fields(self) -> dict[str, Any]:
@@ -327,6 +333,13 @@ class TransactionActor:
                 self._pending = None
         if written.cancelled() or written.exception() is not None:
             self._loaded = False
+
+
+def _cost_delta(event: FireEvent) -> str | None:
+    """The signed amount an add or a subtract moves the cost by; None for an override."""
+    if event.cost is None or event.cost_operation == "override":
+        return None
+    return money_text(event.cost if event.cost_operation == "add" else -event.cost)
 
 
 def _initial_status(event: FireEvent) -> ConversionStatus | None:

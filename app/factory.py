@@ -45,7 +45,7 @@ from storage.backend import EventStore, Unsupported, is_postgres_url
 from storage.postgres.store import PostgresStore
 from storage.records import PostbackRow
 from storage.store import Store
-from storage.writer import StoreBusy, StoreClosed, StoreUnavailable
+from storage.writer import ConversionConflict, StoreBusy, StoreClosed, StoreUnavailable
 
 log = structlog.get_logger("app")
 
@@ -157,6 +157,8 @@ def create_app(
         StoreBusy: _busy,
         StoreClosed: _busy,
         StoreUnavailable: _store_unavailable,
+        # Still deciding against other processes' changes after several tries.
+        ConversionConflict: _store_unavailable,
         sqlite3.OperationalError: _store_error,
         Unsupported: _unsupported,
     }

@@ -73,12 +73,18 @@ class EventRow(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
 
 
 class LeadChange(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
-    """Fields merged into a lead (JSON merge patch) and its new cost, if it changed."""
+    """Fields merged into a lead (JSON merge patch) and its new cost, if it changed.
+
+    ``cost`` is the new cost as the process that decided it knew the old one. An add or a
+    subtract also carries its signed amount, ``cost_delta``: where several processes
+    change one lead, the store applies that to the cost it holds instead.
+    """
 
     transaction_id: str
     fields_patch: str | None
     cost: str | None
     cost_micro: int | None = None
+    cost_delta: str | None = None
 
 
 PostbackStatus = Literal["pending", "delivered", "failed"]

@@ -147,6 +147,16 @@ class DuplicateEvent(Exception):
     another process): the duplicate rule's answer, not a failure of the store."""
 
 
+class LeadExists(Exception):
+    """The lead this op creates was created meanwhile by another process: nothing of the
+    op was written; decide again against the stored lead."""
+
+
+class ConversionConflict(Exception):
+    """A conversion's status is no longer the one its change was decided from (another
+    process changed it first): nothing of the op was written; decide again."""
+
+
 class BatchWriter:
     """The queue, its batches, their futures and retries; ``_apply`` writes a batch.
 

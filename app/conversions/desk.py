@@ -4,6 +4,7 @@ audit rows in one transaction, one change at a time."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Literal
 
@@ -21,8 +22,12 @@ from storage.records import (
     PostbackRow,
     WriteOp,
 )
+from storage.writer import ConversionConflict
 
 Result = Literal["changed", "already", "unknown"]
+# Each retry follows a change another process committed meanwhile; past this many in a
+# row, the conflict is the caller's answer (503).
+_DECISIONS = 5
 
 
 class ChangeResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -39,6 +44,9 @@ class ConversionDesk:
     they are serialized by one lock rather than by the per-transaction actors: each
     change reads the statuses as committed, decides, and waits for its own commit before
     the next one reads. Firing never changes a status, so it needs no part in this.
+    Processes sharing a database each have their own lock: there the database refuses a
+    change decided from a status another process has changed since (ConversionConflict),
+    and the change is decided again from the status now stored.
     """
 
     def __init__(
@@ -59,40 +67,49 @@ class ConversionDesk:
     ) -> list[ChangeResult]:
         """Apply ``action`` to each conversion, all in one transaction; one result per id."""
         async with self._lock:
-            await self._store.flush()
-            current = await self._store.conversion_statuses(list(dict.fromkeys(conversion_ids)))
-            now = utc_text(self._clock.now())
-            changes: list[ConversionChange] = []
-            changed: list[tuple[ConversionView, ConversionStatus]] = []
-            postbacks: list[PostbackRow] = []
-            results = []
-            for conversion_id in conversion_ids:
-                view = current.get(conversion_id)
-                if view is None:
-                    results.append(ChangeResult(conversion_id=conversion_id, result="unknown",
-                                                status=None))
-                    continue
-                status = next_status(view.status, action)
-                if status is None:
-                    results.append(ChangeResult(conversion_id=conversion_id, result="already",
-                                                status=view.status))
-                    continue
-                changes.append(ConversionChange(
-                    conversion_id=conversion_id, from_status=view.status, to_status=status,
-                    reason=reason, source=source, changed_at=now))
-                postbacks += await self._postbacks(view, status, reason, now)
-                changed.append((view, status))
-                # A repeated id in one call sees the change just made.
-                current[conversion_id] = msgspec.structs.replace(view, status=status,
-                                                                 decided_at=now)
-                results.append(ChangeResult(conversion_id=conversion_id, result="changed",
-                                            status=status))
-            if changes:
-                await self._store.commit(WriteOp(conversion_changes=tuple(changes),
-                                                 postbacks=tuple(postbacks)))
-                if self._on_changed is not None:
-                    self._on_changed(changed)
-            return results
+            for _ in range(_DECISIONS - 1):
+                with contextlib.suppress(ConversionConflict):
+                    return await self._decide(conversion_ids, action, reason, source)
+            return await self._decide(conversion_ids, action, reason, source)
+
+    async def _decide(
+        self, conversion_ids: list[str], action: Action, reason: str | None,
+        source: ChangeSource,
+    ) -> list[ChangeResult]:
+        await self._store.flush()
+        current = await self._store.conversion_statuses(list(dict.fromkeys(conversion_ids)))
+        now = utc_text(self._clock.now())
+        changes: list[ConversionChange] = []
+        changed: list[tuple[ConversionView, ConversionStatus]] = []
+        postbacks: list[PostbackRow] = []
+        results = []
+        for conversion_id in conversion_ids:
+            view = current.get(conversion_id)
+            if view is None:
+                results.append(ChangeResult(conversion_id=conversion_id, result="unknown",
+                                            status=None))
+                continue
+            status = next_status(view.status, action)
+            if status is None:
+                results.append(ChangeResult(conversion_id=conversion_id, result="already",
+                                            status=view.status))
+                continue
+            changes.append(ConversionChange(
+                conversion_id=conversion_id, from_status=view.status, to_status=status,
+                reason=reason, source=source, changed_at=now))
+            postbacks += await self._postbacks(view, status, reason, now)
+            changed.append((view, status))
+            # A repeated id in one call sees the change just made.
+            current[conversion_id] = msgspec.structs.replace(view, status=status,
+                                                             decided_at=now)
+            results.append(ChangeResult(conversion_id=conversion_id, result="changed",
+                                        status=status))
+        if changes:
+            await self._store.commit(WriteOp(conversion_changes=tuple(changes),
+                                             postbacks=tuple(postbacks)))
+            if self._on_changed is not None:
+                self._on_changed(changed)
+        return results
 
     async def _postbacks(self, view: ConversionView, status: ConversionStatus,
                          reason: str | None, now: str) -> tuple[PostbackRow, ...]:

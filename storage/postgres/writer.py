@@ -8,11 +8,14 @@ fails, with DuplicateEvent, and its answer is the duplicate rule's.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
 import msgspec
+from asyncpg.pool import PoolConnectionProxy
 
+from storage.money import micro, money_text, money_value
 from storage.records import (
     AnswerRow,
     AttemptRow,
@@ -24,7 +27,13 @@ from storage.records import (
     PostbackRow,
     WriteOp,
 )
-from storage.writer import BatchWriter, DuplicateEvent, _merge_lead_changes
+from storage.writer import (
+    BatchWriter,
+    ConversionConflict,
+    DuplicateEvent,
+    LeadExists,
+    _merge_lead_changes,
+)
 
 # Columns that are not text, by name (AnswerRow's status is its HTTP status code).
 _TYPES = {
@@ -77,16 +86,19 @@ UPDATE postbacks SET
 FROM (SELECT {_columns(PostbackChange)} FROM jsonb_array_elements($1::jsonb) AS v) AS c
 WHERE postbacks.id = c.postback_id
 """
-_UPDATE_CONVERSIONS = f"""
+# Compare-and-set: a conversion moves only from the status its change was decided from,
+# which another process may have changed since it was read.
+_UPDATE_CONVERSIONS = """
 UPDATE events SET status = c.to_status, decided_at = c.changed_at
-FROM (SELECT {_columns(ConversionChange)} FROM jsonb_array_elements($1::jsonb) AS v) AS c
-WHERE events.conversion_id = c.conversion_id
+FROM (SELECT v->>0 AS conversion_id, v->>1 AS from_status, v->>2 AS to_status,
+             v->>3 AS changed_at FROM jsonb_array_elements($1::jsonb) AS v) AS c
+WHERE events.conversion_id = c.conversion_id AND events.status = c.from_status
 """
 _rows = msgspec.json.Encoder()
 
 # Errors that no retry can cure: the op itself is wrong and is refused alone.
-_PERMANENT = (DuplicateEvent, asyncpg.IntegrityConstraintViolationError, asyncpg.DataError,
-              ValueError, TypeError)
+_PERMANENT = (DuplicateEvent, LeadExists, ConversionConflict,
+              asyncpg.IntegrityConstraintViolationError, asyncpg.DataError, ValueError, TypeError)
 
 
 class PostgresWriter(BatchWriter):
@@ -104,17 +116,22 @@ class PostgresWriter(BatchWriter):
         # The last state of a postback, and of a conversion, is the one to keep.
         postback_changes = {op.postback_change.postback_id: op.postback_change
                             for op in ops if op.postback_change is not None}
-        last_changes = {change.conversion_id: change for change in conversion_changes}
+        # Per conversion: the status the batch's first change found, the last one's result.
+        moves: dict[str, list[str]] = {}
+        for change in conversion_changes:
+            found = moves.setdefault(change.conversion_id, [change.from_status, "", ""])
+            found[1:] = change.to_status, change.changed_at
         # Fixed order: a row is inserted before rows that refer to it and changes to it.
         steps: list[tuple[str, list[Any]]] = [
             (_INSERT_LEADS, [op.lead for op in ops if op.lead is not None]),
             (_INSERT_EVENTS, [op.event for op in ops if op.event is not None]),
-            (_UPDATE_LEADS, _merge_lead_changes(changes) if len(changes) > 1 else changes),
+            (_UPDATE_LEADS, changes),
             (_INSERT_POSTBACKS, [row for op in ops for row in op.postbacks]),
             (_INSERT_ATTEMPTS, [op.attempt for op in ops if op.attempt is not None]),
             (_UPDATE_POSTBACKS, list(postback_changes.values())),
             (_INSERT_CONVERSION_CHANGES, conversion_changes),
-            (_UPDATE_CONVERSIONS, list(last_changes.values())),
+            (_UPDATE_CONVERSIONS, [[conversion_id, *move] for conversion_id, move
+                                   in moves.items()]),
             (_INSERT_ANSWERS, answers),
         ]
         async with self._pool.acquire() as conn, conn.transaction():
@@ -123,12 +140,46 @@ class PostgresWriter(BatchWriter):
             for sql, rows in steps:
                 if not rows:
                     continue
+                if sql is _UPDATE_LEADS:
+                    rows = _merge_lead_changes(await _decide_costs(conn, changes))
                 try:
-                    await conn.execute(sql, _rows.encode(rows).decode())
+                    done = await conn.execute(sql, _rows.encode(rows).decode())
                 except asyncpg.UniqueViolationError as exc:
                     if exc.constraint_name == "events_fire_once":
                         raise DuplicateEvent from exc
+                    if exc.constraint_name == "leads_pkey":
+                        raise LeadExists from exc
                     raise
+                if sql is _UPDATE_CONVERSIONS and done != f"UPDATE {len(rows)}":
+                    raise ConversionConflict
 
     async def _rollback(self) -> None:
         """Nothing to do: the transaction's context rolled it back."""
+
+
+async def _decide_costs(conn: PoolConnectionProxy,
+                        changes: list[LeadChange]) -> list[LeadChange]:
+    """Each add or subtract applied, in order, to the lead's cost as stored now.
+
+    The leads' rows stay locked until the batch commits, so another process changing the
+    same cost waits for this batch and builds on its result: no change is lost.
+    """
+    relative = sorted({change.transaction_id for change in changes
+                       if change.cost_delta is not None})
+    if not relative:
+        return changes
+    rows = await conn.fetch(
+        "SELECT transaction_id, cost FROM leads WHERE transaction_id = ANY($1::text[])"
+        " ORDER BY transaction_id FOR NO KEY UPDATE", relative)
+    costs = {transaction_id: money_value(cost) or Decimal(0) for transaction_id, cost in rows}
+    decided = []
+    for change in changes:
+        known = costs.get(change.transaction_id)
+        if known is not None and change.cost_delta is not None:
+            cost = known + Decimal(change.cost_delta)
+            change = msgspec.structs.replace(change, cost=money_text(cost),
+                                             cost_micro=micro(cost), cost_delta=None)
+        if known is not None and change.cost is not None:
+            costs[change.transaction_id] = Decimal(change.cost)
+        decided.append(change)
+    return decided
