@@ -1,7 +1,9 @@
 """Idempotency-Key: a retried request gets the answer its first attempt got, byte for byte.
 
 A key is claimed in memory before anything is awaited, so of many requests carrying one
-key exactly one is handled; the others get 409 until its answer is known. The answer is
+key exactly one is handled; the others get 409 until its answer is known. Where processes
+share a database, the key is also reserved there (the store's ``claim_answer``), so that
+holds across them. The answer is
 stored with the event it fired (one write op, one SQLite transaction), or on its own for a
 refusal, and stays in memory only until that write commits; later requests read it from
 the database, so it survives a restart and a ``kill -9`` once committed.
@@ -24,13 +26,17 @@ from actors.clock import Clock, utc_text
 from app import errors
 from app.request_info import header
 from storage.backend import EventStore
-from storage.records import AnswerRow, WriteOp
+from storage.records import RESERVED, AnswerRow, WriteOp
 from storage.writer import StoreBusy, StoreClosed
 
 HEADER = b"idempotency-key"
 REPLAYED = "Idempotent-Replayed"
 _KEY = re.compile(r"[\x20-\x7e]{1,255}")
 _canonical = msgspec.json.Encoder(order="deterministic")
+# How long a reservation in a shared database outlives a process that died holding it; a
+# request holds its key for far less (its body is read before, its writes wait at most
+# write_timeout_seconds).
+_RESERVED_FOR = timedelta(seconds=60)
 _headers = msgspec.json.Decoder(dict[str, str])
 
 
@@ -96,8 +102,10 @@ class IdempotencyKeys:
             return claim.answer
         # Claimed before the lookup is awaited: a concurrent request sees it.
         self._claims[key] = _Claim(fingerprint)
+        now = self._clock.now()
         try:
-            stored = await self._store.stored_answer(key, utc_text(self._clock.now()))
+            stored = await self._store.claim_answer(key, fingerprint, utc_text(now),
+                                                    utc_text(now + _RESERVED_FOR))
         except BaseException:
             del self._claims[key]
             raise
@@ -106,6 +114,8 @@ class IdempotencyKeys:
         del self._claims[key]
         if stored.fingerprint != fingerprint:
             raise errors.idempotency_key_reused()
+        if stored.status == RESERVED:  # another process is handling it
+            raise errors.idempotency_key_in_progress()
         return Answer(status=stored.status, content_type=stored.content_type,
                       headers=_headers.decode(stored.headers),
                       body=base64.b64decode(stored.body))
@@ -143,6 +153,7 @@ class IdempotencyKeys:
         claim = self._claims.get(key)
         if claim is not None and claim.answer is None:
             del self._claims[key]
+            self._store.release_answer(key)
 
     def _committed(self, ops: list[WriteOp]) -> None:
         for op in ops:

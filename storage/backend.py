@@ -110,7 +110,18 @@ class EventStore(Protocol):
 
     async def lead_fields(self, transaction_id: str) -> dict[str, Any]: ...
 
-    async def stored_answer(self, key: str, now: str) -> AnswerRow | None: ...
+    async def claim_answer(self, key: str, fingerprint: str, now: str,
+                           until: str) -> AnswerRow | None:
+        """The live answer stored under ``key``, or None: then this request handles it.
+
+        Where several processes share the database, None also reserves the key there
+        until ``until`` (or until ``release_answer``), and a key another process has
+        reserved comes back as a row whose ``status`` is ``RESERVED``.
+        """
+        ...
+
+    def release_answer(self, key: str) -> None:
+        """Let go of a key this process claimed and stored nothing under."""
 
     async def due_postbacks(
         self, now: str, *, limit: int, skip_ids: list[int], skip_hosts: list[str]

@@ -146,6 +146,10 @@ class ConversionChange(msgspec.Struct, frozen=True, kw_only=True, array_like=Tru
     reason: str | None
     source: ChangeSource
     changed_at: str
+# The status of an AnswerRow that only reserves its key for a request still in progress.
+RESERVED = 0
+
+
 class AnswerRow(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     """The answer a request with an Idempotency-Key got; ``body`` is base64."""
 
@@ -175,6 +179,8 @@ class WriteOp(msgspec.Struct, frozen=True, kw_only=True):
     conversion_changes: tuple[ConversionChange, ...] = ()
     # Stored with the event it fired, so a retry finds it exactly when the event exists.
     answer: AnswerRow | None = None
+    # An Idempotency-Key reserved in a shared database whose request stored nothing.
+    released_key: str | None = None
 
 
 class StoredTransaction(msgspec.Struct, frozen=True, kw_only=True):

@@ -183,8 +183,13 @@ class Store:
     async def transaction_view(self, transaction_id: str) -> TransactionView | None:
         return await reader.transaction_view(self._reader(), transaction_id)
 
-    async def stored_answer(self, key: str, now: str) -> AnswerRow | None:
+    async def claim_answer(self, key: str, fingerprint: str, now: str,
+                           until: str) -> AnswerRow | None:
+        # One process serves the file: its claim in memory is the reservation.
         return await idempotency.stored_answer(self._reader(), key, now)
+
+    def release_answer(self, key: str) -> None:
+        """Nothing was reserved in the file."""
 
     async def lead_fields(self, transaction_id: str) -> dict[str, Any]:
         return await reader.lead_fields(self._reader(), transaction_id)

@@ -1,4 +1,4 @@
-"""Two processes changing one lead or one conversion at the same moment, on PostgreSQL.
+"""Two processes at one lead, one conversion or one Idempotency-Key at once, on PostgreSQL.
 
 Two apps on one database stand for two nodes. Each test makes one node read before the
 other's write commits and write after it, the interleaving a real race produces now and
@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
+from actors.clock import utc_text
 from app.config import parse_config, with_server_overrides
+from storage.writer import StoreUnavailable
 from tests.conftest import ADMIN_TOKEN, CID, FakeClock, Harness, error, postgres_store, running
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -146,3 +149,67 @@ async def test_cost_changes_made_on_two_nodes_at_once_all_count(
                            cost_operation="subtract")).status_code == 200
     view = await one.view(transaction_id)
     assert view["cost"] == "20.00"
+
+
+def keyed(harness: Harness, transaction_id: str, key: str) -> Awaitable[Any]:
+    body = {"cid": CID, "transaction_id": transaction_id, "event_id": "quote_viewed"}
+    return harness.client.post("/api/event/trigger", json=body,
+                               headers={"Idempotency-Key": key})
+
+
+IN_PROGRESS = (409, error(409, "A request with this Idempotency-Key is in progress"))
+
+
+async def test_a_key_in_progress_on_one_node_is_in_progress_on_the_other(
+        nodes: tuple[Harness, Harness]) -> None:
+    one, two = nodes
+    transaction_id = await two.click()
+    loaded = asyncio.Event()
+    read_then_wait(one, "load_transaction", loaded)  # one holds the key, mid-way
+
+    first = asyncio.ensure_future(keyed(one, transaction_id, "key-1"))
+    await asyncio.sleep(0.05)
+    meanwhile = await keyed(two, transaction_id, "key-1")
+    assert (meanwhile.status_code, meanwhile.json()) == IN_PROGRESS
+    loaded.set()
+    answered = await asyncio.wait_for(first, 10)
+    assert answered.status_code == 200, answered.text
+    replayed = await keyed(two, transaction_id, "key-1")
+    assert replayed.headers["Idempotent-Replayed"] == "true"
+    assert (replayed.status_code, replayed.content) == (200, answered.content)
+    assert await one.query("SELECT count(*) FROM events WHERE transaction_id = ?",
+                           transaction_id) == [(1,)]
+
+
+async def test_a_key_whose_request_stored_nothing_is_free_on_every_node(
+        nodes: tuple[Harness, Harness]) -> None:
+    one, two = nodes
+    transaction_id = await two.click()
+    store: Any = one.services.store
+
+    async def unavailable(*args: Any) -> Any:
+        raise StoreUnavailable
+
+    store.load_transaction = unavailable
+    failed = await keyed(one, transaction_id, "key-2")
+    assert failed.status_code == 503, failed.text
+    await one.services.store.flush()  # the reservation's release is a queued write
+    retried = await keyed(two, transaction_id, "key-2")
+    assert retried.status_code == 200, retried.text
+    assert "Idempotent-Replayed" not in retried.headers
+
+
+async def test_the_key_of_a_node_that_died_holding_it_frees_itself(
+        nodes: tuple[Harness, Harness]) -> None:
+    one, two = nodes
+    transaction_id = await one.click()
+    # What a node leaves behind when it dies between reserving a key and answering.
+    now = one.clock.now()
+    store: Any = one.services.store
+    assert await store.claim_answer("key-3", "a fingerprint", utc_text(now),
+                                    utc_text(now + timedelta(seconds=60))) is None
+    # Held for the dead node's request (other fields): 422 until the reservation runs out.
+    assert (await keyed(two, transaction_id, "key-3")).status_code == 422
+    one.clock.advance(61)
+    taken_over = await keyed(two, transaction_id, "key-3")
+    assert taken_over.status_code == 200, taken_over.text

@@ -16,6 +16,7 @@ from storage.outbox import _VIEW_COLUMNS as POSTBACK_COLUMNS
 from storage.outbox import _view as postback_row
 from storage.reader import conversions_by_status
 from storage.records import (
+    RESERVED,
     AnswerRow,
     AttemptView,
     ConversionStatus,
@@ -30,6 +31,7 @@ from storage.records import (
     conversion_id_text,
     decode_fields,
 )
+from storage.writer import StoreUnavailable
 
 Pool = asyncpg.Pool
 
@@ -83,11 +85,33 @@ async def transaction_view(pool: Pool, transaction_id: str) -> TransactionView |
         conversions=conversions_by_status(events), postbacks=postbacks)
 
 
-async def stored_answer(pool: Pool, key: str, now: str) -> AnswerRow | None:
-    row = await pool.fetchrow(
-        "SELECT key, fingerprint, status, content_type, headers, body, created_at, expires_at"
-        " FROM idempotency_keys WHERE key = $1 AND expires_at > $2", key, now)
-    return None if row is None else AnswerRow(**dict(row))
+# A key is reserved by a row of status RESERVED, taken only where no live row is: one
+# process handles the key; a process that dies holding it frees it when ``until`` passes.
+_RESERVE = f"""
+INSERT INTO idempotency_keys AS k (key, fingerprint, status, content_type, headers, body,
+                                   created_at, expires_at)
+VALUES ($1, $2, {RESERVED}, '', '{{}}', '', $3, $4)
+ON CONFLICT (key) DO UPDATE SET fingerprint = excluded.fingerprint, status = {RESERVED},
+    content_type = '', headers = '{{}}', body = '', created_at = excluded.created_at,
+    expires_at = excluded.expires_at
+WHERE k.expires_at <= $3
+RETURNING key
+"""
+_FIND_ANSWER = (
+    "SELECT key, fingerprint, status, content_type, headers, body, created_at, expires_at"
+    " FROM idempotency_keys WHERE key = $1 AND expires_at > $2")
+
+
+async def claim_answer(pool: Pool, key: str, fingerprint: str, now: str,
+                       until: str) -> AnswerRow | None:
+    """None once this process has reserved ``key``; else the row that holds it."""
+    for _ in range(3):  # the row may be released between the two statements
+        if await pool.fetchval(_RESERVE, key, fingerprint, now, until) is not None:
+            return None
+        row = await pool.fetchrow(_FIND_ANSWER, key, now)
+        if row is not None:
+            return AnswerRow(**dict(row))
+    raise StoreUnavailable  # changed hands three times in a row: let the client retry
 
 
 # Due postbacks no process holds, leased to this one; rows another process is leasing at

@@ -8,6 +8,7 @@ SQLite; every answer waits for its commit, as the database must decide before it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from datetime import datetime
 from functools import partial
@@ -35,7 +36,7 @@ from storage.records import (
     WriteOp,
 )
 from storage.reports import RawFigures, ReportSpan
-from storage.writer import StoreUnavailable
+from storage.writer import StoreBusy, StoreClosed, StoreUnavailable
 
 
 def without_password(url: str) -> str:
@@ -172,8 +173,15 @@ class PostgresStore:
     async def lead_fields(self, transaction_id: str) -> dict[str, Any]:
         return await queries.lead_fields(self._db(), transaction_id)
 
-    async def stored_answer(self, key: str, now: str) -> AnswerRow | None:
-        return await queries.stored_answer(self._db(), key, now)
+    async def claim_answer(self, key: str, fingerprint: str, now: str,
+                           until: str) -> AnswerRow | None:
+        return await queries.claim_answer(self._db(), key, fingerprint, now, until)
+
+    def release_answer(self, key: str) -> None:
+        # Queued like any write, so it commits after the reservation it undoes; a store
+        # that is closing leaves the reservation to run out.
+        with contextlib.suppress(StoreBusy, StoreClosed):
+            self._the_writer().submit(WriteOp(released_key=key), bounded=False)
 
     async def due_postbacks(self, now: str, *, limit: int, skip_ids: list[int],
                             skip_hosts: list[str]) -> list[DuePostback]:

@@ -17,6 +17,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from storage.money import micro, money_text, money_value
 from storage.records import (
+    RESERVED,
     AnswerRow,
     AttemptRow,
     ConversionChange,
@@ -63,8 +64,15 @@ _INSERT_EVENTS = _bulk_insert("events", EventRow)
 _INSERT_POSTBACKS = _bulk_insert("postbacks", PostbackRow)
 _INSERT_ATTEMPTS = _bulk_insert("postback_attempts", AttemptRow)
 _INSERT_CONVERSION_CHANGES = _bulk_insert("conversion_changes", ConversionChange)
-_INSERT_ANSWERS = (_bulk_insert("idempotency_keys", AnswerRow, {"status": "integer"})
-                   + " ON CONFLICT (key) DO NOTHING")
+# An answer takes the place of its key's reservation (storage.postgres.queries), never of
+# another answer.
+_INSERT_ANSWERS = (
+    _bulk_insert("idempotency_keys AS k", AnswerRow, {"status": "integer"})
+    + " ON CONFLICT (key) DO UPDATE SET "
+    + ", ".join(f"{name} = excluded.{name}" for name in AnswerRow.__struct_fields__[1:])
+    + f" WHERE k.status = {RESERVED}")
+_RELEASE_KEYS = (f"DELETE FROM idempotency_keys WHERE status = {RESERVED}"
+                 " AND key IN (SELECT jsonb_array_elements_text($1::jsonb))")
 _PURGE_ANSWERS = "DELETE FROM idempotency_keys WHERE expires_at <= $1"
 # A JSON merge patch of flat fields: the patch's keys win, a null removes its key.
 _UPDATE_LEADS = f"""
@@ -133,6 +141,7 @@ class PostgresWriter(BatchWriter):
             (_UPDATE_CONVERSIONS, [[conversion_id, *move] for conversion_id, move
                                    in moves.items()]),
             (_INSERT_ANSWERS, answers),
+            (_RELEASE_KEYS, [op.released_key for op in ops if op.released_key is not None]),
         ]
         async with self._pool.acquire() as conn, conn.transaction():
             if answers:
