@@ -1,6 +1,7 @@
 """Two served nodes on one PostgreSQL database: one dies under load, the other carries on.
 
-Every event either node acknowledged is in the database, whichever node took it.
+Every event either node acknowledged is in the database, whichever node took it, and a
+postback the dead node was sending is sent by the other once its lease runs out.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import httpx
 import pytest
 
 from tests.conftest import CID, TEST_CONFIG
+from tests.receiver import Answer, Receiver
 from tests.served import Served
+from tests.test_postbacks_served import wait_until
 
 # Two servers and their database on two busy cores.
 pytestmark = pytest.mark.timeout(120)
@@ -71,3 +74,60 @@ async def test_kill_9_of_one_node_under_load_loses_no_acknowledged_event(
         await conn.close()
     assert stored == set(acknowledged)
     assert len(acknowledged) >= 250
+
+
+def test_a_postback_a_dead_node_was_sending_is_sent_by_the_other(
+        tmp_path: Path, pg_url: str) -> None:
+    with Receiver() as receiver:
+        config = tmp_path / "delivery.toml"
+        # The shortest lease: 10 s, longer than an attempt (2 s) twice plus its record.
+        config.write_text(f"""
+[server]
+admin_token = "t"
+write_timeout_seconds = 1
+
+[delivery]
+timeout_seconds = 2
+
+[[campaigns]]
+cid = "{CID}"
+
+[[campaigns.events]]
+event_id = "sale_completed"
+conversion = true
+
+[[campaigns.postbacks]]
+url = "{receiver.url}/buyer?conv={{conversion_id}}"
+""")
+        receiver.script("/buyer", Answer(hang=True))  # the first attempt never ends
+        args = ("--config", str(config), "--db", pg_url)
+        one = Served(tmp_path, *args, name="one")
+        two: Served | None = None
+        try:
+            with httpx.Client(base_url=one.url) as client:
+                click = client.post("/api/click", json={"cid": CID}).json()
+                sale = client.post("/api/event/trigger", json={
+                    "cid": CID, "event_id": "sale_completed", "revenue": "12",
+                    "transaction_id": click["data"]["transaction_id"]})
+                assert sale.status_code == 200, sale.text
+                conversion_id = sale.json()["data"]["conversion_id"]
+            wait_until(lambda: receiver.hanging == 1)  # node one is sending it
+            two = Served(tmp_path, *args, name="two")
+            one.signal(signal.SIGKILL)
+            assert one.wait() == -signal.SIGKILL
+            wait_until(lambda: len(receiver.of("/buyer")) == 2, timeout=40)
+            with httpx.Client(base_url=two.url, headers={"Authorization": "Bearer t"}) as c:
+                def delivered() -> bool:
+                    found = c.get("/api/postbacks", params={"status": "delivered"})
+                    return len(found.json()["data"]) == 1
+                wait_until(delivered)
+                [postback] = c.get("/api/postbacks").json()["data"]
+                shown = c.get(f"/api/postbacks/{postback['id']}").json()["data"]
+        finally:
+            one.kill()
+            if two is not None:
+                two.kill()
+    # Sent again by node two, once: node one's attempt died with it, unrecorded.
+    assert [request.query for request in receiver.of("/buyer")] == [
+        {"conv": [conversion_id]}] * 2
+    assert [attempt["status_code"] for attempt in shown["attempt_log"]] == [200]
