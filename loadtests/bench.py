@@ -49,6 +49,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from loadtests import budget  # noqa: E402
+from loadtests.cpu import CpuSplit  # noqa: E402
 from loadtests.rawhttp import Results, closed_loop, open_loop, post_request  # noqa: E402
 from loadtests.servers import Server, free_port  # noqa: E402
 from storage.connection import prepare  # noqa: E402
@@ -128,10 +129,17 @@ def postgres_rows(settings: Settings, work: Path, config: Path,
                 parts = _split(ids, 2)
                 wrk(server.url, write_ids(work / f"{name}-w.txt", parts[0]), "rotate",
                     settings.connections, settings.warmup)
-                report[name] = wrk(server.url, write_ids(work / f"{name}.txt", parts[1]),
-                                   "rotate", settings.connections, settings.duration)
+                postmaster = int((cluster.data / "postmaster.pid").read_text().split()[0])
+                # Where the cores went: whether a second worker had any to use.
+                with CpuSplit({"service": server.process.pid,
+                               "postgres": postmaster}) as split:
+                    report[name] = wrk(server.url, write_ids(work / f"{name}.txt", parts[1]),
+                                       "rotate", settings.connections, settings.duration)
                 report[name]["rss_mb"] = server.peak_rss_mb()
+                report[name]["cpu_busy"] = split.busy / split.capacity
+                report[name]["cpu_us_per_event"] = split.per_event_us(report[name]["requests"])
             print_row(name, report[name], report, flush=True)
+            print(f"{'':10s} {cpu_line(report[name])}", flush=True)
     finally:
         cluster.stop()
 
@@ -399,6 +407,11 @@ def print_row(name: str, row: dict[str, Any], report: dict[str, Any], flush: boo
           f"{row.get('rss_mb', float('nan')):8.0f} {ratio:>7s}", flush=flush)
 
 
+def cpu_line(row: dict[str, Any]) -> str:
+    parts = ", ".join(f"{name} {us:.0f}" for name, us in row["cpu_us_per_event"].items())
+    return f"cores {row['cpu_busy']:.0%} busy; CPU us per event: {parts}"
+
+
 def table(report: dict[str, Any]) -> str:
     baseline = report.get("A", {}).get("rps")
     lines = ["| scenario | requests/s | p50 ms | p99 ms | p99.9 ms | errors | peak RSS MB "
@@ -451,6 +464,9 @@ def verdicts(report: dict[str, Any]) -> list[str]:
     if "P1" in report and "P2" in report:
         gain = report["P2"]["rps"] / report["P1"]["rps"]
         found.append(f"P2 >= 1.5x P1: {'met' if gain >= 1.5 else 'MISSED'} ({gain:.2f}x)")
+        for name in ("P1", "P2"):
+            if "cpu_busy" in report[name]:
+                found.append(f"  {name}: {cpu_line(report[name])}")
     if "E" in report:
         row = report["E"]
         found.append(f"E peak RSS < 200 MB after {row['transactions']:,} transactions: "

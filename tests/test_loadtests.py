@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from loadtests import budget
+from loadtests.cpu import CpuSplit, descendants
 from loadtests.locust_stats import Totals, percentile_ms, progress_line, totals
 from tests.pg_cluster import ClusterUnavailable, binaries
 
@@ -91,3 +95,31 @@ def test_bench_runs_every_scenario(tmp_path: Path) -> None:
         assert sum(stages.values()) == pytest.approx(measured["loop_us"])
         assert stages["decode_and_checks"] > 0 and stages["actor"] > 0
         assert f"budget, us per event request ({durability}): HTTP " in result.stdout
+
+
+def test_the_cpu_split_charges_each_process_tree_its_own_cpu() -> None:
+    burn = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass"
+    # A parent whose child burns, then stays (as workers and database backends do): the
+    # tree is charged, not only its root.
+    child = f"{burn}\ntime.sleep(30)"
+    tree = subprocess.Popen([sys.executable, "-c", "import subprocess, sys; subprocess.run("
+                             f"[sys.executable, '-c', {child!r}])"])
+    idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        for _ in range(500):
+            if len(descendants(tree.pid)) == 2:
+                break
+            time.sleep(0.01)
+        with CpuSplit({"burner": tree.pid, "idle": idle.pid}) as split:
+            subprocess.run([sys.executable, "-c", burn], check=True)  # a child of ours
+            time.sleep(0.5)
+    finally:
+        for process in (tree, idle):
+            for pid in reversed(descendants(process.pid)):
+                os.kill(pid, signal.SIGKILL)
+            process.wait()
+    assert split.seconds["burner"] >= 0.2
+    assert split.seconds["load generator"] >= 0.25
+    assert split.seconds["idle"] < 0.1
+    assert 0 < split.busy <= split.capacity
+    assert split.per_event_us(1000)["burner"] == round(split.seconds["burner"] * 1000, 1)
