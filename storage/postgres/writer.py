@@ -3,7 +3,8 @@
 Each table's rows of a whole batch go in one statement (a JSON array unpacked by
 ``jsonb_array_elements``), so concurrent requests share the round trips and the commit.
 The second insert of a fire-once event breaks the ``events_fire_once`` index; that op alone
-fails, with DuplicateEvent, and its answer is the duplicate rule's.
+fails, with DuplicateEvent, and its answer is the duplicate rule's. The hourly roll-ups
+(storage/postgres/rollups.py) change in the batch's transaction.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from typing import Any
 
 import asyncpg
 import msgspec
+from asyncpg.pool import PoolConnectionProxy
 
+from storage.postgres import rollups
 from storage.records import (
     AnswerRow,
     AttemptRow,
@@ -89,6 +92,18 @@ _PERMANENT = (DuplicateEvent, asyncpg.IntegrityConstraintViolationError, asyncpg
               ValueError, TypeError)
 
 
+async def _execute(conn: PoolConnectionProxy, steps: list[tuple[str, list[Any]]]) -> None:
+    for sql, rows in steps:
+        if not rows:
+            continue
+        try:
+            await conn.execute(sql, _rows.encode(rows).decode())
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name == "events_fire_once":
+                raise DuplicateEvent from exc
+            raise
+
+
 class PostgresWriter(BatchWriter):
     permanent = _PERMANENT
     task_name = "postgres-writer"
@@ -98,7 +113,10 @@ class PostgresWriter(BatchWriter):
         self._pool = pool
 
     async def _apply(self, ops: list[WriteOp]) -> None:
+        leads = [op.lead for op in ops if op.lead is not None]
+        events = [op.event for op in ops if op.event is not None]
         changes = [op.change for op in ops if op.change is not None]
+        lead_changes = _merge_lead_changes(changes) if len(changes) > 1 else changes
         conversion_changes = [change for op in ops for change in op.conversion_changes]
         answers = [op.answer for op in ops if op.answer is not None]
         # The last state of a postback, and of a conversion, is the one to keep.
@@ -106,10 +124,10 @@ class PostgresWriter(BatchWriter):
                             for op in ops if op.postback_change is not None}
         last_changes = {change.conversion_id: change for change in conversion_changes}
         # Fixed order: a row is inserted before rows that refer to it and changes to it.
+        inserts: list[tuple[str, list[Any]]] = [(_INSERT_LEADS, leads),
+                                                (_INSERT_EVENTS, events)]
         steps: list[tuple[str, list[Any]]] = [
-            (_INSERT_LEADS, [op.lead for op in ops if op.lead is not None]),
-            (_INSERT_EVENTS, [op.event for op in ops if op.event is not None]),
-            (_UPDATE_LEADS, _merge_lead_changes(changes) if len(changes) > 1 else changes),
+            (_UPDATE_LEADS, lead_changes),
             (_INSERT_POSTBACKS, [row for op in ops for row in op.postbacks]),
             (_INSERT_ATTEMPTS, [op.attempt for op in ops if op.attempt is not None]),
             (_UPDATE_POSTBACKS, list(postback_changes.values())),
@@ -120,15 +138,10 @@ class PostgresWriter(BatchWriter):
         async with self._pool.acquire() as conn, conn.transaction():
             if answers:
                 await conn.execute(_PURGE_ANSWERS, min(row.created_at for row in answers))
-            for sql, rows in steps:
-                if not rows:
-                    continue
-                try:
-                    await conn.execute(sql, _rows.encode(rows).decode())
-                except asyncpg.UniqueViolationError as exc:
-                    if exc.constraint_name == "events_fire_once":
-                        raise DuplicateEvent from exc
-                    raise
+            await _execute(conn, inserts)
+            # The roll-ups count a change against the stored value it replaces.
+            await rollups.record(conn, leads, events, lead_changes, conversion_changes)
+            await _execute(conn, steps)
 
     async def _rollback(self) -> None:
         """Nothing to do: the transaction's context rolled it back."""
