@@ -96,21 +96,37 @@ def read_report_figures(path: str | Path, span: ReportSpan) -> RawFigures:
 def rollup_figures(conn: sqlite3.Connection, span: ReportSpan) -> RawFigures:
     """What ``raw_figures`` gives for an hourly span, summed from the ``stats`` rows.
 
-    One query reads every figure; its rows are split into the four sources the way the
-    exact queries would have found them: a group shows up in a source only where that
-    source counted something in it (counts are never negative).
+    One query reads every figure; ``split_rollups`` splits its rows into the four sources.
     """
-    if not span.hourly or span.width not in (0, 13):
-        raise ValueError("the roll-ups hold whole UTC hours only")
-    hourly = msgspec.structs.replace(span, start=span.start[:13], end=span.end[:13])
+    hourly = hourly_span(span)
     select, group = _select(hourly, "hour")
-    with_leads = "event_id" not in span.keys and not span.event_ids
     where, params = _where(hourly, "hour")
-    if not with_leads:
+    if not with_leads(span):
         where += f" AND event_id != '{NO_EVENT}'"
     rows = conn.execute(
         f"SELECT {select}, {', '.join(f'sum({name})' for name in FIGURES)}"
         f" FROM stats WHERE {where} GROUP BY {group}", params).fetchall()
+    return split_rollups(span, rows)
+
+
+def hourly_span(span: ReportSpan) -> ReportSpan:
+    """``span`` with its ends cut to the hours the ``stats`` rows are keyed by."""
+    if not span.hourly or span.width not in (0, 13):
+        raise ValueError("the roll-ups hold whole UTC hours only")
+    return msgspec.structs.replace(span, start=span.start[:13], end=span.end[:13])
+
+
+def with_leads(span: ReportSpan) -> bool:
+    """Leads have no event id: they count unless event ids are grouped or filtered."""
+    return "event_id" not in span.keys and not span.event_ids
+
+
+def split_rollups(span: ReportSpan, rows: Sequence[Sequence[Any]]) -> RawFigures:
+    """Rows of (bucket, *keys, *FIGURES) summed from ``stats``, as the four sources.
+
+    A group shows up in a source only where that source counted something in it, as the
+    exact queries would have found it (counts are never negative).
+    """
     width = 1 + len(span.keys)
     leads, events, conversions, reversals = [], [], [], []
     for row in rows:
@@ -124,7 +140,7 @@ def rollup_figures(conn: sqlite3.Connection, span: ReportSpan) -> RawFigures:
             conversions.append((*keys, converted, revenue, payout, pending, pending_revenue))
         if reversed_:
             reversals.append((*keys, reversed_, reversed_revenue, reversed_payout))
-    return RawFigures(leads=leads if with_leads else None, events=events,
+    return RawFigures(leads=leads if with_leads(span) else None, events=events,
                       conversions=conversions, reversals=reversals)
 
 
@@ -137,7 +153,7 @@ def raw_figures(conn: sqlite3.Connection, span: ReportSpan) -> RawFigures:
     conn.execute("BEGIN")  # one read transaction: the four queries agree
     try:
         leads = None
-        if "event_id" not in span.keys and not span.event_ids:
+        if with_leads(span):
             select, group = _select(span, "created_at")
             where, params = _where(span, "created_at", keys=("cid", "pid"))
             leads = conn.execute(

@@ -149,6 +149,8 @@ async def test_cost_changes_made_on_two_nodes_at_once_all_count(
                            cost_operation="subtract")).status_code == 200
     view = await one.view(transaction_id)
     assert view["cost"] == "20.00"
+    # The reports' roll-ups count each change against the cost it replaced.
+    assert await one.query("SELECT sum(cost) FROM stats") == [(20_000_000,)]
 
 
 def keyed(harness: Harness, transaction_id: str, key: str) -> Awaitable[Any]:

@@ -200,17 +200,13 @@ async def test_concurrent_events_share_commits(pg_url: str) -> None:
     assert after - before < 50
 
 
-async def test_what_postgresql_does_not_offer_yet_is_a_clear_501_not_a_crash(
+async def test_what_postgresql_does_not_offer_is_a_clear_501_not_a_crash(
         nodes: tuple[Harness, Harness]) -> None:
     one, _ = nodes
     auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     backup = await one.client.post("/api/admin/backup", headers=auth)
     assert (backup.status_code, backup.json()) == (
         501, error(501, "Backups of a PostgreSQL database are taken with pg_dump"))
-    report = await one.client.get("/api/reports", params={"from": "2026-11-01", "to": "2026-11-30"},
-                                  headers=auth)
-    assert (report.status_code, report.json()) == (
-        501, error(501, "Reports are not available on PostgreSQL yet"))
 
 
 async def test_closed_windows_are_purged_and_open_ones_kept(pg_url: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,8 +10,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import CID, TEST_CONFIG
+from app.config import parse_config, with_server_overrides
+from tests.conftest import CID, TEST_CONFIG, FakeClock, postgres_store, running
 from tests.served import EXECUTABLE, Served
+from tests.test_reports import CONFIG as REPORTED
+from tests.test_reports import get, play
 
 
 @pytest.fixture
@@ -54,8 +58,24 @@ def test_serve_refuses_write_behind_on_postgresql_saying_why(pg_url: str) -> Non
     assert "write-behind is refused with PostgreSQL" in done.stderr
 
 
-def test_the_report_command_says_reports_are_not_on_postgresql_yet(pg_url: str) -> None:
-    done = subprocess.run([str(EXECUTABLE), "report", "--db", pg_url, "--from", "2026-11-01",
-                           "--to", "2026-11-30"], capture_output=True, text=True, timeout=30)
-    assert (done.returncode, done.stderr) == (
-        2, "Reports are not available on PostgreSQL yet\n")
+def test_the_report_command_reads_a_postgresql_database_even_while_it_is_served(
+        tmp_path: Path, pg_url: str, servers: list[Served]) -> None:
+    async def played() -> str:
+        clock = FakeClock()
+        config = with_server_overrides(parse_config(REPORTED, origin="test"), "test",
+                                       db=pg_url)
+        async with running(config, clock, postgres_store(pg_url, clock)) as harness:
+            await play(harness)
+            response = await get(harness, group_by="cid,day", tz="America/New_York",
+                                 format="csv")
+            return response.text.replace("\r\n", "\n")
+
+    expected = asyncio.run(played())
+    servers.append(Served(tmp_path, "--db", pg_url))
+    done = subprocess.run([str(EXECUTABLE), "report", "--db", pg_url, "--from", "2026-11-28",
+                           "--to", "2026-11-30", "--group-by", "cid,day", "--tz",
+                           "America/New_York", "--csv"],
+                          capture_output=True, text=True, timeout=30)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.replace("\r\n", "\n") == expected
+    assert expected.count("\n") == 8  # the header, 6 rows and the totals

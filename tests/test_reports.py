@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from app.config import parse_config, with_server_overrides
-from tests.conftest import ADMIN_TOKEN, FakeClock, Harness, error, running
+from tests.conftest import ADMIN_TOKEN, BACKENDS, Harness, error, running_on
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 CONFIG = f"""
@@ -149,12 +149,17 @@ async def play(harness: Harness) -> None:
 
 
 @pytest.fixture
-async def played(tmp_path: Path) -> AsyncIterator[Harness]:
+async def played(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
+    """The scenario played on SQLite, or on PostgreSQL where a test asks for both."""
     config = with_server_overrides(parse_config(CONFIG, origin="test"), "test",
                                    db=str(tmp_path / "reports.db"))
-    async with running(config, clock=FakeClock()) as harness:
+    async with running_on(request, config) as harness:
         await play(harness)
         yield harness
+
+
+# The report rules hold on both stores: the same scenario, the same figures.
+both_stores = pytest.mark.parametrize("played", BACKENDS, indirect=True)
 
 
 async def get(api: Harness, **params: Any) -> httpx.Response:
@@ -186,12 +191,14 @@ UTC_TOTALS = row(clicks=4, cost="12.25", events=10, conversions=2, revenue="145.
                  profit="10.30", conversion_rate="0.5000", epc="11.2750")
 
 
+@both_stores
 async def test_days_in_utc(played: Harness) -> None:
     data = await report(played)
     assert data == {"from": "2026-11-28", "to": "2026-11-30", "tz": "UTC",
                     "group_by": ["day"], "rows": UTC_DAYS, "totals": UTC_TOTALS}
 
 
+@both_stores
 async def test_days_in_new_york_move_what_falls_near_midnight(played: Harness) -> None:
     data = await report(played, tz="America/New_York")
     assert data["rows"] == [
@@ -225,12 +232,14 @@ CIDS = [
 ]
 
 
+@both_stores
 async def test_by_campaign(played: Harness) -> None:
     data = await report(played, group_by="cid")
     assert data["rows"] == CIDS
     assert data["totals"] == UTC_TOTALS
 
 
+@both_stores
 async def test_by_source_counts_conversions_for_the_event_source(played: Harness) -> None:
     data = await report(played, group_by="pid")
     assert data["rows"] == [
@@ -248,6 +257,7 @@ async def test_by_source_counts_conversions_for_the_event_source(played: Harness
 NO_LEADS = {"clicks": None, "cost": None, "conversion_rate": None, "epc": None}
 
 
+@both_stores
 async def test_by_event_leaves_clicks_and_cost_out(played: Harness) -> None:
     data = await report(played, group_by="event_id")
     assert data["rows"] == [
@@ -262,6 +272,7 @@ async def test_by_event_leaves_clicks_and_cost_out(played: Harness) -> None:
     assert data["totals"] == UTC_TOTALS | NO_LEADS | {"profit": "22.55"}
 
 
+@both_stores
 async def test_by_hour_in_new_york_and_by_day_and_campaign(played: Harness) -> None:
     hours = await report(played, group_by="hour", tz="America/New_York", to="2026-11-28")
     assert [(r["hour"], r["clicks"], r["events"], r["conversions"]) for r in hours["rows"]] == [
@@ -283,6 +294,7 @@ async def test_by_hour_in_new_york_and_by_day_and_campaign(played: Harness) -> N
     ]
 
 
+@both_stores
 async def test_filters_keep_only_the_named_campaigns_sources_and_events(
     played: Harness
 ) -> None:
@@ -297,6 +309,7 @@ async def test_filters_keep_only_the_named_campaigns_sources_and_events(
     assert sales["totals"]["net_revenue"] == "45.10"
 
 
+@both_stores
 async def test_csv_has_the_same_columns_and_the_totals_last(played: Harness) -> None:
     response = await get(played, format="csv")
     assert response.status_code == 200
@@ -358,6 +371,7 @@ async def test_period_is_required_and_the_token_too(played: Harness) -> None:
     assert response.status_code == 401
 
 
+@both_stores
 async def test_a_period_of_366_days_is_allowed(played: Harness) -> None:
     response = await get(played, **{"from": "2025-01-01", "to": "2026-01-01"})
     assert response.status_code == 200

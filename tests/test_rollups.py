@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from contextlib import closing
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from app.config import parse_config, with_server_overrides
 from storage.money import micro
 from storage.rollups import FIGURES, NO_EVENT
 from storage.store import Store
-from tests.conftest import FakeClock, Harness, running
+from tests.conftest import BACKENDS, Harness, running_on
 from tests.test_reports import AUTH, CONFIG, Scenario
 from tests.test_writer import event, lead
 
@@ -26,7 +29,16 @@ def _units(text: str | None) -> int:
     return 0 if text is None else micro(Decimal(text))
 
 
-def recount(conn: sqlite3.Connection) -> Stats:
+# What the recount reads, in SQL both stores understand.
+LEADS = "SELECT cid, pid, cost, created_at FROM leads"
+EVENTS = ("SELECT cid, pid, event_id, fired_at, conversion, converted_at, status, revenue,"
+          " payout, conversion_id FROM events")
+REVERSALS = "SELECT conversion_id, changed_at FROM conversion_changes WHERE to_status = 'reversed'"
+STATS = f"SELECT hour, cid, pid, event_id, {', '.join(FIGURES)} FROM stats"
+Rows = list[tuple[Any, ...]]
+
+
+def recount(leads: Rows, events: Rows, reversals: Rows) -> Stats:
     """Per (hour, cid, pid, event id), from the rows one by one and their text amounts."""
     sums: dict[tuple[str, ...], list[int]] = defaultdict(lambda: [0] * len(FIGURES))
 
@@ -35,13 +47,13 @@ def recount(conn: sqlite3.Connection) -> Stats:
         for name, value in figures.items():
             row[_INDEX[name]] += value
 
-    for cid, pid, cost, created in conn.execute(
-            "SELECT cid, pid, cost, created_at FROM leads"):
+    for cid, pid, cost, created in leads:
         add(created, cid, pid, NO_EVENT, clicks=1, cost=_units(cost))
+    reversed_at = defaultdict(list)
+    for conversion_id, changed in reversals:
+        reversed_at[conversion_id].append(changed)
     for (cid, pid, event_id, fired, conversion, converted, status, revenue, payout,
-         conversion_id) in conn.execute(
-            "SELECT cid, pid, event_id, fired_at, conversion, converted_at, status, revenue,"
-            " payout, conversion_id FROM events").fetchall():
+         conversion_id) in events:
         add(fired, cid, pid, event_id, events=1)
         if not conversion:
             continue
@@ -51,24 +63,29 @@ def recount(conn: sqlite3.Connection) -> Stats:
         elif status == "pending":
             add(converted, cid, pid, event_id, pending_conversions=1,
                 pending_revenue=_units(revenue))
-        for (changed,) in conn.execute(
-                "SELECT changed_at FROM conversion_changes WHERE conversion_id = ?"
-                " AND to_status = 'reversed'", (conversion_id,)):
+        for changed in reversed_at[conversion_id]:
             add(changed, cid, pid, event_id, reversals=1, reversed_revenue=_units(revenue),
                 reversed_payout=_units(payout))
     return {key: tuple(row) for key, row in sums.items() if any(row)}
 
 
-def stored(conn: sqlite3.Connection) -> Stats:
+def stored(rows: Rows) -> Stats:
     """The roll-ups, without rows that went back to zero (a rejected conversion's)."""
-    rows = conn.execute(f"SELECT hour, cid, pid, event_id, {', '.join(FIGURES)} FROM stats")
     return {tuple(row[:4]): tuple(row[4:]) for row in rows if any(row[4:])}
 
 
 def assert_rollups_match(path: Path | str) -> Stats:
     with closing(sqlite3.connect(path)) as conn:
-        found, expected = stored(conn), recount(conn)
+        found = stored(conn.execute(STATS).fetchall())
+        expected = recount(*(conn.execute(sql).fetchall() for sql in (LEADS, EVENTS, REVERSALS)))
     assert found == expected
+    return found
+
+
+async def rollups_match(api: Harness) -> Stats:
+    """The roll-ups of the store ``api`` runs on, once checked against a recount."""
+    found = stored(await api.query(STATS))
+    assert found == recount(*[await api.query(sql) for sql in (LEADS, EVENTS, REVERSALS)])
     return found
 
 
@@ -90,9 +107,8 @@ class Checked(Scenario):
         self.checks = 0
 
     async def check(self) -> Stats:
-        await self.api.services.store.flush()
         self.checks += 1
-        return assert_rollups_match(self.api.services.store.path)
+        return await rollups_match(self.api)
 
     async def click(self, cid: str, pid: str) -> str:
         found = await super().click(cid, pid)
@@ -110,56 +126,63 @@ class Checked(Scenario):
         await self.check()
 
 
-async def test_every_kind_of_write_keeps_the_rollups_equal_to_a_recount(
-        tmp_path: Path) -> None:
+@pytest.fixture
+async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
+    """The CREATING config running on SQLite, or on PostgreSQL (parametrized)."""
     config = with_server_overrides(parse_config(CREATING, origin="t"), "t",
                                    db=str(tmp_path / "r.db"))
-    async with running(config, FakeClock()) as harness:
-        s = Checked(harness)
-        s.at("2026-11-28T12:00:00")
-        lead = await s.click("cmp_a", "src_a")
-        await s.fire(lead, "cmp_a", "quote_viewed", "src_a", cost=2.5)
-        await s.fire(lead, "cmp_a", "form_step", "src_a", cost=1, cost_operation="subtract")
-        s.at("2026-11-28T13:30:00")
-        await s.fire(lead, "cmp_a", "form_step", "src_a", cost=4, cost_operation="override")
-        # Dated in another hour (and day) than it fired; then a refused duplicate.
-        sale = await s.fire(lead, "cmp_a", "sale", "src_b", revenue=100,
-                            conversion_date="2026-11-28 23:30:00", conversion_timezone="EST")
-        before = await s.check()
-        s.at("2026-11-28T13:31:00")
-        await s.fire(lead, "cmp_a", "sale", "src_b", expect=400, revenue=100)
-        assert await s.check() == before
-        # A replay under the same Idempotency-Key answers again and counts nothing.
-        body = {"cid": "cmp_a", "event_id": "form_step", "transaction_id": lead,
-                "pid": "src_a", "cost": 2}
-        s.at("2026-11-28T13:32:00")
-        for _ in range(2):
-            response = await harness.client.post("/api/event/trigger", json=body,
-                                                  headers={"Idempotency-Key": "k-1"})
-            assert response.status_code == 200, response.text
-            replayed = await s.check()
-        assert sum(row[_INDEX["events"]] for row in replayed.values()) == 5
-        # Pending, then each move of the lifecycle.
-        s.at("2026-11-29T14:00:00")
-        pending = await s.fire(lead, "cmp_a", "lead_sold", "src_b", revenue=30)
-        await s.change(pending, "approve")
-        s.at("2026-11-30T01:00:00")
-        await s.change(pending, "reverse")
-        await s.change(sale, "reverse")
-        other = await s.click("cmp_b", "src_b")
-        rejected = await s.fire(other, "cmp_b", "lead_sold", "src_b", revenue=20)
-        await s.change(rejected, "reject")
-        # Several conversions changed in one transaction.
-        bulk = [await s.fire(await s.click("cmp_b", "src_a"), "cmp_b", "lead_sold", "src_a",
-                             revenue=n) for n in (3, 4)]
-        response = await harness.client.post("/api/conversions/bulk", headers=AUTH, json={
-            "conversion_ids": bulk, "action": "approve"})
+    async with running_on(request, config) as harness:
+        yield harness
+
+
+@pytest.mark.parametrize("harness", BACKENDS, indirect=True)
+async def test_every_kind_of_write_keeps_the_rollups_equal_to_a_recount(
+        harness: Harness) -> None:
+    s = Checked(harness)
+    s.at("2026-11-28T12:00:00")
+    lead = await s.click("cmp_a", "src_a")
+    await s.fire(lead, "cmp_a", "quote_viewed", "src_a", cost=2.5)
+    await s.fire(lead, "cmp_a", "form_step", "src_a", cost=1, cost_operation="subtract")
+    s.at("2026-11-28T13:30:00")
+    await s.fire(lead, "cmp_a", "form_step", "src_a", cost=4, cost_operation="override")
+    # Dated in another hour (and day) than it fired; then a refused duplicate.
+    sale = await s.fire(lead, "cmp_a", "sale", "src_b", revenue=100,
+                        conversion_date="2026-11-28 23:30:00", conversion_timezone="EST")
+    before = await s.check()
+    s.at("2026-11-28T13:31:00")
+    await s.fire(lead, "cmp_a", "sale", "src_b", expect=400, revenue=100)
+    assert await s.check() == before
+    # A replay under the same Idempotency-Key answers again and counts nothing.
+    body = {"cid": "cmp_a", "event_id": "form_step", "transaction_id": lead,
+            "pid": "src_a", "cost": 2}
+    s.at("2026-11-28T13:32:00")
+    for _ in range(2):
+        response = await harness.client.post("/api/event/trigger", json=body,
+                                              headers={"Idempotency-Key": "k-1"})
         assert response.status_code == 200, response.text
-        await s.check()
-        # A lead created by its first event, with a cost.
-        s.at("2026-12-01T02:00:00")
-        await s.fire("foreign-1", "cmp_c", "quote_viewed", "src_a", cost="7.5")
-        final = await s.check()
+        replayed = await s.check()
+    assert sum(row[_INDEX["events"]] for row in replayed.values()) == 5
+    # Pending, then each move of the lifecycle.
+    s.at("2026-11-29T14:00:00")
+    pending = await s.fire(lead, "cmp_a", "lead_sold", "src_b", revenue=30)
+    await s.change(pending, "approve")
+    s.at("2026-11-30T01:00:00")
+    await s.change(pending, "reverse")
+    await s.change(sale, "reverse")
+    other = await s.click("cmp_b", "src_b")
+    rejected = await s.fire(other, "cmp_b", "lead_sold", "src_b", revenue=20)
+    await s.change(rejected, "reject")
+    # Several conversions changed in one transaction.
+    bulk = [await s.fire(await s.click("cmp_b", "src_a"), "cmp_b", "lead_sold", "src_a",
+                         revenue=n) for n in (3, 4)]
+    response = await harness.client.post("/api/conversions/bulk", headers=AUTH, json={
+        "conversion_ids": bulk, "action": "approve"})
+    assert response.status_code == 200, response.text
+    await s.check()
+    # A lead created by its first event, with a cost.
+    s.at("2026-12-01T02:00:00")
+    await s.fire("foreign-1", "cmp_c", "quote_viewed", "src_a", cost="7.5")
+    final = await s.check()
     assert s.checks >= 20
     lead_keys = [key for key in final if key[3] == NO_EVENT]
     assert final[("2026-12-01T02", "cmp_c", "src_a", NO_EVENT)][:2] == (1, 7_500_000)

@@ -11,7 +11,8 @@ def add_report_parser(commands: Any, default_db: str) -> None:
         "report", help="print a report of a database no server is serving",
         description="Print clicks, conversions and money over a period, as GET "
                     "/api/reports computes them, from a database file no server is "
-                    "serving (a served one exits 3: use the API there).")
+                    "serving (a served one exits 3: use the API there) or from a "
+                    "PostgreSQL database, served or not.")
     report.add_argument("--from", dest="from_day", metavar="DAY", required=True,
                         help="first day, YYYY-MM-DD, in --tz")
     report.add_argument("--to", dest="to_day", metavar="DAY", required=True,
@@ -26,8 +27,9 @@ def add_report_parser(commands: Any, default_db: str) -> None:
     report.add_argument("--csv", action="store_true", help="CSV instead of a table")
     report.add_argument("--config", metavar="FILE",
                         help="TOML configuration file (default: the built-in demo config)")
-    report.add_argument("--db", metavar="FILE",
-                        help=f"SQLite database file (default: {default_db})")
+    report.add_argument("--db", metavar="DB",
+                        help="SQLite database file or postgresql:// URL "
+                             f"(default: {default_db})")
 
 
 def report_params(args: argparse.Namespace) -> dict[str, Any]:

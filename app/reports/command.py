@@ -1,7 +1,7 @@
-"""``event-postback report``: a report read from the database file, for cron jobs and invoices.
+"""``event-postback report``: a report read from the database, for cron jobs and invoices.
 
-A served database is locked to its server: this works on a file no server is serving
-(use ``GET /api/reports`` on a served one).
+A served SQLite file is locked to its server: this works on a file no server is serving
+(use ``GET /api/reports`` on a served one). A PostgreSQL database may be served meanwhile.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from app.reports.report import report
 def report_from_file(config: Config, raw: dict[str, Any], *, as_csv: bool) -> int:
     """Print the report of ``raw`` (the API's parameters); 2 on a bad one.
 
-    Raises DatabaseInUse when a server holds the file.
+    Raises DatabaseInUse when a server holds the SQLite file.
     """
     try:
         params = checked({name: value for name, value in raw.items() if value is not None})

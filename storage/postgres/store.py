@@ -20,7 +20,7 @@ import asyncpg
 
 from storage.backend import Unsupported, WindowClaims, WriteQueue
 from storage.loader import BatchLoader
-from storage.postgres import queries
+from storage.postgres import queries, reports
 from storage.postgres.schema import migrate
 from storage.postgres.windows import WindowClaimer
 from storage.postgres.writer import PostgresWriter
@@ -221,4 +221,5 @@ class PostgresStore:
         return await queries.conversion_counts(self._db())
 
     async def report_figures(self, span: ReportSpan) -> RawFigures:
-        raise Unsupported("Reports are not available on PostgreSQL yet")
+        async with self._db().acquire() as conn:
+            return await reports.report_figures(conn, span)

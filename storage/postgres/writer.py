@@ -3,7 +3,8 @@
 Each table's rows of a whole batch go in one statement (a JSON array unpacked by
 ``jsonb_array_elements``), so concurrent requests share the round trips and the commit.
 The second insert of a fire-once event breaks the ``events_fire_once`` index; that op alone
-fails, with DuplicateEvent, and its answer is the duplicate rule's.
+fails, with DuplicateEvent, and its answer is the duplicate rule's. The hourly roll-ups
+(storage/postgres/rollups.py) change in the batch's transaction.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import msgspec
 from asyncpg.pool import PoolConnectionProxy
 
 from storage.money import micro, money_text, money_value
+from storage.postgres import rollups
 from storage.records import (
     RESERVED,
     AnswerRow,
@@ -109,6 +111,22 @@ _PERMANENT = (DuplicateEvent, LeadExists, ConversionConflict,
               asyncpg.IntegrityConstraintViolationError, asyncpg.DataError, ValueError, TypeError)
 
 
+async def _execute(conn: PoolConnectionProxy, steps: list[tuple[str, list[Any]]]) -> None:
+    for sql, rows in steps:
+        if not rows:
+            continue
+        try:
+            done = await conn.execute(sql, _rows.encode(rows).decode())
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name == "events_fire_once":
+                raise DuplicateEvent from exc
+            if exc.constraint_name == "leads_pkey":
+                raise LeadExists from exc
+            raise
+        if sql is _UPDATE_CONVERSIONS and done != f"UPDATE {len(rows)}":
+            raise ConversionConflict
+
+
 class PostgresWriter(BatchWriter):
     permanent = _PERMANENT
     task_name = "postgres-writer"
@@ -118,6 +136,8 @@ class PostgresWriter(BatchWriter):
         self._pool = pool
 
     async def _apply(self, ops: list[WriteOp]) -> None:
+        leads = [op.lead for op in ops if op.lead is not None]
+        events = [op.event for op in ops if op.event is not None]
         changes = [op.change for op in ops if op.change is not None]
         conversion_changes = [change for op in ops for change in op.conversion_changes]
         answers = [op.answer for op in ops if op.answer is not None]
@@ -130,37 +150,24 @@ class PostgresWriter(BatchWriter):
             found = moves.setdefault(change.conversion_id, [change.from_status, "", ""])
             found[1:] = change.to_status, change.changed_at
         # Fixed order: a row is inserted before rows that refer to it and changes to it.
-        steps: list[tuple[str, list[Any]]] = [
-            (_INSERT_LEADS, [op.lead for op in ops if op.lead is not None]),
-            (_INSERT_EVENTS, [op.event for op in ops if op.event is not None]),
-            (_UPDATE_LEADS, changes),
-            (_INSERT_POSTBACKS, [row for op in ops for row in op.postbacks]),
-            (_INSERT_ATTEMPTS, [op.attempt for op in ops if op.attempt is not None]),
-            (_UPDATE_POSTBACKS, list(postback_changes.values())),
-            (_INSERT_CONVERSION_CHANGES, conversion_changes),
-            (_UPDATE_CONVERSIONS, [[conversion_id, *move] for conversion_id, move
-                                   in moves.items()]),
-            (_INSERT_ANSWERS, answers),
-            (_RELEASE_KEYS, [op.released_key for op in ops if op.released_key is not None]),
-        ]
         async with self._pool.acquire() as conn, conn.transaction():
             if answers:
                 await conn.execute(_PURGE_ANSWERS, min(row.created_at for row in answers))
-            for sql, rows in steps:
-                if not rows:
-                    continue
-                if sql is _UPDATE_LEADS:
-                    rows = _merge_lead_changes(await _decide_costs(conn, changes))
-                try:
-                    done = await conn.execute(sql, _rows.encode(rows).decode())
-                except asyncpg.UniqueViolationError as exc:
-                    if exc.constraint_name == "events_fire_once":
-                        raise DuplicateEvent from exc
-                    if exc.constraint_name == "leads_pkey":
-                        raise LeadExists from exc
-                    raise
-                if sql is _UPDATE_CONVERSIONS and done != f"UPDATE {len(rows)}":
-                    raise ConversionConflict
+            await _execute(conn, [(_INSERT_LEADS, leads), (_INSERT_EVENTS, events)])
+            lead_changes = _merge_lead_changes(await _decide_costs(conn, changes))
+            # The roll-ups count a change against the stored value it replaces.
+            await rollups.record(conn, leads, events, lead_changes, conversion_changes)
+            await _execute(conn, [
+                (_UPDATE_LEADS, lead_changes),
+                (_INSERT_POSTBACKS, [row for op in ops for row in op.postbacks]),
+                (_INSERT_ATTEMPTS, [op.attempt for op in ops if op.attempt is not None]),
+                (_UPDATE_POSTBACKS, list(postback_changes.values())),
+                (_INSERT_CONVERSION_CHANGES, conversion_changes),
+                (_UPDATE_CONVERSIONS, [[conversion_id, *move] for conversion_id, move
+                                       in moves.items()]),
+                (_INSERT_ANSWERS, answers),
+                (_RELEASE_KEYS, [op.released_key for op in ops if op.released_key is not None]),
+            ])
 
     async def _rollback(self) -> None:
         """Nothing to do: the transaction's context rolled it back."""
@@ -170,16 +177,16 @@ async def _decide_costs(conn: PoolConnectionProxy,
                         changes: list[LeadChange]) -> list[LeadChange]:
     """Each add or subtract applied, in order, to the lead's cost as stored now.
 
-    The leads' rows stay locked until the batch commits, so another process changing the
-    same cost waits for this batch and builds on its result: no change is lost.
+    The rows of every lead whose cost changes stay locked until the batch commits (in
+    key order, as the roll-ups lock them), so another process changing the same cost
+    waits for this batch and builds on its result: no change is lost.
     """
-    relative = sorted({change.transaction_id for change in changes
-                       if change.cost_delta is not None})
-    if not relative:
+    if not any(change.cost_delta is not None for change in changes):
         return changes
+    costed = sorted({change.transaction_id for change in changes if change.cost is not None})
     rows = await conn.fetch(
         "SELECT transaction_id, cost FROM leads WHERE transaction_id = ANY($1::text[])"
-        " ORDER BY transaction_id FOR NO KEY UPDATE", relative)
+        " ORDER BY transaction_id FOR NO KEY UPDATE", costed)
     costs = {transaction_id: money_value(cost) or Decimal(0) for transaction_id, cost in rows}
     decided = []
     for change in changes:

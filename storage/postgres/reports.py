@@ -1,0 +1,122 @@
+"""The SQL behind reports on PostgreSQL: storage/reports.py's queries in its dialect.
+
+The same rows come back as on SQLite: the hourly roll-ups when the span is whole UTC hours,
+the exact queries over the raw rows otherwise. Times are compared as "C" text (byte by
+byte, like SQLite and like the indexes of migration 3), whatever the database's locale.
+Sums come back as bigint: a sum too large for 64 bits raises instead of going wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from storage.reports import (
+    Key,
+    RawFigures,
+    ReportSpan,
+    _select,
+    hourly_span,
+    split_rollups,
+    with_leads,
+)
+from storage.rollups import FIGURES, NO_EVENT
+
+Connection = asyncpg.Connection | PoolConnectionProxy
+
+
+class _Where:
+    """A WHERE clause and its numbered parameters."""
+
+    def __init__(self) -> None:
+        self.clauses: list[str] = []
+        self.params: list[Any] = []
+
+    def add(self, clause: str, *values: Any) -> None:
+        numbers = [f"${len(self.params) + n}" for n in range(1, len(values) + 1)]
+        self.clauses.append(clause.format(*numbers))
+        self.params.extend(values)
+
+    @property
+    def sql(self) -> str:
+        return " AND ".join(self.clauses)
+
+
+def _where(span: ReportSpan, time_column: str, prefix: str = "",
+           keys: Sequence[Key] = ("cid", "pid", "event_id"),
+           key_prefix: str | None = None) -> _Where:
+    """The period, and the filters on ``keys`` (read from ``key_prefix``'s table)."""
+    where = _Where()
+    where.add(f'{prefix}{time_column} COLLATE "C" >= {{}}', span.start)
+    where.add(f'{prefix}{time_column} COLLATE "C" < {{}}', span.end)
+    key_prefix = prefix if key_prefix is None else key_prefix
+    for key, values in (("cid", span.cids), ("pid", span.pids), ("event_id", span.event_ids)):
+        if values and key in keys:
+            where.add(f"{key_prefix}{key} = ANY({{}}::text[])", list(values))
+    return where
+
+
+async def _rows(conn: Connection, sql: str, where: _Where) -> list[tuple[Any, ...]]:
+    return [tuple(row) for row in await conn.fetch(sql, *where.params)]
+
+
+async def report_figures(conn: Connection, span: ReportSpan) -> RawFigures:
+    """The figures from the hourly roll-ups where they answer exactly, else from the rows."""
+    return await (rollup_figures(conn, span) if span.hourly else raw_figures(conn, span))
+
+
+async def rollup_figures(conn: Connection, span: ReportSpan) -> RawFigures:
+    """What ``raw_figures`` gives for an hourly span, summed from the ``stats`` rows."""
+    hourly = hourly_span(span)
+    select, group = _select(hourly, "hour")
+    where = _where(hourly, "hour")
+    if not with_leads(span):
+        where.add(f"event_id != '{NO_EVENT}'")
+    sums = ", ".join(f"sum({name})::bigint" for name in FIGURES)
+    rows = await _rows(conn, f"SELECT {select}, {sums} FROM stats WHERE {where.sql}"
+                             f" GROUP BY {group}", where)
+    return split_rollups(span, rows)
+
+
+async def raw_figures(conn: Connection, span: ReportSpan) -> RawFigures:
+    """Every count a report needs, read in one snapshot of the database."""
+    counted = "status IN ('approved', 'reversed')"
+    # Repeatable read: the four queries see one snapshot, so they agree.
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        leads = None
+        if with_leads(span):
+            select, group = _select(span, "created_at")
+            where = _where(span, "created_at", keys=("cid", "pid"))
+            leads = await _rows(
+                conn, f"SELECT {select}, count(*), coalesce(sum(cost_micro), 0)::bigint"
+                      f" FROM leads WHERE {where.sql} GROUP BY {group}", where)
+        select, group = _select(span, "fired_at")
+        where = _where(span, "fired_at")
+        events = await _rows(conn, f"SELECT {select}, count(*) FROM events"
+                                   f" WHERE {where.sql} GROUP BY {group}", where)
+        # Approved conversions (reversed ones included) count on their conversion date;
+        # pending ones are shown apart; rejected ones never count.
+        select, group = _select(span, "converted_at")
+        where = _where(span, "converted_at")
+        conversions = await _rows(
+            conn, f"SELECT {select}, count(*) FILTER (WHERE {counted}),"
+                  f" coalesce(sum(revenue_micro) FILTER (WHERE {counted}), 0)::bigint,"
+                  f" coalesce(sum(payout_micro) FILTER (WHERE {counted}), 0)::bigint,"
+                  " count(*) FILTER (WHERE status = 'pending'),"
+                  " coalesce(sum(revenue_micro) FILTER (WHERE status = 'pending'), 0)::bigint"
+                  f" FROM events WHERE conversion AND status != 'rejected' AND {where.sql}"
+                  f" GROUP BY {group}", where)
+        # Reversals count when they happened, against the conversion's own keys.
+        select, group = _select(span, "changed_at", "c.", key_prefix="e.")
+        where = _where(span, "changed_at", "c.", key_prefix="e.")
+        reversals = await _rows(
+            conn, f"SELECT {select}, count(*), coalesce(sum(e.revenue_micro), 0)::bigint,"
+                  " coalesce(sum(e.payout_micro), 0)::bigint"
+                  " FROM conversion_changes AS c"
+                  " JOIN events AS e ON e.conversion_id = c.conversion_id"
+                  f" WHERE c.to_status = 'reversed' AND {where.sql} GROUP BY {group}", where)
+    return RawFigures(leads=leads, events=events, conversions=conversions,
+                      reversals=reversals)

@@ -1,0 +1,110 @@
+"""The hourly roll-ups on PostgreSQL: the same table and deltas as storage/rollups.py.
+
+The deltas come from storage/rollups.py's pure functions; only the SQL differs. Several
+processes write one database, so the stored values a cost or status change replaces are
+read ``FOR NO KEY UPDATE`` (the lock an UPDATE takes; other processes may still insert
+events that refer to the row): a concurrent batch changing the same lead or conversion
+waits until this one commits, then reads the value this one wrote, and the deltas add up
+exactly.
+Rows are locked (and ``stats`` rows upserted) in key order, so two batches never wait on
+each other in a circle.
+
+Money is in millionths in ``bigint`` columns. PostgreSQL's bigint addition raises
+("bigint out of range") rather than wrapping, and a ``sum`` cast back to bigint raises
+the same way, so a total too large for 64 bits fails loudly instead of going wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import asyncpg
+import msgspec
+from asyncpg.pool import PoolConnectionProxy
+
+from storage.records import ConversionChange, EventRow, LeadChange, LeadRow
+from storage.rollups import FIGURES, NO_EVENT, cost_changes, new_rows, status_changes
+
+# "C": hours compare byte by byte, like their UTC text, whatever the database's locale.
+CREATE = f"""
+CREATE TABLE stats (
+    hour TEXT COLLATE "C" NOT NULL,
+    cid TEXT NOT NULL,
+    pid TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    {", ".join(f"{name} BIGINT NOT NULL DEFAULT 0" for name in FIGURES)},
+    PRIMARY KEY (hour, cid, pid, event_id)
+);
+"""
+
+_COLUMNS = ("hour", "cid", "pid", "event_id", *FIGURES)
+_KEY_TYPES = ("text",) * 4
+UPSERT = (
+    f"INSERT INTO stats ({', '.join(_COLUMNS)}) SELECT "
+    + ", ".join(f"(v->>{i})::{kind}" for i, kind in
+                enumerate((*_KEY_TYPES, *("bigint",) * len(FIGURES))))
+    + " FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS r(v, n) ORDER BY n"
+    + " ON CONFLICT (hour, cid, pid, event_id) DO UPDATE SET "
+    + ", ".join(f"{name} = stats.{name} + excluded.{name}" for name in FIGURES)
+)
+
+# The recount from the stored rows (storage/rollups.py's, in PostgreSQL's dialect).
+_COUNTED = "status IN ('approved', 'reversed')"
+_PARTS = (
+    f"SELECT substr(created_at, 1, 13) AS hour, cid, pid, '{NO_EVENT}'::text AS event_id,"
+    " 1 AS clicks, coalesce(cost_micro, 0) AS cost, 0 AS events, 0 AS conversions,"
+    " 0::bigint AS revenue, 0::bigint AS payout, 0 AS pending_conversions,"
+    " 0::bigint AS pending_revenue, 0 AS reversals, 0::bigint AS reversed_revenue,"
+    " 0::bigint AS reversed_payout FROM leads",
+    "SELECT substr(fired_at, 1, 13), cid, pid, event_id, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0"
+    " FROM events",
+    f"SELECT substr(converted_at, 1, 13), cid, pid, event_id, 0, 0, 0,"
+    f" ({_COUNTED})::int,"
+    f" CASE WHEN {_COUNTED} THEN coalesce(revenue_micro, 0) ELSE 0 END,"
+    f" CASE WHEN {_COUNTED} THEN coalesce(payout_micro, 0) ELSE 0 END,"
+    " (status = 'pending')::int,"
+    " CASE WHEN status = 'pending' THEN coalesce(revenue_micro, 0) ELSE 0 END, 0, 0, 0"
+    " FROM events WHERE conversion AND status != 'rejected'",
+    "SELECT substr(c.changed_at, 1, 13), e.cid, e.pid, e.event_id, 0, 0, 0, 0, 0, 0, 0, 0,"
+    " 1, coalesce(e.revenue_micro, 0), coalesce(e.payout_micro, 0)"
+    " FROM conversion_changes AS c JOIN events AS e ON e.conversion_id = c.conversion_id"
+    " WHERE c.to_status = 'reversed'",
+)
+# sum() of bigint is numeric; storing it back in a bigint column raises on overflow.
+REBUILD = (
+    f"INSERT INTO stats ({', '.join(_COLUMNS)})"
+    f" SELECT hour, cid, pid, event_id, {', '.join(f'sum({name})' for name in FIGURES)}"
+    f" FROM ({' UNION ALL '.join(_PARTS)}) AS parts GROUP BY hour, cid, pid, event_id;"
+)
+
+_STORED_LEADS = (
+    "SELECT transaction_id, created_at, cid, pid, cost_micro FROM leads"
+    " WHERE transaction_id = ANY($1::text[]) ORDER BY transaction_id FOR NO KEY UPDATE")
+_STORED_CONVERSIONS = (
+    "SELECT conversion_id, status, cid, pid, event_id, converted_at, revenue_micro,"
+    " payout_micro FROM events WHERE conversion_id = ANY($1::text[])"
+    " ORDER BY conversion_id FOR NO KEY UPDATE")
+_rows = msgspec.json.Encoder()
+
+
+async def record(conn: asyncpg.Connection | PoolConnectionProxy, leads: Sequence[LeadRow],
+                 events: Sequence[EventRow], lead_changes: Sequence[LeadChange],
+                 conversion_changes: Sequence[ConversionChange]) -> None:
+    """Add a batch to the roll-ups, inside the batch's transaction.
+
+    Call it once the batch's new rows are inserted and before its changes are applied
+    (``lead_changes`` merged to one per lead): a cost or status change is counted against
+    the value it replaces, which stays locked until the batch commits.
+    """
+    deltas = new_rows(leads, events)
+    costed = [change for change in lead_changes if change.cost_micro is not None]
+    if costed:
+        rows = await conn.fetch(_STORED_LEADS, [change.transaction_id for change in costed])
+        cost_changes(deltas, costed, {row[0]: tuple(row[1:]) for row in rows})
+    if conversion_changes:
+        ids = list({change.conversion_id: None for change in conversion_changes})
+        rows = await conn.fetch(_STORED_CONVERSIONS, ids)
+        status_changes(deltas, conversion_changes, {row[0]: tuple(row[1:]) for row in rows})
+    if deltas:
+        await conn.execute(UPSERT, _rows.encode(
+            [[*key, *deltas[key]] for key in sorted(deltas)]).decode())
