@@ -212,7 +212,8 @@ class TransactionActor:
         # empty): a request that reaches the lock check claims the window there.
         windows = rt.store.windows
         if (windows is not None and state is not None and opens_window(verdict)
-                and not claimed and not await windows.claim(self.transaction_id, event.event_id,
+                and not claimed
+                and not await windows.claim(self.transaction_id, event.event_id,
                                             rt.lock_seconds)):
             return Reply(Verdict.LOCKED)
         if state is None or verdict is not Verdict.FIRED:
