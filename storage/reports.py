@@ -106,6 +106,11 @@ def rollup_figures(conn: sqlite3.Connection, span: ReportSpan) -> RawFigures:
     rows = conn.execute(
         f"SELECT {select}, {', '.join(f'sum({name})' for name in FIGURES)}"
         f" FROM stats WHERE {where} GROUP BY {group}", params).fetchall()
+    # SQLite turns an integer sum past 64 bits into a float, in the roll-ups' upsert as in
+    # this sum: never report that. The rows' own sums are exact, or refused loudly
+    # ("integer overflow").
+    if any(isinstance(value, float) for row in rows for value in row):
+        return raw_figures(conn, span)
     return split_rollups(span, rows)
 
 

@@ -6,6 +6,7 @@ import datetime as dt
 import sqlite3
 import tempfile
 from contextlib import closing
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -89,3 +90,22 @@ def test_a_half_hour_zone_counts_from_the_rows_and_a_whole_hour_one_from_the_rol
     assert [(row["day"], row["hour"], row["clicks"]) for row in found.rows] == [
         ("2026-10-03", "2026-10-03T00:00+05:30", 1)]
     assert build(utc, read_report_figures(path, span_of(utc))).totals["clicks"] == 101
+
+
+def test_roll_ups_that_overflowed_into_a_float_are_not_reported(tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    moment = EPOCH + dt.timedelta(days=2, hours=3)
+    sale = (moment, Decimal("1000000000000"), Decimal("10"), "approved", None)
+    store_without_rollups(path, [("c1", "p1", moment, None)],
+                          [(0, "p1", "e1", moment, sale), (0, "p1", "e1", moment, sale)])
+    prepare(path)
+    with closing(sqlite3.connect(path)) as conn, conn:
+        # As if this hour's revenue had summed past 2^63 millionths: SQLite made it a float.
+        conn.execute("UPDATE stats SET revenue = revenue + 9223372036854775807"
+                     " WHERE event_id = 'e1'")
+        assert conn.execute("SELECT typeof(revenue) FROM stats WHERE event_id = 'e1'"
+                            ).fetchone() == ("real",)
+    asked = params("UTC", ("day",), days=5)
+    found = build(asked, read_report_figures(path, span_of(asked)))
+    assert (found.rows, found.totals) == brute_force(path, asked)
+    assert found.totals["revenue"] == "2000000000000.00"
