@@ -138,6 +138,8 @@ def postgres_rows(settings: Settings, work: Path, config: Path,
                 report[name]["rss_mb"] = server.peak_rss_mb()
                 report[name]["cpu_busy"] = split.busy / split.capacity
                 report[name]["cpu_us_per_event"] = split.per_event_us(report[name]["requests"])
+                # Of whichever worker answers the scrape: each process batches its own.
+                report[name]["mean_batch"] = mean_batch(server.url)
             print_row(name, report[name], report, flush=True)
             print(f"{'':10s} {cpu_line(report[name])}", flush=True)
     finally:
@@ -409,7 +411,22 @@ def print_row(name: str, row: dict[str, Any], report: dict[str, Any], flush: boo
 
 def cpu_line(row: dict[str, Any]) -> str:
     parts = ", ".join(f"{name} {us:.0f}" for name, us in row["cpu_us_per_event"].items())
-    return f"cores {row['cpu_busy']:.0%} busy; CPU us per event: {parts}"
+    return (f"cores {row['cpu_busy']:.0%} busy; CPU us per event: {parts};"
+            f" mean commit batch {row['mean_batch']:.1f} writes")
+
+
+def mean_batch(url: str) -> float:
+    """Writes per committed transaction, from the service's own histogram."""
+    found = {}
+    scrape = httpx.get(f"{url}/metrics", headers={"Authorization": "Bearer bench"}, timeout=10)
+    scrape.raise_for_status()
+    for line in scrape.text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("event_postback_commit_batch_size_sum",
+                    "event_postback_commit_batch_size_count"):
+            found[name] = float(value)
+    count = found.get("event_postback_commit_batch_size_count", 0.0)
+    return found.get("event_postback_commit_batch_size_sum", 0.0) / count if count else 0.0
 
 
 def table(report: dict[str, Any]) -> str:

@@ -83,8 +83,12 @@ def test_bench_runs_every_scenario(tmp_path: Path) -> None:
     except ClusterUnavailable:  # the rows are left out without PostgreSQL
         assert "P1" not in report
     else:
-        assert report["P1"]["requests"] > 0
-        assert report["P2"]["requests"] > 0
+        for name in ("P1", "P2"):
+            assert report[name]["requests"] > 0
+            # Where the cores went, and the batches each process committed.
+            assert report[name]["cpu_us_per_event"]["service"] > 0
+            assert report[name]["cpu_us_per_event"]["postgres"] > 0
+            assert report[name]["mean_batch"] >= 1
     assert "| scenario | requests/s |" in result.stdout
     # The per-request budget of each mode: every stage measured, adding up to the loop's.
     for durability in ("write-behind", "commit"):
