@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -131,3 +132,48 @@ url = "{receiver.url}/buyer?conv={{conversion_id}}"
     assert [request.query for request in receiver.of("/buyer")] == [
         {"conv": [conversion_id]}] * 2
     assert [attempt["status_code"] for attempt in shown["attempt_log"]] == [200]
+
+
+def test_each_postback_is_delivered_once_by_one_of_two_nodes(
+        tmp_path: Path, pg_url: str) -> None:
+    with Receiver() as receiver:
+        config = tmp_path / "delivery.toml"
+        config.write_text(f"""
+[server]
+admin_token = "t"
+
+[[campaigns]]
+cid = "{CID}"
+
+[[campaigns.events]]
+event_id = "sale_completed"
+conversion = true
+
+[[campaigns.postbacks]]
+url = "{receiver.url}/buyer?conv={{conversion_id}}"
+""")
+        args = ("--config", str(config), "--db", pg_url)
+        nodes = [Served(tmp_path, *args, name=name) for name in ("one", "two")]
+        try:
+            conversions = []
+            for n in range(20):  # fired on both nodes in turn; both dispatchers look
+                with httpx.Client(base_url=nodes[n % 2].url) as client:
+                    click = client.post("/api/click", json={"cid": CID}).json()
+                    sale = client.post("/api/event/trigger", json={
+                        "cid": CID, "event_id": "sale_completed", "revenue": "5",
+                        "transaction_id": click["data"]["transaction_id"]})
+                    assert sale.status_code == 200, sale.text
+                    conversions.append(sale.json()["data"]["conversion_id"])
+            wait_until(lambda: len(receiver.of("/buyer")) >= 20)
+            # Both dispatchers poll every second: give each a few more looks at the queue.
+            time.sleep(3)
+            with httpx.Client(base_url=nodes[0].url,
+                              headers={"Authorization": "Bearer t"}) as client:
+                delivered = client.get("/api/postbacks",
+                                       params={"status": "delivered"}).json()["data"]
+        finally:
+            for node in nodes:
+                node.kill()
+    assert sorted(request.query["conv"][0] for request in receiver.of("/buyer")) == sorted(
+        conversions)
+    assert len(delivered) == 20
