@@ -36,6 +36,33 @@ def nodes(tmp_path: Path, pg_url: str) -> Iterator[list[Served]]:
         server.kill()
 
 
+async def test_100_identical_requests_split_across_two_served_nodes_fire_once(
+        nodes: list[Served]) -> None:
+    async with httpx.AsyncClient(base_url=nodes[0].url, timeout=30) as to_one, \
+            httpx.AsyncClient(base_url=nodes[1].url, timeout=30) as to_two:
+        click = await to_one.post("/api/click", json={"cid": CID})
+        body = {"cid": CID, "event_id": "quote_viewed",
+                "transaction_id": click.json()["data"]["transaction_id"]}
+        answers = await asyncio.gather(*((to_one if n % 2 else to_two).post(
+            "/api/event/trigger", json=body) for n in range(100)))
+    codes = sorted(answer.status_code for answer in answers)
+    assert codes.count(200) == 1
+    assert set(codes) <= {200, 400, 403}
+
+
+async def test_200_distinct_transactions_across_two_served_nodes_all_fire(
+        nodes: list[Served]) -> None:
+    async with httpx.AsyncClient(base_url=nodes[0].url, timeout=30) as to_one, \
+            httpx.AsyncClient(base_url=nodes[1].url, timeout=30) as to_two:
+        clicks = await asyncio.gather(*(to_one.post("/api/click", json={"cid": CID})
+                                        for _ in range(200)))
+        answers = await asyncio.gather(*((to_one if n % 2 else to_two).post(
+            "/api/event/trigger", json={"cid": CID, "event_id": "quote_viewed",
+                                        "transaction_id": click.json()["data"]["transaction_id"]})
+            for n, click in enumerate(clicks)))
+    assert [answer.status_code for answer in answers] == [200] * 200
+
+
 async def test_kill_9_of_one_node_under_load_loses_no_acknowledged_event(
         nodes: list[Served], pg_url: str) -> None:
     one, two = nodes
