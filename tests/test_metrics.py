@@ -12,7 +12,16 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.config import Config, parse_config, with_server_overrides
 from app.metrics import Metrics
-from tests.conftest import ADMIN_TOKEN, CID, PID, Harness, make_config, running
+from tests.conftest import (
+    ADMIN_TOKEN,
+    BACKENDS,
+    CID,
+    PID,
+    Harness,
+    make_config,
+    running,
+    running_on,
+)
 from tests.receiver import Answer, Receiver
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -71,11 +80,18 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples[(name, frozenset(labels.items()))]
 
 
+@pytest.fixture
+def backend(request: pytest.FixtureRequest) -> pytest.FixtureRequest:
+    """Which store the test runs on, for ``running_on``."""
+    return request
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
 async def test_metrics_count_the_requests_events_money_and_postbacks_sent(
-    receiver: Receiver, db_path: Path
+    receiver: Receiver, db_path: Path, backend: pytest.FixtureRequest
 ) -> None:
     receiver.script("/source", *[Answer(status=404)] * 3)  # a 4xx fails at once
-    async with running(metrics_config(receiver, db_path)) as api:
+    async with running_on(backend, metrics_config(receiver, db_path)) as api:
         transaction_ids = [await api.click(pid=PID) for _ in range(3)]
         for transaction_id, revenue in zip(transaction_ids, ["45", "10", "5.5"], strict=True):
             response = await api.fire(transaction_id, "sale_completed", pid=PID,
