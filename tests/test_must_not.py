@@ -25,6 +25,9 @@ EVIL = "https://evil.example.org"
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
+BUYER_QUERY = "payout={payout}&rev={revenue}&conv={conversion}&st={status}&why={reason}"
+
+
 def config(receiver: Receiver, db: Path) -> str:
     return f"""
 [server]
@@ -55,7 +58,7 @@ event_id = "sale_completed"
 conversion = true
 
 [[campaigns.postbacks]]
-url = "{receiver.url}/buyer?payout={{payout}}&rev={{revenue}}&conv={{conversion}}&st={{status}}"
+url = "{receiver.url}/buyer?{BUYER_QUERY}"
 events = ["quote_viewed", "sale_completed"]
 """
 
@@ -99,7 +102,8 @@ async def test_a_non_conversion_owes_no_source_postback_even_with_revenue(
     assert receiver.of("/source") == []
     [buyer] = receiver.of("/buyer")
     # No payout is owed on it, and it has no status; the revenue it reported is shown.
-    assert buyer.query == {"payout": [""], "rev": ["40.00"], "conv": ["0"], "st": [""]}
+    assert buyer.query == {"payout": [""], "rev": ["40.00"], "conv": ["0"], "st": [""],
+                           "why": [""]}
     [fired] = (await api.view(transaction_id))["events"]
     assert (fired["conversion"], fired["payout"], fired["conversion_id"]) == (False, None, "")
     # Nor is it converted, approved or decided; its ids are its columns, not its fields.
@@ -113,8 +117,9 @@ async def test_a_conversion_owes_both_with_the_payout(api: Harness, receiver: Re
     assert await kinds(api) == [("buyer", "sale_completed"), ("source", "sale_completed")]
     await api.services.dispatcher.drain()
     assert receiver.of("/source")[0].query == {"payout": ["20.00"], "event": ["sale_completed"]}
+    # A reason belongs to a change of status only: none as the conversion fires.
     assert receiver.of("/buyer")[0].query == {"payout": ["20.00"], "rev": ["40.00"],
-                                              "conv": ["1"], "st": ["approved"]}
+                                              "conv": ["1"], "st": ["approved"], "why": [""]}
 
 
 async def test_a_short_retry_after_does_not_shorten_the_backoff(
