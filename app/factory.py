@@ -57,7 +57,7 @@ def build_store(config: Config) -> EventStore:
         # Commit only (the config refuses write-behind): the database decides each answer.
         # A postback stays leased to the process sending it for longer than an attempt
         # and its record can take; past that the process is taken for dead.
-        lease = max(10.0, 2 * config.delivery.timeout_seconds + server.write_timeout_seconds)
+        lease = max(5.0, 2 * config.delivery.timeout_seconds + server.write_timeout_seconds)
         return PostgresStore(server.db, max_pending=server.max_pending_writes,
                              write_timeout=server.write_timeout_seconds, lease_seconds=lease)
     if server.durability == "commit":
