@@ -97,19 +97,15 @@ async def test_kill_9_of_one_node_under_load_loses_no_acknowledged_event(
     assert len(acknowledged) >= 250
 
 
-def test_a_postback_a_dead_node_was_sending_is_sent_by_the_other(
-        tmp_path: Path, pg_url: str) -> None:
-    with Receiver() as receiver:
-        config = tmp_path / "delivery.toml"
-        # The shortest lease: 5 s, longer than an attempt (1 s) twice plus its record.
-        config.write_text(f"""
+def delivery_args(tmp_path: Path, receiver: Receiver, pg_url: str,
+                  settings: str = "") -> tuple[str, ...]:
+    """``serve`` arguments for a campaign whose conversions owe ``receiver`` a postback;
+    ``settings`` go on after ``[server]``'s admin token."""
+    config = tmp_path / "delivery.toml"
+    config.write_text(f"""
 [server]
 admin_token = "t"
-write_timeout_seconds = 1
-
-[delivery]
-timeout_seconds = 1
-
+{settings}
 [[campaigns]]
 cid = "{CID}"
 
@@ -120,8 +116,16 @@ conversion = true
 [[campaigns.postbacks]]
 url = "{receiver.url}/buyer?conv={{conversion_id}}"
 """)
+    return ("--config", str(config), "--db", pg_url)
+
+
+def test_a_postback_a_dead_node_was_sending_is_sent_by_the_other(
+        tmp_path: Path, pg_url: str) -> None:
+    with Receiver() as receiver:
+        # The shortest lease: 5 s, longer than an attempt (1 s) twice plus its record.
+        args = delivery_args(tmp_path, receiver, pg_url, "write_timeout_seconds = 1\n"
+                             "[delivery]\ntimeout_seconds = 1\n")
         receiver.script("/buyer", Answer(hang=True))  # the first attempt never ends
-        args = ("--config", str(config), "--db", pg_url)
         one = Served(tmp_path, *args, name="one")
         two: Served | None = None
         try:
@@ -157,22 +161,7 @@ url = "{receiver.url}/buyer?conv={{conversion_id}}"
 def test_each_postback_is_delivered_once_by_one_of_two_nodes(
         tmp_path: Path, pg_url: str) -> None:
     with Receiver() as receiver:
-        config = tmp_path / "delivery.toml"
-        config.write_text(f"""
-[server]
-admin_token = "t"
-
-[[campaigns]]
-cid = "{CID}"
-
-[[campaigns.events]]
-event_id = "sale_completed"
-conversion = true
-
-[[campaigns.postbacks]]
-url = "{receiver.url}/buyer?conv={{conversion_id}}"
-""")
-        args = ("--config", str(config), "--db", pg_url)
+        args = delivery_args(tmp_path, receiver, pg_url)
         nodes = [Served(tmp_path, *args, name=name) for name in ("one", "two")]
         try:
             conversions = []
