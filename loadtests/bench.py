@@ -522,9 +522,9 @@ def main() -> int:
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     if args.quick:
-        settings = Settings(duration=1, warmup=1, connections=8, mint=6_000,
+        settings = Settings(duration=1, warmup=1, connections=8, mint=3_000,
                             cold_leads=30_000, memory_events=30_000, rates=(100, 200),
-                            out=args.out, reports=3, budget_events=2_000)
+                            out=args.out, reports=3, budget_events=1_000)
     else:
         settings = Settings(duration=args.duration, warmup=args.warmup,
                             connections=args.connections, mint=100_000,
