@@ -15,6 +15,7 @@ import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -30,6 +31,7 @@ from storage.records import (
     EventRow,
     LeadChange,
     LeadRow,
+    PostbackChange,
     PostbackRow,
     WriteOp,
     encode_fields,
@@ -120,6 +122,38 @@ def _merge_lead_changes(changes: list[LeadChange]) -> list[LeadChange]:
             cost_micro=latest.cost_micro,
         )
     return list(merged.values())
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRows:
+    """A batch's rows by table, in the order of its ops: what each database's writer
+    writes, in one transaction."""
+
+    leads: list[LeadRow]
+    events: list[EventRow]
+    changes: list[LeadChange]
+    postbacks: list[PostbackRow]
+    attempts: list[AttemptRow]
+    # The last state of a postback is the one to keep.
+    postback_changes: list[PostbackChange]
+    conversion_changes: list[ConversionChange]
+    answers: list[AnswerRow]
+    released_keys: list[str]
+
+    @classmethod
+    def of(cls, ops: list[WriteOp]) -> BatchRows:
+        return cls(
+            leads=[op.lead for op in ops if op.lead is not None],
+            events=[op.event for op in ops if op.event is not None],
+            changes=[op.change for op in ops if op.change is not None],
+            postbacks=[row for op in ops for row in op.postbacks],
+            attempts=[op.attempt for op in ops if op.attempt is not None],
+            postback_changes=list({op.postback_change.postback_id: op.postback_change
+                                   for op in ops if op.postback_change is not None}.values()),
+            conversion_changes=[change for op in ops for change in op.conversion_changes],
+            answers=[op.answer for op in ops if op.answer is not None],
+            released_keys=[op.released_key for op in ops if op.released_key is not None],
+        )
 
 
 # Errors that no retry can cure: the op itself is wrong and is refused alone.
@@ -357,35 +391,28 @@ class Writer(BatchWriter):
         self._conn = conn
 
     async def _apply(self, ops: list[WriteOp]) -> None:
-        leads = [op.lead for op in ops if op.lead is not None]
-        events = [op.event for op in ops if op.event is not None]
-        changes = [op.change for op in ops if op.change is not None]
-        postbacks = [row for op in ops for row in op.postbacks]
-        attempts = [op.attempt for op in ops if op.attempt is not None]
-        conversion_changes = [change for op in ops for change in op.conversion_changes]
+        batch = BatchRows.of(ops)
+        changes, answers = batch.changes, batch.answers
         last_changes = list({change.conversion_id: change
-                             for change in conversion_changes}.values())
-        answers = [op.answer for op in ops if op.answer is not None]
-        # The last state of a postback is the one to keep.
-        postback_changes = {op.postback_change.postback_id: op.postback_change
-                            for op in ops if op.postback_change is not None}
+                             for change in batch.conversion_changes}.values())
         lead_changes = _merge_lead_changes(changes) if len(changes) > 1 else changes
         conn = self._conn
         await conn.execute("BEGIN IMMEDIATE")
         if answers:
             await conn.execute(_PURGE_ANSWERS, (min(row.created_at for row in answers),))
         # Fixed order: a row is inserted before rows that refer to it and changes to it.
-        for sql, inserted in ((_INSERT_LEADS, leads), (_INSERT_EVENTS, events)):
+        for sql, inserted in ((_INSERT_LEADS, batch.leads), (_INSERT_EVENTS, batch.events)):
             if inserted:
                 await conn.execute(sql, (_rows.encode(inserted).decode(),))
         # The roll-ups, in this transaction: between the new rows and the changes to them.
-        await rollups.record(conn, leads, events, lead_changes, conversion_changes)
+        await rollups.record(conn, batch.leads, batch.events, lead_changes,
+                             batch.conversion_changes)
         for sql, rows in (
             (_UPDATE_LEADS, lead_changes),
-            (_INSERT_POSTBACKS, postbacks),
-            (_INSERT_ATTEMPTS, attempts),
-            (_UPDATE_POSTBACKS, list(postback_changes.values())),
-            (_INSERT_CONVERSION_CHANGES, conversion_changes),
+            (_INSERT_POSTBACKS, batch.postbacks),
+            (_INSERT_ATTEMPTS, batch.attempts),
+            (_UPDATE_POSTBACKS, batch.postback_changes),
+            (_INSERT_CONVERSION_CHANGES, batch.conversion_changes),
             (_UPDATE_CONVERSIONS, last_changes),
             (_INSERT_ANSWERS, answers),
         ):

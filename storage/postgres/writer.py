@@ -31,6 +31,7 @@ from storage.records import (
     WriteOp,
 )
 from storage.writer import (
+    BatchRows,
     BatchWriter,
     ConversionConflict,
     DuplicateEvent,
@@ -136,37 +137,33 @@ class PostgresWriter(BatchWriter):
         self._pool = pool
 
     async def _apply(self, ops: list[WriteOp]) -> None:
-        leads = [op.lead for op in ops if op.lead is not None]
-        events = [op.event for op in ops if op.event is not None]
-        changes = [op.change for op in ops if op.change is not None]
-        conversion_changes = [change for op in ops for change in op.conversion_changes]
-        answers = [op.answer for op in ops if op.answer is not None]
-        # The last state of a postback, and of a conversion, is the one to keep.
-        postback_changes = {op.postback_change.postback_id: op.postback_change
-                            for op in ops if op.postback_change is not None}
+        batch = BatchRows.of(ops)
         # Per conversion: the status the batch's first change found, the last one's result.
         moves: dict[str, list[str]] = {}
-        for change in conversion_changes:
+        for change in batch.conversion_changes:
             found = moves.setdefault(change.conversion_id, [change.from_status, "", ""])
             found[1:] = change.to_status, change.changed_at
         # Fixed order: a row is inserted before rows that refer to it and changes to it.
         async with self._pool.acquire() as conn, conn.transaction():
-            if answers:
-                await conn.execute(_PURGE_ANSWERS, min(row.created_at for row in answers))
-            await _execute(conn, [(_INSERT_LEADS, leads), (_INSERT_EVENTS, events)])
-            lead_changes = _merge_lead_changes(await _decide_costs(conn, changes))
+            if batch.answers:
+                await conn.execute(_PURGE_ANSWERS,
+                                   min(row.created_at for row in batch.answers))
+            await _execute(conn, [(_INSERT_LEADS, batch.leads),
+                                  (_INSERT_EVENTS, batch.events)])
+            lead_changes = _merge_lead_changes(await _decide_costs(conn, batch.changes))
             # The roll-ups count a change against the stored value it replaces.
-            await rollups.record(conn, leads, events, lead_changes, conversion_changes)
+            await rollups.record(conn, batch.leads, batch.events, lead_changes,
+                                 batch.conversion_changes)
             await _execute(conn, [
                 (_UPDATE_LEADS, lead_changes),
-                (_INSERT_POSTBACKS, [row for op in ops for row in op.postbacks]),
-                (_INSERT_ATTEMPTS, [op.attempt for op in ops if op.attempt is not None]),
-                (_UPDATE_POSTBACKS, list(postback_changes.values())),
-                (_INSERT_CONVERSION_CHANGES, conversion_changes),
+                (_INSERT_POSTBACKS, batch.postbacks),
+                (_INSERT_ATTEMPTS, batch.attempts),
+                (_UPDATE_POSTBACKS, batch.postback_changes),
+                (_INSERT_CONVERSION_CHANGES, batch.conversion_changes),
                 (_UPDATE_CONVERSIONS, [[conversion_id, *move] for conversion_id, move
                                        in moves.items()]),
-                (_INSERT_ANSWERS, answers),
-                (_RELEASE_KEYS, [op.released_key for op in ops if op.released_key is not None]),
+                (_INSERT_ANSWERS, batch.answers),
+                (_RELEASE_KEYS, batch.released_keys),
             ])
 
     async def _rollback(self) -> None:
