@@ -22,7 +22,7 @@ import structlog
 from actors.clock import utc_text
 from app.config import DeliveryConfig
 from app.postbacks.dispatcher import Dispatcher
-from storage.records import AttemptView, PostbackRow, PostbackView, WriteOp
+from storage.records import AttemptView, DuePostback, PostbackRow, PostbackView, WriteOp
 from storage.store import Store
 from tests.conftest import FakeClock
 from tests.test_writer import lead
@@ -399,3 +399,53 @@ async def test_the_next_wake_up_is_the_earliest_postback_it_could_send(store: St
     assert await store.next_postback_due_at([1], []) == "2026-11-28T12:00:07Z"
     assert await store.next_postback_due_at([], ["a.example"]) == "2026-11-28T12:00:09Z"
     assert await store.next_postback_due_at([2], ["a.example"]) is None
+
+
+class ClaimingStore(Store):
+    """A store that, like PostgreSQL's, hands a due postback to one reader only, and holds
+    its first reader's answer until ``answer.set()``."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.claimed: set[int] = set()
+        self.reading = False
+        self.answer = asyncio.Event()
+
+    async def due_postbacks(self, now: str, *, limit: int, skip_ids: list[int],
+                            skip_hosts: list[str]) -> list[DuePostback]:
+        due = [postback for postback in await super().due_postbacks(
+            now, limit=limit, skip_ids=skip_ids, skip_hosts=skip_hosts)
+            if postback.id not in self.claimed]
+        self.claimed |= {postback.id for postback in due}
+        if not self.reading:
+            self.reading = True
+            await self.answer.wait()
+        return due
+
+
+async def test_drain_waits_for_what_a_pass_claimed_while_it_looked(
+    tmp_path: Path, client: httpx.AsyncClient
+) -> None:
+    """The background pass has claimed a postback and not yet started it when a drain
+    looks: the drain finds nothing left to claim, and still waits for that delivery."""
+    clock = FakeClock()
+    store = ClaimingStore(tmp_path / "claimed.db")
+    await store.open()
+    try:
+        async with RawReceiver([b"ok"], hold=True) as receiver:
+            await owe(store, clock, f"{receiver.url}/buyer")
+            sending = dispatcher(store, clock, client)
+            sending.start()
+            await until(lambda: store.reading, "the background pass reads")
+            draining = asyncio.create_task(sending.drain())
+            await asyncio.sleep(0.05)
+            store.answer.set()
+            await until(lambda: receiver.waiting == 1, "the delivery reaches the receiver")
+            assert not draining.done()
+            receiver.release()
+            await draining
+            postback = await store.postback(1)
+            assert postback is not None and postback.status == "delivered"
+            await sending.close()
+    finally:
+        await store.close()

@@ -62,6 +62,9 @@ class Dispatcher:
         self._in_flight: dict[int, asyncio.Task[None]] = {}
         self._host_load: Counter[str] = Counter()
         self._wake = asyncio.Event()
+        # One pass at a time between reading what is due and starting it: on PostgreSQL a
+        # read claims, so a drain looking beside another pass would find nothing to wait for.
+        self._starting = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -141,6 +144,10 @@ class Dispatcher:
                 if load >= self._settings.per_host]
 
     async def _start_due(self) -> None:
+        async with self._starting:
+            await self._start_due_now()
+
+    async def _start_due_now(self) -> None:
         free = self._settings.concurrency - len(self._in_flight)
         if free <= 0 or self._closing:
             return
@@ -148,9 +155,8 @@ class Dispatcher:
             utc_text(self._clock.now()), limit=free, skip_ids=list(self._in_flight),
             skip_hosts=self._busy_hosts())
         for postback in due:
-            # Another pass may have claimed it, or filled the host, while we read.
-            if (postback.id in self._in_flight
-                    or self._host_load[postback.host] >= self._settings.per_host
+            # What was read may owe one host more than it may take at once.
+            if (self._host_load[postback.host] >= self._settings.per_host
                     or len(self._in_flight) >= self._settings.concurrency):
                 continue
             self._host_load[postback.host] += 1
