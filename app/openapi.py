@@ -9,6 +9,7 @@ match (schemathesis).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from typing import Any
@@ -368,6 +369,7 @@ def _success(status: int, data: Any, refs: dict[Any, dict[str, Any]]) -> dict[st
     }
 
 
+@functools.cache
 def document(*, demo: bool = False) -> bytes:
-    """The document as JSON bytes, built once per app."""
+    """The document as JSON bytes, built once per process: it depends on nothing else."""
     return msgspec.json.encode(build(demo=demo))

@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import random
+import ssl
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -35,6 +37,13 @@ log = structlog.get_logger("app.postbacks")
 RESPONSE_KEPT_BYTES = 1024
 _PERMANENT_ERRORS = (httpx.UnsupportedProtocol, httpx.InvalidURL, httpx.TooManyRedirects,
                      httpx.LocalProtocolError)
+
+
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """httpx's default TLS context, its CA bundle read once per process rather than once
+    per client (a few tens of milliseconds each)."""
+    return httpx.create_ssl_context()
 
 
 class Dispatcher:
@@ -83,6 +92,7 @@ class Dispatcher:
                 limits=httpx.Limits(max_connections=self._settings.concurrency,
                                     max_keepalive_connections=self._settings.concurrency),
                 follow_redirects=True,
+                verify=_tls(),
                 headers={"User-Agent": "event-postback"},
             )
         self._store.on_commit(self._on_commit)
