@@ -20,6 +20,31 @@ _VIEW_COLUMNS = (
     " attempts, max_attempts, next_attempt_at, last_status_code, last_error, created_at,"
     " updated_at"
 )
+# The statements are module constants, like every other query's, read in one place.
+_DUE = (
+    "SELECT id, method, url, host, body, secret, attempts, max_attempts FROM postbacks"
+    " WHERE status = 'pending' AND next_attempt_at <= ?"
+    " AND id NOT IN (SELECT value FROM json_each(?))"
+    " AND host NOT IN (SELECT value FROM json_each(?))"
+    " ORDER BY next_attempt_at LIMIT ?"
+)
+_NEXT_DUE_AT = (
+    "SELECT min(next_attempt_at) FROM postbacks WHERE status = 'pending'"
+    " AND id NOT IN (SELECT value FROM json_each(?))"
+    " AND host NOT IN (SELECT value FROM json_each(?))"
+)
+_POSTBACKS = (
+    f"SELECT {_VIEW_COLUMNS} FROM postbacks"
+    " WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR cid = ?2)"
+    " ORDER BY id DESC LIMIT ?3"
+)
+_OF_TRANSACTION = f"SELECT {_VIEW_COLUMNS} FROM postbacks WHERE transaction_id = ? ORDER BY id"
+_POSTBACK = f"SELECT {_VIEW_COLUMNS} FROM postbacks WHERE id = ?"
+_ATTEMPTS = (
+    "SELECT attempt, started_at, url, status_code, error, latency_ms, response"
+    " FROM postback_attempts WHERE postback_id = ? ORDER BY id"
+)
+_COUNTS = "SELECT status, count(*) FROM postbacks GROUP BY status"
 _ids = msgspec.json.Encoder()
 
 
@@ -48,12 +73,7 @@ async def due(
 ) -> list[DuePostback]:
     """Pending postbacks due by ``now``, oldest first, leaving out busy ids and hosts."""
     rows = await conn.execute_fetchall(
-        "SELECT id, method, url, host, body, secret, attempts, max_attempts FROM postbacks"
-        " WHERE status = 'pending' AND next_attempt_at <= ?"
-        " AND id NOT IN (SELECT value FROM json_each(?))"
-        " AND host NOT IN (SELECT value FROM json_each(?))"
-        " ORDER BY next_attempt_at LIMIT ?",
-        (now, _ids.encode(skip_ids), _ids.encode(skip_hosts), limit),
+        _DUE, (now, _ids.encode(skip_ids), _ids.encode(skip_hosts), limit),
     )
     return [
         DuePostback(id=id_, method=method, url=url, host=host, body=body, secret=secret,
@@ -67,10 +87,7 @@ async def next_due_at(
 ) -> str | None:
     """When the next pending postback that could be sent now falls due."""
     rows = list(await conn.execute_fetchall(
-        "SELECT min(next_attempt_at) FROM postbacks WHERE status = 'pending'"
-        " AND id NOT IN (SELECT value FROM json_each(?))"
-        " AND host NOT IN (SELECT value FROM json_each(?))",
-        (_ids.encode(skip_ids), _ids.encode(skip_hosts)),
+        _NEXT_DUE_AT, (_ids.encode(skip_ids), _ids.encode(skip_hosts)),
     ))
     value: str | None = rows[0][0] if rows else None
     return value
@@ -84,44 +101,32 @@ async def postbacks(
     limit: int,
 ) -> list[PostbackView]:
     """The newest postbacks first, optionally of one status and one campaign."""
-    rows = await conn.execute_fetchall(
-        f"SELECT {_VIEW_COLUMNS} FROM postbacks"
-        " WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR cid = ?2)"
-        " ORDER BY id DESC LIMIT ?3",
-        (status, cid, limit),
-    )
+    rows = await conn.execute_fetchall(_POSTBACKS, (status, cid, limit))
     return [_view(row) for row in rows]
 
 
 async def postbacks_of_transaction(
     conn: aiosqlite.Connection, transaction_id: str
 ) -> list[PostbackView]:
-    rows = await conn.execute_fetchall(
-        f"SELECT {_VIEW_COLUMNS} FROM postbacks WHERE transaction_id = ? ORDER BY id",
-        (transaction_id,),
-    )
+    rows = await conn.execute_fetchall(_OF_TRANSACTION, (transaction_id,))
     return [_view(row) for row in rows]
 
 
 async def postback(conn: aiosqlite.Connection, postback_id: int) -> PostbackView | None:
     """One postback with every attempt made to deliver it."""
-    rows = list(await conn.execute_fetchall(
-        f"SELECT {_VIEW_COLUMNS} FROM postbacks WHERE id = ?", (postback_id,)))
+    rows = list(await conn.execute_fetchall(_POSTBACK, (postback_id,)))
     if not rows:
         return None
     attempts = [
         AttemptView(attempt=attempt, started_at=started_at, url=url, status_code=status_code,
                     error=error, latency_ms=latency_ms, response=response)
         for attempt, started_at, url, status_code, error, latency_ms, response
-        in await conn.execute_fetchall(
-            "SELECT attempt, started_at, url, status_code, error, latency_ms, response"
-            " FROM postback_attempts WHERE postback_id = ? ORDER BY id", (postback_id,))
+        in await conn.execute_fetchall(_ATTEMPTS, (postback_id,))
     ]
     return msgspec.structs.replace(_view(rows[0]), attempt_log=attempts)
 
 
 async def counts_by_status(conn: aiosqlite.Connection) -> dict[PostbackStatus, int]:
     """How many postbacks are in each status (an index scan, not a table scan)."""
-    rows = await conn.execute_fetchall(
-        "SELECT status, count(*) FROM postbacks GROUP BY status")
+    rows = await conn.execute_fetchall(_COUNTS)
     return {status: count for status, count in rows}

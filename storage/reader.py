@@ -20,6 +20,7 @@ from storage.records import (
 _LEAD = (
     "SELECT cid, pid, fields, cost, created_at FROM leads WHERE transaction_id = ?"
 )
+_FIELDS = "SELECT fields FROM leads WHERE transaction_id = ?"
 _EVENTS = (
     "SELECT event_id, pid, conversion, conversion_id, revenue, payout, converted_at, fired_at,"
     " fields, status, decided_at FROM events WHERE transaction_id = ? ORDER BY id"
@@ -27,8 +28,7 @@ _EVENTS = (
 
 
 async def lead_fields(conn: aiosqlite.Connection, transaction_id: str) -> dict[str, Any]:
-    rows = list(await conn.execute_fetchall(
-        "SELECT fields FROM leads WHERE transaction_id = ?", (transaction_id,)))
+    rows = list(await conn.execute_fetchall(_FIELDS, (transaction_id,)))
     return decode_fields(rows[0][0]) if rows else {}
 
 

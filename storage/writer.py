@@ -58,6 +58,8 @@ _INSERT_ATTEMPTS = _bulk_insert("postback_attempts", AttemptRow)
 # under a key is the one every retry gets.
 _INSERT_ANSWERS = (_bulk_insert("idempotency_keys", AnswerRow)
                    + " WHERE true ON CONFLICT (key) DO NOTHING")
+# IMMEDIATE: the batch takes the write lock as it begins, not at its first write.
+_BEGIN = "BEGIN IMMEDIATE"
 # Expired answers go whenever new ones are stored: the table holds about a day of keys.
 _PURGE_ANSWERS = "DELETE FROM idempotency_keys WHERE expires_at <= ?"
 # At most one change per row and batch (see _merge_lead_changes), as UPDATE ... FROM
@@ -397,7 +399,7 @@ class Writer(BatchWriter):
                              for change in batch.conversion_changes}.values())
         lead_changes = _merge_lead_changes(changes) if len(changes) > 1 else changes
         conn = self._conn
-        await conn.execute("BEGIN IMMEDIATE")
+        await conn.execute(_BEGIN)
         if answers:
             await conn.execute(_PURGE_ANSWERS, (min(row.created_at for row in answers),))
         # Fixed order: a row is inserted before rows that refer to it and changes to it.
@@ -418,11 +420,11 @@ class Writer(BatchWriter):
         ):
             if rows:
                 await conn.execute(sql, (_rows.encode(rows).decode(),))
-        await conn.execute("COMMIT")
+        await conn.commit()
 
     async def _rollback(self) -> None:
         try:
             if self._conn.in_transaction:
-                await self._conn.execute("ROLLBACK")
+                await self._conn.rollback()
         except Exception as exc:  # the connection itself may be gone
             log.error("rollback_failed", error=repr(exc))
