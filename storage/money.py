@@ -46,12 +46,13 @@ def round_money(amount: Decimal) -> Decimal:
     The result always prints as plain fixed-point text: 45 -> 45.00, 1E+3 -> 1000.00,
     0.01250 -> 0.0125.
     """
-    rounded = amount.quantize(_QUANTUM, context=_EXACT)
+    rounded = _EXACT.quantize(amount, _QUANTUM)
     if rounded.is_zero():
         return _ZERO
-    trimmed = rounded.normalize(context=_EXACT)
-    if trimmed.as_tuple().exponent > -2:  # type: ignore[operator]
-        trimmed = trimmed.quantize(_CENTS, context=_EXACT)
+    trimmed = _EXACT.normalize(rounded)
+    # `>= -2` would do the same: quantizing two decimals to cents changes nothing.
+    if trimmed.as_tuple().exponent > -2:  # type: ignore[operator]  # pragma: no mutate
+        trimmed = _EXACT.quantize(trimmed, _CENTS)
     return trimmed
 
 
@@ -62,7 +63,7 @@ def percent_of(amount: Decimal, percent: Decimal) -> Decimal:
 
 def money_text(amount: Decimal | None) -> str | None:
     """Plain fixed-point text with at least two decimals (None stays None)."""
-    return None if amount is None else format(round_money(amount), "f")
+    return None if amount is None else str(round_money(amount))
 
 
 def micro(amount: Decimal) -> int:

@@ -15,7 +15,8 @@ NON_CONVERSION = FireEvent(transaction_id="t", cid="c", event_id="e", pid="p",
 
 
 def text_of(name: str, value: Any) -> str:
-    return macro_values(NON_CONVERSION, {name: value}, "", "2026-01-01T00:00:00.000000Z")[name]
+    return macro_values(NON_CONVERSION, {name: value}, "", "2026-01-01T00:00:00.000000Z",
+                        status="")[name]
 
 
 @pytest.mark.parametrize(("name", "value", "text"), [
@@ -38,6 +39,6 @@ def test_a_lead_value_as_macro_text(name: str, value: Any, text: str) -> None:
 
 
 def test_a_non_conversion_has_no_revenue_payout_or_conversion() -> None:
-    values = macro_values(NON_CONVERSION, {}, "", "2026-01-01T00:00:00.000000Z")
+    values = macro_values(NON_CONVERSION, {}, "", "2026-01-01T00:00:00.000000Z", status="")
     assert (values["revenue"], values["payout"], values["conversion"],
             values["conversion_id"]) == ("", "", "0", "")

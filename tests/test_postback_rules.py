@@ -37,7 +37,8 @@ def test_event_values_win_over_lead_fields_of_the_same_name() -> None:
     event = FireEvent(transaction_id="t", cid="c", event_id="e", pid="p", conversion=True,
                       once=True, revenue=Decimal("5"), payout=Decimal("2.5"))
     values = macro_values(event, {"revenue": "999", "vip": True, "score": Decimal("4.5"),
-                                  "adSpend": Decimal("3")}, "conv_1", "2026-01-01T00:00:00Z")
+                                  "adSpend": Decimal("3")}, "conv_1", "2026-01-01T00:00:00Z",
+                          status="")
     assert (values["revenue"], values["payout"], values["conversion"]) == ("5.00", "2.50", "1")
     assert (values["vip"], values["score"], values["adSpend"]) == ("true", "4.5", "3.00")
 
@@ -72,7 +73,7 @@ def test_a_lead_number_stored_before_the_bound_renders_short_not_in_full() -> No
     event = FireEvent(transaction_id="t", cid="c", event_id="e", pid="p", conversion=True,
                       once=True, revenue=Decimal("1"))
     values = macro_values(event, {"zz": Decimal("1e+300000000"),
-                                  "adSpend": Decimal("-1e-300000000")}, "conv_1", "now")
+                                  "adSpend": Decimal("-1e-300000000")}, "conv_1", "now", status="")
     assert values["zz"] == "1E+300000000"
     assert values["adSpend"] == "-1E-300000000"
     assert values["revenue"] == "1.00"

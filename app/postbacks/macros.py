@@ -39,7 +39,7 @@ def _text(name: str, value: Any) -> str:
 
 def macro_values(
     event: FireEvent, lead_fields: Mapping[str, Any], conversion_id: str, fired_at: str,
-    *, status: str = "", reason: str = "",
+    *, status: str, reason: str = "",
 ) -> dict[str, str]:
     """Every macro's value as text: the lead's fields, then the event's own, which win.
 

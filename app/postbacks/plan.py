@@ -67,8 +67,8 @@ class Planner:
     def _fire_moments(conversion: bool, pending: bool) -> frozenset[str]:
         return _APPROVED_AT_FIRE if conversion and not pending else _FIRED
 
-    def wants(self, cid: str, event_id: str, pid: str, conversion: bool,
-              pending: bool = False) -> bool:
+    def wants(self, cid: str, event_id: str, pid: str, conversion: bool, *,
+              pending: bool) -> bool:
         return bool(self._targets(cid, event_id, pid, self._fire_moments(conversion, pending)))
 
     def __call__(
@@ -121,7 +121,8 @@ class Planner:
                 kind=target.kind,
                 method=target.method,
                 url=url,
-                host=urlsplit(url).netloc.lower(),
+                # Only groups deliveries per host: any one case groups the same.
+                host=urlsplit(url).netloc.lower(),  # pragma: no mutate
                 body=render_body(values) if target.method == "POST" else None,
                 secret=target.secret,
                 status="pending",

@@ -294,7 +294,7 @@ async def _fire(request: Request, svc: Services, event: Event, dropped: dict[str
         ip=client_ip(request),
         user_agent=user_agent(request),
         postbacks=svc.planner.wants(fields.cid, fields.event_id, pid,
-                                    configured.conversion, pending),
+                                    configured.conversion, pending=pending),
         pending=pending,
         answer=answer_row,
         create=create,
