@@ -27,6 +27,7 @@ from app.services import Services
 from storage.backend import EventStore
 from storage.postgres.store import PostgresStore
 from storage.store import Store
+from tests import mutation_order
 from tests.pg_cluster import Cluster, ClusterUnavailable
 
 CID = "cmp_9z8y7x6w"
@@ -184,6 +185,10 @@ def db_path(tmp_path: Path) -> Path:
 
 
 BACKENDS = ("sqlite", "postgres")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    mutation_order.register(config)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
