@@ -104,7 +104,7 @@ async def test_an_event_on_a_transaction_with_unsettled_writes_is_bounded_too(
         await settled(api)
         with disk_full(api):
             await api.fire(transaction_id, "quote_viewed")
-            api.services.planner.wants = lambda *args: True  # type: ignore[method-assign]
+            api.services.planner.wants = lambda *args, **kwargs: True  # type: ignore[method-assign]
             response = await asyncio.wait_for(
                 api.fire(transaction_id, "sale_completed", revenue="1"), 5)
             assert response.json() == unavailable()
