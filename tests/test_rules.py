@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 
+from actors.actor import _cost_delta
 from actors.messages import FireEvent, Verdict
 from actors.rules import apply_cost, decide, opens_window
 from actors.state import TransactionState
@@ -93,3 +94,15 @@ def test_conversion_time_is_converted_to_utc(text: str, zone: str, expected: str
 def test_bad_conversion_dates_are_refused(text: str) -> None:
     with pytest.raises(ValueError):
         conversion_time(text, dt.UTC)
+
+
+@pytest.mark.parametrize(("operation", "cost", "moved_by"), [
+    ("add", "10", "10.00"), ("subtract", "2.5", "-2.50"), ("add", "-3", "-3.00"),
+    ("subtract", "-3", "3.00"), ("override", "7", None), ("add", None, None),
+])
+def test_a_cost_change_carries_the_signed_amount_it_moves_the_cost_by(
+    operation: str, cost: str | None, moved_by: str | None
+) -> None:
+    # PostgreSQL applies this amount to the cost it holds, under the lead's row lock.
+    change = event(cost=None if cost is None else Decimal(cost), cost_operation=operation)
+    assert _cost_delta(change) == moved_by
