@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from storage.connection import open_writer, prepare
 from storage.records import EventRow, LeadRow, PostbackRow, WriteOp
@@ -117,6 +118,38 @@ async def test_passing_failure_is_retried_until_the_batch_commits(
     assert count(store.path, "leads") == 1
     assert seen_failing == [False, True, True]
     assert writer.failing is False
+
+
+async def test_a_rollback_that_fails_too_is_logged_and_the_batch_still_commits(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = store.writer
+    conn = writer._conn  # type: ignore[attr-defined]
+    real_apply, real_rollback = writer._apply, conn.rollback
+    failures = {"apply": 1, "rollback": 1}
+
+    async def apply_failing_mid_batch(ops: list[WriteOp]) -> Any:
+        if failures["apply"]:
+            failures["apply"] -= 1
+            await conn.execute("BEGIN IMMEDIATE")
+            raise sqlite3.OperationalError("disk I/O error")
+        return await real_apply(ops)
+
+    async def rollback_of_a_lost_connection() -> None:
+        if failures["rollback"]:
+            failures["rollback"] -= 1
+            raise sqlite3.OperationalError("connection lost")
+        await real_rollback()
+
+    monkeypatch.setattr(writer, "_apply", apply_failing_mid_batch)
+    monkeypatch.setattr(conn, "rollback", rollback_of_a_lost_connection)
+    monkeypatch.setattr(writer, "_retry_initial", 0.001)
+    with structlog.testing.capture_logs() as logs:
+        await asyncio.wait_for(store.submit(lead("a")), 5)
+    assert count(store.path, "leads") == 1
+    [failed] = [line for line in logs if line["event"] == "rollback_failed"]
+    assert failed["log_level"] == "error"
+    assert failed["error"] == repr(sqlite3.OperationalError("connection lost"))
 
 
 async def test_submit_past_the_bound_is_refused(tmp_path: Path) -> None:
