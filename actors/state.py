@@ -32,5 +32,6 @@ class TransactionState(msgspec.Struct):
     def forget_closed_windows(self, now: float) -> None:
         if self.windows:
             # `>=` would do the same: a window ending now is closed for window_open too.
-            self.windows = {key: until for key, until in self.windows.items()
-                            if until > now}  # pragma: no mutate
+            self.windows = {
+                key: end for key, end in self.windows.items() if end > now  # pragma: no mutate
+            }
