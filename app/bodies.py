@@ -36,7 +36,7 @@ async def read_fields(request: Request) -> dict[str, Any]:
 
 def fields_from_body(body: bytes, content_type: str) -> dict[str, Any]:
     """A body read as a field dict; raises the API's 400 when it is neither kind."""
-    is_form = (content_type.split(";", 1)[0].strip().lower()
+    is_form = (content_type.partition(";")[0].strip().lower()
                == "application/x-www-form-urlencoded")
     if is_form and body.lstrip()[:1] not in _JSON_OPENERS:
         return form_fields(body)

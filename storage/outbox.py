@@ -86,11 +86,9 @@ async def next_due_at(
     conn: aiosqlite.Connection, skip_ids: list[int], skip_hosts: list[str]
 ) -> str | None:
     """When the next pending postback that could be sent now falls due."""
-    rows = list(await conn.execute_fetchall(
-        _NEXT_DUE_AT, (_ids.encode(skip_ids), _ids.encode(skip_hosts)),
-    ))
-    value: str | None = rows[0][0] if rows else None
-    return value
+    [(value,)] = await conn.execute_fetchall(  # an aggregate: always one row
+        _NEXT_DUE_AT, (_ids.encode(skip_ids), _ids.encode(skip_hosts)))
+    return value  # type: ignore[no-any-return]
 
 
 async def postbacks(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -399,6 +400,25 @@ async def test_the_next_wake_up_is_the_earliest_postback_it_could_send(store: St
     assert await store.next_postback_due_at([1], []) == "2026-11-28T12:00:07Z"
     assert await store.next_postback_due_at([], ["a.example"]) == "2026-11-28T12:00:09Z"
     assert await store.next_postback_due_at([2], ["a.example"]) is None
+
+
+async def test_the_dispatcher_sleeps_until_the_next_postback_falls_due(
+    store: Store, client: httpx.AsyncClient
+) -> None:
+    """No shorter, and no longer: a retry due in 7 s is not left for a poll a minute on."""
+    clock = FakeClock()
+    sending = Dispatcher(store, clock, DeliveryConfig(), client=client, poll_seconds=60)
+    assert await sending._seconds_to_next_due() == 60  # nothing owed: the next poll
+    due = utc_text(clock.now() + timedelta(seconds=7))
+    store.submit(WriteOp(postbacks=(PostbackRow(
+        transaction_id="tx", cid="cmp", pid="src", event_id="sold", conversion_id=None,
+        kind="buyer", method="GET", url="https://a.example/pb", host="a.example", body=None,
+        secret=None, status="pending", max_attempts=5, next_attempt_at=due, created_at=due,
+        updated_at=due),)))
+    await store.flush()
+    assert await sending._seconds_to_next_due() == 7
+    clock.advance(10)
+    assert await sending._seconds_to_next_due() == 0  # overdue: at once
 
 
 class ClaimingStore(Store):

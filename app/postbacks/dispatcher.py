@@ -180,7 +180,7 @@ class Dispatcher:
                                                          self._busy_hosts())
         if due_at is None:
             return self._poll_seconds
-        moment = datetime.fromisoformat(due_at.replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(due_at)  # reads the trailing Z since Python 3.11
         return max(0.0, (moment - self._clock.now()).total_seconds())
 
     async def _deliver(self, postback: DuePostback) -> None:
