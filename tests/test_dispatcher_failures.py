@@ -421,6 +421,25 @@ async def test_the_dispatcher_sleeps_until_the_next_postback_falls_due(
     assert await sending._seconds_to_next_due() == 0  # overdue: at once
 
 
+async def test_a_delivery_still_out_when_the_grace_ends_is_cancelled_and_records_nothing(
+    store: Store, client: httpx.AsyncClient
+) -> None:
+    """Closing gives deliveries a grace, then cancels them: unrecorded, a cancelled one is
+    sent again after the restart; a receiver that never answers cannot hold the stop."""
+    clock = FakeClock()
+    async with RawReceiver([b"ok"], hold=True) as receiver:
+        await owe(store, clock, f"{receiver.url}/buyer")
+        sending = Dispatcher(store, clock, DeliveryConfig(timeout_seconds=60), client=client,
+                             shutdown_grace_seconds=0.05)
+        sending.start()
+        await until(lambda: receiver.waiting == 1, "the delivery is out")
+        await asyncio.wait_for(sending.close(), 10)  # well inside the 60 s attempt
+        receiver.release()
+        await asyncio.sleep(0.2)  # a delivery left running would now be answered
+    postback, attempts = await shown(store)
+    assert (postback.status, postback.attempts, attempts) == ("pending", 0, [])
+
+
 class ClaimingStore(Store):
     """A store that, like PostgreSQL's, hands a due postback to one reader only, and holds
     its first reader's answer until ``answer.set()``."""

@@ -166,3 +166,42 @@ async def test_no_request_is_handled_before_the_one_ahead_of_it_is_answered(
         store.writer._apply = real_apply  # type: ignore[method-assign]
         rows = await api.query("SELECT event_id FROM events ORDER BY id")
         assert rows == [("quote_viewed",), ("form_step",), ("sale_completed",)]
+
+
+async def test_closing_waits_for_the_requests_still_queued_in_a_mailbox(db_path: Path) -> None:
+    """At shutdown a queued request whose caller is gone is still stored, not dropped."""
+    async with running(make_config(db_path, durability="commit")) as api:
+        transaction_id = await api.click()
+        registry, writer = api.services.registry, api.services.store.writer
+        real_apply = writer._apply
+        commits_allowed = asyncio.Semaphore(0)
+
+        async def held(ops: list[WriteOp]) -> Any:
+            await commits_allowed.acquire()
+            return await real_apply(ops)
+
+        def event(event_id: str) -> FireEvent:
+            return FireEvent(transaction_id=transaction_id, cid=CID,
+                             event_id=event_id, pid="organic", conversion=False, once=True)
+
+        writer._apply = held  # type: ignore[method-assign]
+        first = asyncio.ensure_future(registry.fire(event("quote_viewed")))
+        queued = asyncio.ensure_future(registry.fire(event("form_step")))
+        await asyncio.sleep(0)
+        commits_allowed.release()
+        await asyncio.wait_for(first, ANSWERS_WITHIN)
+        actor = registry._actors[transaction_id]
+        for _ in range(1000):  # until the drain task has taken the queued request
+            if actor.running_task is not None and not actor._mailbox:
+                break
+            await asyncio.sleep(0.001)
+        queued.cancel()  # its caller went away: only the drain task still holds it
+        closing = asyncio.ensure_future(registry.close())
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert not closing.done()
+        commits_allowed.release()
+        await asyncio.wait_for(closing, ANSWERS_WITHIN)
+        writer._apply = real_apply  # type: ignore[method-assign]
+        rows = await api.query("SELECT event_id FROM events ORDER BY id")
+        assert rows == [("quote_viewed",), ("form_step",)]
