@@ -35,6 +35,8 @@ from storage.writer import StoreClosed
 log = structlog.get_logger("app.postbacks")
 
 RESPONSE_KEPT_BYTES = 1024
+# A receiver may move: up to five redirects are followed, a sixth fails the postback.
+MAX_REDIRECTS = 5
 _PERMANENT_ERRORS = (httpx.UnsupportedProtocol, httpx.InvalidURL, httpx.TooManyRedirects,
                      httpx.LocalProtocolError)
 
@@ -92,6 +94,7 @@ class Dispatcher:
                 limits=httpx.Limits(max_connections=self._settings.concurrency,
                                     max_keepalive_connections=self._settings.concurrency),
                 follow_redirects=True,
+                max_redirects=MAX_REDIRECTS,
                 verify=_tls(),
                 headers={"User-Agent": "event-postback"},
             )
