@@ -36,10 +36,14 @@ _rows = msgspec.json.Decoder(list[tuple[str, str, str, str | None, list[str]]])
 Query = Callable[[list[str]], Awaitable[dict[str, StoredTransaction]]]
 
 
+# The most transactions one query reads (SQLite allows 32,766 parameters).
+MAX_BATCH = 512
+
+
 class BatchLoader:
     """Gathers the transactions asked for meanwhile; ``query`` reads a batch of them."""
 
-    def __init__(self, query: Query, *, max_batch: int = 512) -> None:
+    def __init__(self, query: Query, *, max_batch: int = MAX_BATCH) -> None:
         self._query = query
         self._max_batch = max_batch
         self._waiting: dict[str, list[asyncio.Future[StoredTransaction | None]]] = {}

@@ -159,6 +159,12 @@ class BatchRows:
 
 
 # Errors that no retry can cure: the op itself is wrong and is refused alone.
+# The writer's tuning: the most ops in one transaction, and the wait before retrying a
+# failed batch, doubled after each failure up to the longest.
+MAX_BATCH = 2000
+RETRY_INITIAL_SECONDS = 0.05
+RETRY_MAX_SECONDS = 2.0
+
 _PERMANENT = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingError,
               sqlite3.InterfaceError, ValueError, TypeError)
 
@@ -207,9 +213,9 @@ class BatchWriter:
         *,
         max_pending: int,
         gather_seconds: float,
-        max_batch: int = 2000,
-        retry_initial: float = 0.05,
-        retry_max: float = 2.0,
+        max_batch: int = MAX_BATCH,
+        retry_initial: float = RETRY_INITIAL_SECONDS,
+        retry_max: float = RETRY_MAX_SECONDS,
         on_commit: Callable[[list[WriteOp]], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

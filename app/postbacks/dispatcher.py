@@ -37,6 +37,11 @@ log = structlog.get_logger("app.postbacks")
 RESPONSE_KEPT_BYTES = 1024
 # A receiver may move: up to five redirects are followed, a sixth fails the postback.
 MAX_REDIRECTS = 5
+# Looked for due postbacks at least this often, besides the wake-up after each commit.
+POLL_SECONDS = 1.0
+# What the deliveries still out at shutdown are given before they are cancelled.
+SHUTDOWN_GRACE_SECONDS = 5.0
+_HEADERS = {"User-Agent": "event-postback"}
 _PERMANENT_ERRORS = (httpx.UnsupportedProtocol, httpx.InvalidURL, httpx.TooManyRedirects,
                      httpx.LocalProtocolError)
 
@@ -58,8 +63,8 @@ class Dispatcher:
         client: httpx.AsyncClient | None = None,
         jitter: Callable[[], float] = random.random,
         timer: Callable[[], float] = time.perf_counter,
-        poll_seconds: float = 1.0,
-        shutdown_grace_seconds: float = 5.0,
+        poll_seconds: float = POLL_SECONDS,
+        shutdown_grace_seconds: float = SHUTDOWN_GRACE_SECONDS,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -89,17 +94,24 @@ class Dispatcher:
 
     def start(self) -> None:
         if self._client is None:
+            # The lines not mutated only size the pool (the dispatcher itself keeps to
+            # `concurrency` deliveries), repeat the timeout every request passes, or name
+            # httpx's own default TLS context.
             self._client = httpx.AsyncClient(
-                timeout=self._settings.timeout_seconds,
-                limits=httpx.Limits(max_connections=self._settings.concurrency,
-                                    max_keepalive_connections=self._settings.concurrency),
+                timeout=self._settings.timeout_seconds,  # pragma: no mutate
+                limits=httpx.Limits(  # pragma: no mutate
+                    max_connections=self._settings.concurrency,  # pragma: no mutate
+                    max_keepalive_connections=self._settings.concurrency),  # pragma: no mutate
                 follow_redirects=True,
                 max_redirects=MAX_REDIRECTS,
-                verify=_tls(),
-                headers={"User-Agent": "event-postback"},
+                verify=_tls(),  # pragma: no mutate
+                headers=_HEADERS,
             )
         self._store.on_commit(self._on_commit)
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="postbacks")
+        # A task's name shows only in debugging dumps.
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name="postbacks",  # pragma: no mutate
+        )
 
     def wake(self) -> None:
         self._wake.set()
@@ -177,7 +189,8 @@ class Dispatcher:
                 self._deliver(postback), context=contextvars.Context())
 
     async def _seconds_to_next_due(self) -> float:
-        if len(self._in_flight) >= self._settings.concurrency:
+        # `>` would only ask the database once more with every slot taken.
+        if len(self._in_flight) >= self._settings.concurrency:  # pragma: no mutate
             return self._poll_seconds  # a finished delivery wakes us
         due_at = await self._store.next_postback_due_at(list(self._in_flight),
                                                          self._busy_hosts())
