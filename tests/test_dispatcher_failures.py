@@ -440,6 +440,43 @@ async def test_a_delivery_still_out_when_the_grace_ends_is_cancelled_and_records
     assert (postback.status, postback.attempts, attempts) == ("pending", 0, [])
 
 
+class StoreFailingOnce(Store):
+    """A store whose first read of what is due fails."""
+
+    failed = False
+
+    async def due_postbacks(self, now: str, *, limit: int, skip_ids: list[int],
+                            skip_hosts: list[str]) -> list[DuePostback]:
+        if not self.failed:
+            self.failed = True
+            raise OSError("disk I/O error")
+        return await super().due_postbacks(now, limit=limit, skip_ids=skip_ids,
+                                           skip_hosts=skip_hosts)
+
+
+async def test_a_failing_look_for_due_postbacks_is_logged_and_the_next_one_delivers(
+    tmp_path: Path, client: httpx.AsyncClient
+) -> None:
+    clock = FakeClock()
+    store = StoreFailingOnce(tmp_path / "failing.db")
+    await store.open()
+    try:
+        async with RawReceiver([b"ok"]) as receiver:
+            await owe(store, clock, f"{receiver.url}/buyer")
+            sending = Dispatcher(store, clock, DeliveryConfig(), client=client,
+                                 poll_seconds=0.05)
+            with structlog.testing.capture_logs() as logs:
+                sending.start()
+                await until(lambda: receiver.received == 1, "the postback is sent")
+                await sending.close()
+        [failed] = [line for line in logs if line["event"] == "postback_dispatch_failed"]
+        assert failed["log_level"] == "error" and failed["exc_info"] is True
+        postback, _ = await shown(store)
+        assert postback.status == "delivered"
+    finally:
+        await store.close()
+
+
 class ClaimingStore(Store):
     """A store that, like PostgreSQL's, hands a due postback to one reader only, and holds
     its first reader's answer until ``answer.set()``."""
