@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import structlog
 
@@ -53,13 +54,21 @@ async def test_ops_queued_together_commit_in_one_transaction(store: Store) -> No
 
 async def test_bad_op_is_refused_alone_and_the_rest_of_its_batch_commits(store: Store) -> None:
     good_before = store.submit(lead("a"))
-    orphan = store.submit(event("no-such-lead"))  # breaks the foreign key
+    orphan_op = event("no-such-lead")
+    orphan = store.submit(orphan_op)  # breaks the foreign key
     good_after = store.submit(lead("b"))
-    await asyncio.gather(good_before, good_after)
-    with pytest.raises(sqlite3.IntegrityError):
-        await orphan
+    with structlog.testing.capture_logs() as logs:
+        await asyncio.gather(good_before, good_after)
+        with pytest.raises(sqlite3.IntegrityError) as refused:
+            await orphan
     assert count(store.path, "leads") == 2
     assert count(store.path, "events") == 0
+    # The operator's record of what was refused: the error and the whole op, as data.
+    [line] = [entry for entry in logs if entry["event"] == "write_refused"]
+    assert line["log_level"] == "error"
+    assert line["error"] == repr(refused.value)
+    assert line["op"] == msgspec.to_builtins(orphan_op)
+    assert "no-such-lead" in repr(line["op"])
 
 
 async def test_the_database_refuses_a_second_fire_once_event(store: Store) -> None:
@@ -114,10 +123,17 @@ async def test_passing_failure_is_retried_until_the_batch_commits(
 
     monkeypatch.setattr(writer, "_apply", flaky)
     monkeypatch.setattr(writer, "_retry_initial", 0.001)
-    await asyncio.wait_for(store.submit(lead("a")), 5)
+    with structlog.testing.capture_logs() as logs:
+        await asyncio.wait_for(store.submit(lead("a")), 5)
     assert count(store.path, "leads") == 1
     assert seen_failing == [False, True, True]
     assert writer.failing is False
+    # Each failure is logged with its error, the batch's size and the doubling wait.
+    retries = [entry for entry in logs if entry["event"] == "write_failed_retrying"]
+    assert [(entry["log_level"], entry["error"], entry["ops"], entry["retry_in"])
+            for entry in retries] == [
+        ("warning", repr(sqlite3.OperationalError("disk I/O error")), 1, wait)
+        for wait in (0.001, 0.002, 0.004)]
 
 
 async def test_a_rollback_that_fails_too_is_logged_and_the_batch_still_commits(
