@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,31 @@ async def test_commit_listeners_see_each_committed_batch(store: Store) -> None:
     store.on_commit(lambda ops: seen.append(len(ops)))
     await asyncio.gather(*(store.submit(lead(f"t{index}")) for index in range(3)))
     assert seen == [3]
+
+
+async def test_a_listener_that_raises_is_logged_and_the_writer_goes_on(store: Store) -> None:
+    def broken(ops: list[WriteOp]) -> None:
+        raise RuntimeError("listener bug")
+
+    store.on_commit(broken)
+    with structlog.testing.capture_logs() as logs:
+        await asyncio.wait_for(store.submit(lead("a")), 5)
+        await asyncio.wait_for(store.submit(lead("b")), 5)
+    assert count(store.path, "leads") == 2
+    failures = [entry for entry in logs if entry["event"] == "commit_listener_failed"]
+    assert [(entry["log_level"], entry["exc_info"]) for entry in failures] == [
+        ("error", True)] * 2
+
+
+async def test_each_commit_is_observed_with_its_size_and_duration(store: Store) -> None:
+    observed: list[tuple[int, float]] = []
+    store.writer.commit_observer = lambda size, seconds: observed.append((size, seconds))
+    started = time.perf_counter()
+    await asyncio.gather(*(store.submit(lead(f"t{index}")) for index in range(3)))
+    elapsed = time.perf_counter() - started
+    [(size, seconds)] = observed
+    assert size == 3
+    assert 0 < seconds <= elapsed  # the commit's own span, within the test's
 
 
 async def test_passing_failure_is_retried_until_the_batch_commits(
