@@ -14,7 +14,8 @@ import pytest
 import structlog
 
 from storage.connection import open_writer, prepare
-from storage.records import EventRow, LeadRow, PostbackRow, WriteOp
+from storage.loader import BatchLoader
+from storage.records import EventRow, LeadRow, PostbackRow, StoredTransaction, WriteOp
 from storage.store import Store
 from storage.writer import StoreBusy, StoreClosed, Writer
 
@@ -336,3 +337,28 @@ async def test_an_op_younger_than_the_interval_still_waits_for_company(
     await asyncio.wait_for(writer.barrier(), 20)
     assert first.done() and second.done()
     assert writer.batches_committed == 1
+
+
+async def test_writes_abandoned_at_shutdown_fail_their_callers_instead_of_hanging(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def failing(ops: list[WriteOp]) -> Any:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(store.writer, "_apply", failing)
+    written = store.submit(lead("a"))
+    with structlog.testing.capture_logs():
+        await store.writer.close(timeout=0.1)
+    with pytest.raises(StoreClosed):
+        await asyncio.wait_for(written, 5)
+
+
+async def test_a_load_still_waiting_when_the_store_closes_fails_instead_of_hanging() -> None:
+    async def unread(ids: list[str]) -> dict[str, StoredTransaction]:
+        raise AssertionError("never read: the loader is closed first")
+
+    loader = BatchLoader(unread)
+    waiting = loader.load("txn_1")
+    await loader.close()
+    with pytest.raises(RuntimeError, match=r"^store closed$"):
+        await asyncio.wait_for(waiting, 5)
