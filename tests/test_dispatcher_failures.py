@@ -338,6 +338,25 @@ async def test_a_host_owed_more_than_per_host_gets_exactly_per_host_at_a_time(
         assert (postback.status, postback.attempts) == ("delivered", 1)
 
 
+async def test_concurrency_1_sends_one_postback_at_a_time_and_every_one(
+    store: Store, client: httpx.AsyncClient
+) -> None:
+    clock = FakeClock()
+    async with RawReceiver([b"ok"], hold=True) as receiver:
+        await owe(store, clock, f"{receiver.url}/buyer", count=3)
+        sending = dispatcher(store, clock, client, per_host=3, concurrency=1)
+        draining = asyncio.create_task(sending.drain())
+        for sent in (1, 2, 3):
+            await until(lambda sent=sent: receiver.received == sent
+                        and receiver.waiting == 1, "the next delivery is out")
+            receiver.release()
+        await draining
+    assert receiver.peak == 1
+    for postback_id in (1, 2, 3):
+        postback, _ = await shown(store, postback_id)
+        assert postback.status == "delivered"
+
+
 async def test_a_host_freed_by_one_of_its_deliveries_takes_one_more_not_two(
     store: Store, client: httpx.AsyncClient
 ) -> None:
