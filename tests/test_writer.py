@@ -362,3 +362,27 @@ async def test_a_load_still_waiting_when_the_store_closes_fails_instead_of_hangi
     await loader.close()
     with pytest.raises(RuntimeError, match=r"^store closed$"):
         await asyncio.wait_for(waiting, 5)
+
+
+async def test_a_failed_cold_load_fails_its_callers_is_logged_and_the_next_is_read() -> None:
+    asked: list[list[str]] = []
+
+    async def query(ids: list[str]) -> dict[str, StoredTransaction]:
+        asked.append(ids)
+        if len(asked) == 1:
+            raise sqlite3.OperationalError("disk I/O error")
+        return {}
+
+    loader = BatchLoader(query, max_batch=1)  # one transaction per read
+    loader.start()
+    with structlog.testing.capture_logs() as logs:
+        first, second = loader.load("txn_1"), loader.load("txn_2")
+        with pytest.raises(sqlite3.OperationalError):
+            await asyncio.wait_for(first, 5)
+        assert await asyncio.wait_for(second, 5) is None  # read after the failed one
+    await loader.close()
+    assert asked == [["txn_1"], ["txn_2"]]
+    assert loader.transactions_asked == 2
+    [line] = [entry for entry in logs if entry["event"] == "cold_load_failed"]
+    assert (line["log_level"], line["error"], line["transactions"]) == (
+        "error", repr(sqlite3.OperationalError("disk I/O error")), 1)
