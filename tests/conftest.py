@@ -19,6 +19,7 @@ import asyncpg
 import httpx
 import msgspec
 import pytest
+import structlog
 from asgi_lifespan import LifespanManager
 
 from app.config import Config, parse_config, with_server_overrides
@@ -188,6 +189,15 @@ BACKENDS = ("sqlite", "postgres")
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # structlog's default renders each exception as a rich traceback with every frame's
+    # locals, tens of milliseconds a line: a store that keeps failing under a test (or a
+    # mutant) logs one per dispatcher pass. Tests read logs through capture_logs.
+    structlog.configure(processors=[
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="%Y-%m-%d %H:%M:%S"),
+        structlog.dev.ConsoleRenderer(colors=False,
+                                      exception_formatter=structlog.dev.plain_traceback),
+    ])
     mutation_order.register(config)
 
 
