@@ -52,7 +52,8 @@ class BatchLoader:
         self.transactions_asked = 0
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="cold-loads")
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name="cold-loads")  # pragma: no mutate (a debugging label)
 
     def load(self, transaction_id: str) -> asyncio.Future[StoredTransaction | None]:
         """The stored transaction, or None if there is no such lead."""

@@ -253,9 +253,10 @@ class BatchWriter:
     def start(self) -> None:
         if self._task is None:
             self._loop = asyncio.get_running_loop()
-            self._task = self._loop.create_task(self._run(), name=self.task_name)
+            self._task = self._loop.create_task(
+                self._run(), name=self.task_name)  # pragma: no mutate (a debugging label)
 
-    def submit(self, op: WriteOp, *, bounded: bool = True) -> asyncio.Future[None]:
+    def submit(self, op: WriteOp, *, bounded: bool) -> asyncio.Future[None]:
         """Queue an op; raises StoreBusy at the bound and StoreClosed after close().
 
         ``bounded=False`` is for callers whose writes are already limited in number (the
@@ -287,7 +288,7 @@ class BatchWriter:
         self._has_work.set()
         return future
 
-    async def close(self, timeout: float = 5.0) -> None:
+    async def close(self, timeout: float) -> None:
         """Commit everything queued, then stop. Safe to call more than once.
 
         A store that keeps failing cannot hold up shutdown: past ``timeout`` the writer
@@ -329,8 +330,10 @@ class BatchWriter:
             # interval. Ops that queued behind a commit longer than that have waited
             # enough and go at once, so what a crash can lose stays within flush_ms plus
             # the commits in progress, however long commits take under load.
+            # Commit mode (no gathering) comes out at wait <= 0. `>=` or `or` here would
+            # only call wait_for with a timeout <= 0, which returns at once.
             wait = self._oldest_at + self._gather_seconds - self._clock()
-            if self._gather_seconds > 0 and wait > 0 and not self._flush_now.is_set():
+            if wait > 0 and not self._flush_now.is_set():  # pragma: no mutate
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._flush_now.wait(), wait)
             take = min(len(self._queue), self._max_batch)
@@ -403,7 +406,7 @@ class Writer(BatchWriter):
         changes, answers = batch.changes, batch.answers
         last_changes = list({change.conversion_id: change
                              for change in batch.conversion_changes}.values())
-        lead_changes = _merge_lead_changes(changes) if len(changes) > 1 else changes
+        lead_changes = _merge_lead_changes(changes)
         conn = self._conn
         await conn.execute(_BEGIN)
         if answers:

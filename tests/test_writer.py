@@ -286,7 +286,7 @@ async def slow_gatherer(tmp_path: Path) -> AsyncIterator[tuple[Writer, FakeClock
     writer = Writer(conn, max_pending=100, gather_seconds=3600, clock=clock)
     writer.start()
     yield writer, clock
-    await writer.close()
+    await writer.close(5)
     await conn.close()
 
 
@@ -297,7 +297,7 @@ async def test_gathering_counts_from_the_oldest_ops_arrival(
     slow_gatherer: tuple[Writer, FakeClock],
 ) -> None:
     writer, clock = slow_gatherer
-    first = writer.submit(lead("a"))
+    first = writer.submit(lead("a"), bounded=True)
     clock.now += 3601  # the op waited its interval before the writer got round to it
     await asyncio.wait_for(first, 20)
     assert writer.batches_committed == 1
@@ -312,12 +312,12 @@ async def test_ops_that_waited_out_a_long_commit_commit_without_gathering_again(
 
     async def long_commit(ops: list[WriteOp]) -> None:
         if not behind:
-            behind.append(writer.submit(lead("b")))  # queues while this batch commits
+            behind.append(writer.submit(lead("b"), bounded=True))  # queues while this batch commits
             clock.now += 3601  # ... and the commit outlasts its whole interval
         await real_apply(ops)
 
     monkeypatch.setattr(writer, "_apply", long_commit)
-    first = writer.submit(lead("a"))
+    first = writer.submit(lead("a"), bounded=True)
     clock.now += 3601
     await asyncio.wait_for(first, 20)
     await asyncio.wait_for(behind[0], 20)
@@ -328,15 +328,49 @@ async def test_an_op_younger_than_the_interval_still_waits_for_company(
     slow_gatherer: tuple[Writer, FakeClock],
 ) -> None:
     writer, clock = slow_gatherer
-    first = writer.submit(lead("a"))
+    first = writer.submit(lead("a"), bounded=True)
     clock.now += 3599
     for _ in range(20):
         await asyncio.sleep(0)
     assert not first.done()
-    second = writer.submit(lead("b"))
+    second = writer.submit(lead("b"), bounded=True)
     await asyncio.wait_for(writer.barrier(), 20)
     assert first.done() and second.done()
     assert writer.batches_committed == 1
+
+
+async def test_a_flush_once_done_is_forgotten_and_later_ops_gather_again(
+    slow_gatherer: tuple[Writer, FakeClock],
+) -> None:
+    writer, _ = slow_gatherer
+    writer.submit(lead("a"), bounded=True)
+    await asyncio.wait_for(writer.barrier(), 20)
+    later = writer.submit(lead("b"), bounded=True)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    # Still queued, waiting for company: the flush asked for the ops before it only.
+    assert (writer.pending, later.done()) == (1, False)
+    await asyncio.wait_for(writer.barrier(), 20)
+    assert writer.batches_committed == 2
+
+
+async def test_a_flush_behind_more_than_a_batch_sends_every_batch_without_gathering(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "f.db"
+    prepare(path)
+    conn = await open_writer(path, synchronous="NORMAL")
+    writer = Writer(conn, max_pending=100, gather_seconds=3600, max_batch=2, clock=FakeClock())
+    writer.start()
+    try:
+        written = [writer.submit(lead(f"t{index}"), bounded=True) for index in range(5)]
+        await asyncio.wait_for(writer.barrier(), 20)
+        assert all(future.done() for future in written)
+        assert writer.batches_committed == 3  # 2 + 2 + the last op with the barrier
+    finally:
+        await writer.close(5)
+        await conn.close()
+    assert count(path, "leads") == 5
 
 
 async def test_writes_abandoned_at_shutdown_fail_their_callers_instead_of_hanging(
