@@ -22,6 +22,7 @@ import structlog
 
 from actors.clock import utc_text
 from app.config import DeliveryConfig
+from app.logs import merge_request_fields, start_request
 from app.postbacks.dispatcher import Dispatcher
 from storage.records import AttemptView, DuePostback, PostbackRow, PostbackView, WriteOp
 from storage.store import Store
@@ -453,6 +454,7 @@ async def test_a_delivery_still_out_when_the_grace_ends_is_cancelled_and_records
         sending.start()
         await until(lambda: receiver.waiting == 1, "the delivery is out")
         await asyncio.wait_for(sending.close(), 10)  # well inside the 60 s attempt
+        assert sending.in_flight == 0  # the cancelled delivery has ended, not just been told
         receiver.release()
         await asyncio.sleep(0.2)  # a delivery left running would now be answered
     postback, attempts = await shown(store)
@@ -544,3 +546,68 @@ async def test_drain_waits_for_what_a_pass_claimed_while_it_looked(
             await sending.close()
     finally:
         await store.close()
+
+
+class ReadRecordingStore(Store):
+    """A store that notes what each pass asked for: how many, leaving out which ids and
+    which hosts."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.reads: list[tuple[int, list[int], list[str]]] = []
+
+    async def due_postbacks(self, now: str, *, limit: int, skip_ids: list[int],
+                            skip_hosts: list[str]) -> list[DuePostback]:
+        self.reads.append((limit, sorted(skip_ids), sorted(skip_hosts)))
+        return await super().due_postbacks(now, limit=limit, skip_ids=skip_ids,
+                                           skip_hosts=skip_hosts)
+
+
+async def test_a_pass_asks_only_for_what_it_could_start(
+    tmp_path: Path, client: httpx.AsyncClient
+) -> None:
+    """On PostgreSQL every postback a pass reads is claimed for a lease, so one read and
+    not started waits out its lease. A pass asks for as many as it has free slots, leaving
+    out those in flight and the hosts already at ``per_host``, starts every one it read
+    that a full host does not hold back, and asks nothing with every slot taken."""
+    clock = FakeClock()
+    store = ReadRecordingStore(tmp_path / "reads.db")
+    await store.open()
+    try:
+        async with (RawReceiver([b"ok"], hold=True) as a, RawReceiver([b"ok"], hold=True) as b,
+                    RawReceiver([b"ok"], hold=True) as c):
+            await owe(store, clock, f"{a.url}/buyer", count=2)  # ids 1 and 2, due first
+            clock.advance(1)
+            await owe(store, clock, f"{b.url}/buyer")  # id 3
+            clock.advance(1)
+            await owe(store, clock, f"{c.url}/buyer")  # id 4
+            sending = Dispatcher(store, clock, DeliveryConfig(concurrency=3, per_host=1),
+                                 client=client, shutdown_grace_seconds=0)
+            await sending._start_due()  # reads 1, 2, 3: a takes one, so 1 and 3 go
+            await until(lambda: a.waiting + b.waiting == sending.in_flight >= 1,
+                        "the first pass's deliveries are out")
+            assert (a.waiting, b.waiting) == (1, 1)
+            await sending._start_due()  # one slot free; a and b are full
+            assert store.reads == [(3, [], []), (1, [1, 3], sorted([a.host, b.host]))]
+            await until(lambda: c.waiting == 1, "the postback to c is out")
+            await sending._start_due()  # every slot taken
+            assert len(store.reads) == 2 and sending.in_flight == 3
+            await sending.close()
+    finally:
+        await store.close()
+
+
+async def test_a_delivery_logs_none_of_the_fields_of_the_request_that_started_its_pass(
+    store: Store, client: httpx.AsyncClient
+) -> None:
+    """Whoever calls ``drain()``, the deliveries it starts are not its own: a request that
+    did would otherwise have its request_id and route on every postback line."""
+    clock = FakeClock()
+    async with RawReceiver([b"ok"]) as receiver:
+        await owe(store, clock, f"{receiver.url}/buyer")
+        start_request(request_id="req-1", route="/api/admin/whatever")
+        with structlog.testing.capture_logs(processors=[merge_request_fields]) as logs:
+            await dispatcher(store, clock, client).drain()
+    [line] = [line for line in logs if line["event"] == "postback_attempt"]
+    assert line["postback_id"] == 1
+    assert "request_id" not in line and "route" not in line

@@ -42,6 +42,8 @@ POLL_SECONDS = 1.0
 # What the deliveries still out at shutdown are given before they are cancelled.
 SHUTDOWN_GRACE_SECONDS = 5.0
 _HEADERS = {"User-Agent": "event-postback"}
+_JSON_BODY = {"Content-Type": "application/json"}
+_RETRY_AFTER = "retry-after"  # httpx's headers ignore case
 _PERMANENT_ERRORS = (httpx.UnsupportedProtocol, httpx.InvalidURL, httpx.TooManyRedirects,
                      httpx.LocalProtocolError)
 
@@ -123,7 +125,9 @@ class Dispatcher:
             running = list(self._in_flight.values())
             if not running:
                 return
-            await asyncio.gather(*running, return_exceptions=True)
+            # A delivery never raises (_attempt records every failure): with or without
+            # return_exceptions, this only waits.
+            await asyncio.gather(*running, return_exceptions=True)  # pragma: no mutate
 
     async def close(self) -> None:
         """Stop taking postbacks; give the ones being sent a moment, then cancel them.
@@ -160,9 +164,9 @@ class Dispatcher:
             except Exception:
                 log.exception("postback_dispatch_failed")
                 wait = self._poll_seconds
-            if wait > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), min(wait, self._poll_seconds))
+            # Nothing to wait for (wait 0) times out at once: the next pass starts.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), min(wait, self._poll_seconds))
 
     def _busy_hosts(self) -> list[str]:
         return [host for host, load in self._host_load.items()
@@ -181,8 +185,7 @@ class Dispatcher:
             skip_hosts=self._busy_hosts())
         for postback in due:
             # What was read may owe one host more than it may take at once.
-            if (self._host_load[postback.host] >= self._settings.per_host
-                    or len(self._in_flight) >= self._settings.concurrency):
+            if self._host_load[postback.host] >= self._settings.per_host:
                 continue
             self._host_load[postback.host] += 1
             self._in_flight[postback.id] = asyncio.get_running_loop().create_task(
@@ -215,23 +218,26 @@ class Dispatcher:
         started = self._clock.now()
         began = self._timer()
         body = postback.body.encode() if postback.body is not None else None
-        headers = {"Content-Type": "application/json"} if body is not None else {}
+        headers = _JSON_BODY if body is not None else {}
         if postback.secret:
             signed = body if body is not None else postback.url.encode()
-            headers |= signature_headers(postback.secret, int(started.timestamp()), signed)
+            headers = headers | signature_headers(postback.secret, int(started.timestamp()),
+                                                  signed)
 
         status_code: int | None = None
         error: str | None = None
         answer: str | None = None
-        retry_after: str | None = None
+        retry_after: str | None = None  # pragma: no mutate ("" also reads as none sent)
         try:
-            # httpx times each phase; this bounds the whole request, a slow drip included.
+            # httpx times each phase; this bounds the whole request, a slow drip included
+            # (and starts first, so it ends an attempt before any one phase's timeout can).
             async with asyncio.timeout(self._settings.timeout_seconds):
                 async with self._client.stream(
                         postback.method, postback.url, content=body, headers=headers,
-                        timeout=self._settings.timeout_seconds) as response:
+                        timeout=self._settings.timeout_seconds,  # pragma: no mutate
+                ) as response:
                     status_code = response.status_code
-                    retry_after = response.headers.get("retry-after")
+                    retry_after = response.headers.get(_RETRY_AFTER)
                     answer = await _read_head(response, RESPONSE_KEPT_BYTES)
             outcome = outcome_of_status(status_code)
         except (httpx.TimeoutException, TimeoutError) as exc:
@@ -290,4 +296,4 @@ async def _read_head(response: httpx.Response, limit: int) -> str:
         kept += chunk[: limit - len(kept)]
         if len(kept) >= limit:
             break
-    return kept.decode("utf-8", errors="replace")
+    return kept.decode(errors="replace")  # UTF-8
