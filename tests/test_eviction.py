@@ -127,3 +127,18 @@ async def test_the_actor_a_message_is_for_is_never_evicted_to_make_room(db_path:
         assert first in api.services.registry
         api.clock.advance(0.1)
         assert (await api.fire(first, "form_step")).status_code == 403
+
+
+async def test_shrinking_back_to_the_limit_evicts_only_the_excess(db_path: Path) -> None:
+    async with running(make_config(db_path, max_actors=2)) as api:
+        a, b, c = [await api.click() for _ in range(3)]
+        for transaction_id in (a, b, c):
+            # form_step allows duplicates: only its open window keeps its actor.
+            assert (await api.fire(transaction_id, "form_step")).status_code == 200
+        registry = api.services.registry
+        assert len(registry) == 3  # over the limit while every window is open
+        api.clock.advance(5)
+        assert (await api.fire(c, "form_step")).status_code == 200
+        # One over the limit, one evicted: the least recently used.
+        assert len(registry) == 2
+        assert a not in registry and b in registry and c in registry

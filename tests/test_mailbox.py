@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import structlog
 
-from actors.messages import FireEvent
+from actors.messages import FireEvent, Verdict
 from storage.records import WriteOp
-from tests.conftest import CID, error, make_config, running
+from tests.conftest import CID, Harness, error, make_config, running
 
 # A queued request whose answer is lost would hang: fail instead.
 ANSWERS_WITHIN = 10
@@ -93,6 +93,64 @@ async def test_queued_requests_on_an_unknown_transaction_leave_no_actor(db_path:
             "Invalid transaction_id for this campaign"}
         # An unknown transaction is not worth remembering once its mailbox is empty.
         assert "txn_unknown" not in api.services.registry
+
+
+def count_loads(api: Harness) -> list[str]:
+    """The transactions the actors ask the store for, one entry per read."""
+    store = api.services.store
+    real_load = store.load_transaction
+    loads: list[str] = []
+
+    async def counted(transaction_id: str) -> Any:
+        loads.append(transaction_id)
+        return await real_load(transaction_id)
+
+    store.load_transaction = counted  # type: ignore[method-assign]
+    return loads
+
+
+async def test_queued_requests_on_an_unknown_transaction_read_it_once(db_path: Path) -> None:
+    # On one machine nothing else can create the lead while the mailbox drains (on a
+    # shared database it is asked for again: see the PostgreSQL tests).
+    async with running(make_config(db_path)) as api:
+        loads = count_loads(api)
+        await asyncio.wait_for(asyncio.gather(*(
+            api.fire("txn_unknown", "quote_viewed") for _ in range(3))), ANSWERS_WITHIN)
+        assert loads == ["txn_unknown"]
+
+
+async def test_a_known_transaction_is_read_once_then_answered_from_memory(
+    db_path: Path,
+) -> None:
+    async with running(make_config(db_path)) as api:
+        transaction_id = await api.click()
+    async with running(make_config(db_path)) as api:  # a restart: the actor starts cold
+        loads = count_loads(api)
+        for event_id in ("quote_viewed", "form_step", "sale_completed"):
+            response = await api.fire(transaction_id, event_id, revenue="5")
+            assert response.status_code == 200, response.text
+        assert loads == [transaction_id]
+
+
+async def test_an_idle_actor_handles_a_request_in_the_callers_own_task(db_path: Path) -> None:
+    """No drain task to start and switch to for a request that finds its actor idle: the
+    hot path's common case."""
+    async with running(make_config(db_path, durability="commit")) as api:
+        transaction_id = await api.click()
+        store = api.services.store
+        real_submit = store.submit
+        submitted_in: list[asyncio.Task[Any] | None] = []
+
+        def noted(op: WriteOp, **options: Any) -> Any:
+            submitted_in.append(asyncio.current_task())
+            return real_submit(op, **options)
+
+        store.submit = noted  # type: ignore[method-assign]
+        reply = await api.services.registry.fire(FireEvent(
+            transaction_id=transaction_id, cid=CID, event_id="quote_viewed", pid="organic",
+            conversion=False, once=True))
+        assert reply.verdict == Verdict.FIRED, reply
+        assert submitted_in == [asyncio.current_task()]
 
 
 async def test_a_request_arriving_while_a_queued_one_is_handled_is_answered(
