@@ -158,7 +158,8 @@ def parse_event(raw: dict[str, Any]) -> Event:
         raise errors.invalid_fields(invalid)
     converted_at = None
     if fields.conversion_date is not None:
-        timezone = TIMEZONES[(fields.conversion_timezone or "UTC").upper()]
+        zone = fields.conversion_timezone
+        timezone = TIMEZONES[zone.upper()] if zone else dt.UTC
         try:
             converted_at = conversion_time(fields.conversion_date, timezone)
         except OverflowError:  # valid in UTC, past year 9999 once the zone is applied

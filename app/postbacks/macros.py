@@ -15,6 +15,8 @@ from storage.money import money_text
 
 _MACRO = re.compile(r"\{(\w*)\}")
 MONEY_MACROS = frozenset({"revenue", "payout", "adSpend", "min_price"})
+_PLAIN = "f"  # a number without an exponent
+_ENCODE_ALL = ""  # no character is safe: a value cannot add a path segment or a parameter
 # Numbers are written out in full only up to this exponent; a lead stored before numbers
 # were bounded could otherwise make one postback write out millions of digits.
 _MAX_FIXED_EXPONENT = 64
@@ -33,7 +35,7 @@ def _text(name: str, value: Any) -> str:
     if isinstance(value, Decimal):
         if abs(value.adjusted()) > _MAX_FIXED_EXPONENT or not value.is_finite():
             return str(value)
-        return money_macro(value) if name in MONEY_MACROS else format(value, "f")
+        return money_macro(value) if name in MONEY_MACROS else format(value, _PLAIN)
     return str(value)
 
 
@@ -69,7 +71,7 @@ def render_url(template: str, values: Mapping[str, str]) -> str:
     Nothing a value holds (``&``, ``=``, ``/``, ``?``, ``#``) can add a parameter or change
     the path; a macro with no value becomes empty.
     """
-    return _MACRO.sub(lambda match: quote(values.get(match[1], ""), safe=""), template)
+    return _MACRO.sub(lambda match: quote(values.get(match[1], ""), safe=_ENCODE_ALL), template)
 
 
 def render_body(values: Mapping[str, str]) -> str:
