@@ -127,6 +127,10 @@ class EventStore(Protocol):
         self, now: str, *, limit: int, skip_ids: list[int], skip_hosts: list[str]
     ) -> list[DuePostback]: ...
 
+    async def release_postbacks(self, ids: list[int]) -> None:
+        """Give back due postbacks this process read and will not send now (their host
+        is full), so that any process may take them as soon as there is room."""
+
     async def next_postback_due_at(
         self, skip_ids: list[int], skip_hosts: list[str]
     ) -> str | None: ...

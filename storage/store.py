@@ -200,6 +200,9 @@ class Store:
         return await outbox.due(self._reader(), now, limit=limit, skip_ids=skip_ids,
                                 skip_hosts=skip_hosts)
 
+    async def release_postbacks(self, ids: list[int]) -> None:
+        """Nothing to give back: on one machine a read holds no postback."""
+
     async def next_postback_due_at(
         self, skip_ids: list[int], skip_hosts: list[str]
     ) -> str | None:

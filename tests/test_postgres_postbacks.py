@@ -12,9 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
 
-from app.config import with_server_overrides
+from app.config import DeliveryConfig, with_server_overrides
+from app.postbacks.dispatcher import Dispatcher
 from storage.postgres.store import PostgresStore
 from storage.records import PostbackChange, PostbackRow, WriteOp
 from tests.conftest import FakeClock, postgres_store, running
@@ -28,10 +30,10 @@ def receiver() -> Iterator[Receiver]:
         yield running_receiver
 
 
-def _row(host: str = "buyer.example") -> PostbackRow:
+def _row(host: str = "buyer.example", url: str = "") -> PostbackRow:
     return PostbackRow(
         transaction_id="t1", cid="c", pid="p", event_id="sale", conversion_id=None,
-        kind="buyer", method="GET", url=f"https://{host}/pb", host=host, body=None,
+        kind="buyer", method="GET", url=url or f"https://{host}/pb", host=host, body=None,
         secret=None, status="pending", max_attempts=3, next_attempt_at="2026-11-28T11:00:00Z",
         created_at="2026-11-28T11:00:00Z", updated_at="2026-11-28T11:00:00Z")
 
@@ -83,6 +85,45 @@ async def test_recording_an_attempt_ends_the_lease(pg_url: str) -> None:
             next_attempt_at=now, last_status_code=503, last_error=None, updated_at=now)))
         [retried] = await store.due_postbacks(now, limit=10, skip_ids=[], skip_hosts=[])
         assert (retried.id, retried.attempts) == (taken.id, 1)
+    finally:
+        await store.close()
+
+
+async def test_a_released_postback_is_free_for_any_process_at_once(pg_url: str) -> None:
+    clock = FakeClock()  # the database's clock stands still: no lease runs out
+    one, two = postgres_store(pg_url, clock), postgres_store(pg_url, clock)
+    await one.open()
+    await two.open()
+    try:
+        await _lead(pg_url)
+        await one.commit(WriteOp(postbacks=(_row(), _row())))
+        now = "2026-11-28T12:00:00Z"
+        due = dict(limit=10, skip_ids=[], skip_hosts=[])
+        _kept, given_back = await one.due_postbacks(now, **due)
+        await one.release_postbacks([given_back.id])
+        [taken] = await two.due_postbacks(now, **due)
+        assert taken.id == given_back.id
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_postbacks_held_back_for_a_full_host_go_when_it_has_room(
+        pg_url: str, receiver: Receiver) -> None:
+    """A burst to one buyer: a pass reads (and leases) more than ``per_host`` lets it send
+    at once. The rest go as soon as the host has room, not when their leases run out."""
+    clock = FakeClock()  # frozen: a lease never runs out in this test
+    store = postgres_store(pg_url, clock)
+    await store.open()
+    try:
+        await _lead(pg_url)
+        host = httpx.URL(receiver.url).netloc.decode()
+        await store.commit(WriteOp(postbacks=(_row(host, f"{receiver.url}/buyer"),) * 3))
+        async with httpx.AsyncClient() as client:
+            sending = Dispatcher(store, clock, DeliveryConfig(per_host=1), client=client)
+            await sending.drain()
+        assert await store.postback_counts() == {"delivered": 3}
+        assert receiver.paths() == ["/buyer"] * 3
     finally:
         await store.close()
 

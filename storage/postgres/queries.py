@@ -137,6 +137,11 @@ async def lease_due_postbacks(pool: Pool, now: str, *, limit: int, skip_ids: lis
     return sorted((DuePostback(**dict(row)) for row in rows), key=lambda due: due.id)
 
 
+async def release_postbacks(pool: Pool, ids: list[int]) -> None:
+    await pool.execute("UPDATE postbacks SET claimed_until = NULL WHERE id = ANY($1::bigint[])",
+                       ids)
+
+
 async def next_postback_due_at(pool: Pool, skip_ids: list[int], skip_hosts: list[str],
                                db_now: datetime | None) -> str | None:
     """When the next postback that no process holds falls due (a leased one is looked at

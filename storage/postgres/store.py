@@ -190,6 +190,9 @@ class PostgresStore:
             self._db(), now, limit=limit, skip_ids=skip_ids, skip_hosts=skip_hosts,
             lease_seconds=self.lease_seconds, db_now=self._db_now())
 
+    async def release_postbacks(self, ids: list[int]) -> None:
+        await queries.release_postbacks(self._db(), ids)
+
     async def next_postback_due_at(self, skip_ids: list[int],
                                    skip_hosts: list[str]) -> str | None:
         return await queries.next_postback_due_at(self._db(), skip_ids, skip_hosts,
