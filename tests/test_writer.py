@@ -398,6 +398,23 @@ async def test_a_load_still_waiting_when_the_store_closes_fails_instead_of_hangi
         await asyncio.wait_for(waiting, 5)
 
 
+async def test_a_load_being_read_when_the_store_closes_fails_instead_of_hanging() -> None:
+    reading = asyncio.Event()
+
+    async def never_answers(ids: list[str]) -> dict[str, StoredTransaction]:
+        reading.set()
+        await asyncio.Event().wait()  # cancelled by close()
+        raise AssertionError("unreachable")
+
+    loader = BatchLoader(never_answers)
+    loader.start()
+    waiting = loader.load("txn_1")
+    await asyncio.wait_for(reading.wait(), 5)
+    await loader.close()
+    with pytest.raises(RuntimeError, match=r"^store closed$"):
+        await asyncio.wait_for(waiting, 5)
+
+
 async def test_a_failed_cold_load_fails_its_callers_is_logged_and_the_next_is_read() -> None:
     asked: list[list[str]] = []
 
