@@ -42,11 +42,28 @@ def _stop(signum: int, _frame: object) -> None:
         _on_stop()
 
 
-def listening_socket(host: str, port: int) -> socket.socket:
+def _socket(host: str, *, shared: bool) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if shared:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    return sock
+
+
+def ensure_free(host: str, port: int) -> None:
+    """Raise OSError if anything listens on the port already.
+
+    SO_REUSEPORT lets any process of the same user bind a port that is in use with it:
+    another multi-worker server left running (an old deployment) would silently share
+    the traffic with this one. A socket without it is refused, as a single server is.
+    """
+    with _socket(host, shared=False) as probe:
+        probe.bind((host, port))
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    sock = _socket(host, shared=True)
     sock.bind((host, port))
     sock.listen(2048)
     sock.set_inheritable(True)
@@ -70,6 +87,7 @@ def _stop_with(parent: int) -> None:
 def serve(count: int, host: str, port: int, run: Callable[[socket.socket], int]) -> int:
     sockets: list[socket.socket] = []
     try:
+        ensure_free(host, port)
         for _ in range(count):
             sockets.append(listening_socket(host, port))
     except OSError as exc:

@@ -91,3 +91,18 @@ def test_sigterm_stops_every_worker_and_exits_0(served: Served) -> None:
     assert served.wait() == 0
     for pid in workers:
         assert not Path(f"/proc/{pid}").exists()
+
+
+def test_a_second_server_on_a_port_in_use_refuses_to_start(
+        served: Served, tmp_path: Path, pg_url: str) -> None:
+    """Each worker's socket may share the port (SO_REUSEPORT), so without a check a
+    second multi-worker server (an old deployment left running) would silently take half
+    of the first one's traffic."""
+    config = tmp_path / "pg.toml"
+    second = subprocess.run(
+        [str(EXECUTABLE), "serve", "--config", str(config), "--db", pg_url, "--workers", "2",
+         "--port", str(served.port)], capture_output=True, text=True, timeout=30)
+    assert second.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{served.port}" in second.stderr
+    assert "in use" in second.stderr
+    assert httpx.get(f"{served.url}/healthz").status_code == 200

@@ -1,0 +1,25 @@
+"""``serve --workers N`` binding its port: refused while anything listens there already."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from app import workers
+
+
+def _never(sock: socket.socket) -> int:
+    raise AssertionError("no worker may start")
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["multi-worker", "single"])
+def test_workers_refuse_a_port_another_server_listens_on(
+        shared: bool, capsys: pytest.CaptureFixture[str]) -> None:
+    # The other server: multi-worker (its sockets share the port) or a plain one.
+    other = workers.listening_socket("127.0.0.1", 0) if shared else socket.create_server(
+        ("127.0.0.1", 0))
+    with other:
+        port = other.getsockname()[1]
+        assert workers.serve(2, "127.0.0.1", port, _never) == 1
+    assert capsys.readouterr().err.startswith(f"cannot listen on 127.0.0.1:{port}: ")
