@@ -17,6 +17,7 @@ from storage.records import (
     ConversionStatus,
     ConversionView,
     DuePostback,
+    HostLoad,
     PostbackStatus,
     PostbackView,
     StoredTransaction,
@@ -124,12 +125,10 @@ class EventStore(Protocol):
         """Let go of a key this process claimed and stored nothing under."""
 
     async def due_postbacks(
-        self, now: str, *, limit: int, skip_ids: list[int], skip_hosts: list[str]
-    ) -> list[DuePostback]: ...
-
-    async def release_postbacks(self, ids: list[int]) -> None:
-        """Give back due postbacks this process read and will not send now (their host
-        is full), so that any process may take them as soon as there is room."""
+        self, now: str, *, limit: int, skip_ids: list[int], hosts: HostLoad
+    ) -> list[DuePostback]:
+        """Up to ``limit`` due postbacks, oldest first, none in ``skip_ids`` and none
+        beyond the room each host has (on PostgreSQL, each leased to this process)."""
 
     async def next_postback_due_at(
         self, skip_ids: list[int], skip_hosts: list[str]

@@ -8,8 +8,10 @@ import aiosqlite
 import msgspec
 
 from storage.records import (
+    DUE_SCAN,
     AttemptView,
     DuePostback,
+    HostLoad,
     PostbackStatus,
     PostbackView,
     conversion_id_text,
@@ -21,13 +23,21 @@ _VIEW_COLUMNS = (
     " updated_at"
 )
 # The statements are module constants, like every other query's, read in one place.
-_DUE = (
-    "SELECT id, method, url, host, body, secret, attempts, max_attempts FROM postbacks"
-    " WHERE status = 'pending' AND next_attempt_at <= ?"
-    " AND id NOT IN (SELECT value FROM json_each(?))"
-    " AND host NOT IN (SELECT value FROM json_each(?))"
-    " ORDER BY next_attempt_at LIMIT ?"
-)
+# The oldest due postbacks (up to ?4 looked at), ranked within their host: a host takes
+# per_host (?5) less what it has in flight (?3, a JSON object host -> count).
+_DUE = """
+SELECT id, method, url, host, body, secret, attempts, max_attempts FROM (
+    SELECT *, row_number() OVER (PARTITION BY host ORDER BY next_attempt_at, id) AS rank
+    FROM (
+        SELECT id, method, url, host, body, secret, attempts, max_attempts, next_attempt_at
+        FROM postbacks
+        WHERE status = 'pending' AND next_attempt_at <= ?1
+          AND id NOT IN (SELECT value FROM json_each(?2))
+          AND host NOT IN (SELECT key FROM json_each(?3) WHERE value >= ?5)
+        ORDER BY next_attempt_at, id LIMIT ?4))
+WHERE rank <= ?5 - coalesce((SELECT value FROM json_each(?3) WHERE key = host), 0)
+ORDER BY next_attempt_at, id LIMIT ?6
+"""
 _NEXT_DUE_AT = (
     "SELECT min(next_attempt_at) FROM postbacks WHERE status = 'pending'"
     " AND id NOT IN (SELECT value FROM json_each(?))"
@@ -69,12 +79,13 @@ async def due(
     *,
     limit: int,
     skip_ids: list[int],
-    skip_hosts: list[str],
+    hosts: HostLoad,
 ) -> list[DuePostback]:
-    """Pending postbacks due by ``now``, oldest first, leaving out busy ids and hosts."""
-    rows = await conn.execute_fetchall(
-        _DUE, (now, _ids.encode(skip_ids), _ids.encode(skip_hosts), limit),
-    )
+    """Pending postbacks due by ``now``, oldest first, leaving out ``skip_ids`` and, for
+    each host, any more than it has room for."""
+    rows = await conn.execute_fetchall(_DUE, (
+        now, _ids.encode(skip_ids), _ids.encode(hosts.in_flight), max(limit, DUE_SCAN),
+        hosts.per_host, limit))
     return [
         DuePostback(id=id_, method=method, url=url, host=host, body=body, secret=secret,
                     attempts=attempts, max_attempts=max_attempts)

@@ -286,6 +286,22 @@ class DuePostback(msgspec.Struct, frozen=True, kw_only=True):
     max_attempts: int
 
 
+# How many due postbacks a read looks through, oldest first, for those their hosts have
+# room for: what a read costs stays bounded however large the backlog.
+DUE_SCAN = 1024
+
+
+class HostLoad(msgspec.Struct, frozen=True, kw_only=True):
+    """Deliveries in flight per host, and how many one host may have at once: a read for
+    due postbacks returns no more for a host than it has room for."""
+
+    per_host: int
+    in_flight: dict[str, int]
+
+    def full(self) -> list[str]:
+        return [host for host, load in self.in_flight.items() if load >= self.per_host]
+
+
 class TransactionView(msgspec.Struct, frozen=True, kw_only=True):
     transaction_id: str
     cid: str

@@ -22,6 +22,7 @@ from storage.records import (
     ConversionStatus,
     ConversionView,
     DuePostback,
+    HostLoad,
     PostbackStatus,
     PostbackView,
     StoredTransaction,
@@ -195,13 +196,10 @@ class Store:
         return await reader.lead_fields(self._reader(), transaction_id)
 
     async def due_postbacks(
-        self, now: str, *, limit: int, skip_ids: list[int], skip_hosts: list[str]
+        self, now: str, *, limit: int, skip_ids: list[int], hosts: HostLoad
     ) -> list[DuePostback]:
         return await outbox.due(self._reader(), now, limit=limit, skip_ids=skip_ids,
-                                skip_hosts=skip_hosts)
-
-    async def release_postbacks(self, ids: list[int]) -> None:
-        """Nothing to give back: on one machine a read holds no postback."""
+                                hosts=hosts)
 
     async def next_postback_due_at(
         self, skip_ids: list[int], skip_hosts: list[str]

@@ -24,7 +24,14 @@ from actors.clock import utc_text
 from app.config import DeliveryConfig
 from app.logs import merge_request_fields, start_request
 from app.postbacks.dispatcher import Dispatcher
-from storage.records import AttemptView, DuePostback, PostbackRow, PostbackView, WriteOp
+from storage.records import (
+    AttemptView,
+    DuePostback,
+    HostLoad,
+    PostbackRow,
+    PostbackView,
+    WriteOp,
+)
 from storage.store import Store
 from tests.conftest import FakeClock
 from tests.test_writer import lead
@@ -467,12 +474,12 @@ class StoreFailingOnce(Store):
     failed = False
 
     async def due_postbacks(self, now: str, *, limit: int, skip_ids: list[int],
-                            skip_hosts: list[str]) -> list[DuePostback]:
+                            hosts: HostLoad) -> list[DuePostback]:
         if not self.failed:
             self.failed = True
             raise OSError("disk I/O error")
         return await super().due_postbacks(now, limit=limit, skip_ids=skip_ids,
-                                           skip_hosts=skip_hosts)
+                                           hosts=hosts)
 
 
 async def test_a_failing_look_for_due_postbacks_is_logged_and_the_next_one_delivers(
@@ -509,9 +516,9 @@ class ClaimingStore(Store):
         self.answer = asyncio.Event()
 
     async def due_postbacks(self, now: str, *, limit: int, skip_ids: list[int],
-                            skip_hosts: list[str]) -> list[DuePostback]:
+                            hosts: HostLoad) -> list[DuePostback]:
         due = [postback for postback in await super().due_postbacks(
-            now, limit=limit, skip_ids=skip_ids, skip_hosts=skip_hosts)
+            now, limit=limit, skip_ids=skip_ids, hosts=hosts)
             if postback.id not in self.claimed]
         self.claimed |= {postback.id for postback in due}
         if not self.reading:
@@ -549,27 +556,28 @@ async def test_drain_waits_for_what_a_pass_claimed_while_it_looked(
 
 
 class ReadRecordingStore(Store):
-    """A store that notes what each pass asked for: how many, leaving out which ids and
-    which hosts."""
+    """A store that notes what each pass asked for: how many, leaving out which ids, with
+    how many deliveries in flight to which hosts."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
-        self.reads: list[tuple[int, list[int], list[str]]] = []
+        self.reads: list[tuple[int, list[int], dict[str, int]]] = []
 
     async def due_postbacks(self, now: str, *, limit: int, skip_ids: list[int],
-                            skip_hosts: list[str]) -> list[DuePostback]:
-        self.reads.append((limit, sorted(skip_ids), sorted(skip_hosts)))
+                            hosts: HostLoad) -> list[DuePostback]:
+        self.reads.append((limit, sorted(skip_ids), hosts.in_flight))
         return await super().due_postbacks(now, limit=limit, skip_ids=skip_ids,
-                                           skip_hosts=skip_hosts)
+                                           hosts=hosts)
 
 
-async def test_a_pass_asks_only_for_what_it_could_start(
+async def test_a_pass_takes_only_what_it_can_start_now(
     tmp_path: Path, client: httpx.AsyncClient
 ) -> None:
-    """On PostgreSQL every postback a pass reads is claimed for a lease, so one read and
-    not started waits out its lease. A pass asks for as many as it has free slots, leaving
-    out those in flight and the hosts already at ``per_host``, starts every one it read
-    that a full host does not hold back, and asks nothing with every slot taken."""
+    """On PostgreSQL every postback a pass reads is leased to this process, so one read
+    and not started would wait out its lease. A pass asks for as many as it has free
+    slots, leaving out those in flight and telling the store what each host has in
+    flight; the store gives no host more than ``per_host`` allows; a pass with every slot
+    taken asks nothing."""
     clock = FakeClock()
     store = ReadRecordingStore(tmp_path / "reads.db")
     await store.open()
@@ -580,21 +588,41 @@ async def test_a_pass_asks_only_for_what_it_could_start(
             clock.advance(1)
             await owe(store, clock, f"{b.url}/buyer")  # id 3
             clock.advance(1)
-            await owe(store, clock, f"{c.url}/buyer")  # id 4
+            await owe(store, clock, f"{c.url}/buyer", count=2)  # ids 4 and 5
             sending = Dispatcher(store, clock, DeliveryConfig(concurrency=3, per_host=1),
                                  client=client, shutdown_grace_seconds=0)
-            await sending._start_due()  # reads 1, 2, 3: a takes one, so 1 and 3 go
-            await until(lambda: a.waiting + b.waiting == sending.in_flight >= 1,
+            await sending._start_due()  # 1, 3 and 4: a has room for one, 2 waits
+            await until(lambda: a.waiting + b.waiting + c.waiting == sending.in_flight >= 1,
                         "the first pass's deliveries are out")
-            assert (a.waiting, b.waiting) == (1, 1)
-            await sending._start_due()  # one slot free; a and b are full
-            assert store.reads == [(3, [], []), (1, [1, 3], sorted([a.host, b.host]))]
-            await until(lambda: c.waiting == 1, "the postback to c is out")
+            assert (a.waiting, b.waiting, c.waiting) == (1, 1, 1)
             await sending._start_due()  # every slot taken
-            assert len(store.reads) == 2 and sending.in_flight == 3
+            b.release()
+            await until(lambda: sending.in_flight == 2, "the delivery to b is recorded")
+            await sending._start_due()  # one slot free, but a and c are full
+            assert store.reads == [(3, [], {}), (1, [1, 4], {a.host: 1, c.host: 1})]
+            assert sending.in_flight == 2
             await sending.close()
     finally:
         await store.close()
+
+
+async def test_a_read_gives_no_host_more_than_it_has_room_for(store: Store) -> None:
+    clock = FakeClock()
+    for host, count in (("a.example", 3), ("b.example", 2), ("c.example", 1)):
+        await owe(store, clock, f"http://{host}/pb", count=count)
+        clock.advance(1)
+    now = utc_text(clock.now())
+
+    async def read(limit: int, **in_flight: int) -> list[int]:
+        hosts = HostLoad(per_host=2, in_flight={f"{host}.example": load
+                                                for host, load in in_flight.items()})
+        due = await store.due_postbacks(now, limit=limit, skip_ids=[], hosts=hosts)
+        return [postback.id for postback in due]
+
+    assert await read(10) == [1, 2, 4, 5, 6]  # a: 2 of 3, b: both, c: its one
+    assert await read(10, a=1, b=2) == [1, 6]
+    assert await read(10, a=2, b=1, c=5) == [4]
+    assert await read(3) == [1, 2, 4]  # oldest first, up to the limit
 
 
 async def test_a_delivery_logs_none_of_the_fields_of_the_request_that_started_its_pass(

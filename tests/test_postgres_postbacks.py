@@ -18,10 +18,12 @@ import pytest
 from app.config import DeliveryConfig, with_server_overrides
 from app.postbacks.dispatcher import Dispatcher
 from storage.postgres.store import PostgresStore
-from storage.records import PostbackChange, PostbackRow, WriteOp
+from storage.records import HostLoad, PostbackChange, PostbackRow, WriteOp
 from tests.conftest import FakeClock, postgres_store, running
 from tests.receiver import Answer, Receiver
 from tests.test_postbacks import convert, postback_config
+
+ANY_HOST = HostLoad(per_host=100, in_flight={})
 
 
 @pytest.fixture
@@ -57,7 +59,7 @@ async def test_a_due_postback_goes_to_one_process_until_its_lease_runs_out(
         await _lead(pg_url)
         await one.commit(WriteOp(postbacks=(_row(),)))
         now = "2026-11-28T12:00:00Z"
-        due = dict(limit=10, skip_ids=[], skip_hosts=[])
+        due = dict(limit=10, skip_ids=[], hosts=ANY_HOST)
         [taken] = await one.due_postbacks(now, **due)
         assert await two.due_postbacks(now, **due) == []
         assert await one.due_postbacks(now, **due) == []
@@ -79,30 +81,31 @@ async def test_recording_an_attempt_ends_the_lease(pg_url: str) -> None:
         await _lead(pg_url)
         await store.commit(WriteOp(postbacks=(_row(),)))
         now = "2026-11-28T12:00:00Z"
-        [taken] = await store.due_postbacks(now, limit=10, skip_ids=[], skip_hosts=[])
+        [taken] = await store.due_postbacks(now, limit=10, skip_ids=[], hosts=ANY_HOST)
         await store.commit(WriteOp(postback_change=PostbackChange(
             postback_id=taken.id, status="pending", attempts=1, max_attempts=3,
             next_attempt_at=now, last_status_code=503, last_error=None, updated_at=now)))
-        [retried] = await store.due_postbacks(now, limit=10, skip_ids=[], skip_hosts=[])
+        [retried] = await store.due_postbacks(now, limit=10, skip_ids=[], hosts=ANY_HOST)
         assert (retried.id, retried.attempts) == (taken.id, 1)
     finally:
         await store.close()
 
 
-async def test_a_released_postback_is_free_for_any_process_at_once(pg_url: str) -> None:
+async def test_a_read_leases_no_more_for_a_host_than_it_has_room_for(pg_url: str) -> None:
     clock = FakeClock()  # the database's clock stands still: no lease runs out
     one, two = postgres_store(pg_url, clock), postgres_store(pg_url, clock)
     await one.open()
     await two.open()
     try:
         await _lead(pg_url)
-        await one.commit(WriteOp(postbacks=(_row(), _row())))
+        await one.commit(WriteOp(postbacks=(_row("a.example"),) * 3 + (_row("b.example"),)))
         now = "2026-11-28T12:00:00Z"
-        due = dict(limit=10, skip_ids=[], skip_hosts=[])
-        _kept, given_back = await one.due_postbacks(now, **due)
-        await one.release_postbacks([given_back.id])
-        [taken] = await two.due_postbacks(now, **due)
-        assert taken.id == given_back.id
+        room = HostLoad(per_host=2, in_flight={"a.example": 1})
+        taken = await one.due_postbacks(now, limit=10, skip_ids=[], hosts=room)
+        assert [postback.host for postback in taken] == ["a.example", "b.example"]
+        # The two a.example postbacks one had no room for are not leased: two takes them.
+        rest = await two.due_postbacks(now, limit=10, skip_ids=[], hosts=ANY_HOST)
+        assert [postback.host for postback in rest] == ["a.example", "a.example"]
     finally:
         await one.close()
         await two.close()
@@ -110,8 +113,8 @@ async def test_a_released_postback_is_free_for_any_process_at_once(pg_url: str) 
 
 async def test_postbacks_held_back_for_a_full_host_go_when_it_has_room(
         pg_url: str, receiver: Receiver) -> None:
-    """A burst to one buyer: a pass reads (and leases) more than ``per_host`` lets it send
-    at once. The rest go as soon as the host has room, not when their leases run out."""
+    """A burst to one buyer: more is due than ``per_host`` lets a pass send at once. The
+    rest go as soon as the host has room, not when a lease runs out."""
     clock = FakeClock()  # frozen: a lease never runs out in this test
     store = postgres_store(pg_url, clock)
     await store.open()

@@ -29,7 +29,14 @@ from app.config import DeliveryConfig
 from app.postbacks.retry import Outcome, next_delay, outcome_of_status, retry_after_seconds
 from app.postbacks.signing import signature_headers
 from storage.backend import EventStore
-from storage.records import AttemptRow, DuePostback, PostbackChange, PostbackStatus, WriteOp
+from storage.records import (
+    AttemptRow,
+    DuePostback,
+    HostLoad,
+    PostbackChange,
+    PostbackStatus,
+    WriteOp,
+)
 from storage.writer import StoreClosed
 
 log = structlog.get_logger("app.postbacks")
@@ -168,9 +175,8 @@ class Dispatcher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), min(wait, self._poll_seconds))
 
-    def _busy_hosts(self) -> list[str]:
-        return [host for host, load in self._host_load.items()
-                if load >= self._settings.per_host]
+    def _hosts(self) -> HostLoad:
+        return HostLoad(per_host=self._settings.per_host, in_flight=dict(self._host_load))
 
     async def _start_due(self) -> None:
         async with self._starting:
@@ -180,30 +186,22 @@ class Dispatcher:
         free = self._settings.concurrency - len(self._in_flight)
         if free <= 0 or self._closing:
             return
+        # Only what can start now: on PostgreSQL every row read is leased to this
+        # process, and one held back for a full host would wait out its lease.
         due = await self._store.due_postbacks(
             utc_text(self._clock.now()), limit=free, skip_ids=list(self._in_flight),
-            skip_hosts=self._busy_hosts())
-        held_back: list[int] = []
+            hosts=self._hosts())
         for postback in due:
-            # What was read may owe one host more than it may take at once.
-            if self._host_load[postback.host] >= self._settings.per_host:
-                held_back.append(postback.id)
-                continue
             self._host_load[postback.host] += 1
             self._in_flight[postback.id] = asyncio.get_running_loop().create_task(
                 self._deliver(postback), context=contextvars.Context())
-        # On PostgreSQL each was leased to this process: without this it would wait out
-        # its lease, not only until its host has room. (SQLite's release does nothing, so
-        # `make mutate` leaves this line to tests/test_postgres_postbacks.py.)
-        if held_back:  # pragma: no mutate
-            await self._store.release_postbacks(held_back)
 
     async def _seconds_to_next_due(self) -> float:
         # `>` would only ask the database once more with every slot taken.
         if len(self._in_flight) >= self._settings.concurrency:  # pragma: no mutate
             return self._poll_seconds  # a finished delivery wakes us
         due_at = await self._store.next_postback_due_at(list(self._in_flight),
-                                                         self._busy_hosts())
+                                                         self._hosts().full())
         if due_at is None:
             return self._poll_seconds
         moment = datetime.fromisoformat(due_at)  # reads the trailing Z since Python 3.11

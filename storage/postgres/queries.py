@@ -16,6 +16,7 @@ from storage.outbox import _VIEW_COLUMNS as POSTBACK_COLUMNS
 from storage.outbox import _view as postback_row
 from storage.reader import conversions_by_status
 from storage.records import (
+    DUE_SCAN,
     RESERVED,
     AnswerRow,
     AttemptView,
@@ -24,6 +25,7 @@ from storage.records import (
     DuePostback,
     EventView,
     HistoryEntry,
+    HostLoad,
     PostbackStatus,
     PostbackView,
     StoredTransaction,
@@ -114,32 +116,43 @@ async def claim_answer(pool: Pool, key: str, fingerprint: str, now: str,
     raise StoreUnavailable  # changed hands three times in a row: let the client retry
 
 
-# Due postbacks no process holds, leased to this one; rows another process is leasing at
-# this moment are skipped, not waited for. $6 stands in for the database's clock in tests
-# (NULL when serving).
+# Due postbacks no process holds, leased to this one, and for each host no more than it
+# has room for: per_host ($8) less what this process has in flight there ($3 hosts, $7
+# counts). A row leased is a row written, so nothing is leased that will not be sent now.
+# Rows another process is leasing at this moment are skipped, not waited for. $6 stands
+# in for the database's clock in tests (NULL when serving).
 _LEASE = """
 UPDATE postbacks SET claimed_until = coalesce($6::timestamptz, now()) + make_interval(secs => $5)
 WHERE id IN (
     SELECT id FROM postbacks
-    WHERE status = 'pending' AND next_attempt_at <= $1
+    WHERE id IN (
+        SELECT id FROM (
+            SELECT id, host, next_attempt_at, row_number() OVER (
+                PARTITION BY host ORDER BY next_attempt_at, id) AS rank
+            FROM (
+                SELECT id, host, next_attempt_at FROM postbacks
+                WHERE status = 'pending' AND next_attempt_at <= $1
+                  AND (claimed_until IS NULL
+                       OR claimed_until <= coalesce($6::timestamptz, now()))
+                  AND id <> ALL($2::bigint[])
+                ORDER BY next_attempt_at, id LIMIT $9) AS candidates) AS ranked
+        WHERE rank <= $8 - coalesce(
+            (SELECT load FROM unnest($3::text[], $7::int[]) AS busy(host, load)
+             WHERE busy.host = ranked.host), 0)
+        ORDER BY next_attempt_at, id LIMIT $4)
       AND (claimed_until IS NULL OR claimed_until <= coalesce($6::timestamptz, now()))
-      AND id <> ALL($2::bigint[]) AND host <> ALL($3::text[])
-    ORDER BY next_attempt_at LIMIT $4
     FOR UPDATE SKIP LOCKED)
 RETURNING id, method, url, host, body, secret, attempts, max_attempts
 """
 
 
 async def lease_due_postbacks(pool: Pool, now: str, *, limit: int, skip_ids: list[int],
-                              skip_hosts: list[str], lease_seconds: float,
+                              hosts: HostLoad, lease_seconds: float,
                               db_now: datetime | None) -> list[DuePostback]:
-    rows = await pool.fetch(_LEASE, now, skip_ids, skip_hosts, limit, lease_seconds, db_now)
+    rows = await pool.fetch(_LEASE, now, skip_ids, list(hosts.in_flight), limit, lease_seconds,
+                            db_now, list(hosts.in_flight.values()), hosts.per_host,
+                            max(limit, DUE_SCAN))
     return sorted((DuePostback(**dict(row)) for row in rows), key=lambda due: due.id)
-
-
-async def release_postbacks(pool: Pool, ids: list[int]) -> None:
-    await pool.execute("UPDATE postbacks SET claimed_until = NULL WHERE id = ANY($1::bigint[])",
-                       ids)
 
 
 async def next_postback_due_at(pool: Pool, skip_ids: list[int], skip_hosts: list[str],

@@ -29,6 +29,7 @@ from storage.records import (
     ConversionStatus,
     ConversionView,
     DuePostback,
+    HostLoad,
     PostbackStatus,
     PostbackView,
     StoredTransaction,
@@ -184,14 +185,11 @@ class PostgresStore:
             self._the_writer().submit(WriteOp(released_key=key), bounded=False)
 
     async def due_postbacks(self, now: str, *, limit: int, skip_ids: list[int],
-                            skip_hosts: list[str]) -> list[DuePostback]:
+                            hosts: HostLoad) -> list[DuePostback]:
         """Due postbacks, each leased to this process (see lease_seconds)."""
         return await queries.lease_due_postbacks(
-            self._db(), now, limit=limit, skip_ids=skip_ids, skip_hosts=skip_hosts,
+            self._db(), now, limit=limit, skip_ids=skip_ids, hosts=hosts,
             lease_seconds=self.lease_seconds, db_now=self._db_now())
-
-    async def release_postbacks(self, ids: list[int]) -> None:
-        await queries.release_postbacks(self._db(), ids)
 
     async def next_postback_due_at(self, skip_ids: list[int],
                                    skip_hosts: list[str]) -> str | None:
