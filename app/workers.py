@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -42,6 +44,10 @@ def _stop(signum: int, _frame: object) -> None:
         _on_stop()
 
 
+# How long a port in use may take to come free before the server gives up on it.
+PORT_PATIENCE_SECONDS = 2.0
+
+
 def _socket(host: str, *, shared: bool) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -51,15 +57,25 @@ def _socket(host: str, *, shared: bool) -> socket.socket:
     return sock
 
 
-def ensure_free(host: str, port: int) -> None:
-    """Raise OSError if anything listens on the port already.
+def ensure_free(host: str, port: int, *, patience: float = PORT_PATIENCE_SECONDS) -> None:
+    """Raise OSError if anything listens on the port, for longer than ``patience``.
 
     SO_REUSEPORT lets any process of the same user bind a port that is in use with it:
     another multi-worker server left running (an old deployment) would silently share
     the traffic with this one. A socket without it is refused, as a single server is.
+    The patience covers a restart right after ``kill -9`` of a parent, whose workers are
+    still closing their sockets for a fraction of a second.
     """
-    with _socket(host, shared=False) as probe:
-        probe.bind((host, port))
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            with _socket(host, shared=False) as probe:
+                probe.bind((host, port))
+            return
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.1)
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
