@@ -25,6 +25,7 @@ from app.config import DeliveryConfig
 from app.logs import merge_request_fields, start_request
 from app.postbacks.dispatcher import Dispatcher
 from storage.records import (
+    DUE_SCAN,
     AttemptView,
     DuePostback,
     HostLoad,
@@ -448,6 +449,23 @@ async def test_the_dispatcher_sleeps_until_the_next_postback_falls_due(
     assert await sending._seconds_to_next_due() == 0  # overdue: at once
 
 
+async def test_a_postback_to_a_full_host_is_not_waited_for(
+    store: Store, client: httpx.AsyncClient
+) -> None:
+    """Its host at ``per_host``, an overdue postback cannot go: the dispatcher sleeps until
+    a delivery ends (which wakes it) or the next poll, rather than waking at once, for
+    ever, to find nothing it may send."""
+    clock = FakeClock()
+    async with RawReceiver([b"ok"], hold=True) as receiver:
+        await owe(store, clock, f"{receiver.url}/buyer", count=2)
+        sending = Dispatcher(store, clock, DeliveryConfig(per_host=1), client=client,
+                             poll_seconds=60, shutdown_grace_seconds=0)
+        await sending._start_due()
+        await until(lambda: receiver.waiting == 1, "the first delivery is out")
+        assert await sending._seconds_to_next_due() == 60
+        await sending.close()
+
+
 async def test_a_delivery_still_out_when_the_grace_ends_is_cancelled_and_records_nothing(
     store: Store, client: httpx.AsyncClient
 ) -> None:
@@ -623,6 +641,19 @@ async def test_a_read_gives_no_host_more_than_it_has_room_for(store: Store) -> N
     assert await read(10, a=1, b=2) == [1, 6]
     assert await read(10, a=2, b=1, c=5) == [4]
     assert await read(3) == [1, 2, 4]  # oldest first, up to the limit
+
+
+async def test_a_full_hosts_backlog_does_not_hide_another_hosts_postback(store: Store) -> None:
+    """A read looks through a bounded number of the oldest due postbacks: those of a host
+    with no room left are not among them, however many it owes."""
+    clock = FakeClock()
+    await owe(store, clock, "http://down.example/pb", count=DUE_SCAN + 10)
+    clock.advance(1)
+    await owe(store, clock, "http://up.example/pb")
+    hosts = HostLoad(per_host=2, in_flight={"down.example": 2})
+    [due] = await store.due_postbacks(utc_text(clock.now()), limit=10, skip_ids=[],
+                                      hosts=hosts)
+    assert (due.id, due.host) == (DUE_SCAN + 11, "up.example")
 
 
 async def test_a_delivery_logs_none_of_the_fields_of_the_request_that_started_its_pass(

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+import msgspec
 import pytest
 
 from app.config import DeliveryConfig, with_server_overrides
 from app.postbacks.dispatcher import Dispatcher
 from storage.postgres.store import PostgresStore
-from storage.records import HostLoad, PostbackChange, PostbackRow, WriteOp
+from storage.records import DUE_SCAN, HostLoad, PostbackChange, PostbackRow, WriteOp
 from tests.conftest import FakeClock, postgres_store, running
 from tests.receiver import Answer, Receiver
 from tests.test_postbacks import convert, postback_config
@@ -109,6 +110,24 @@ async def test_a_read_leases_no_more_for_a_host_than_it_has_room_for(pg_url: str
     finally:
         await one.close()
         await two.close()
+
+
+async def test_a_full_hosts_backlog_does_not_hide_another_hosts_postback(
+        pg_url: str) -> None:
+    clock = FakeClock()
+    store = postgres_store(pg_url, clock)
+    await store.open()
+    try:
+        await _lead(pg_url)
+        await store.commit(WriteOp(postbacks=(_row("down.example"),) * (DUE_SCAN + 10)))
+        later = msgspec.structs.replace(_row("up.example"), next_attempt_at="2026-11-28T11:30:00Z")
+        await store.commit(WriteOp(postbacks=(later,)))
+        hosts = HostLoad(per_host=2, in_flight={"down.example": 2})
+        [due] = await store.due_postbacks("2026-11-28T12:00:00Z", limit=10, skip_ids=[],
+                                          hosts=hosts)
+        assert due.host == "up.example"
+    finally:
+        await store.close()
 
 
 async def test_postbacks_held_back_for_a_full_host_go_when_it_has_room(

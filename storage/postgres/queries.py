@@ -135,6 +135,9 @@ WHERE id IN (
                   AND (claimed_until IS NULL
                        OR claimed_until <= coalesce($6::timestamptz, now()))
                   AND id <> ALL($2::bigint[])
+                  AND host NOT IN (
+                      SELECT busy.host FROM unnest($3::text[], $7::int[]) AS busy(host, load)
+                      WHERE busy.load >= $8)
                 ORDER BY next_attempt_at, id LIMIT $9) AS candidates) AS ranked
         WHERE rank <= $8 - coalesce(
             (SELECT load FROM unnest($3::text[], $7::int[]) AS busy(host, load)
