@@ -132,8 +132,8 @@ class Dispatcher:
             running = list(self._in_flight.values())
             if not running:
                 return
-            # A delivery never raises (_attempt records every failure): with or without
-            # return_exceptions, this only waits.
+            # A delivery raises nothing but CancelledError, when close() cancels it past
+            # the grace (_attempt records every failure); drain() is for tests and tools.
             await asyncio.gather(*running, return_exceptions=True)  # pragma: no mutate
 
     async def close(self) -> None:
