@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test check chromium wrk postgres loadtest bench crash binary mutate clean
+.PHONY: serve test check docs chromium wrk postgres loadtest bench crash binary mutate clean
 
 DURATION ?= 60s
 USERS ?= 50
@@ -30,6 +30,10 @@ serve: $(VENV)/.installed
 TEST_WORKERS ?= 2
 test: check
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+
+# The manual (docs/, mkdocs.yml) as a static site in site/; the suite builds it --strict.
+docs: $(VENV)/.installed-dev
+	$(BIN)/mkdocs build --strict --site-dir site
 
 # Debian's Chromium for the browser tests (they are skipped without it).
 chromium:
@@ -107,4 +111,4 @@ check: $(VENV)/.installed-dev
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) $(BINARY_VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache mutants
+	rm -rf $(VENV) $(BINARY_VENV) build dist site *.egg-info .pytest_cache .mypy_cache .ruff_cache mutants
