@@ -15,6 +15,7 @@ from actors.messages import CreateLead, FireEvent, LeadOf, Message, Reply, Verdi
 from actors.rules import apply_cost, decide, opens_window
 from actors.state import TransactionState
 from storage.backend import EventStore
+from storage.errors import DuplicateEvent, LeadExists, StoreUnavailable
 from storage.money import micro, money_text
 from storage.records import (
     ConversionStatus,
@@ -25,7 +26,6 @@ from storage.records import (
     WriteOp,
     encode_fields,
 )
-from storage.writer import DuplicateEvent, LeadExists, StoreUnavailable
 
 
 class PostbackPlanner(Protocol):

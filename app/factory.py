@@ -22,30 +22,30 @@ from actors.actor import Runtime
 from actors.clock import Clock, SystemClock
 from actors.messages import FireEvent
 from actors.registry import ActorRegistry
-from app import errors
-from app.admission import AdmissionMiddleware
-from app.body_reader import BodyReader
-from app.catalog import Catalog
-from app.config import Config, ConfigError
+from app.config.reload import ConfigFile, Reloader
+from app.config.schema import Config, ConfigError
 from app.conversions.desk import ConversionDesk
-from app.cors import cors_middleware
-from app.envelope import error_response
-from app.errors import ApiError
-from app.fast_path import EventFastPath
-from app.idempotency import IdempotencyKeys
-from app.logs import annotate
-from app.metrics import Metrics
-from app.middleware import RequestLogMiddleware
+from app.edge import errors
+from app.edge.admission import AdmissionMiddleware
+from app.edge.body_reader import BodyReader
+from app.edge.cors import cors_middleware
+from app.edge.envelope import error_response
+from app.edge.errors import ApiError
+from app.edge.fast_path import EventFastPath
+from app.edge.middleware import RequestLogMiddleware
+from app.events.catalog import Catalog
+from app.events.idempotency import IdempotencyKeys
+from app.observe.logs import annotate
+from app.observe.metrics import Metrics
 from app.postbacks.dispatcher import Dispatcher
 from app.postbacks.plan import Planner
-from app.reload import ConfigFile, Reloader
 from app.routes import docs, operate, routes
 from app.services import Current, Services
 from storage.backend import EventStore, Unsupported, is_postgres_url
+from storage.errors import ConversionConflict, StoreBusy, StoreClosed, StoreUnavailable
 from storage.postgres.store import PostgresStore
 from storage.records import PostbackRow
-from storage.store import Store
-from storage.writer import ConversionConflict, StoreBusy, StoreClosed, StoreUnavailable
+from storage.sqlite.store import Store
 
 log = structlog.get_logger("app")
 

@@ -8,14 +8,14 @@ from starlette.requests import Request
 
 from actors.clock import Clock
 from actors.registry import ActorRegistry
-from app.catalog import Catalog
-from app.config import Config
+from app.config.reload import Reloader
+from app.config.schema import Config
 from app.conversions.desk import ConversionDesk
-from app.idempotency import IdempotencyKeys
-from app.metrics import Metrics
+from app.events.catalog import Catalog
+from app.events.idempotency import IdempotencyKeys
+from app.observe.metrics import Metrics
 from app.postbacks.dispatcher import Dispatcher
 from app.postbacks.plan import Planner
-from app.reload import Reloader
 from storage.backend import EventStore
 
 

@@ -52,8 +52,8 @@ from loadtests import budget  # noqa: E402
 from loadtests.cpu import CpuSplit  # noqa: E402
 from loadtests.rawhttp import Results, closed_loop, open_loop, post_request  # noqa: E402
 from loadtests.servers import Server, free_port  # noqa: E402
-from storage.connection import prepare  # noqa: E402
-from storage.rollups import REBUILD  # noqa: E402
+from storage.sqlite.connection import prepare  # noqa: E402
+from storage.sqlite.rollups import REBUILD  # noqa: E402
 from tests.pg_cluster import Cluster, ClusterUnavailable  # noqa: E402
 
 CID, PID = "cmp_bench", "src_bench"

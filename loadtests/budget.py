@@ -36,9 +36,9 @@ import uvloop
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from app.config import parse_config, with_server_overrides  # noqa: E402
+from app.config.schema import parse_config, with_server_overrides  # noqa: E402
 from app.factory import create_app  # noqa: E402
-from app.logs import configure_logging  # noqa: E402
+from app.observe.logs import configure_logging  # noqa: E402
 
 CID, PID = "cmp_budget", "src_budget"
 EVENTS = [f"ev{n}" for n in range(10)]
@@ -62,14 +62,14 @@ _PROBES: dict[str, list[tuple[str, str]]] = {
     "app": [("starlette/applications.py", "__call__")],
     "driver": [("loadtests/budget.py", "worker")],
     "writer": [("storage/writer.py", "_run")],
-    "body": [("app/body_reader.py", "_read")],
+    "body": [("app/edge/body_reader.py", "_read")],
     "handler": [("app/routes/events.py", "trigger")],
     "actor_and_queue": [("actors/registry.py", "fire")],
-    "queue": [("storage/store.py", "submit")],
-    "answer": [("app/envelope.py", "success_response"),
+    "queue": [("storage/sqlite/store.py", "submit")],
+    "answer": [("app/edge/envelope.py", "success_response"),
                ("starlette/responses.py", "__call__")],
-    "log": [("app/logs.py", "info_line")],
-    "metrics": [("app/metrics.py", "observe_request")],
+    "log": [("app/observe/logs.py", "info_line")],
+    "metrics": [("app/observe/metrics.py", "observe_request")],
 }
 # The stages printed, in the order a request meets them.
 STAGES = ("body", "decode_and_checks", "actor", "write_queue", "answer", "log_line",

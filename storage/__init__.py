@@ -1,1 +1,3 @@
-"""The SQLite store: one writer task committing batches, one read connection."""
+"""Storage: what both stores share (the EventStore protocol, records, money, the batch
+writer and loader, roll-up deltas, report spans, views), with SQLite in storage/sqlite/ and
+PostgreSQL in storage/postgres/."""

@@ -1,6 +1,6 @@
 """What the actors, routes and services use of a store, whichever database is behind it.
 
-SQLite (``storage.store.Store``) and PostgreSQL (``storage.postgres``) both satisfy
+SQLite (``storage.sqlite.store.Store``) and PostgreSQL (``storage.postgres``) both satisfy
 ``EventStore``; nothing outside ``storage/`` and the factory knows which one it talks to.
 """
 

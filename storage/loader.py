@@ -2,8 +2,8 @@
 
 An actor that is not in memory needs its lead and fired events before its first
 message. Under load many arrive together; one query for all of them returns a single
-JSON row, so a batch costs one round trip to the read connection's thread and one
-handoff of the GIL instead of several per transaction.
+result, so a batch costs one round trip to the database instead of several per
+transaction. Each store brings its query (storage/sqlite/loader.py, storage/postgres).
 """
 
 from __future__ import annotations
@@ -11,32 +11,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from decimal import Decimal
 
-import aiosqlite
-import msgspec
 import structlog
 
 from storage.records import StoredTransaction
 
 log = structlog.get_logger("storage.loader")
 
-_LOAD = """
-SELECT json_group_array(json_array(
-    l.transaction_id, l.cid, l.pid, l.cost,
-    (SELECT json_group_array(DISTINCT e.event_id) FROM events AS e
-     WHERE e.transaction_id = l.transaction_id)))
-FROM leads AS l
-WHERE l.transaction_id IN (SELECT value FROM json_each(?))
-"""
-_ids = msgspec.json.Encoder()
-_rows = msgspec.json.Decoder(list[tuple[str, str, str, str | None, list[str]]])
-
 
 Query = Callable[[list[str]], Awaitable[dict[str, StoredTransaction]]]
 
 
-# The most transactions one query reads (SQLite allows 32,766 parameters).
+# The most transactions one query reads.
 MAX_BATCH = 512
 
 
@@ -105,14 +91,3 @@ class BatchLoader:
                     for future in futures:
                         if not future.done():
                             future.set_result(result)
-
-
-async def query_sqlite(conn: aiosqlite.Connection, ids: list[str]) -> dict[str, StoredTransaction]:
-    """Every transaction among ``ids`` with its lead and fired event ids, in one query."""
-    rows = list(await conn.execute_fetchall(_LOAD, (_ids.encode(ids).decode(),)))
-    return {
-        transaction_id: StoredTransaction(
-            cid=cid, pid=pid, cost=None if cost is None else Decimal(cost),
-            fired=frozenset(fired))
-        for transaction_id, cid, pid, cost, fired in _rows.decode(rows[0][0])
-    }

@@ -22,12 +22,12 @@ import pytest
 import structlog
 from asgi_lifespan import LifespanManager
 
-from app.config import Config, parse_config, with_server_overrides
+from app.config.schema import Config, parse_config, with_server_overrides
 from app.factory import create_app
 from app.services import Services
 from storage.backend import EventStore
 from storage.postgres.store import PostgresStore
-from storage.store import Store
+from storage.sqlite.store import Store
 from tests import mutation_order
 from tests.pg_cluster import Cluster, ClusterUnavailable
 

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import structlog
 
+from storage.errors import StoreBusy
 from storage.records import WriteOp
-from storage.writer import StoreBusy
 from tests.conftest import Harness, error, make_config, running
 
 MODES = ["commit", "write-behind"]

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from app.config import demo_config
-from app.config_summary import summary
+from app.config.schema import demo_config
+from app.config.summary import summary
 from tests.demo_visit import demo_visit
 from tests.served import Served
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.bodies import fields_from_body
+from app.edge.bodies import fields_from_body
 
 FORM = "application/x-www-form-urlencoded"
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from app.cli import _parser, main
-from app.config import ServerConfig
+from app.config.schema import ServerConfig
+from app.serve.cli import _parser, main
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from app.cli import main
-from app.config import (
+from app.config.schema import (
     ConfigError,
     FixedPayout,
     PercentPayout,
@@ -16,6 +15,7 @@ from app.config import (
     load_config,
     with_server_overrides,
 )
+from app.serve.cli import main
 
 FULL = """
 [server]

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.config import Config, ConfigError, parse_config, with_server_overrides
+from app.config.schema import Config, ConfigError, parse_config, with_server_overrides
 from storage.records import WriteOp
 from tests.conftest import ADMIN_TOKEN, CID, PID, Harness, error, running
 from tests.receiver import Receiver

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from app.config import parse_config, with_server_overrides
+from app.config.schema import parse_config, with_server_overrides
 from tests.conftest import Harness, error, running
 
 QUOTES = "https://quotes.example.com"
@@ -113,7 +113,7 @@ async def test_default_allows_every_origin(db_path: Path) -> None:
 
 
 def test_allowed_origins_must_be_origins() -> None:
-    from app.config import ConfigError
+    from app.config.schema import ConfigError
 
     for bad in ("quotes.example.com", "https://quotes.example.com/", "https://a.example/x"):
         with pytest.raises(ConfigError, match=r"campaigns\[0\]\.allowed_origins"):

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import structlog
 
-from app.config import parse_config, with_server_overrides
+from app.config.schema import parse_config, with_server_overrides
 from app.postbacks.retry import outcome_of_status
 from tests.conftest import ADMIN_TOKEN, Harness, running
 from tests.receiver import Answer, Receiver

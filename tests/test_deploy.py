@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.cli import _parser
+from app.serve.cli import _parser
 from tests.demo_visit import CID, demo_visit
 from tests.served import Served
 

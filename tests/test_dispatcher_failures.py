@@ -21,8 +21,8 @@ import pytest
 import structlog
 
 from actors.clock import utc_text
-from app.config import DeliveryConfig
-from app.logs import merge_request_fields, start_request
+from app.config.schema import DeliveryConfig
+from app.observe.logs import merge_request_fields, start_request
 from app.postbacks.dispatcher import Dispatcher
 from storage.records import (
     DUE_SCAN,
@@ -33,7 +33,7 @@ from storage.records import (
     PostbackView,
     WriteOp,
 )
-from storage.store import Store
+from storage.sqlite.store import Store
 from tests.conftest import FakeClock
 from tests.test_writer import lead
 

@@ -10,11 +10,11 @@ from typing import Any
 import httpx
 import structlog
 
-from app.admission import AdmissionMiddleware
-from app.config import Config
-from app.logs import merge_request_fields
+from app.config.schema import Config
+from app.edge.admission import AdmissionMiddleware
+from app.observe.logs import merge_request_fields
 from storage.records import StoredTransaction
-from storage.store import Store
+from storage.sqlite.store import Store
 from tests.conftest import ADMIN_TOKEN, CID, Harness, error, make_config, running
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from app.payloads import parse_event
+from app.events.payloads import parse_event
 from tests.conftest import CID, Harness
 
 ZONES = {"UTC", "PST", "MST", "CST", "EST", "AST", "AKST", "HST", "SST"}

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from app.config import ConfigError, parse_config
+from app.config.schema import ConfigError, parse_config
 from tests.conftest import CID, OTHER_CID, PID, Harness, error
 
 # The rules hold on both stores.

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from app.config import parse_config, with_server_overrides
+from app.config.schema import parse_config, with_server_overrides
 from tests.conftest import CID, PID, TEST_CONFIG, Harness, error, running
 
 # A buyer postback on a closed port: rendered and stored, never delivered.

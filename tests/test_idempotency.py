@@ -11,7 +11,7 @@ import httpx
 import msgspec
 import pytest
 
-from app.config import Config
+from app.config.schema import Config
 from tests.conftest import CID, PID, Harness, error, running, running_on, with_campaign
 from tests.conftest import make_config as base_config
 from tests.test_metrics import scrape, value

@@ -15,9 +15,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from app.config import parse_config, with_server_overrides
+from app.config.schema import parse_config, with_server_overrides
 from storage.records import LeadRow, PostbackChange, PostbackRow, WriteOp
-from storage.store import Store
+from storage.sqlite.store import Store
 from tests.conftest import ADMIN_TOKEN, CID, PID, Harness, error, make_config, running
 
 # The rules hold on both stores.

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import structlog
 
-from app.config import PostbackConfig, parse_config
-from app.logs import merge_request_fields
+from app.config.schema import PostbackConfig, parse_config
+from app.observe.logs import merge_request_fields
 from tests.conftest import CID, PID, Harness, error, make_config, running, with_campaign
 
 BUYER = "http://127.0.0.1:9/p?s2={sub2}&tc={tcpa_consent}&ad={adSpend}&u={utm_content}"

@@ -15,8 +15,8 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from app import logs
-from app.logs import (
+from app.observe import logs
+from app.observe.logs import (
     LineWriter,
     _Timestamp,
     annotate,

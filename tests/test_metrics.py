@@ -10,8 +10,8 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.config import Config, parse_config, with_server_overrides
-from app.metrics import Metrics
+from app.config.schema import Config, parse_config, with_server_overrides
+from app.observe.metrics import Metrics
 from tests.conftest import (
     ADMIN_TOKEN,
     BACKENDS,

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from app.config import parse_config, with_server_overrides
+from app.config.schema import parse_config, with_server_overrides
 from tests.conftest import ADMIN_TOKEN, Harness, error, running
 from tests.receiver import Answer, Receiver
 

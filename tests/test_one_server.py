@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from storage.claim import Claim, DatabaseInUse
+from storage.sqlite.claim import Claim, DatabaseInUse
 from tests.conftest import CID, make_config, running
 from tests.served import EXECUTABLE, Served, free_port
 

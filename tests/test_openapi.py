@@ -10,9 +10,9 @@ import pytest
 from openapi_spec_validator import validate
 from starlette.routing import Route
 
-from app import openapi
+from app.events.payloads import ClickFields, EventFields
 from app.factory import create_app
-from app.payloads import ClickFields, EventFields
+from app.routes import openapi
 from app.routes.events import EventData
 from tests.conftest import make_config, running
 

@@ -45,7 +45,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
 
 def _operations() -> list[str]:
-    from app import openapi
+    from app.routes import openapi
 
     return [f"{method.upper()} {path}" for path, methods in openapi.build()["paths"].items()
             for method in methods]

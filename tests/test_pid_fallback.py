@@ -8,7 +8,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from app.config import Config, demo_config
+from app.config.schema import Config, demo_config
 from tests.conftest import CID, PID, Harness, error, make_config, running, with_campaign
 
 SOURCE_POSTBACK = "http://127.0.0.1:9/src?pay={payout}&rev={revenue}"

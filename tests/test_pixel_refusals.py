@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import structlog
 
-from app.logs import merge_request_fields
+from app.observe.logs import merge_request_fields
+from storage.errors import StoreBusy, StoreUnavailable
 from storage.records import WriteOp
-from storage.writer import StoreBusy, StoreUnavailable
 from tests.conftest import CID, Harness, make_config, running
 from tests.test_pixels import is_one_pixel_gif
 

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from app.config import parse_config, with_server_overrides
+from app.config.schema import parse_config, with_server_overrides
 from tests.conftest import ADMIN_TOKEN, Harness, running
 from tests.receiver import Answer, Receiver
 

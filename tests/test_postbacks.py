@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import structlog
 
-from app.config import Config, parse_config, with_server_overrides
+from app.config.schema import Config, parse_config, with_server_overrides
 from tests.conftest import ADMIN_TOKEN, CID, PID, FakeClock, Harness, error, running, running_on
 from tests.receiver import Answer, Receiver
 

@@ -16,7 +16,7 @@ import httpx
 import msgspec
 import pytest
 
-from app.config import DeliveryConfig, with_server_overrides
+from app.config.schema import DeliveryConfig, with_server_overrides
 from app.postbacks.dispatcher import Dispatcher
 from storage.postgres.store import PostgresStore
 from storage.records import DUE_SCAN, HostLoad, PostbackChange, PostbackRow, WriteOp

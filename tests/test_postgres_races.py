@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from actors.clock import utc_text
-from app.config import parse_config, with_server_overrides
-from storage.writer import StoreUnavailable
+from app.config.schema import parse_config, with_server_overrides
+from storage.errors import StoreUnavailable
 from tests.conftest import ADMIN_TOKEN, CID, FakeClock, Harness, error, postgres_store, running
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

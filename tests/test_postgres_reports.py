@@ -11,13 +11,13 @@ import asyncpg
 import pytest
 
 from actors.clock import utc_text
-from app.config import parse_config, with_server_overrides
+from app.config.schema import parse_config, with_server_overrides
+from storage.errors import DuplicateEvent
 from storage.postgres import rollups
 from storage.postgres.reports import raw_figures, rollup_figures
 from storage.postgres.store import PostgresStore
 from storage.records import ConversionChange, LeadChange, LeadRow
 from storage.reports import ReportSpan
-from storage.writer import DuplicateEvent
 from tests.conftest import FakeClock, Harness, postgres_store, running
 from tests.test_reports import CONFIG, Scenario, get, play
 from tests.test_rollups import rollups_match

@@ -13,7 +13,7 @@ import asyncpg
 import httpx
 import pytest
 
-from app.config import ConfigError, parse_config, with_server_overrides
+from app.config.schema import ConfigError, parse_config, with_server_overrides
 from app.factory import build_store
 from storage.postgres.schema import MIGRATIONS
 from storage.postgres.store import PostgresStore, without_password

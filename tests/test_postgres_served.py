@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.config import parse_config, with_server_overrides
+from app.config.schema import parse_config, with_server_overrides
 from tests.conftest import CID, TEST_CONFIG, FakeClock, postgres_store, running
 from tests.served import EXECUTABLE, Served
 from tests.test_reports import CONFIG as REPORTED

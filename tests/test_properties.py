@@ -17,11 +17,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from actors.messages import FireEvent
-from app.bodies import fields_from_body
-from app.errors import ApiError
+from app.edge.bodies import fields_from_body
+from app.edge.errors import ApiError
+from app.events.lead_fields import EVENT_LEAD_FIELDS
+from app.events.payloads import EventFields, parse_click, parse_event
 from app.factory import create_app
-from app.lead_fields import EVENT_LEAD_FIELDS
-from app.payloads import EventFields, parse_click, parse_event
 from app.postbacks.macros import macro_values, render_body, render_url
 from tests.conftest import CID, make_config
 from tests.threaded import ThreadedServer

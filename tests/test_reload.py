@@ -14,9 +14,9 @@ import httpx
 from asgi_lifespan import LifespanManager
 from structlog.testing import capture_logs
 
-from app.config import parse_config
+from app.config.reload import ConfigFile, changes, restart_key
+from app.config.schema import parse_config
 from app.factory import create_app
-from app.reload import ConfigFile, changes, restart_key
 from tests.conftest import ADMIN_TOKEN, CID, PID, TEST_CONFIG, error
 from tests.served import Served
 

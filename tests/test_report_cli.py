@@ -6,7 +6,7 @@ import asyncio
 import subprocess
 from pathlib import Path
 
-from app.config import parse_config, with_server_overrides
+from app.config.schema import parse_config, with_server_overrides
 from tests.conftest import FakeClock, running
 from tests.served import EXECUTABLE, Served
 from tests.test_reports import CONFIG, play

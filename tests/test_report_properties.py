@@ -20,9 +20,9 @@ from actors.clock import utc_text
 from app.reports.figures import build
 from app.reports.params import ReportParams
 from app.reports.period import span_of
-from storage.connection import prepare
 from storage.money import micro
-from storage.reports import read_figures
+from storage.sqlite.connection import prepare
+from storage.sqlite.reports import read_figures
 
 # Five weeks over Lord Howe's half-hour DST start (Oct 4) and New York's DST end (Nov 1).
 EPOCH = dt.datetime(2026, 9, 30, tzinfo=UTC)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from storage import schema
 from storage.money import from_micro, micro
+from storage.sqlite import schema
 
 
 @pytest.mark.parametrize(("text", "units"), [

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.config import parse_config, with_server_overrides
+from app.config.schema import parse_config, with_server_overrides
 from tests.conftest import ADMIN_TOKEN, BACKENDS, Harness, error, running_on
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import structlog
 
-from app.logs import merge_request_fields
+from app.observe.logs import merge_request_fields
 from tests.conftest import CID, Harness
 
 

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from app.config import parse_config, with_server_overrides
+from app.config.schema import parse_config, with_server_overrides
 from storage.money import micro
 from storage.rollups import FIGURES, NO_EVENT
-from storage.store import Store
+from storage.sqlite.store import Store
 from tests.conftest import BACKENDS, Harness, running_on
 from tests.test_reports import AUTH, CONFIG, Scenario
 from tests.test_writer import event, lead

@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 from app.reports.figures import build
 from app.reports.params import ReportParams
 from app.reports.period import span_of
-from storage import schema
-from storage.connection import prepare
-from storage.reports import read_report_figures
+from storage.sqlite import schema
+from storage.sqlite.connection import prepare
+from storage.sqlite.reports import read_report_figures
 from tests.test_report_properties import EPOCH, KEYS, ZONES, brute_force, events, leads, store
 from tests.test_rollups import assert_rollups_match
 

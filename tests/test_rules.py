@@ -11,8 +11,8 @@ from actors.actor import _cost_delta
 from actors.messages import FireEvent, Verdict
 from actors.rules import apply_cost, decide, opens_window
 from actors.state import TransactionState
-from app.config import FixedPayout, PercentPayout
-from app.payloads import TIMEZONES, conversion_time
+from app.config.schema import FixedPayout, PercentPayout
+from app.events.payloads import TIMEZONES, conversion_time
 
 
 def event(**overrides: object) -> FireEvent:

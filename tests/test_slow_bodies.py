@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from app.body_reader import Deadlines
+from app.edge.body_reader import Deadlines
 from tests.conftest import CID, error, make_config, running
 from tests.served import Served
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from app.config import demo_config, with_server_overrides
+from app.config.schema import demo_config, with_server_overrides
 from tests.conftest import Harness, make_config, running
 
 ROOT = Path(__file__).resolve().parent.parent

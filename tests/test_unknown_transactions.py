@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from app.config import PostbackConfig
+from app.config.schema import PostbackConfig
 from tests.conftest import CID, OTHER_CID, PID, Harness, error, make_config, running, with_campaign
 
 # The rules hold on both stores.

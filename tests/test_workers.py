@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from app import workers
+from app.serve import workers
 
 
 def _never(sock: socket.socket) -> int:

@@ -13,11 +13,12 @@ import msgspec
 import pytest
 import structlog
 
-from storage.connection import open_writer, prepare
+from storage.errors import StoreBusy, StoreClosed
 from storage.loader import BatchLoader
 from storage.records import EventRow, LeadRow, PostbackRow, StoredTransaction, WriteOp
-from storage.store import Store
-from storage.writer import StoreBusy, StoreClosed, Writer
+from storage.sqlite.connection import open_writer, prepare
+from storage.sqlite.store import Store
+from storage.sqlite.writer import Writer
 
 
 def lead(transaction_id: str) -> WriteOp:

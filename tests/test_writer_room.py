@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from storage.store import Store
+from storage.sqlite.store import Store
 from tests.test_writer import lead
 
 

@@ -14,6 +14,7 @@ from actors.clock import Clock, utc_text
 from app.conversions.rules import Action, next_status
 from app.postbacks.plan import Planner
 from storage.backend import EventStore
+from storage.errors import ConversionConflict
 from storage.records import (
     ChangeSource,
     ConversionChange,
@@ -22,7 +23,6 @@ from storage.records import (
     PostbackRow,
     WriteOp,
 )
-from storage.writer import ConversionConflict
 
 Result = Literal["changed", "already", "unknown"]
 # Each retry follows a change another process committed meanwhile; past this many in a

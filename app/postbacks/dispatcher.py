@@ -25,10 +25,11 @@ import httpx
 import structlog
 
 from actors.clock import Clock, utc_text
-from app.config import DeliveryConfig
+from app.config.schema import DeliveryConfig
 from app.postbacks.retry import Outcome, next_delay, outcome_of_status, retry_after_seconds
 from app.postbacks.signing import signature_headers
 from storage.backend import EventStore
+from storage.errors import StoreClosed
 from storage.records import (
     AttemptRow,
     DuePostback,
@@ -37,7 +38,6 @@ from storage.records import (
     PostbackStatus,
     WriteOp,
 )
-from storage.writer import StoreClosed
 
 log = structlog.get_logger("app.postbacks")
 

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from actors.messages import FireEvent
-from app.config import Config
+from app.config.schema import Config
 from app.postbacks.macros import macro_values, render_body, render_url
 from storage.records import ConversionView, PostbackRow
 

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 from msgspec import Meta
 
-from app import errors
+from app.edge import errors
 
 GroupKey = Literal["day", "hour", "cid", "pid", "event_id"]
 GROUP_KEYS: tuple[str, ...] = get_args(GroupKey)

@@ -1,4 +1,4 @@
-"""The route table."""
+"""The route table: every route and its handler, and the OpenAPI document built from them."""
 
 from __future__ import annotations
 

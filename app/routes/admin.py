@@ -10,9 +10,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from actors.clock import utc_text
-from app import errors
-from app.envelope import success_response
-from app.logs import annotate
+from app.edge import errors
+from app.edge.envelope import success_response
+from app.observe.logs import annotate
 from app.services import Services, services
 
 

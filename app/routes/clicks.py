@@ -11,11 +11,11 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from actors.messages import CreateLead
-from app.bodies import form_fields, read_fields
-from app.envelope import success_response
-from app.logs import annotate
-from app.payloads import parse_click
-from app.request_info import bind_ids, client_ip, header, user_agent
+from app.edge.bodies import form_fields, read_fields
+from app.edge.envelope import success_response
+from app.edge.request_info import bind_ids, client_ip, header, user_agent
+from app.events.payloads import parse_click
+from app.observe.logs import annotate
 from app.services import services
 
 

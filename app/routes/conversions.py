@@ -9,13 +9,13 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app import errors
-from app.bodies import form_fields
 from app.conversions.desk import ChangeResult
 from app.conversions.payloads import BulkBody, ChangeBody, ConversionQuery
 from app.conversions.rules import Action
-from app.envelope import success_response
-from app.logs import annotate
+from app.edge import errors
+from app.edge.bodies import form_fields
+from app.edge.envelope import success_response
+from app.observe.logs import annotate
 from app.routes.admin import require_admin
 from app.services import services
 from storage.records import ConversionView

@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app import openapi
+from app.routes import openapi
 from app.routes.static import StaticFile
 
 _ONLY_SELF = ("default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "

@@ -3,7 +3,7 @@
 POST /api/event/trigger and POST /api/event/{cid} take a body; their GET forms take the
 same fields from the query string, for image pixels and GET-only trackers, and answer a
 1x1 GIF instead of JSON with ``format=gif`` (the status code still tells the outcome).
-With an Idempotency-Key header (app.idempotency) a retry gets the first answer again.
+With an Idempotency-Key header (app.events.idempotency) a retry gets the first answer again.
 """
 
 from __future__ import annotations
@@ -17,19 +17,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from actors.messages import FireEvent, Verdict
-from app import errors, idempotency
-from app.bodies import form_fields, read_fields
-from app.catalog import Catalog
-from app.config import ORGANIC
-from app.envelope import error_body, success_body, success_response
-from app.errors import ApiError
-from app.idempotency import Answer
-from app.logs import annotate
-from app.payloads import Event, parse_event
-from app.request_info import bind_ids, client_ip, header, user_agent
+from app.config.schema import ORGANIC
+from app.edge import errors
+from app.edge.bodies import form_fields, read_fields
+from app.edge.envelope import error_body, success_body, success_response
+from app.edge.errors import ApiError
+from app.edge.request_info import bind_ids, client_ip, header, user_agent
+from app.events import idempotency
+from app.events.catalog import Catalog
+from app.events.idempotency import Answer
+from app.events.payloads import Event, parse_event
+from app.observe.logs import annotate
 from app.services import Services, services
+from storage.errors import StoreBusy, StoreClosed, StoreUnavailable
 from storage.records import AnswerRow
-from storage.writer import StoreBusy, StoreClosed, StoreUnavailable
 
 _REFUSALS = {
     Verdict.UNKNOWN_TRANSACTION: errors.invalid_transaction,

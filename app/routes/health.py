@@ -6,8 +6,8 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app import errors
-from app.envelope import success_response
+from app.edge import errors
+from app.edge.envelope import success_response
 from app.services import services
 
 

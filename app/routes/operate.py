@@ -8,11 +8,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app.config import ConfigError
-from app.config_summary import summary
-from app.envelope import success_response
-from app.errors import ApiError
-from app.logs import annotate
+from app.config.schema import ConfigError
+from app.config.summary import summary
+from app.edge.envelope import success_response
+from app.edge.errors import ApiError
+from app.observe.logs import annotate
 from app.routes.admin import require_admin
 from app.services import services
 

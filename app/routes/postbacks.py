@@ -6,10 +6,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from actors.clock import utc_text
-from app import errors
-from app.bodies import form_fields
-from app.envelope import success_response
-from app.payloads import parse_postback_query
+from app.edge import errors
+from app.edge.bodies import form_fields
+from app.edge.envelope import success_response
+from app.events.payloads import parse_postback_query
 from app.postbacks.retry import manual_retry
 from app.routes.admin import require_admin
 from app.services import services

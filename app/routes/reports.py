@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app.envelope import success_response
+from app.edge.envelope import success_response
 from app.reports.export import to_csv
 from app.reports.params import params_from_query
 from app.reports.report import report

@@ -1,4 +1,4 @@
-"""The read side on PostgreSQL: the same views as storage.reader, outbox and conversions."""
+"""The read side on PostgreSQL: the same views as storage/sqlite/reader, outbox and conversions."""
 
 from __future__ import annotations
 
@@ -9,12 +9,8 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from storage.conversions import _COLUMNS as CONVERSION_COLUMNS
-from storage.conversions import _view as conversion_row
+from storage.errors import StoreUnavailable
 from storage.money import money_value
-from storage.outbox import _VIEW_COLUMNS as POSTBACK_COLUMNS
-from storage.outbox import _view as postback_row
-from storage.reader import conversions_by_status
 from storage.records import (
     DUE_SCAN,
     RESERVED,
@@ -33,7 +29,13 @@ from storage.records import (
     conversion_id_text,
     decode_fields,
 )
-from storage.writer import StoreUnavailable
+from storage.views import (
+    CONVERSION_COLUMNS,
+    POSTBACK_COLUMNS,
+    conversion_row,
+    conversions_by_status,
+    postback_row,
+)
 
 Pool = asyncpg.Pool
 

@@ -1,4 +1,4 @@
-"""The SQL behind reports on PostgreSQL: storage/reports.py's queries in its dialect.
+"""The SQL behind reports on PostgreSQL: storage/sqlite/reports.py's queries in its dialect.
 
 The same rows come back as on SQLite: the hourly roll-ups when the span is whole UTC hours,
 the exact queries over the raw rows otherwise. Times are compared as "C" text (byte by
@@ -18,7 +18,7 @@ from storage.reports import (
     Key,
     RawFigures,
     ReportSpan,
-    _select,
+    bucket_select,
     hourly_span,
     split_rollups,
     with_leads,
@@ -71,7 +71,7 @@ async def report_figures(conn: Connection, span: ReportSpan) -> RawFigures:
 async def rollup_figures(conn: Connection, span: ReportSpan) -> RawFigures:
     """What ``raw_figures`` gives for an hourly span, summed from the ``stats`` rows."""
     hourly = hourly_span(span)
-    select, group = _select(hourly, "hour")
+    select, group = bucket_select(hourly, "hour")
     where = _where(hourly, "hour")
     if not with_leads(span):
         where.add(f"event_id != '{NO_EVENT}'")
@@ -88,18 +88,18 @@ async def raw_figures(conn: Connection, span: ReportSpan) -> RawFigures:
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         leads = None
         if with_leads(span):
-            select, group = _select(span, "created_at")
+            select, group = bucket_select(span, "created_at")
             where = _where(span, "created_at", keys=("cid", "pid"))
             leads = await _rows(
                 conn, f"SELECT {select}, count(*), coalesce(sum(cost_micro), 0)::bigint"
                       f" FROM leads WHERE {where.sql} GROUP BY {group}", where)
-        select, group = _select(span, "fired_at")
+        select, group = bucket_select(span, "fired_at")
         where = _where(span, "fired_at")
         events = await _rows(conn, f"SELECT {select}, count(*) FROM events"
                                    f" WHERE {where.sql} GROUP BY {group}", where)
         # Approved conversions (reversed ones included) count on their conversion date;
         # pending ones are shown apart; rejected ones never count.
-        select, group = _select(span, "converted_at")
+        select, group = bucket_select(span, "converted_at")
         where = _where(span, "converted_at")
         conversions = await _rows(
             conn, f"SELECT {select}, count(*) FILTER (WHERE {counted}),"
@@ -110,7 +110,7 @@ async def raw_figures(conn: Connection, span: ReportSpan) -> RawFigures:
                   f" FROM events WHERE conversion AND status != 'rejected' AND {where.sql}"
                   f" GROUP BY {group}", where)
         # Reversals count when they happened, against the conversion's own keys.
-        select, group = _select(span, "changed_at", "c.", key_prefix="e.")
+        select, group = bucket_select(span, "changed_at", "c.", key_prefix="e.")
         where = _where(span, "changed_at", "c.", key_prefix="e.")
         reversals = await _rows(
             conn, f"SELECT {select}, count(*), coalesce(sum(e.revenue_micro), 0)::bigint,"

@@ -1,4 +1,4 @@
-"""The hourly roll-ups on PostgreSQL: the same table and deltas as storage/rollups.py.
+"""The hourly roll-ups on PostgreSQL: storage/sqlite/rollups.py's table, the same deltas.
 
 The deltas come from storage/rollups.py's pure functions; only the SQL differs. Several
 processes write one database, so the stored values a cost or status change replaces are
@@ -48,7 +48,7 @@ UPSERT = (
     + ", ".join(f"{name} = stats.{name} + excluded.{name}" for name in FIGURES)
 )
 
-# The recount from the stored rows (storage/rollups.py's, in PostgreSQL's dialect).
+# The recount from the stored rows (storage/sqlite/rollups.py's, in PostgreSQL's dialect).
 _COUNTED = "status IN ('approved', 'reversed')"
 _PARTS = (
     f"SELECT substr(created_at, 1, 13) AS hour, cid, pid, '{NO_EVENT}'::text AS event_id,"

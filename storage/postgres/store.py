@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from storage.backend import Unsupported, WindowClaims, WriteQueue
+from storage.errors import StoreBusy, StoreClosed, StoreUnavailable
 from storage.loader import BatchLoader
 from storage.postgres import queries, reports
 from storage.postgres.schema import migrate
@@ -37,7 +38,6 @@ from storage.records import (
     WriteOp,
 )
 from storage.reports import RawFigures, ReportSpan
-from storage.writer import StoreBusy, StoreClosed, StoreUnavailable
 
 
 def without_password(url: str) -> str:

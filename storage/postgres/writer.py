@@ -16,6 +16,7 @@ import asyncpg
 import msgspec
 from asyncpg.pool import PoolConnectionProxy
 
+from storage.errors import ConversionConflict, DuplicateEvent, LeadExists
 from storage.money import micro, money_text, money_value
 from storage.postgres import rollups
 from storage.records import (
@@ -30,14 +31,7 @@ from storage.records import (
     PostbackRow,
     WriteOp,
 )
-from storage.writer import (
-    BatchRows,
-    BatchWriter,
-    ConversionConflict,
-    DuplicateEvent,
-    LeadExists,
-    _merge_lead_changes,
-)
+from storage.writer import BatchRows, BatchWriter, merge_lead_changes
 
 # Columns that are not text, by name (AnswerRow's status is its HTTP status code).
 _TYPES = {
@@ -150,7 +144,7 @@ class PostgresWriter(BatchWriter):
                                    min(row.created_at for row in batch.answers))
             await _execute(conn, [(_INSERT_LEADS, batch.leads),
                                   (_INSERT_EVENTS, batch.events)])
-            lead_changes = _merge_lead_changes(await _decide_costs(conn, batch.changes))
+            lead_changes = merge_lead_changes(await _decide_costs(conn, batch.changes))
             # The roll-ups count a change against the stored value it replaces.
             await rollups.record(conn, batch.leads, batch.events, lead_changes,
                                  batch.conversion_changes)

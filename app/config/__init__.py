@@ -1,0 +1,2 @@
+"""The configuration: its schema and cross-field rules, its summary, and reloading it
+while serving."""

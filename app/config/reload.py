@@ -1,0 +1,122 @@
+"""Reading the config file again while serving: every start-up check, then one swap.
+
+What the running process built from the config at start-up (the listening socket, the
+database, the store's queue and timeouts, the actors' limits, the middleware's bounds, the
+postback connection pool) stays as it is, so a change to one of those keys is refused
+with the key named. Everything looked up per request (campaigns, events, sources, origins,
+postbacks, delivery schedule, the admin token) takes effect on the next request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from app.config.schema import Config, ConfigError, ServerConfig, load_config, with_server_overrides
+
+log = structlog.get_logger("app.reload")
+
+# [server] keys read on every request; every other [server] key was used at start-up.
+_RUNTIME_SERVER_KEYS = frozenset({"admin_token", "metrics_public"})
+# The postback connection pool is sized once.
+_RESTART_DELIVERY_KEYS = ("concurrency",)
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    """The config file given at start-up and the command-line flags that override it."""
+
+    path: Path
+    overrides: Mapping[str, object] = field(default_factory=dict)
+
+    def read(self) -> Config:
+        """The config as start-up reads it; raises ConfigError with a one-line diagnosis."""
+        return with_server_overrides(load_config(self.path), "command line", **self.overrides)
+
+
+def restart_key(old: Config, new: Config) -> str | None:
+    """The first key whose new value only a restart can apply, or None."""
+    for name in ServerConfig.__struct_fields__:
+        if name not in _RUNTIME_SERVER_KEYS and (
+                getattr(old.server, name) != getattr(new.server, name)):
+            return f"server.{name}"
+    for name in _RESTART_DELIVERY_KEYS:
+        if getattr(old.delivery, name) != getattr(new.delivery, name):
+            return f"delivery.{name}"
+    return None
+
+
+def changes(old: Config, new: Config) -> dict[str, list[str]]:
+    """What a reload changed: campaigns, sources and events added, removed, changed."""
+    found: dict[str, list[str]] = {}
+    for kind, before, after in (
+        ("campaigns", _by_id(old.campaigns, "cid"), _by_id(new.campaigns, "cid")),
+        ("sources", _by_id(old.sources, "pid"), _by_id(new.sources, "pid")),
+        ("events", _events(old), _events(new)),
+    ):
+        for verb, ids in (
+            ("added", after.keys() - before.keys()),
+            ("removed", before.keys() - after.keys()),
+            ("changed", {key for key in before.keys() & after.keys()
+                         if before[key] != after[key]}),
+        ):
+            if ids:
+                found[f"{kind}_{verb}"] = sorted(ids)
+    for section in ("server", "delivery", "lead_fields"):
+        if getattr(old, section) != getattr(new, section):
+            found.setdefault("sections_changed", []).append(section)
+    return found
+
+
+def _by_id(items: Iterable[Any], key: str) -> dict[str, Any]:
+    return {getattr(item, key): item for item in items}
+
+
+def _events(config: Config) -> dict[str, Any]:
+    return {f"{campaign.cid}/{event.event_id}": event
+            for campaign in config.campaigns for event in campaign.events}
+
+
+class Reloader:
+    """Re-reads the config file, checks it, and hands a good one to ``apply``.
+
+    ``apply`` must swap everything at once (requests read the config once each), so a
+    request sees the old config or the new one, never a mix.
+    """
+
+    def __init__(self, source: ConfigFile | None, current: Callable[[], Config],
+                 apply: Callable[[Config], None]) -> None:
+        self._source = source
+        self._current = current
+        self._apply = apply
+
+    def current(self) -> Config:
+        return self._current()
+
+    def reload(self) -> dict[str, list[str]]:
+        """Swap in the file's config and say what changed; raises ConfigError, keeping
+        the old config in force, when the file is wrong or needs a restart."""
+        if self._source is None:
+            raise ConfigError("no config file was given at start-up: nothing to reload")
+        new = self._source.read()
+        old = self._current()
+        key = restart_key(old, new)
+        if key is not None:
+            raise ConfigError(f"{self._source.path}: {key}: changed, and only a restart "
+                              "applies it")
+        self._apply(new)
+        changed = changes(old, new)
+        log.info("config_reloaded", path=str(self._source.path), **changed)
+        return changed
+
+
+def describe(changed: Mapping[str, list[str]]) -> str:
+    """One line for people: ``campaigns_added: cmp_b; sources_changed: src_a``."""
+    if not changed:
+        return "no change"
+    return "; ".join(f"{kind}: {', '.join(ids)}" for kind, ids in changed.items())
+

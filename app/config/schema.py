@@ -1,0 +1,324 @@
+"""The TOML configuration: its schema, its cross-field rules, and loading it.
+
+Any mistake stops start-up with one line naming the file, the place and the problem.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+import msgspec
+from msgspec import Meta
+
+from app.events.lead_fields import EVENT_LEAD_FIELDS
+from storage.backend import is_postgres_url
+from storage.money import MAX_MONEY, percent_of, round_money
+
+Id = Annotated[str, Meta(min_length=1, max_length=255)]
+Durability = Literal["commit", "write-behind"]
+PostbackTrigger = Literal["conversion", "approved", "rejected", "reversed"]
+
+ORGANIC = "organic"
+# The event route /api/event/{cid} could never reach a campaign with this id.
+_RESERVED_CIDS = frozenset({"trigger", "global"})
+_LANDING_MACROS = frozenset({"transaction_id", "cid", "pid"})
+_ORIGIN = re.compile(r"https?://[a-z0-9.-]+(:[0-9]{1,5})?")
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be served; the message is the whole diagnosis."""
+
+
+class PercentPayout(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
+                    tag="percent", tag_field="type"):
+    value: Decimal
+
+    def amount(self, revenue: Decimal) -> Decimal:
+        return percent_of(revenue, self.value)
+
+
+class FixedPayout(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
+                  tag="fixed", tag_field="type"):
+    value: Decimal
+
+    def amount(self, revenue: Decimal) -> Decimal:
+        return round_money(self.value)
+
+
+Payout = PercentPayout | FixedPayout
+
+
+class SourceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pid: Id
+    active: bool = True
+    payout: Payout | None = None
+    # GET sent when a conversion attributed to this source is approved (at once, unless
+    # its event needs manual approval).
+    postback_url: str | None = None
+    # GET sent when such a conversion is reversed after its approval was sent.
+    retraction_url: str | None = None
+
+
+class PostbackConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A buyer postback of a campaign."""
+
+    url: str
+    # None: every conversion event of the campaign.
+    events: list[Id] | None = None
+    method: Literal["GET", "POST"] = "GET"
+    secret: str | None = None
+    # When it is sent: as the conversion fires, and/or as its status changes.
+    on: list[PostbackTrigger] = msgspec.field(default_factory=lambda: ["conversion"])
+
+
+class EventConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    event_id: Id
+    conversion: bool = False
+    allow_duplicates: bool = False
+    # A conversion is approved as it fires ("auto"), or pending until decided ("manual").
+    approval: Literal["auto", "manual"] = "auto"
+
+
+class CampaignConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    cid: Id
+    name: str = ""
+    landing_url: str | None = None
+    # Web origins whose pages may call the API for this campaign; "*" is any.
+    allowed_origins: list[str] = msgspec.field(default_factory=lambda: ["*"])
+    events: list[EventConfig] = []
+    postbacks: list[PostbackConfig] = []
+    # False: an invalid optional field is left out and reported, and the event fires.
+    strict_fields: bool = False
+    # Who an event sent without pid is credited to: organic, or the source of its lead.
+    pid_fallback: Literal["organic", "lead"] = "organic"
+    # "create": an event for a transaction never seen creates its lead on the spot.
+    unknown_transactions: Literal["reject", "create"] = "reject"
+
+
+class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Meta(ge=0, le=65535)] = 8000
+    db: str = "event-postback.db"
+    durability: Durability = "commit"
+    flush_ms: Annotated[int, Meta(ge=1, le=60_000)] = 5
+    lock_seconds: Annotated[float, Meta(ge=0, le=3600)] = 2.0
+    admin_token: str | None = None
+    # /metrics without the admin token (for a scraper on a trusted network).
+    metrics_public: bool = False
+    max_actors: Annotated[int, Meta(ge=1)] = 100_000
+    max_pending_writes: Annotated[int, Meta(ge=1)] = 10_000
+    max_in_flight: Annotated[int, Meta(ge=1)] = 1024
+    # A body must arrive within this; slower clients get 408.
+    body_timeout_seconds: Annotated[float, Meta(gt=0, le=3600)] = 10.0
+    # Commit mode: a write not committed within this answers 503 "Store unavailable".
+    write_timeout_seconds: Annotated[float, Meta(gt=0, le=3600)] = 5.0
+    # How long the answer to a request with an Idempotency-Key is kept for its retries.
+    idempotency_hours: Annotated[float, Meta(gt=0, le=8760)] = 24.0
+
+
+Seconds = Annotated[float, Meta(gt=0, le=86_400)]
+
+
+class DeliveryConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How postbacks are sent and retried."""
+
+    timeout_seconds: Seconds = 10.0
+    max_attempts: Annotated[int, Meta(ge=1, le=100)] = 8
+    first_retry_seconds: Seconds = 1.0
+    max_retry_seconds: Seconds = 3600.0
+    concurrency: Annotated[int, Meta(ge=1, le=1000)] = 64
+    per_host: Annotated[int, Meta(ge=1, le=1000)] = 8
+
+
+class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    delivery: DeliveryConfig = msgspec.field(default_factory=DeliveryConfig)
+    # Extra lead fields (beyond the standard ones) that postback URLs may name as macros.
+    lead_fields: list[Id] = []
+    sources: list[SourceConfig] = []
+    campaigns: list[CampaignConfig] = []
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and check a config file; raises ConfigError with a one-line diagnosis."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    return parse_config(data, origin=str(path))
+
+
+def parse_config(data: bytes | str, *, origin: str) -> Config:
+    try:
+        config = msgspec.toml.decode(data, type=Config)
+    except msgspec.ValidationError as exc:
+        place, problem = _split_msgspec_error(str(exc))
+        raise ConfigError(f"{origin}: {place}: {problem}") from None
+    except msgspec.DecodeError as exc:
+        raise ConfigError(f"{origin}: TOML syntax: {exc}") from None
+    found = first_problem(config)
+    if found is not None:
+        raise ConfigError(f"{origin}: {found[0]}: {found[1]}")
+    return config
+
+
+def with_server_overrides(config: Config, origin: str, **overrides: object) -> Config:
+    """The config with ``[server]`` values replaced (None leaves a value as it is)."""
+    given = {name: value for name, value in overrides.items() if value is not None}
+    if not given:
+        return config
+    try:
+        server = msgspec.convert(msgspec.to_builtins(config.server) | given, ServerConfig)
+    except msgspec.ValidationError as exc:
+        place, problem = _split_msgspec_error(str(exc))
+        raise ConfigError(f"{origin}: server.{place}: {problem}") from None
+    found = _server_problem(server)
+    if found is not None:
+        raise ConfigError(f"{origin}: {found[0]}: {found[1]}")
+    return msgspec.structs.replace(config, server=server)
+
+
+def demo_config() -> Config:
+    """The built-in configuration holding the API documentation's examples."""
+    text = resources.files("app").joinpath("demo.toml").read_bytes()
+    return parse_config(text, origin="built-in demo config")
+
+
+def _server_problem(server: ServerConfig) -> tuple[str, str] | None:
+    if is_postgres_url(server.db) and server.durability == "write-behind":
+        return ("server.durability",
+                "write-behind is refused with PostgreSQL: the database decides the lock "
+                "window and the duplicate rule, so the database must decide before the "
+                "answer (use commit)")
+    return None
+
+
+def first_problem(config: Config) -> tuple[str, str] | None:
+    """The first rule the config breaks that its schema alone cannot express."""
+    server = config.server
+    found = _server_problem(server)
+    if found is not None:
+        return found
+    if server.admin_token is not None and not server.admin_token.strip():
+        return "server.admin_token", "must not be empty (leave it out to disable the read API)"
+
+    delivery = config.delivery
+    if delivery.max_retry_seconds < delivery.first_retry_seconds:
+        return "delivery.max_retry_seconds", "must not be less than first_retry_seconds"
+    if delivery.per_host > delivery.concurrency:
+        return "delivery.per_host", "must not be more than concurrency"
+
+    macros = known_macros(config)
+    seen_pids: dict[str, int] = {}
+    for i, source in enumerate(config.sources):
+        place = f"sources[{i}]"
+        if source.pid in seen_pids:
+            return (f"{place}.pid",
+                    f"duplicate pid {source.pid!r} (also sources[{seen_pids[source.pid]}])")
+        seen_pids[source.pid] = i
+        if source.pid == ORGANIC and not source.active:
+            return f"{place}.active", "the organic source is always active"
+        payout = source.payout
+        if payout is not None:
+            if not payout.value.is_finite() or payout.value < 0:
+                return f"{place}.payout.value", "must be a finite number >= 0"
+            if payout.value > MAX_MONEY:
+                return f"{place}.payout.value", f"must not be more than {MAX_MONEY:f}"
+            if isinstance(payout, PercentPayout) and payout.value > 100:
+                return f"{place}.payout.value", "a percent payout must be between 0 and 100"
+        for key in ("postback_url", "retraction_url"):
+            url = getattr(source, key)
+            if url is not None and (problem := postback_url_problem(url, macros)):
+                return f"{place}.{key}", problem
+
+    seen_cids: dict[str, int] = {}
+    for i, campaign in enumerate(config.campaigns):
+        place = f"campaigns[{i}]"
+        if campaign.cid in seen_cids:
+            return (f"{place}.cid",
+                    f"duplicate cid {campaign.cid!r} (also campaigns[{seen_cids[campaign.cid]}])")
+        seen_cids[campaign.cid] = i
+        if campaign.cid in _RESERVED_CIDS:
+            return f"{place}.cid", f"{campaign.cid!r} is reserved by the API's routes"
+        if campaign.landing_url is not None:
+            problem = _landing_url_problem(campaign.landing_url)
+            if problem:
+                return f"{place}.landing_url", problem
+        for origin in campaign.allowed_origins:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                return (f"{place}.allowed_origins",
+                        f"{origin!r} is not an origin like https://quotes.example.com "
+                        "(scheme, host and port only) or \"*\"")
+        seen_events: dict[str, int] = {}
+        for j, event in enumerate(campaign.events):
+            if event.event_id in seen_events:
+                return (f"{place}.events[{j}].event_id",
+                        f"duplicate event_id {event.event_id!r} in campaign {campaign.cid!r}"
+                        f" (also events[{seen_events[event.event_id]}])")
+            seen_events[event.event_id] = j
+            if event.approval == "manual" and not event.conversion:
+                return (f"{place}.events[{j}].approval",
+                        "only a conversion event can wait for approval")
+        for j, postback in enumerate(campaign.postbacks):
+            problem = postback_url_problem(postback.url, macros)
+            if problem:
+                return f"{place}.postbacks[{j}].url", problem
+            for event_id in postback.events or ():
+                if event_id not in seen_events:
+                    return (f"{place}.postbacks[{j}].events",
+                            f"{event_id!r} is not an event of campaign {campaign.cid!r}")
+            if postback.secret is not None and not postback.secret.strip():
+                return f"{place}.postbacks[{j}].secret", "must not be empty"
+    return None
+
+
+# Macros every postback URL may use, whatever the lead carries.
+EVENT_MACROS = ("cid", "pid", "event_id", "transaction_id", "conversion_id", "revenue",
+                "payout", "conversion", "fired_at", "status", "reason")
+
+
+def known_macros(config: Config) -> frozenset[str]:
+    return frozenset((*EVENT_MACROS, *EVENT_LEAD_FIELDS, *config.lead_fields))
+
+
+def postback_url_problem(url: str, macros: frozenset[str]) -> str | None:
+    """Why a postback URL template cannot be used, or None.
+
+    Macros may only appear after the host, so no value can send a postback elsewhere.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return "must be an absolute http(s) URL"
+    if "{" in parts.netloc:
+        return "macros may not appear in the host"
+    unknown = set(re.findall(r"\{(\w*)\}", url)) - macros
+    if unknown:
+        names = ", ".join(sorted("{" + name + "}" for name in unknown))
+        return f"unknown macro {names} (declare extra lead fields in lead_fields)"
+    return None
+
+
+def _landing_url_problem(url: str) -> str | None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return "must be an absolute http(s) URL"
+    unknown = set(re.findall(r"\{(\w*)\}", url)) - _LANDING_MACROS
+    if unknown:
+        names = ", ".join(sorted("{" + name + "}" for name in unknown))
+        return f"unknown macro {names} (known: {{transaction_id}}, {{cid}}, {{pid}})"
+    return None
+
+
+def _split_msgspec_error(message: str) -> tuple[str, str]:
+    """'Expected `int`, got `str` - at `$.server.port`' -> ('server.port', 'Expected ...')."""
+    problem, sep, where = message.rpartition(" - at `")
+    if not sep:
+        return "top level", message
+    place = where.rstrip("`").removeprefix("$").removeprefix(".") or "top level"
+    return place, problem

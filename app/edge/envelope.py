@@ -1,0 +1,76 @@
+"""The one JSON envelope every answer uses, success or error."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from starlette.responses import Response
+
+from app.edge.errors import INTERNAL_ERROR, ApiError
+
+
+class _Success(msgspec.Struct, omit_defaults=True):
+    status: int
+    type: str
+    message: str
+    data: Any
+    # Optional fields that were invalid and left out of an event that still fired.
+    invalidFields: dict[str, str] | None = None  # the API's own spelling
+
+
+class _Error(msgspec.Struct, omit_defaults=True):
+    status: int
+    type: str
+    message: str
+    missingFields: list[str] | None = None  # the API's own spelling
+    invalidFields: dict[str, str] | None = None
+
+
+# The error shape, as the OpenAPI document names it.
+ErrorEnvelope = _Error
+_encoder = msgspec.json.Encoder()
+
+
+def error_body(
+    status: int,
+    message: str,
+    *,
+    missing: list[str] | None = None,
+    invalid: dict[str, str] | None = None,
+) -> bytes:
+    return _encoder.encode(
+        _Error(status=status, type="error", message=message, missingFields=missing,
+               invalidFields=invalid)
+    )
+
+
+def error_response(error: ApiError) -> Response:
+    return Response(
+        error_body(error.status, error.message, missing=error.missing, invalid=error.invalid),
+        status_code=error.status,
+        headers=error.headers,
+        media_type="application/json",
+    )
+
+
+def internal_error_body() -> bytes:
+    return error_body(500, INTERNAL_ERROR)
+
+
+def success_body(status: int, message: str, data: Any,
+                 *, invalid: dict[str, str] | None = None) -> bytes:
+    return _encoder.encode(_Success(status=status, type="success", message=message, data=data,
+                                    invalidFields=invalid or None))
+
+
+def success_response(
+    status: int, message: str, data: Any, *, headers: dict[str, str] | None = None,
+    invalid: dict[str, str] | None = None,
+) -> Response:
+    return Response(
+        success_body(status, message, data, invalid=invalid),
+        status_code=status,
+        headers=headers,
+        media_type="application/json",
+    )

@@ -1,0 +1,54 @@
+"""Lookups over the configuration: the checks an event or click passes before any actor."""
+
+from __future__ import annotations
+
+from app.config.schema import ORGANIC, CampaignConfig, Config, EventConfig, SourceConfig
+from app.edge import errors
+
+
+class Catalog:
+    def __init__(self, config: Config) -> None:
+        self._campaigns = {campaign.cid: campaign for campaign in config.campaigns}
+        self._events = {
+            (campaign.cid, event.event_id): event
+            for campaign in config.campaigns
+            for event in campaign.events
+        }
+        self._sources = {ORGANIC: SourceConfig(pid=ORGANIC)}
+        self._sources.update((source.pid, source) for source in config.sources)
+
+    def campaign(self, cid: str) -> CampaignConfig:
+        campaign = self._campaigns.get(cid)
+        if campaign is None:
+            raise errors.invalid_cid()
+        return campaign
+
+    def find_campaign(self, cid: str) -> CampaignConfig | None:
+        return self._campaigns.get(cid)
+
+    def find_event(self, cid: str, event_id: str) -> EventConfig | None:
+        return self._events.get((cid, event_id))
+
+    def check_origin(self, campaign: CampaignConfig, origin: str | None) -> None:
+        """Refuse a browser on a page the campaign does not allow.
+
+        CORS alone only stops the page reading the answer; a request a browser sends
+        without a preflight (a beacon, a form) would still be acted on.
+        """
+        allowed = campaign.allowed_origins
+        if origin is not None and "*" not in allowed and origin.lower() not in allowed:
+            raise errors.origin_not_allowed()
+
+    def event(self, cid: str, event_id: str) -> EventConfig:
+        event = self._events.get((cid, event_id))
+        if event is None:
+            raise errors.invalid_event_id()
+        return event
+
+    def source(self, pid: str) -> SourceConfig:
+        source = self._sources.get(pid)
+        if source is None:
+            raise errors.invalid_pid()
+        if not source.active:
+            raise errors.source_inactive()
+        return source

@@ -1,0 +1,2 @@
+"""The command line and the process model: `serve` (with `--workers`), `check-config`,
+`conversions` and `report`."""

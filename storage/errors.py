@@ -1,0 +1,30 @@
+"""What a store raises to its callers, whichever database is behind it."""
+
+from __future__ import annotations
+
+
+class StoreBusy(Exception):
+    """The write queue is at its bound; the caller should answer 503."""
+
+
+class StoreClosed(Exception):
+    """The store is shutting down and takes no more writes."""
+
+
+class StoreUnavailable(Exception):
+    """A write did not commit within the write timeout; it stays queued and may yet land."""
+
+
+class DuplicateEvent(Exception):
+    """The database already holds this fire-once event of this transaction (stored by
+    another process): the duplicate rule's answer, not a failure of the store."""
+
+
+class LeadExists(Exception):
+    """The lead this op creates was created meanwhile by another process: nothing of the
+    op was written; decide again against the stored lead."""
+
+
+class ConversionConflict(Exception):
+    """A conversion's status is no longer the one its change was decided from (another
+    process changed it first): nothing of the op was written; decide again."""

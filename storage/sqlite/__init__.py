@@ -1,0 +1,2 @@
+"""The SQLite store: one writer task committing batches, one read connection, one server
+per file."""

@@ -1,0 +1,93 @@
+"""SQLite's hourly roll-ups table: its upsert, its recount and a batch's record.
+
+The deltas come from storage/rollups.py's pure functions; only the SQL lives here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import aiosqlite
+import msgspec
+
+from storage.records import ConversionChange, EventRow, LeadChange, LeadRow
+from storage.rollups import FIGURES, NO_EVENT, cost_changes, new_rows, status_changes
+
+CREATE = f"""
+CREATE TABLE stats (
+    hour TEXT NOT NULL,
+    cid TEXT NOT NULL,
+    pid TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    {", ".join(f"{name} INTEGER NOT NULL DEFAULT 0" for name in FIGURES)},
+    PRIMARY KEY (hour, cid, pid, event_id)
+) WITHOUT ROWID
+"""
+
+_COLUMNS = ("hour", "cid", "pid", "event_id", *FIGURES)
+# One statement per batch: the rows travel as one JSON array, like the writer's inserts.
+# "WHERE true" lets SQLite parse the upsert clause after a SELECT.
+UPSERT = (
+    f"INSERT INTO stats ({', '.join(_COLUMNS)}) SELECT "
+    + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(_COLUMNS)))
+    + " FROM json_each(?) WHERE true ON CONFLICT (hour, cid, pid, event_id) DO UPDATE SET "
+    + ", ".join(f"{name} = {name} + excluded.{name}" for name in FIGURES)
+)
+
+
+# The recount from the stored rows: the same rules as the exact report queries.
+_PARTS = (
+    f"SELECT substr(created_at, 1, 13) AS hour, cid, pid, '{NO_EVENT}' AS event_id,"
+    " 1 AS clicks, coalesce(cost_micro, 0) AS cost, 0 AS events, 0 AS conversions,"
+    " 0 AS revenue, 0 AS payout, 0 AS pending_conversions, 0 AS pending_revenue,"
+    " 0 AS reversals, 0 AS reversed_revenue, 0 AS reversed_payout FROM leads",
+    "SELECT substr(fired_at, 1, 13), cid, pid, event_id, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0"
+    " FROM events",
+    "SELECT substr(converted_at, 1, 13), cid, pid, event_id, 0, 0, 0,"
+    " status IN ('approved', 'reversed'),"
+    " CASE WHEN status IN ('approved', 'reversed') THEN coalesce(revenue_micro, 0) ELSE 0 END,"
+    " CASE WHEN status IN ('approved', 'reversed') THEN coalesce(payout_micro, 0) ELSE 0 END,"
+    " status = 'pending',"
+    " CASE WHEN status = 'pending' THEN coalesce(revenue_micro, 0) ELSE 0 END, 0, 0, 0"
+    " FROM events WHERE conversion = 1 AND status != 'rejected'",
+    "SELECT substr(c.changed_at, 1, 13), e.cid, e.pid, e.event_id, 0, 0, 0, 0, 0, 0, 0, 0,"
+    " 1, coalesce(e.revenue_micro, 0), coalesce(e.payout_micro, 0)"
+    " FROM conversion_changes AS c JOIN events AS e ON e.conversion_id = c.conversion_id"
+    " WHERE c.to_status = 'reversed'",
+)
+REBUILD = (
+    f"INSERT INTO stats ({', '.join(_COLUMNS)})"
+    f" SELECT hour, cid, pid, event_id, {', '.join(f'sum({name})' for name in FIGURES)}"
+    f" FROM ({' UNION ALL '.join(_PARTS)}) GROUP BY hour, cid, pid, event_id"
+)
+
+_rows = msgspec.json.Encoder()
+_ids = msgspec.json.Encoder()
+
+
+async def record(conn: aiosqlite.Connection, leads: Sequence[LeadRow],
+                 events: Sequence[EventRow], lead_changes: Sequence[LeadChange],
+                 conversion_changes: Sequence[ConversionChange]) -> None:
+    """Add a batch to the roll-ups, inside the batch's transaction.
+
+    Call it once the batch's new rows are inserted and before its changes are applied:
+    a cost or status change is counted against the value it replaces.
+    """
+    deltas = new_rows(leads, events)
+    costed = [change for change in lead_changes if change.cost_micro is not None]
+    if costed:
+        rows = await conn.execute_fetchall(
+            "SELECT transaction_id, created_at, cid, pid, cost_micro FROM leads"
+            " WHERE transaction_id IN (SELECT value FROM json_each(?))",
+            (_ids.encode([change.transaction_id for change in costed]).decode(),))
+        cost_changes(deltas, costed, {row[0]: tuple(row[1:]) for row in rows})
+    if conversion_changes:
+        ids = list({change.conversion_id: None for change in conversion_changes})
+        rows = await conn.execute_fetchall(
+            "SELECT conversion_id, status, cid, pid, event_id, converted_at, revenue_micro,"
+            " payout_micro FROM events WHERE conversion_id IN"
+            " (SELECT value FROM json_each(?))", (_ids.encode(ids).decode(),))
+        status_changes(deltas, conversion_changes, {row[0]: tuple(row[1:]) for row in rows})
+    if deltas:
+        await conn.execute(UPSERT, (_rows.encode(
+            [[*key, *figures] for key, figures in deltas.items()]).decode(),))

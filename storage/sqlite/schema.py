@@ -1,0 +1,207 @@
+"""The database schema, as ordered migrations tracked in ``PRAGMA user_version``."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from decimal import Decimal
+
+from storage.money import micro
+from storage.sqlite import rollups
+
+# A step is SQL, or a function for what SQL cannot do exactly (it runs inside the
+# migration's transaction).
+Step = str | Callable[[sqlite3.Connection], None]
+
+
+def _backfill_micro(conn: sqlite3.Connection) -> None:
+    """Millionths for the amounts stored before the micro columns (exact, via Decimal)."""
+    for column in ("events ADD COLUMN revenue_micro INTEGER",
+                   "events ADD COLUMN payout_micro INTEGER",
+                   "leads ADD COLUMN cost_micro INTEGER"):
+        conn.execute(f"ALTER TABLE {column}")
+    events = conn.execute("SELECT id, revenue, payout FROM events"
+                          " WHERE revenue IS NOT NULL OR payout IS NOT NULL").fetchall()
+    conn.executemany(
+        "UPDATE events SET revenue_micro = ?, payout_micro = ? WHERE id = ?",
+        ((_micro(revenue), _micro(payout), row_id) for row_id, revenue, payout in events))
+    leads = conn.execute("SELECT transaction_id, cost FROM leads"
+                         " WHERE cost IS NOT NULL").fetchall()
+    conn.executemany("UPDATE leads SET cost_micro = ? WHERE transaction_id = ?",
+                     ((_micro(cost), transaction_id) for transaction_id, cost in leads))
+    # Reports read only these indexes: each covers its query, so no table row is visited.
+    for index in (
+        "events_by_fired ON events(fired_at, cid, pid, event_id)",
+        "events_by_converted ON events(converted_at, status, cid, pid, event_id,"
+        " revenue_micro, payout_micro) WHERE conversion = 1",
+        "leads_by_created ON leads(created_at, cid, pid, cost_micro)",
+        "conversion_changes_by_changed ON conversion_changes(to_status, changed_at,"
+        " conversion_id)",
+    ):
+        conn.execute(f"CREATE INDEX {index}")
+
+
+def _add_rollups(conn: sqlite3.Connection) -> None:
+    """The hourly roll-ups reports read, summed from the rows already stored."""
+    conn.execute(rollups.CREATE)
+    conn.execute(rollups.REBUILD)
+
+
+def _micro(text: str | None) -> int | None:
+    return None if text is None else micro(Decimal(text))
+
+
+# Each entry moves the schema one version forward; never edit one that has shipped.
+MIGRATIONS: tuple[Step, ...] = (
+    """
+    CREATE TABLE leads (
+        transaction_id TEXT PRIMARY KEY,
+        cid TEXT NOT NULL,
+        pid TEXT NOT NULL,
+        fields TEXT NOT NULL,
+        cost TEXT,
+        ip TEXT,
+        user_agent TEXT,
+        created_at TEXT NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        transaction_id TEXT NOT NULL REFERENCES leads(transaction_id),
+        cid TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        pid TEXT NOT NULL,
+        once INTEGER NOT NULL,
+        conversion INTEGER NOT NULL,
+        conversion_id TEXT,
+        revenue TEXT,
+        payout TEXT,
+        converted_at TEXT,
+        fields TEXT NOT NULL,
+        ip TEXT,
+        user_agent TEXT,
+        fired_at TEXT NOT NULL
+    );
+    CREATE INDEX events_by_transaction ON events(transaction_id, id);
+    -- The actor already refuses duplicates; the index makes a bug there fail loudly
+    -- instead of storing a second conversion.
+    CREATE UNIQUE INDEX events_fire_once ON events(transaction_id, event_id) WHERE once = 1;
+    CREATE UNIQUE INDEX events_by_conversion ON events(conversion_id)
+        WHERE conversion_id IS NOT NULL;
+
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        conversion_id TEXT NOT NULL UNIQUE,
+        transaction_id TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending',
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX outbox_by_status ON outbox(status, id);
+    """,
+    # 2: postbacks rendered at fire time, each attempt logged; replaces the bare outbox.
+    """
+    DROP TABLE outbox;
+
+    CREATE TABLE postbacks (
+        id INTEGER PRIMARY KEY,
+        transaction_id TEXT NOT NULL,
+        cid TEXT NOT NULL,
+        pid TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        conversion_id TEXT,
+        kind TEXT NOT NULL CHECK (kind IN ('buyer', 'source')),
+        method TEXT NOT NULL CHECK (method IN ('GET', 'POST')),
+        url TEXT NOT NULL,
+        host TEXT NOT NULL,
+        body TEXT,
+        secret TEXT,
+        status TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'failed')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        max_attempts INTEGER NOT NULL,
+        next_attempt_at TEXT NOT NULL,
+        last_status_code INTEGER,
+        last_error TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX postbacks_due ON postbacks(next_attempt_at) WHERE status = 'pending';
+    CREATE INDEX postbacks_by_status ON postbacks(status, id);
+    CREATE INDEX postbacks_by_transaction ON postbacks(transaction_id, id);
+
+    CREATE TABLE postback_attempts (
+        id INTEGER PRIMARY KEY,
+        postback_id INTEGER NOT NULL REFERENCES postbacks(id),
+        attempt INTEGER NOT NULL,
+        started_at TEXT NOT NULL,
+        url TEXT NOT NULL,
+        status_code INTEGER,
+        error TEXT,
+        latency_ms REAL NOT NULL,
+        response TEXT
+    );
+    CREATE INDEX postback_attempts_by_postback ON postback_attempts(postback_id, id);
+    """,
+    # 3: conversion statuses and their audit trail. Conversions fired before this were
+    # approved when they fired.
+    """
+    ALTER TABLE events ADD COLUMN status TEXT CHECK (
+        status IN ('approved', 'pending', 'rejected', 'reversed'));
+    ALTER TABLE events ADD COLUMN decided_at TEXT;
+    UPDATE events SET status = 'approved', decided_at = fired_at WHERE conversion = 1;
+    CREATE INDEX events_conversions ON events(id) WHERE conversion = 1;
+
+    CREATE TABLE conversion_changes (
+        id INTEGER PRIMARY KEY,
+        conversion_id TEXT NOT NULL,  -- events.conversion_id (a partial index: no FK)
+        from_status TEXT NOT NULL,
+        to_status TEXT NOT NULL,
+        reason TEXT,
+        source TEXT NOT NULL,
+        changed_at TEXT NOT NULL
+    );
+    CREATE INDEX conversion_changes_by_conversion ON conversion_changes(conversion_id, id);
+    """,
+    # 4: answers kept for requests sent with an Idempotency-Key.
+    """
+    CREATE TABLE idempotency_keys (
+        key TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        content_type TEXT NOT NULL,
+        headers TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX idempotency_keys_by_expiry ON idempotency_keys(expires_at);
+    """,
+    # 5: amounts in millionths beside their text, and the indexes reports read.
+    _backfill_micro,
+    # 6: hourly roll-ups (storage/sqlite/rollups.py), kept by the writer from now on.
+    _add_rollups,
+)
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the schema up to date; returns the resulting version."""
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    if version > len(MIGRATIONS):
+        raise RuntimeError(
+            f"database schema version {version} is newer than this program "
+            f"understands ({len(MIGRATIONS)})"
+        )
+    for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
+        if isinstance(step, str):
+            # executescript commits first, so the version bump rides in the same script.
+            conn.executescript(f"BEGIN;\n{step}\nPRAGMA user_version = {number};\nCOMMIT;")
+            continue
+        # No executescript here: it would commit the open transaction before its script.
+        conn.execute("BEGIN")
+        try:
+            step(conn)
+            conn.execute(f"PRAGMA user_version = {number}")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+    return len(MIGRATIONS)

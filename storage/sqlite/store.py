@@ -1,0 +1,239 @@
+"""The store as the rest of the program sees it: queue writes, load and read transactions."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from storage.backend import WindowClaims
+from storage.errors import StoreUnavailable
+from storage.loader import BatchLoader
+from storage.records import (
+    AnswerRow,
+    ConversionStatus,
+    ConversionView,
+    DuePostback,
+    HostLoad,
+    PostbackStatus,
+    PostbackView,
+    StoredTransaction,
+    TransactionView,
+    WriteOp,
+)
+from storage.reports import RawFigures, ReportSpan
+from storage.sqlite import conversions, idempotency, outbox, reader, reports
+from storage.sqlite.backup import backup_into
+from storage.sqlite.claim import Claim
+from storage.sqlite.connection import open_reader, open_writer, prepare
+from storage.sqlite.loader import query_sqlite
+from storage.sqlite.writer import Writer
+
+
+class Store:
+    """Owns the writer task and both connections.
+
+    ``synchronous`` is SQLite's: ``FULL`` makes every commit survive power loss, ``NORMAL``
+    only a crash of this process. ``gather_seconds`` > 0 makes the writer wait that long
+    after the first queued op so a whole flush interval commits as one batch.
+    ``write_timeout`` bounds how long a flush, and closing, wait for a failing store.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        synchronous: str = "FULL",
+        max_pending: int = 10_000,
+        gather_seconds: float = 0.0,
+        write_timeout: float = 5.0,
+    ) -> None:
+        self.path = Path(path)
+        self.write_timeout = write_timeout
+        self._synchronous = synchronous
+        self._max_pending = max_pending
+        self._gather_seconds = gather_seconds
+        self._writer: Writer | None = None
+        self._loader: BatchLoader | None = None
+        self._write_conn: aiosqlite.Connection | None = None
+        self._read_conn: aiosqlite.Connection | None = None
+        self._commit_listeners: list[Callable[[list[WriteOp]], None]] = []
+        self._claim: Claim | None = None
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
+    @property
+    def windows(self) -> WindowClaims | None:
+        """None: one process serves the file, and its actors keep the lock windows."""
+        return None
+
+    def claim(self) -> None:
+        """Take the one-server lock on the file; raises DatabaseInUse. Idempotent."""
+        if self._claim is None:
+            self._claim = Claim(self.path)
+
+    async def open(self) -> None:
+        self.claim()
+        await asyncio.to_thread(prepare, self.path)
+        self._write_conn = await open_writer(self.path, synchronous=self._synchronous)
+        self._read_conn = await open_reader(self.path)
+        self._loader = BatchLoader(partial(query_sqlite, self._read_conn))
+        self._loader.start()
+        self._writer = Writer(
+            self._write_conn,
+            max_pending=self._max_pending,
+            gather_seconds=self._gather_seconds,
+            on_commit=self._committed,
+        )
+        self._writer.start()
+
+    def on_commit(self, listener: Callable[[list[WriteOp]], None]) -> None:
+        """Call ``listener`` with the ops of every batch, right after it commits."""
+        self._commit_listeners.append(listener)
+
+    def _committed(self, ops: list[WriteOp]) -> None:
+        for listener in self._commit_listeners:
+            listener(ops)
+
+    async def close(self) -> None:
+        """Flush every queued write, then close both connections. Idempotent."""
+        if self._writer is not None:
+            await self._writer.close(self.write_timeout)
+        if self._loader is not None:
+            await self._loader.close()
+        for conn in (self._write_conn, self._read_conn):
+            if conn is not None:
+                await conn.close()
+        self._write_conn = self._read_conn = None
+        if self._claim is not None:
+            self._claim.release()
+            self._claim = None
+
+    @property
+    def writer(self) -> Writer:
+        if self._writer is None:
+            raise RuntimeError("store is not open")
+        return self._writer
+
+    @property
+    def cold_loads(self) -> int:
+        """How many transactions were read back from the database since it opened."""
+        return 0 if self._loader is None else self._loader.transactions_asked
+
+    async def conversion_counts(self) -> dict[ConversionStatus, int]:
+        return await conversions.counts_by_status(self._reader())
+
+    async def postback_counts(self) -> dict[PostbackStatus, int]:
+        return await outbox.counts_by_status(self._reader())
+
+    def has_room(self) -> bool:
+        return self.writer.has_room()
+
+    def submit(self, op: WriteOp, *, bounded: bool = True) -> asyncio.Future[None]:
+        return self.writer.submit(op, bounded=bounded)
+
+    async def commit(self, op: WriteOp) -> None:
+        """Write ``op`` and wait for its commit; StoreUnavailable past the write timeout.
+
+        For the service's own writes (not clients' events), which the queue bound does
+        not apply to.
+        """
+        await self._bounded(self.writer.submit(op, bounded=False))
+
+    async def _bounded(self, written: asyncio.Future[None]) -> None:
+        await asyncio.wait((written,), timeout=self.write_timeout)
+        if not written.done():
+            raise StoreUnavailable
+        written.result()
+
+    async def flush(self) -> None:
+        """Wait until every write queued so far has committed.
+
+        Raises StoreUnavailable when that takes longer than the write timeout.
+        """
+        await self._bounded(self.writer.barrier())
+
+    async def healthy(self, timeout: float = 2.0) -> bool:
+        """True when an (empty) write transaction commits within ``timeout`` seconds."""
+        if self._writer is None or self._writer.failing:
+            return False
+        try:
+            await asyncio.wait_for(asyncio.shield(self._writer.barrier()), timeout)
+        except Exception:
+            return False
+        return True
+
+    def backup_target(self, moment: datetime) -> Path:
+        """``backups/`` beside the database file, named by the UTC time."""
+        db = self.path.absolute()
+        return db.parent / "backups" / f"{db.stem}-{moment:%Y%m%dT%H%M%S%fZ}.db"
+
+    async def backup(self, target: Path) -> int:
+        """A consistent copy of everything committed so far, written to ``target``."""
+        return await asyncio.to_thread(backup_into, self.path, target)
+
+    async def load_transaction(self, transaction_id: str) -> StoredTransaction | None:
+        if self._loader is None:
+            raise RuntimeError("store is not open")
+        return await self._loader.load(transaction_id)
+
+    async def transaction_view(self, transaction_id: str) -> TransactionView | None:
+        return await reader.transaction_view(self._reader(), transaction_id)
+
+    async def claim_answer(self, key: str, fingerprint: str, now: str,
+                           until: str) -> AnswerRow | None:
+        # One process serves the file: its claim in memory is the reservation.
+        return await idempotency.stored_answer(self._reader(), key, now)
+
+    def release_answer(self, key: str) -> None:
+        """Nothing was reserved in the file."""
+
+    async def lead_fields(self, transaction_id: str) -> dict[str, Any]:
+        return await reader.lead_fields(self._reader(), transaction_id)
+
+    async def due_postbacks(
+        self, now: str, *, limit: int, skip_ids: list[int], hosts: HostLoad
+    ) -> list[DuePostback]:
+        return await outbox.due(self._reader(), now, limit=limit, skip_ids=skip_ids,
+                                hosts=hosts)
+
+    async def next_postback_due_at(
+        self, skip_ids: list[int], skip_hosts: list[str]
+    ) -> str | None:
+        return await outbox.next_due_at(self._reader(), skip_ids, skip_hosts)
+
+    async def postbacks(
+        self, *, status: PostbackStatus | None, cid: str | None, limit: int
+    ) -> list[PostbackView]:
+        return await outbox.postbacks(self._reader(), status=status, cid=cid, limit=limit)
+
+    async def postback(self, postback_id: int) -> PostbackView | None:
+        return await outbox.postback(self._reader(), postback_id)
+
+    async def conversions(self, **filters: Any) -> list[tuple[int, ConversionView]]:
+        """See ``storage.sqlite.conversions.conversions``."""
+        return await conversions.conversions(self._reader(), **filters)
+
+    async def conversion(self, conversion_id: str) -> ConversionView | None:
+        return await conversions.conversion(self._reader(), conversion_id)
+
+    async def conversion_statuses(self, conversion_ids: list[str]) -> dict[str, ConversionView]:
+        return await conversions.statuses(self._reader(), conversion_ids)
+
+    async def report_figures(self, span: ReportSpan) -> RawFigures:
+        """See ``storage.reports``: on a connection of its own, in a thread."""
+        if self._write_conn is None:
+            raise RuntimeError("store is not open")
+        return await asyncio.to_thread(reports.read_report_figures, self.path, span)
+
+    def _reader(self) -> aiosqlite.Connection:
+        if self._read_conn is None:
+            raise RuntimeError("store is not open")
+        return self._read_conn

@@ -1,0 +1,136 @@
+"""SQLite's writer: each batch in one transaction on the store's one write connection."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import aiosqlite
+import msgspec
+import structlog
+
+from storage.records import (
+    AnswerRow,
+    AttemptRow,
+    ConversionChange,
+    EventRow,
+    LeadRow,
+    PostbackRow,
+    WriteOp,
+)
+from storage.sqlite import rollups
+from storage.writer import BatchRows, BatchWriter, merge_lead_changes
+
+log = structlog.get_logger("storage.writer")
+
+
+def _bulk_insert(table: str, row: type[msgspec.Struct]) -> str:
+    """INSERT of a whole batch passed as one JSON array of rows (one array per row).
+
+    SQLite unpacks it with json_each in a single statement step, so the batch costs one
+    round trip to the connection's thread and one handoff of the GIL, not one per row.
+    """
+    columns = row.__struct_fields__
+    values = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(columns)))
+    return f"INSERT INTO {table} ({', '.join(columns)}) SELECT {values} FROM json_each(?)"
+
+
+_INSERT_LEADS = _bulk_insert("leads", LeadRow)
+_INSERT_EVENTS = _bulk_insert("events", EventRow)
+_INSERT_POSTBACKS = _bulk_insert("postbacks", PostbackRow)
+_INSERT_ATTEMPTS = _bulk_insert("postback_attempts", AttemptRow)
+# "WHERE true" lets SQLite parse the upsert clause after a SELECT. The first answer stored
+# under a key is the one every retry gets.
+_INSERT_ANSWERS = (_bulk_insert("idempotency_keys", AnswerRow)
+                   + " WHERE true ON CONFLICT (key) DO NOTHING")
+# IMMEDIATE: the batch takes the write lock as it begins, not at its first write.
+_BEGIN = "BEGIN IMMEDIATE"
+# Expired answers go whenever new ones are stored: the table holds about a day of keys.
+_PURGE_ANSWERS = "DELETE FROM idempotency_keys WHERE expires_at <= ?"
+# At most one change per row and batch (see _merge_lead_changes), as UPDATE ... FROM
+# applies only one of several matches.
+_UPDATE_LEADS = """
+UPDATE leads SET
+    fields = CASE WHEN c.patch IS NULL THEN leads.fields ELSE json_patch(leads.fields, c.patch) END,
+    cost = coalesce(c.cost, leads.cost),
+    cost_micro = coalesce(c.cost_micro, leads.cost_micro)
+FROM (SELECT json_extract(value, '$[0]') AS transaction_id,
+             json_extract(value, '$[1]') AS patch,
+             json_extract(value, '$[2]') AS cost,
+             json_extract(value, '$[3]') AS cost_micro
+      FROM json_each(?)) AS c
+WHERE leads.transaction_id = c.transaction_id
+"""
+_UPDATE_POSTBACKS = """
+UPDATE postbacks SET
+    status = c.status, attempts = c.attempts, max_attempts = c.max_attempts,
+    next_attempt_at = c.next_attempt_at, last_status_code = c.last_status_code,
+    last_error = c.last_error, updated_at = c.updated_at
+FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS status,
+             json_extract(value, '$[2]') AS attempts, json_extract(value, '$[3]') AS max_attempts,
+             json_extract(value, '$[4]') AS next_attempt_at,
+             json_extract(value, '$[5]') AS last_status_code,
+             json_extract(value, '$[6]') AS last_error, json_extract(value, '$[7]') AS updated_at
+      FROM json_each(?)) AS c
+WHERE postbacks.id = c.id
+"""
+_INSERT_CONVERSION_CHANGES = _bulk_insert("conversion_changes", ConversionChange)
+# The changes of one batch were decided one after another: the last one stands.
+_UPDATE_CONVERSIONS = """
+UPDATE events SET status = c.to_status, decided_at = c.changed_at
+FROM (SELECT json_extract(value, '$[0]') AS conversion_id,
+             json_extract(value, '$[2]') AS to_status,
+             json_extract(value, '$[5]') AS changed_at
+      FROM json_each(?)) AS c
+WHERE events.conversion_id = c.conversion_id
+"""
+_rows = msgspec.json.Encoder()
+
+
+class Writer(BatchWriter):
+    """SQLite's writer, on its one write connection."""
+
+    task_name = "sqlite-writer"
+    permanent = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingError,
+                 sqlite3.InterfaceError, ValueError, TypeError)
+
+    def __init__(self, conn: aiosqlite.Connection, **options: Any) -> None:
+        super().__init__(**options)
+        self._conn = conn
+
+    async def _apply(self, ops: list[WriteOp]) -> None:
+        batch = BatchRows.of(ops)
+        changes, answers = batch.changes, batch.answers
+        last_changes = list({change.conversion_id: change
+                             for change in batch.conversion_changes}.values())
+        lead_changes = merge_lead_changes(changes)
+        conn = self._conn
+        await conn.execute(_BEGIN)
+        if answers:
+            await conn.execute(_PURGE_ANSWERS, (min(row.created_at for row in answers),))
+        # Fixed order: a row is inserted before rows that refer to it and changes to it.
+        for sql, inserted in ((_INSERT_LEADS, batch.leads), (_INSERT_EVENTS, batch.events)):
+            if inserted:
+                await conn.execute(sql, (_rows.encode(inserted).decode(),))
+        # The roll-ups, in this transaction: between the new rows and the changes to them.
+        await rollups.record(conn, batch.leads, batch.events, lead_changes,
+                             batch.conversion_changes)
+        for sql, rows in (
+            (_UPDATE_LEADS, lead_changes),
+            (_INSERT_POSTBACKS, batch.postbacks),
+            (_INSERT_ATTEMPTS, batch.attempts),
+            (_UPDATE_POSTBACKS, batch.postback_changes),
+            (_INSERT_CONVERSION_CHANGES, batch.conversion_changes),
+            (_UPDATE_CONVERSIONS, last_changes),
+            (_INSERT_ANSWERS, answers),
+        ):
+            if rows:
+                await conn.execute(sql, (_rows.encode(rows).decode(),))
+        await conn.commit()
+
+    async def _rollback(self) -> None:
+        try:
+            if self._conn.in_transaction:
+                await self._conn.rollback()
+        except Exception as exc:  # the connection itself may be gone
+            log.error("rollback_failed", error=repr(exc))
