@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import msgspec
 from msgspec import Meta
 
+from app.config.diagnosis import explain
 from app.events.lead_fields import EVENT_LEAD_FIELDS
 from storage.backend import is_postgres_url
 from storage.money import MAX_MONEY, percent_of, round_money
@@ -158,7 +159,7 @@ def parse_config(data: bytes | str, *, origin: str) -> Config:
     try:
         config = msgspec.toml.decode(data, type=Config)
     except msgspec.ValidationError as exc:
-        place, problem = _split_msgspec_error(str(exc))
+        place, problem = explain(exc, Config)
         raise ConfigError(f"{origin}: {place}: {problem}") from None
     except msgspec.DecodeError as exc:
         raise ConfigError(f"{origin}: TOML syntax: {exc}") from None
@@ -176,7 +177,7 @@ def with_server_overrides(config: Config, origin: str, **overrides: object) -> C
     try:
         server = msgspec.convert(msgspec.to_builtins(config.server) | given, ServerConfig)
     except msgspec.ValidationError as exc:
-        place, problem = _split_msgspec_error(str(exc))
+        place, problem = explain(exc, ServerConfig)
         raise ConfigError(f"{origin}: server.{place}: {problem}") from None
     found = _server_problem(server)
     if found is not None:
@@ -313,12 +314,3 @@ def _landing_url_problem(url: str) -> str | None:
         names = ", ".join(sorted("{" + name + "}" for name in unknown))
         return f"unknown macro {names} (known: {{transaction_id}}, {{cid}}, {{pid}})"
     return None
-
-
-def _split_msgspec_error(message: str) -> tuple[str, str]:
-    """'Expected `int`, got `str` - at `$.server.port`' -> ('server.port', 'Expected ...')."""
-    problem, sep, where = message.rpartition(" - at `")
-    if not sep:
-        return "top level", message
-    place = where.rstrip("`").removeprefix("$").removeprefix(".") or "top level"
-    return place, problem
