@@ -18,7 +18,7 @@ retrying would: they fire again and get a new conversion_id (counted as "re-fire
 
 Exits non-zero when commit mode lost or doubled anything, when any mode doubled, when a
 pending postback vanished, or when write-behind lost an answer older than the bound the
-README states (``flush_ms`` + ``COMMIT_ALLOWANCE_MS``). ``--quick`` (the test suite's smoke
+manual states (``flush_ms`` + ``COMMIT_ALLOWANCE_MS``). ``--quick`` (the test suite's smoke
 run) reports that bound but does not enforce it: the test suite asserts no timings.
 
     python loadtests/crash.py [--cycles 5] [--modes commit write-behind] [--flush-ms 5 200]
@@ -46,7 +46,7 @@ sys.path.insert(0, str(HERE.parent))
 from loadtests.servers import Server, free_port  # noqa: E402
 
 # What a write-behind crash may lose beyond flush_ms: the commit in progress (a batch
-# arriving while another commits waits for it) and its own commit. Measured, see README.
+# arriving while another commits waits for it) and its own commit. Measured: docs/internals.md.
 COMMIT_ALLOWANCE_MS = 150
 CID = "cmp_crash"
 PID = "src_affiliate"

@@ -1,4 +1,4 @@
-"""The documented limits, each checked on both sides with the number the README gives.
+"""The documented limits, each checked on both sides with the number the manual gives.
 
 Every number here is written out literally, never taken from the code under test, so a
 limit that drifts (255 becoming 256, 10^12 becoming 10^12 - 1, a window of 2 s becoming

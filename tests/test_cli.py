@@ -110,13 +110,13 @@ def test_serve_help_shows_the_server_defaults(
         assert f"(default: {value})" in text
 
 
-def test_the_readme_command_line_section_is_the_help_text(
+def test_the_manual_command_line_section_is_the_help_text(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Command line\n", 1)[1].split("\n## ", 1)[0]
+    manual = (ROOT / "docs" / "configuration.md").read_text()
+    section = manual.split("## Command line\n", 1)[1].split("\n## ", 1)[0]
     for argv in ((), ("serve",), ("check-config",), ("conversions",), ("report",)):
         command = " ".join(("event-postback", *argv, "--help"))
         shown = f"$ {command}\n{_help(monkeypatch, capsys, *argv)}"
-        assert shown in section, f"the README's Command line section lacks `{command}`"
+        assert shown in section, f"docs/configuration.md's Command line section lacks `{command}`"
     assert f"$ event-postback --version\nevent-postback {version('event-postback')}\n" in section

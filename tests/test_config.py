@@ -203,9 +203,9 @@ def test_serve_with_a_broken_config_exits_before_serving(
     assert capsys.readouterr().err.startswith(f"{bad}: server.port: Expected `int`")
 
 
-def test_the_readme_config_example_is_a_valid_config(tmp_path: Path) -> None:
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    example = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+def test_the_manual_config_example_is_a_valid_config(tmp_path: Path) -> None:
+    manual = (Path(__file__).parent.parent / "docs" / "configuration.md").read_text()
+    example = manual.split("```toml\n", 1)[1].split("```", 1)[0]
     config = load_config(write(tmp_path, example))
     assert config.lead_fields == ["first_name"]
     assert config.campaigns[0].postbacks[0].events == ["sale_completed"]

@@ -292,7 +292,7 @@ async def test_list_filters_newest_first_and_pages_with_a_cursor(api: Harness) -
     days = await page(**{"from": "2026-11-29", "to": "2026-11-29"})
     assert [c["conversion_id"] for c in days["conversions"]] == [ids[1]]
     assert (await page(cid="cmp_other"))["conversions"] == []
-    # The README's own template, every filter empty: no filter at all.
+    # The manual's own template (docs/api.md), every filter empty: no filter at all.
     blank = await api.client.get(
         "/api/conversions?status=&cid=&pid=&from=&to=&limit=50&cursor=", headers=AUTH)
     assert blank.status_code == 200, blank.text

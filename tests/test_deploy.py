@@ -1,9 +1,10 @@
-"""What the README's Deploy section relies on: the systemd unit and proxy headers."""
+"""What docs/operations.md's deploy sections rely on: the systemd unit and proxy headers."""
 
 from __future__ import annotations
 
 import configparser
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -15,7 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.serve.cli import _parser
+import app.serve.cli
+from app.config.schema import ServerConfig, demo_config, with_server_overrides
+from app.serve.cli import GRACEFUL_SHUTDOWN_SECONDS, _parser, _run
 from tests.demo_visit import CID, demo_visit
 from tests.served import Served
 
@@ -49,6 +52,43 @@ def test_the_unit_runs_a_command_line_the_server_accepts() -> None:
     # The database sits in the state directory systemd creates for the user.
     state = Path("/var/lib") / service["StateDirectory"]
     assert Path(args.db).parent == state == Path(service["WorkingDirectory"])
+
+
+def test_the_unit_the_manual_and_the_server_agree_on_stopping(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # What the server is given: the graceful-shutdown bound the unit and manual state.
+    given: list[float | None] = []
+
+    class Server:
+        started = True
+
+        def __init__(self, config: object) -> None:
+            given.append(getattr(config, "timeout_graceful_shutdown", None))
+
+        def run(self, sockets: object = None) -> None:
+            pass
+
+    monkeypatch.setattr(app.serve.cli.uvicorn, "Server", Server)
+    monkeypatch.setattr(app.serve.cli, "_tune_garbage_collector", lambda: None)
+    monkeypatch.setattr(signal, "signal", lambda *_: None)
+    config = with_server_overrides(demo_config(), "test", db=str(tmp_path / "stop.db"))
+    assert _run(_parser().parse_args(["serve"]), config, None, None) == 0
+    assert given == [GRACEFUL_SHUTDOWN_SECONDS]
+
+    write = ServerConfig().write_timeout_seconds
+    total = GRACEFUL_SHUTDOWN_SECONDS + write
+    unit = UNIT.read_text()
+    assert re.search(rf"in flight \(up to {GRACEFUL_SHUTDOWN_SECONDS} s\)", unit)
+    assert re.search(rf"write_timeout_seconds, {write:g} s by default\)", unit)
+    assert re.search(rf"about {total:g} s at most", unit)
+    # systemd sends SIGKILL after TimeoutStopSec: it must outlast the whole stop.
+    assert int(_unit()["Service"]["TimeoutStopSec"]) > total
+    manual = " ".join((ROOT / "docs" / "operations.md").read_text().split())
+    assert f"flight up to {GRACEFUL_SHUTDOWN_SECONDS} s to finish" in manual
+    assert f"`write_timeout_seconds` ({write:g} s by default)" in manual
+    assert f"within about {total:g} s even then" in manual
+    assert f"the unit allows {_unit()['Service']['TimeoutStopSec']} s" in manual
 
 
 def test_systemd_accepts_the_unit(tmp_path: Path) -> None:

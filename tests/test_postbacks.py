@@ -180,7 +180,7 @@ secret = "{SECRET}"
         "cid": CID, "pid": PID, "event_id": "sale_completed",
         "transaction_id": transaction_id, "conversion_id": conversion_id,
         "revenue": "45.10", "payout": "22.55", "conversion": "1", "sub2": "x"}
-    # The README's recipe, written out independently of the service's code.
+    # The manual's recipe (docs/postbacks.md), written out independently of the service's code.
     timestamp = request.headers["x-postback-timestamp"]
     expected = "sha256=" + hmac.new(SECRET.encode(), f"{timestamp}.".encode() + request.body,
                                     hashlib.sha256).hexdigest()

@@ -101,7 +101,7 @@ def test_kill_9_right_after_the_answers_loses_nothing_in_commit_mode(
 def test_kill_9_in_write_behind_mode_can_lose_what_was_not_yet_flushed(
     tmp_path: Path, servers: list[Served]
 ) -> None:
-    # The risk the README states for write-behind; also shows the crash test can see a loss.
+    # The risk the manual states for write-behind; also shows the crash test can see a loss.
     db = tmp_path / "risky.db"
     config = tmp_path / "risky.toml"
     config.write_text('[server]\ndurability = "write-behind"\nflush_ms = 60000\n'

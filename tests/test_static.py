@@ -43,7 +43,7 @@ async def test_landing_page_is_served_only_with_the_demo(db_path: Path) -> None:
 
 
 def test_the_served_landing_page_is_the_only_copy_in_the_repository() -> None:
-    # A second copy drifts from the one served; the README names the served one.
+    # A second copy drifts from the one served; the manual names the served one.
     found = []
     for folder, subfolders, files in os.walk(ROOT):
         # Hidden folders (.git, .venv), build output and mutmut's copy hold no sources.
@@ -51,7 +51,7 @@ def test_the_served_landing_page_is_the_only_copy_in_the_repository() -> None:
                          and name not in ("build", "dist", "mutants")]
         found += [Path(folder, name) for name in files if name == "landing.html"]
     assert found == [LANDING]
-    assert "`app/static/examples/landing.html`" in (ROOT / "README.md").read_text()
+    assert "`app/static/examples/landing.html`" in (ROOT / "docs" / "api.md").read_text()
 
 
 async def test_favicon_is_an_empty_answer_browsers_may_cache(api: Harness) -> None:

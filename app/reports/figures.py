@@ -1,6 +1,6 @@
 """The report rules: raw counts folded into local days and hours, and every figure.
 
-Definitions (the README's "Reports" section states them for users):
+Definitions (docs/api.md's "Reports" section states them for users):
 
 - clicks, cost: leads created in the period, by the lead's cid and pid;
 - events: events fired in the period, by the event's pid;

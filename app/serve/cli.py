@@ -51,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="event-postback",
-        description="Self-hosted Event Postback API on SQLite.",
+        description="Self-hosted Event Postback API, on an SQLite file or PostgreSQL.",
     )
     parser.add_argument("--version", action="version",
                         version=f"%(prog)s {version('event-postback')}")
@@ -152,6 +152,12 @@ def _check_config(path: str) -> int:
     return 0
 
 
+# On SIGTERM, how long requests in flight may take to finish (each waits on the store at
+# most write_timeout_seconds); the queued writes are committed after. The systemd unit in
+# examples/ gives the whole stop more than both.
+GRACEFUL_SHUTDOWN_SECONDS = 10
+
+
 def _tune_garbage_collector() -> None:
     """Fewer, cheaper cyclic collections for a server that allocates per request.
 
@@ -212,10 +218,9 @@ def _run(args: argparse.Namespace, config: Config, config_file: ConfigFile | Non
         log_config=None,
         access_log=False,
         server_header=False,
-        # Requests in flight wait on the store at most write_timeout_seconds each.
-        timeout_graceful_shutdown=10,
-        # Idle keep-alive connections hold a socket each: closed after 5 s (the README
-        # names this bound).
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        # Idle keep-alive connections hold a socket each: closed after 5 s (the manual's
+        # docs/operations.md names this bound).
         timeout_keep_alive=5,
     ))
     _tune_garbage_collector()
