@@ -39,7 +39,7 @@ from app.observe.logs import annotate
 from app.observe.metrics import Metrics
 from app.postbacks.dispatcher import Dispatcher
 from app.postbacks.plan import Planner
-from app.routes import docs, operate, routes
+from app.routes import LANDMARKS, docs, operate, routes
 from app.services import Current, Services
 from storage.backend import EventStore, Unsupported, is_postgres_url
 from storage.errors import ConversionConflict, StoreBusy, StoreClosed, StoreUnavailable
@@ -72,6 +72,12 @@ def build_store(config: Config) -> EventStore:
         gather_seconds=server.flush_ms / 1000,
         write_timeout=server.write_timeout_seconds,
     )
+
+
+def base_url(host: str, port: int) -> str:
+    """Where this machine reaches the server: a wildcard address through loopback."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def create_app(
@@ -137,6 +143,8 @@ def create_app(
         if reload_on_sighup:
             loop.add_signal_handler(signal.SIGHUP, _reload_logging_errors, reloader)
         log.info("store_opened", db=the_store.location, durability=server.durability)
+        base = base_url(server.host, server.port)
+        log.info("serving", url=base, **{name: base + path for name, path in LANDMARKS.items()})
         try:
             # "services" is the state as it was at start-up (tests read the store from it).
             yield {"current": current, "services": current.services}

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from starlette.requests import Request
+from starlette.responses import RedirectResponse
 from starlette.routing import Route
 
 from app.routes import admin, clicks, conversions, events, health, postbacks, reports, static
+
+# The pages a person opens, named by the start-up line; GET / leads to the first.
+LANDMARKS = {"dashboard": "/dashboard", "docs": "/docs", "health": "/healthz"}
+
+
+async def home(request: Request) -> RedirectResponse:
+    return RedirectResponse(LANDMARKS["dashboard"], status_code=302)
 
 
 def routes(*, demo: bool = False) -> list[Route]:
@@ -37,6 +46,7 @@ def routes(*, demo: bool = False) -> list[Route]:
         Route("/api/admin/backup", admin.backup, methods=["POST"]),
         Route("/api/reports", reports.reports, methods=["GET"]),
         Route("/healthz", health.healthz, methods=["GET"]),
+        Route("/", home, methods=["GET"]),
         *reports.dashboard_routes(),
         static.sdk_route(),
         static.favicon_route(),

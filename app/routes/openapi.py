@@ -230,6 +230,10 @@ def _operations(demo: bool) -> dict[str, dict[str, _Op]]:
                        media={200: {"application/javascript": {"schema": _TEXT}}},
                        tags=("documentation",)),
         },
+        "/": {
+            "get": _Op("The dashboard's address: a redirect to /dashboard", {
+                302: ("Found: Location is /dashboard", None)}, tags=("documentation",)),
+        },
         "/favicon.ico": {
             "get": _Op("No icon", {204: ("No content", None)}, tags=("documentation",)),
         },
