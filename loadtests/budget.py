@@ -65,7 +65,7 @@ _PROBES: dict[str, list[tuple[str, str]]] = {
     "body": [("app/edge/body_reader.py", "_read")],
     "handler": [("app/routes/events.py", "trigger")],
     "actor_and_queue": [("actors/registry.py", "fire")],
-    "queue": [("storage/sqlite/store.py", "submit")],
+    "queue": [("storage/batched.py", "submit")],
     "answer": [("app/edge/envelope.py", "success_response"),
                ("starlette/responses.py", "__call__")],
     "log": [("app/observe/logs.py", "info_line")],

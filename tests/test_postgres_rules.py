@@ -192,10 +192,10 @@ async def test_concurrent_events_share_commits(pg_url: str) -> None:
         transaction_ids = [await api.click() for _ in range(50)]
         store = api.services.store
         assert isinstance(store, PostgresStore)
-        before = store._the_writer().batches_committed
+        before = store.writer.batches_committed
         responses = await asyncio.gather(*(api.fire(t) for t in transaction_ids))
         assert [response.status_code for response in responses] == [200] * 50
-        after = store._the_writer().batches_committed
+        after = store.writer.batches_committed
     # One transaction per batch, not per request.
     assert after - before < 50
 

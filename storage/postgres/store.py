@@ -18,8 +18,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from storage.backend import Unsupported, WindowClaims, WriteQueue
-from storage.errors import StoreBusy, StoreClosed, StoreUnavailable
+from storage.backend import Unsupported, WindowClaims
+from storage.batched import BatchedStore
+from storage.errors import StoreBusy, StoreClosed
 from storage.loader import BatchLoader
 from storage.postgres import queries, reports
 from storage.postgres.schema import migrate
@@ -33,7 +34,6 @@ from storage.records import (
     HostLoad,
     PostbackStatus,
     PostbackView,
-    StoredTransaction,
     TransactionView,
     WriteOp,
 )
@@ -48,7 +48,7 @@ def without_password(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
-class PostgresStore:
+class PostgresStore(BatchedStore[PostgresWriter]):
     """``lease_seconds``: how long a due postback handed to this process's dispatcher stays
     its own; past it (the process died mid-delivery) another process sends it again.
     ``db_clock``: None when serving, the database's clock; tests give their fake clock, so
@@ -58,17 +58,14 @@ class PostgresStore:
     def __init__(self, url: str, *, max_pending: int = 10_000, write_timeout: float = 5.0,
                  pool_size: int = 10, lease_seconds: float = 60.0,
                  db_clock: Callable[[], datetime] | None = None) -> None:
+        super().__init__(write_timeout=write_timeout)
         self.url = url
         self.lease_seconds = lease_seconds
         self._db_clock = db_clock
-        self.write_timeout = write_timeout
         self._max_pending = max_pending
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
-        self._writer: PostgresWriter | None = None
-        self._loader: BatchLoader | None = None
         self._windows: WindowClaimer | None = None
-        self._commit_listeners: list[Callable[[list[WriteOp]], None]] = []
 
     @property
     def location(self) -> str:
@@ -90,57 +87,17 @@ class PostgresStore:
                                       on_commit=self._committed)
         self._writer.start()
 
-    def on_commit(self, listener: Callable[[list[WriteOp]], None]) -> None:
-        self._commit_listeners.append(listener)
-
-    def _committed(self, ops: list[WriteOp]) -> None:
-        for listener in self._commit_listeners:
-            listener(ops)
-
     async def close(self) -> None:
-        if self._writer is not None:
-            await self._writer.close(self.write_timeout)
-        for part in (self._loader, self._windows):
-            if part is not None:
-                await part.close()
+        await self._close_queues()
+        if self._windows is not None:
+            await self._windows.close()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
 
     @property
-    def writer(self) -> WriteQueue:
-        return self._the_writer()
-
-    def _the_writer(self) -> PostgresWriter:
-        if self._writer is None:
-            raise RuntimeError("store is not open")
-        return self._writer
-
-    @property
     def windows(self) -> WindowClaims | None:
         return self._windows
-
-    @property
-    def cold_loads(self) -> int:
-        return 0 if self._loader is None else self._loader.transactions_asked
-
-    def has_room(self) -> bool:
-        return self._the_writer().has_room()
-
-    def submit(self, op: WriteOp, *, bounded: bool = True) -> asyncio.Future[None]:
-        return self._the_writer().submit(op, bounded=bounded)
-
-    async def commit(self, op: WriteOp) -> None:
-        await self._bounded(self._the_writer().submit(op, bounded=False))
-
-    async def _bounded(self, written: asyncio.Future[None]) -> None:
-        await asyncio.wait((written,), timeout=self.write_timeout)
-        if not written.done():
-            raise StoreUnavailable
-        written.result()
-
-    async def flush(self) -> None:
-        await self._bounded(self._the_writer().barrier())
 
     async def healthy(self, timeout: float = 2.0) -> bool:
         """True when the database answers and the writer is not failing."""
@@ -163,11 +120,6 @@ class PostgresStore:
             raise RuntimeError("store is not open")
         return self._pool
 
-    async def load_transaction(self, transaction_id: str) -> StoredTransaction | None:
-        if self._loader is None:
-            raise RuntimeError("store is not open")
-        return await self._loader.load(transaction_id)
-
     async def transaction_view(self, transaction_id: str) -> TransactionView | None:
         return await queries.transaction_view(self._db(), transaction_id)
 
@@ -182,7 +134,7 @@ class PostgresStore:
         # Queued like any write, so it commits after the reservation it undoes; a store
         # that is closing leaves the reservation to run out.
         with contextlib.suppress(StoreBusy, StoreClosed):
-            self._the_writer().submit(WriteOp(released_key=key), bounded=False)
+            self.writer.submit(WriteOp(released_key=key), bounded=False)
 
     async def due_postbacks(self, now: str, *, limit: int, skip_ids: list[int],
                             hosts: HostLoad) -> list[DuePostback]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any
 import aiosqlite
 
 from storage.backend import WindowClaims
-from storage.errors import StoreUnavailable
+from storage.batched import BatchedStore
 from storage.loader import BatchLoader
 from storage.records import (
     AnswerRow,
@@ -22,9 +21,7 @@ from storage.records import (
     HostLoad,
     PostbackStatus,
     PostbackView,
-    StoredTransaction,
     TransactionView,
-    WriteOp,
 )
 from storage.reports import RawFigures, ReportSpan
 from storage.sqlite import conversions, idempotency, outbox, reader, reports
@@ -35,7 +32,7 @@ from storage.sqlite.loader import query_sqlite
 from storage.sqlite.writer import Writer
 
 
-class Store:
+class Store(BatchedStore[Writer]):
     """Owns the writer task and both connections.
 
     ``synchronous`` is SQLite's: ``FULL`` makes every commit survive power loss, ``NORMAL``
@@ -53,16 +50,13 @@ class Store:
         gather_seconds: float = 0.0,
         write_timeout: float = 5.0,
     ) -> None:
+        super().__init__(write_timeout=write_timeout)
         self.path = Path(path)
-        self.write_timeout = write_timeout
         self._synchronous = synchronous
         self._max_pending = max_pending
         self._gather_seconds = gather_seconds
-        self._writer: Writer | None = None
-        self._loader: BatchLoader | None = None
         self._write_conn: aiosqlite.Connection | None = None
         self._read_conn: aiosqlite.Connection | None = None
-        self._commit_listeners: list[Callable[[list[WriteOp]], None]] = []
         self._claim: Claim | None = None
 
     @property
@@ -94,20 +88,9 @@ class Store:
         )
         self._writer.start()
 
-    def on_commit(self, listener: Callable[[list[WriteOp]], None]) -> None:
-        """Call ``listener`` with the ops of every batch, right after it commits."""
-        self._commit_listeners.append(listener)
-
-    def _committed(self, ops: list[WriteOp]) -> None:
-        for listener in self._commit_listeners:
-            listener(ops)
-
     async def close(self) -> None:
         """Flush every queued write, then close both connections. Idempotent."""
-        if self._writer is not None:
-            await self._writer.close(self.write_timeout)
-        if self._loader is not None:
-            await self._loader.close()
+        await self._close_queues()
         for conn in (self._write_conn, self._read_conn):
             if conn is not None:
                 await conn.close()
@@ -116,49 +99,11 @@ class Store:
             self._claim.release()
             self._claim = None
 
-    @property
-    def writer(self) -> Writer:
-        if self._writer is None:
-            raise RuntimeError("store is not open")
-        return self._writer
-
-    @property
-    def cold_loads(self) -> int:
-        """How many transactions were read back from the database since it opened."""
-        return 0 if self._loader is None else self._loader.transactions_asked
-
     async def conversion_counts(self) -> dict[ConversionStatus, int]:
         return await conversions.counts_by_status(self._reader())
 
     async def postback_counts(self) -> dict[PostbackStatus, int]:
         return await outbox.counts_by_status(self._reader())
-
-    def has_room(self) -> bool:
-        return self.writer.has_room()
-
-    def submit(self, op: WriteOp, *, bounded: bool = True) -> asyncio.Future[None]:
-        return self.writer.submit(op, bounded=bounded)
-
-    async def commit(self, op: WriteOp) -> None:
-        """Write ``op`` and wait for its commit; StoreUnavailable past the write timeout.
-
-        For the service's own writes (not clients' events), which the queue bound does
-        not apply to.
-        """
-        await self._bounded(self.writer.submit(op, bounded=False))
-
-    async def _bounded(self, written: asyncio.Future[None]) -> None:
-        await asyncio.wait((written,), timeout=self.write_timeout)
-        if not written.done():
-            raise StoreUnavailable
-        written.result()
-
-    async def flush(self) -> None:
-        """Wait until every write queued so far has committed.
-
-        Raises StoreUnavailable when that takes longer than the write timeout.
-        """
-        await self._bounded(self.writer.barrier())
 
     async def healthy(self, timeout: float = 2.0) -> bool:
         """True when an (empty) write transaction commits within ``timeout`` seconds."""
@@ -178,11 +123,6 @@ class Store:
     async def backup(self, target: Path) -> int:
         """A consistent copy of everything committed so far, written to ``target``."""
         return await asyncio.to_thread(backup_into, self.path, target)
-
-    async def load_transaction(self, transaction_id: str) -> StoredTransaction | None:
-        if self._loader is None:
-            raise RuntimeError("store is not open")
-        return await self._loader.load(transaction_id)
 
     async def transaction_view(self, transaction_id: str) -> TransactionView | None:
         return await reader.transaction_view(self._reader(), transaction_id)
