@@ -250,13 +250,14 @@ async def test_cold_loads_asked_together_are_read_in_one_query(
     loader = store._loader
     assert loader is not None
     queries: list[list[str]] = []
-    real_query = loader._query
+    batches = loader._batches
+    real_query = batches._query
 
-    async def counted(ids: list[str]) -> Any:
-        queries.append(ids)
-        return await real_query(ids)
+    async def counted(batch: dict[str, None]) -> Any:
+        queries.append(list(batch))
+        return await real_query(batch)
 
-    monkeypatch.setattr(loader, "_query", counted)
+    monkeypatch.setattr(batches, "_query", counted)
     a, b, again, missing = await asyncio.gather(
         store.load_transaction("a"), store.load_transaction("b"),
         store.load_transaction("a"), store.load_transaction("nope"))

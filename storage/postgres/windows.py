@@ -8,14 +8,14 @@ second ask in the same batch would find the window just opened, and gets False.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from datetime import datetime
 
 import asyncpg
 import structlog
+
+from storage.batcher import Batcher
 
 log = structlog.get_logger("storage.postgres.windows")
 
@@ -47,61 +47,36 @@ class WindowClaimer:
         self._pool = pool
         self._clock = clock
         self._sql = _claim("now()" if clock is None else "$4::timestamptz")
-        self._max_batch = max_batch
         self._purged_at = time.monotonic()
-        self._waiting: dict[_Key, tuple[float, asyncio.Future[bool]]] = {}
-        self._has_work = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._batches: Batcher[_Key, float, bool] = Batcher(
+            self._open, missing=False, max_batch=max_batch, task_name="windows",
+            failure="window_claims_failed", size_name="claims", after=self._purge_if_due)
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="windows")
+        self._batches.start()
 
     async def claim(self, transaction_id: str, event_id: str, seconds: float) -> bool:
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         key = (transaction_id, event_id)
-        if key in self._waiting:
-            future.set_result(False)
-            return False
-        self._waiting[key] = (seconds, future)
-        self._has_work.set()
-        return await future
+        if key in self._batches:
+            return False  # the claim before it in this batch opens the window
+        return await self._batches.ask(key, seconds)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        for _, future in self._waiting.values():
-            if not future.done():
-                future.set_exception(RuntimeError("store closed"))
-        self._waiting.clear()
+        await self._batches.close()
 
-    async def _run(self) -> None:
-        while True:
-            await self._has_work.wait()
-            self._has_work.clear()
-            while self._waiting:
-                keys = list(self._waiting)[: self._max_batch]
-                batch = {key: self._waiting.pop(key) for key in keys}
-                args: list[object] = [[key[0] for key in keys], [key[1] for key in keys],
-                                      [batch[key][0] for key in keys]]
-                if self._clock is not None:
-                    args.append(self._clock())
-                try:
-                    rows = await self._pool.fetch(self._sql, *args)
-                except Exception as exc:
-                    log.error("window_claims_failed", error=repr(exc), claims=len(keys))
-                    for _, future in batch.values():
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                opened = {(row[0], row[1]) for row in rows}
-                for key, (_, future) in batch.items():
-                    if not future.done():
-                        future.set_result(key in opened)
-            if time.monotonic() - self._purged_at >= PURGE_EVERY_SECONDS:
-                await self.purge()
+    async def _open(self, batch: dict[_Key, float]) -> dict[_Key, bool]:
+        """Claim a batch of windows in one statement: True for those it opened."""
+        keys = list(batch)
+        args: list[object] = [[key[0] for key in keys], [key[1] for key in keys],
+                              [batch[key] for key in keys]]
+        if self._clock is not None:
+            args.append(self._clock())
+        rows = await self._pool.fetch(self._sql, *args)
+        return {(row[0], row[1]): True for row in rows}
+
+    async def _purge_if_due(self) -> None:
+        if time.monotonic() - self._purged_at >= PURGE_EVERY_SECONDS:
+            await self.purge()
 
     async def purge(self) -> int:
         """Delete the windows closed by now (by the database's clock); how many went."""
