@@ -28,7 +28,7 @@ from app.conversions.desk import ConversionDesk
 from app.edge import errors
 from app.edge.admission import AdmissionMiddleware
 from app.edge.body_reader import BodyReader
-from app.edge.cors import cors_middleware
+from app.edge.cors import CorsRules, CurrentCORS
 from app.edge.envelope import error_response
 from app.edge.errors import ApiError
 from app.edge.fast_path import EventFastPath
@@ -100,6 +100,7 @@ def create_app(
     server = config.server
     metrics = Metrics(config, metrics_registry)
     planner = _CurrentPlanner(Planner(config))
+    cors = CorsRules(config)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -127,6 +128,7 @@ def create_app(
             planner.current = new_planner
             dispatcher.use_settings(new.delivery)
             metrics.use_config(new)
+            cors.use(new)
             current.services = dataclasses.replace(
                 current.services, config=new, catalog=Catalog(new), planner=new_planner)
 
@@ -178,7 +180,7 @@ def create_app(
             Middleware(BodyReader, timeout=server.body_timeout_seconds),
             Middleware(AdmissionMiddleware, limit=server.max_in_flight),
             Middleware(EventFastPath, routes=table, exception_handlers=exception_handlers),
-            cors_middleware(config),
+            Middleware(CurrentCORS, rules=cors),
         ],
         exception_handlers=exception_handlers,
         lifespan=lifespan,

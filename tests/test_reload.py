@@ -11,13 +11,14 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 from asgi_lifespan import LifespanManager
 from structlog.testing import capture_logs
 
-from app.config.reload import ConfigFile, changes, restart_key
+from app.config.reload import ConfigFile, changes, refusal, restart_key
 from app.config.schema import parse_config
 from app.factory import create_app
-from tests.conftest import ADMIN_TOKEN, CID, PID, TEST_CONFIG, error
+from tests.conftest import ADMIN_TOKEN, BACKENDS, CID, OTHER_CID, PID, TEST_CONFIG, error
 from tests.served import Served
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -192,3 +193,212 @@ async def test_sighup_reloads_a_served_process_while_requests_are_in_flight(
     [refused] = [line for line in lines if line["event"] == "config_reload_refused"]
     assert refused["level"] == "error"
     assert "TOML syntax" in refused["error"]
+
+
+QUOTES = "https://quotes.example.com"
+PARTNER = "https://partner.example.net"
+NO_TOKEN = TEST_CONFIG.replace(f'admin_token = "{ADMIN_TOKEN}"\n', "", 1)
+# Every campaign renamed: none of the ones in force is left.
+REPLACED = TEST_CONFIG.replace(f'cid = "{CID}"', 'cid = "cmp_new"', 1).replace(
+    f'cid = "{OTHER_CID}"', 'cid = "cmp_newer"', 1)
+
+
+def allowing(origin: str) -> str:
+    """The test config with both campaigns open to pages on ``origin`` only."""
+    text = TEST_CONFIG
+    for cid in (CID, OTHER_CID):
+        text = text.replace(f'cid = "{cid}"\n',
+                            f'cid = "{cid}"\nallowed_origins = ["{origin}"]\n')
+    return text
+
+
+@pytest.fixture(params=BACKENDS)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An SQLite file, or a PostgreSQL database of the test's own."""
+    if request.param == "sqlite":
+        return str(tmp_path / "events.db")
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+@asynccontextmanager
+async def serving_on(tmp_path: Path, text: str,
+                     db: str) -> AsyncIterator[tuple[httpx.AsyncClient, Path]]:
+    """The app as ``serve --config FILE --db DB`` starts it: the file holds no db."""
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    config_file = ConfigFile(path, {"db": db})
+    app = create_app(config_file.read(), config_file=config_file)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client, path
+
+
+def preflight(origin: str) -> dict[str, str]:
+    return {"Origin": origin, "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type"}
+
+
+async def test_reload_changes_which_pages_get_cors_headers(tmp_path: Path, db: str) -> None:
+    async with serving_on(tmp_path, allowing(QUOTES), db) as (client, path):
+        before = await client.options("/api/click", headers=preflight(PARTNER))
+        assert "access-control-allow-origin" not in before.headers
+        path.write_text(allowing(PARTNER))
+        assert (await reload(client)).status_code == 200
+
+        added = await client.options("/api/click", headers=preflight(PARTNER))
+        assert added.status_code == 200
+        assert added.headers["access-control-allow-origin"] == PARTNER
+        removed = await client.options("/api/click", headers=preflight(QUOTES))
+        assert "access-control-allow-origin" not in removed.headers
+
+        answered = await click(client)
+        clicked = await client.post("/api/click", json={"cid": CID, "pid": PID},
+                                    headers={"Origin": PARTNER})
+        assert clicked.status_code == 200, clicked.text
+        assert clicked.headers["access-control-allow-origin"] == PARTNER
+        refused = await client.post("/api/click", json={"cid": CID, "pid": PID},
+                                    headers={"Origin": QUOTES})
+        assert refused.json() == error(403, "Origin not allowed for this campaign")
+        assert "access-control-allow-origin" not in refused.headers
+        assert "access-control-allow-origin" not in answered.headers
+
+
+def refused_because(path: Path, reason: str) -> dict[str, object]:
+    return error(400, f"{path}: refused: {reason} "
+                      "(POST /api/admin/reload?force=true applies it anyway)")
+
+
+async def force(client: httpx.AsyncClient) -> httpx.Response:
+    return await client.post("/api/admin/reload", params={"force": "true"}, headers=AUTH)
+
+
+async def test_an_empty_file_is_refused_unless_forced(tmp_path: Path, db: str) -> None:
+    async with serving_on(tmp_path, TEST_CONFIG, db) as (client, path):
+        path.write_text("")
+        with capture_logs() as logs:
+            response = await reload(client)
+        assert response.json() == refused_because(path, "the new config has no campaigns")
+        assert not any(entry["event"] == "config_reloaded" for entry in logs)
+        # Campaigns and the admin API are still there.
+        assert (await click(client)).status_code == 200
+        assert (await client.post("/api/admin/reload", params={"force": "false"},
+                                  headers=AUTH)).status_code == 400
+
+        with capture_logs() as logs:
+            forced = await force(client)
+        assert forced.status_code == 200, forced.text
+        assert forced.json()["data"]["changes"]["campaigns_removed"] == [CID, OTHER_CID]
+        [line] = [entry for entry in logs if entry["event"] == "config_reloaded"]
+        assert line["forced"] == "the new config has no campaigns"
+        assert line["log_level"] == "warning"
+        assert (await click(client)).json() == error(400, "Invalid cid")
+        # No admin token any more: the read and admin API are off.
+        assert (await reload(client)).status_code == 404
+
+
+async def test_replacing_every_campaign_is_refused_unless_forced(
+    tmp_path: Path, db: str,
+) -> None:
+    async with serving_on(tmp_path, TEST_CONFIG, db) as (client, path):
+        path.write_text(REPLACED)
+        response = await reload(client)
+        assert response.json() == refused_because(
+            path, "the new config removes every campaign")
+        assert (await click(client)).status_code == 200
+
+        forced = await force(client)
+        assert forced.status_code == 200, forced.text
+        assert (await click(client)).json() == error(400, "Invalid cid")
+        created = await client.post("/api/click", json={"cid": "cmp_new", "pid": PID})
+        assert created.status_code == 200, created.text
+
+
+async def test_removing_the_admin_token_is_refused_unless_forced(
+    tmp_path: Path, db: str,
+) -> None:
+    async with serving_on(tmp_path, TEST_CONFIG, db) as (client, path):
+        path.write_text(NO_TOKEN)
+        response = await reload(client)
+        assert response.json() == refused_because(
+            path, "the new config removes the admin token")
+        assert (await client.get("/api/postbacks", headers=AUTH)).status_code == 200
+
+        assert (await force(client)).status_code == 200
+        assert (await client.get("/api/postbacks", headers=AUTH)).status_code == 404
+
+
+async def test_a_bad_force_value_is_a_400_naming_it(tmp_path: Path) -> None:
+    db = str(tmp_path / "events.db")
+    async with serving_on(tmp_path, TEST_CONFIG, db) as (client, path):
+        path.write_text("")
+        response = await client.post("/api/admin/reload", params={"force": "maybe"},
+                                     headers=AUTH)
+        assert response.json() == error(400, "Invalid force",
+                                        invalidFields={"force": "Expected `bool`, got `str`"})
+        assert (await click(client)).status_code == 200
+
+
+def test_what_a_reload_refuses_unless_forced() -> None:
+    old = parse_config(TEST_CONFIG, origin="old")
+    for text, reason in (
+        ("", "the new config has no campaigns"),
+        (f'[server]\nadmin_token = "{ADMIN_TOKEN}"\n', "the new config has no campaigns"),
+        (REPLACED, "the new config removes every campaign"),
+        (NO_TOKEN, "the new config removes the admin token"),
+    ):
+        assert refusal(old, parse_config(text, origin="new")) == reason
+    kept_one = TEST_CONFIG.replace(f'cid = "{CID}"', 'cid = "cmp_new"', 1)
+    rotated = TEST_CONFIG.replace(ADMIN_TOKEN, "rotated-token")
+    for text in (TEST_CONFIG, kept_one, rotated, NEW_CAMPAIGN):
+        assert refusal(old, parse_config(text, origin="new")) is None
+    # Without a token in force there is none to lose.
+    assert refusal(parse_config(NO_TOKEN, origin="old"),
+                   parse_config(NO_TOKEN, origin="new")) is None
+
+
+async def test_start_up_takes_a_file_with_no_campaigns(tmp_path: Path) -> None:
+    # Starting is not a reload: nothing was in force to lose.
+    async with serving_on(tmp_path, "", str(tmp_path / "events.db")) as (client, _):
+        assert (await client.get("/healthz")).status_code == 200
+        assert (await client.post("/api/click", json={"cid": CID})).json() == error(
+            400, "Invalid cid")
+
+
+def log_lines(server: Served) -> list[dict[str, object]]:
+    return [json.loads(line) for line in server.log_path.read_text().splitlines()
+            if line.startswith("{")]
+
+
+async def test_sighup_changes_cors_and_never_forces(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(allowing(QUOTES))
+    server = Served(tmp_path, "--config", str(path), "--db", str(tmp_path / "served.db"))
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+            path.write_text(allowing(PARTNER))
+            server.signal(signal.SIGHUP)
+            # The signal is handled between requests: wait for the first answer after it.
+            while "access-control-allow-origin" not in (
+                    await client.options("/api/click", headers=preflight(PARTNER))).headers:
+                await asyncio.sleep(0.02)
+            removed = await client.options("/api/click", headers=preflight(QUOTES))
+            assert "access-control-allow-origin" not in removed.headers
+
+            path.write_text("")
+            server.signal(signal.SIGHUP)
+            while not any(line["event"] == "config_reload_refused"
+                          for line in log_lines(server)):
+                await asyncio.sleep(0.02)
+            clicked = await client.post("/api/click", json={"cid": CID, "pid": PID},
+                                        headers={"Origin": PARTNER})
+            assert clicked.status_code == 200, clicked.text
+            assert clicked.headers["access-control-allow-origin"] == PARTNER
+            assert (await reload(client)).json() == refused_because(
+                path, "the new config has no campaigns")
+    finally:
+        server.signal(signal.SIGTERM)
+        assert server.wait() == 0
+    [refused] = [line for line in log_lines(server) if line["event"] == "config_reload_refused"]
+    assert refused["error"] == refused_because(path, "the new config has no campaigns")["message"]

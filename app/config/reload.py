@@ -5,6 +5,11 @@ database, the store's queue and timeouts, the actors' limits, the middleware's b
 postback connection pool) stays as it is, so a change to one of those keys is refused
 with the key named. Everything looked up per request (campaigns, events, sources, origins,
 postbacks, delivery schedule, the admin token) takes effect on the next request.
+
+A new config that would leave the service with no campaign, or none of the ones it serves,
+or without the admin token it has, is refused unless forced: such a file is more often an
+accident (a truncated or wrong file) than a wish, and once in force it takes away the
+admin route that could put things right.
 """
 
 from __future__ import annotations
@@ -47,6 +52,18 @@ def restart_key(old: Config, new: Config) -> str | None:
     for name in _RESTART_DELIVERY_KEYS:
         if getattr(old.delivery, name) != getattr(new.delivery, name):
             return f"delivery.{name}"
+    return None
+
+
+def refusal(old: Config, new: Config) -> str | None:
+    """Why the new config would cut the service off (see the module docstring), or None."""
+    if not new.campaigns:
+        return "the new config has no campaigns"
+    if old.campaigns and not (_by_id(old.campaigns, "cid").keys()
+                              & _by_id(new.campaigns, "cid").keys()):
+        return "the new config removes every campaign"
+    if old.server.admin_token is not None and new.server.admin_token is None:
+        return "the new config removes the admin token"
     return None
 
 
@@ -97,9 +114,10 @@ class Reloader:
     def current(self) -> Config:
         return self._current()
 
-    def reload(self) -> dict[str, list[str]]:
+    def reload(self, *, force: bool = False) -> dict[str, list[str]]:
         """Swap in the file's config and say what changed; raises ConfigError, keeping
-        the old config in force, when the file is wrong or needs a restart."""
+        the old config in force, when the file is wrong, needs a restart, or (unless
+        ``force``) would cut the service off."""
         if self._source is None:
             raise ConfigError("no config file was given at start-up: nothing to reload")
         new = self._source.read()
@@ -108,9 +126,17 @@ class Reloader:
         if key is not None:
             raise ConfigError(f"{self._source.path}: {key}: changed, and only a restart "
                               "applies it")
+        reason = refusal(old, new)
+        if reason is not None and not force:
+            raise ConfigError(f"{self._source.path}: refused: {reason} "
+                              "(POST /api/admin/reload?force=true applies it anyway)")
         self._apply(new)
         changed = changes(old, new)
-        log.info("config_reloaded", path=str(self._source.path), **changed)
+        if reason is None:
+            log.info("config_reloaded", path=str(self._source.path), **changed)
+        else:
+            log.warning("config_reloaded", path=str(self._source.path), forced=reason,
+                        **changed)
         return changed
 
 

@@ -26,12 +26,12 @@ from app.routes.clicks import ClickData
 from app.routes.conversions import BulkData, ConversionPage
 from app.routes.events import EventData
 from app.routes.health import HealthData
-from app.routes.operate import ReloadData
+from app.routes.operate import ReloadData, ReloadQuery
 from storage.records import ConversionView, PostbackView, TransactionView
 
 _REF = "#/components/schemas/{name}"
 _STRUCTS: tuple[Any, ...] = (ClickFields, EventFields, PostbackQuery, ClickData, EventData,
-                             TransactionView, PostbackView, BackupData, ReloadData,
+                             TransactionView, PostbackView, BackupData, ReloadData, ReloadQuery,
                              HealthData, ErrorEnvelope, ConversionQuery, ConversionPage,
                              ConversionView, ChangeBody, BulkBody, BulkData, ReportQuery,
                              Report)
@@ -193,9 +193,12 @@ def _operations(demo: bool) -> dict[str, dict[str, _Op]]:
         "/api/admin/reload": {
             "post": _Op("Read the config file again and swap it in", {
                 200: ("Config reloaded", ReloadData),
-                400: ("The new config is wrong or changes a key only a restart applies; "
-                      "the old one stays in force", None),
-                404: _NO_TOKEN[1]}, admin=True, tags=("operations",)),
+                400: ("The new config is wrong, changes a key only a restart applies, or "
+                      "(unless forced) removes every campaign or the admin token; the old "
+                      "one stays in force", None),
+                404: _NO_TOKEN[1]}, query=ReloadQuery, admin=True, tags=("operations",),
+                description="force=true applies a config that removes every campaign or "
+                            "the admin token; SIGHUP never forces."),
         },
         "/healthz": {
             "get": _Op("200 while the store commits writes", {

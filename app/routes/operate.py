@@ -11,7 +11,7 @@ from starlette.routing import Route
 from app.config.schema import ConfigError
 from app.config.summary import summary
 from app.edge.envelope import success_response
-from app.edge.errors import ApiError
+from app.edge.errors import ApiError, invalid_from
 from app.observe.logs import annotate
 from app.routes.admin import require_admin
 from app.services import services
@@ -28,6 +28,13 @@ async def metrics(request: Request) -> Response:
     return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
+class ReloadQuery(msgspec.Struct, frozen=True, kw_only=True):
+    """The query of POST /api/admin/reload."""
+
+    # Apply a config that removes every campaign or the admin token (refused otherwise).
+    force: bool = False
+
+
 class ReloadData(msgspec.Struct):
     # What changed, e.g. {"sources_changed": ["src_a"], "campaigns_added": ["cmp_b"]}.
     changes: dict[str, list[str]]
@@ -40,7 +47,11 @@ async def reload_config(request: Request) -> Response:
     svc = services(request)
     require_admin(request, svc)
     try:
-        changed = svc.reloader.reload()
+        query = msgspec.convert(dict(request.query_params), ReloadQuery, strict=False)
+    except msgspec.ValidationError as exc:
+        raise invalid_from(exc, "query") from None
+    try:
+        changed = svc.reloader.reload(force=query.force)
     except ConfigError as exc:
         raise ApiError(400, str(exc), "config_refused") from None
     annotate(outcome="config_reloaded")
