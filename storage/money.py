@@ -17,7 +17,13 @@ _CENTS = Decimal("0.01")
 _ZERO = Decimal("0.00")
 # Wide enough for any product of two bounded amounts, so payouts are computed exactly.
 _EXACT = Context(prec=80, rounding=ROUND_HALF_EVEN)
-_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+# ASCII digits only: Python's Decimal would also read Arabic-Indic or fullwidth digits.
+_NUMBER = re.compile(
+    r"(?P<significand>[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(?:[eE](?P<exponent>[+-]?[0-9]+))?")
+# Decimal refuses exponents near 10**18. Past this one a number is, for every bound and
+# rounding here, simply huge or simply zero, whatever its digits (bodies are far shorter).
+_EXPONENT_CLAMP = 10**12
+_BLANKS = " \t\n\r\f\v"
 _RANGE = f"Expected a finite number >= 0 and <= {MAX_MONEY:f}"
 
 
@@ -31,13 +37,32 @@ def parse_money(value: object) -> Decimal:
         amount = value
     elif isinstance(value, int) and not isinstance(value, bool):
         amount = Decimal(value)
-    elif isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
-        amount = Decimal(value.strip())
+    elif isinstance(value, str):
+        amount = decimal_from_text(value.strip(_BLANKS))
     else:
         raise MoneyError("Expected a number")
     if not amount.is_finite() or amount < 0 or amount > MAX_MONEY:
         raise MoneyError(_RANGE)
     return round_money(amount)
+
+
+def decimal_from_text(text: str) -> Decimal:
+    """Numeric text in ASCII digits (a JSON number, say) as an exact Decimal.
+
+    An exponent too long for Decimal is clamped: 1e-9999999999999999999 reads as a number
+    too small to be anything but zero once rounded, as 1e-300000000 does.
+    """
+    match = _NUMBER.fullmatch(text)
+    if match is None:
+        raise MoneyError("Expected a number")
+    significand, exponent = match["significand"], match["exponent"]
+    if exponent is None:
+        return Decimal(significand)
+    # Compared as text first: int() refuses digit strings past 4300 characters.
+    digits = exponent.lstrip("+-").lstrip("0")
+    if len(digits) > len(str(_EXPONENT_CLAMP)) or int(digits or 0) > _EXPONENT_CLAMP:
+        exponent = ("-" if exponent.startswith("-") else "") + str(_EXPONENT_CLAMP)
+    return Decimal(f"{significand}e{exponent}")
 
 
 def round_money(amount: Decimal) -> Decimal:

@@ -7,7 +7,6 @@ form content type means a form and anything else must be JSON.
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -17,9 +16,11 @@ from starlette.requests import Request
 from app.edge import errors
 from app.edge.body_reader import BODY
 from app.edge.request_info import header
+from storage.money import decimal_from_text
 
-# Non-integer JSON numbers become Decimal straight from their text: 45.10 stays 45.10.
-_json_object = msgspec.json.Decoder(dict[str, Any], float_hook=Decimal)
+# Non-integer JSON numbers become Decimal straight from their text: 45.10 stays 45.10, and
+# an exponent of any length is read (Decimal's own reading fails past 18 digits).
+_json_object = msgspec.json.Decoder(dict[str, Any], float_hook=decimal_from_text)
 _JSON_OPENERS = (b"{", b"[", b'"')
 
 
