@@ -35,4 +35,5 @@ class ConversionQuery(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     from_day: Day | None = msgspec.field(default=None, name="from")
     to_day: Day | None = msgspec.field(default=None, name="to")
     limit: Annotated[int, Meta(ge=1, le=500)] = 50
-    cursor: Annotated[int, Meta(ge=1)] | None = None
+    # A conversion's row id, which both stores keep in a signed 64-bit integer.
+    cursor: Annotated[int, Meta(ge=1, le=2**63 - 1)] | None = None

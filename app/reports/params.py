@@ -86,6 +86,9 @@ def _date(text: str, name: str) -> dt.date:
     # Before 1900 zones had local mean times with odd seconds; nothing was recorded then.
     if day.year < 1970:
         raise errors.invalid_fields({name: "Expected a day from 1970"})
+    # A period ends at the midnight after its last day, and 9999-12-31 has none.
+    if day == dt.date.max:
+        raise errors.invalid_fields({name: "Expected a day before 9999-12-31"})
     return day
 
 
