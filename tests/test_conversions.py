@@ -354,7 +354,7 @@ async def test_the_cli_reverses_the_conversions_of_a_csv(
         [str(EXECUTABLE), "conversions", "reverse", "--file", str(returns), "--reason",
          "buyer return", "--config", str(config_file), "--db", str(db)],
         capture_output=True, text=True, timeout=30)
-    assert result.returncode == 0, result.stderr
+    assert (result.returncode, result.stderr) == (1, "unknown conversion ids: conv_missing\n")
     assert result.stdout == (f"{ids[0]}: changed reversed\nconv_missing: unknown\n"
                              f"{ids[1]}: changed reversed\n2 changed, 0 already, 1 unknown\n")
     with closing(sqlite3.connect(db)) as conn:

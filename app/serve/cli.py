@@ -1,4 +1,5 @@
-"""The ``event-postback`` command: ``serve``, ``check-config`` and ``--version``."""
+"""The ``event-postback`` command: ``serve``, ``check-config``, ``conversions``, ``report``
+and ``--version``; its exit codes are those of app/serve/exits.py."""
 
 from __future__ import annotations
 
@@ -28,24 +29,35 @@ from app.config.summary import summary
 from app.conversions.rules import Action
 from app.factory import build_store, create_app
 from app.observe.logs import configure_logging
-from app.serve import workers
+from app.serve import exits, workers
 from app.serve.conversion_command import change_from_file
+from app.serve.exits import Refusal, check_database
 from app.serve.report_args import add_report_parser, report_params
 from app.serve.report_command import report_from_file
 from storage.backend import Unsupported, is_postgres_url
-from storage.sqlite.claim import DatabaseInUse
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.command == "check-config":
-        return _check_config(args.file)
-    if args.command == "conversions":
-        return _conversions(args)
-    if args.command == "report":
-        return _report(args)
-    return _serve(args)
+    try:
+        if args.command == "check-config":
+            return _check_config(args.file)
+        if args.command == "conversions":
+            return _conversions(args)
+        if args.command == "report":
+            return _report(args)
+        return _serve(args)
+    except (ConfigError, Unsupported) as exc:
+        sys.stderr.write(f"{exc}\n")
+        return exits.USAGE
+    except Refusal as exc:
+        return _refused(exc)
+
+
+def _refused(refusal: Refusal) -> int:
+    sys.stderr.write(f"{refusal.line}\n")
+    return refusal.code
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -102,54 +114,33 @@ def _parser() -> argparse.ArgumentParser:
     conversions.add_argument("--config", metavar="FILE",
                              help="TOML configuration file (default: the built-in demo "
                                   "config)")
-    conversions.add_argument("--db", metavar="FILE",
-                             help=f"SQLite database file (default: {server.db})")
+    conversions.add_argument("--db", metavar="DB",
+                             help="existing SQLite database file or postgresql:// URL "
+                                  f"(default: {server.db})")
     add_report_parser(commands, server.db)
     return parser
 
 
 def _report(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config) if args.config else demo_config()
-        config = with_server_overrides(config, "command line", db=args.db)
-        return report_from_file(config, report_params(args), as_csv=args.csv)
-    except ConfigError as exc:
-        sys.stderr.write(f"{exc}\n")
-        return 2
-    except DatabaseInUse as exc:
-        sys.stderr.write(f"{exc}: use GET /api/reports while it is served\n")
-        return 3
-    except Unsupported as exc:
-        sys.stderr.write(f"{exc}\n")
-        return 2
+    config = load_config(args.config) if args.config else demo_config()
+    config = with_server_overrides(config, "command line", db=args.db)
+    return report_from_file(config, report_params(args), as_csv=args.csv)
 
 
 def _conversions(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config) if args.config else demo_config()
-        config = with_server_overrides(config, "command line", db=args.db)
-    except ConfigError as exc:
-        sys.stderr.write(f"{exc}\n")
-        return 2
+    config = load_config(args.config) if args.config else demo_config()
+    config = with_server_overrides(config, "command line", db=args.db)
     if args.reason is not None and len(args.reason) > 255:
         sys.stderr.write("--reason: at most 255 characters\n")
-        return 2
-    try:
-        return change_from_file(config, args.action, args.file, args.reason)
-    except DatabaseInUse as exc:
-        sys.stderr.write(f"{exc}: use POST /api/conversions/bulk while it is served\n")
-        return 3
+        return exits.USAGE
+    return change_from_file(config, args.action, args.file, args.reason)
 
 
 def _check_config(path: str) -> int:
-    try:
-        # The same reading and checks as start-up and a reload.
-        config = ConfigFile(Path(path)).read()
-    except ConfigError as exc:
-        sys.stderr.write(f"{exc}\n")
-        return 2
+    # The same reading and checks as start-up and a reload.
+    config = ConfigFile(Path(path)).read()
     sys.stdout.write(f"{path}: ok ({summary(config)})\n")
-    return 0
+    return exits.OK
 
 
 # On SIGTERM, how long requests in flight may take to finish (each waits on the store at
@@ -176,21 +167,20 @@ def _serve(args: argparse.Namespace) -> int:
                  "durability": args.durability}
     # A reload reads the file again with the same flags over it.
     config_file = ConfigFile(Path(args.config), overrides) if args.config else None
-    try:
-        if config_file is not None:
-            config = config_file.read()
-        else:
-            config = with_server_overrides(demo_config(), "command line", **overrides)
-    except ConfigError as exc:
-        sys.stderr.write(f"{exc}\n")
-        return 2
+    if config_file is not None:
+        config = config_file.read()
+    else:
+        config = with_server_overrides(demo_config(), "command line", **overrides)
     if args.workers < 1:
         sys.stderr.write("--workers must be at least 1\n")
-        return 2
+        return exits.USAGE
     if args.workers > 1 and not is_postgres_url(config.server.db):
         sys.stderr.write("--workers needs a postgresql:// database: an SQLite file is "
                          "served by one process\n")
-        return 2
+        return exits.USAGE
+    # Once, before any worker starts: one line and one exit code, not one per worker,
+    # and none of the start-up's log lines around it.
+    check_database(config.server.db, existing=False)
     configure_logging(args.log_level)
     if args.workers > 1:
         return workers.serve(args.workers, config.server.host, config.server.port,
@@ -203,10 +193,11 @@ def _run(args: argparse.Namespace, config: Config, config_file: ConfigFile | Non
     """One server process, on its own port or on ``sockets`` shared with its siblings."""
     store = build_store(config)
     try:
-        store.claim()
-    except DatabaseInUse as exc:
-        sys.stderr.write(f"{exc}\n")
-        return 3
+        exits.claim(store)
+        if sockets is None:
+            _ensure_free(config.server.host, config.server.port)
+    except Refusal as exc:
+        return _refused(exc)
     server = uvicorn.Server(uvicorn.Config(
         create_app(config, store=store, demo=not args.config, config_file=config_file,
                    reload_on_sighup=True),
@@ -231,5 +222,19 @@ def _run(args: argparse.Namespace, config: Config, config_file: ConfigFile | Non
     if sockets is not None:
         # A worker told to stop before uvicorn took over its signals stops once started.
         workers.on_stop(lambda: setattr(server, "should_exit", True))
-    server.run(sockets=sockets)
-    return 0 if server.started else 1
+    try:
+        server.run(sockets=sockets)
+    except SystemExit:
+        # uvicorn's exit on a start-up that failed after its log lines said why; its code
+        # (3) means a served database here.
+        return exits.FAILED
+    return exits.OK if server.started else exits.FAILED
+
+
+def _ensure_free(host: str, port: int) -> None:
+    """Refuse a port in use with one line, as ``--workers`` does, before opening the store."""
+    try:
+        workers.ensure_free(host, port)
+    except OSError as exc:
+        raise Refusal(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+                      exits.FAILED) from None

@@ -18,6 +18,8 @@ from app.conversions.desk import ChangeResult, ConversionDesk
 from app.conversions.rules import Action
 from app.factory import build_store
 from app.postbacks.plan import Planner
+from app.serve import exits
+from app.serve.exits import Refusal, check_database, claim
 
 
 def read_ids(path: Path) -> list[str]:
@@ -33,24 +35,39 @@ def read_ids(path: Path) -> list[str]:
 
 
 def change_from_file(config: Config, action: Action, path: Path, reason: str | None) -> int:
-    """Apply ``action`` to every id of ``path``; prints one line per id and a summary."""
-    ids = read_ids(path)
+    """Apply ``action`` to every id of ``path``; prints one line per id and a summary.
+
+    1 when an id is unknown (the others are changed all the same); raises Refusal for a
+    file or database that cannot be read.
+    """
+    try:
+        ids = read_ids(path)
+    except FileNotFoundError:
+        raise Refusal(f"{path}: no such file", exits.USAGE) from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise Refusal(f"{path}: cannot read: {exc}", exits.USAGE) from None
     if not ids:
         sys.stderr.write(f"{path}: no conversion ids found\n")
-        return 2
+        return exits.USAGE
+    check_database(config.server.db, existing=True)
     results = asyncio.run(_change(config, action, ids, reason))
     for result in results:
         sys.stdout.write(f"{result.conversion_id}: {_describe(result)}\n")
     changed = sum(result.result == "changed" for result in results)
-    unknown = sum(result.result == "unknown" for result in results)
-    sys.stdout.write(f"{changed} changed, {len(results) - changed - unknown} already, "
-                     f"{unknown} unknown\n")
-    return 0
+    unknown = [result.conversion_id for result in results if result.result == "unknown"]
+    sys.stdout.write(f"{changed} changed, {len(results) - changed - len(unknown)} already, "
+                     f"{len(unknown)} unknown\n")
+    if unknown:
+        # A script reading only the exit code must not take a partly applied file as done.
+        sys.stderr.write(f"unknown conversion ids: {', '.join(dict.fromkeys(unknown))}\n")
+        return exits.FAILED
+    return exits.OK
 
 
 async def _change(config: Config, action: Action, ids: list[str],
                   reason: str | None) -> list[ChangeResult]:
     store = build_store(config)
+    claim(store, when_served=": use POST /api/conversions/bulk while it is served")
     await store.open()
     try:
         planner = Planner(config)

@@ -28,7 +28,7 @@ def add_report_parser(commands: Any, default_db: str) -> None:
     report.add_argument("--config", metavar="FILE",
                         help="TOML configuration file (default: the built-in demo config)")
     report.add_argument("--db", metavar="DB",
-                        help="SQLite database file or postgresql:// URL "
+                        help="existing SQLite database file or postgresql:// URL "
                              f"(default: {default_db})")
 
 
