@@ -57,3 +57,11 @@ async def test_a_conversions_cursor_must_fit_a_64_bit_row_id(api: Harness) -> No
                                         params={"cursor": str(cursor)})
         assert response.json() == error(400, "Invalid cursor", invalidFields={
             "cursor": "Expected `int` <= 9223372036854775807"}), cursor
+
+
+@pytest.mark.parametrize("tz", ["America", "Etc", "__pycache__", "zone.tab", "UTC\x00"])
+async def test_a_report_zone_that_names_no_zone_file_is_refused(api: Harness, tz: str) -> None:
+    response = await api.client.get("/api/reports", headers=AUTH, params={
+        "from": "2026-01-01", "to": "2026-01-02", "tz": tz})
+    assert response.json() == error(400, "Invalid tz", invalidFields={
+        "tz": "Expected an IANA time zone name"})

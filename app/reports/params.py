@@ -95,7 +95,8 @@ def _date(text: str, name: str) -> dt.date:
 def _zone(name: str) -> str:
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    # A folder of the zone database (tz=America) is an OSError, not a missing zone.
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise errors.invalid_fields({"tz": "Expected an IANA time zone name"}) from None
     return name
 
