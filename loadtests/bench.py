@@ -53,7 +53,7 @@ from loadtests.cpu import CpuSplit  # noqa: E402
 from loadtests.rawhttp import Results, closed_loop, open_loop, post_request  # noqa: E402
 from loadtests.servers import Server, free_port  # noqa: E402
 from storage.sqlite.connection import prepare  # noqa: E402
-from storage.sqlite.rollups import REBUILD  # noqa: E402
+from storage.sqlite.rollups import recount  # noqa: E402
 from tests.pg_cluster import Cluster, ClusterUnavailable  # noqa: E402
 
 CID, PID = "cmp_bench", "src_bench"
@@ -199,7 +199,7 @@ def prefill(db: Path, leads: int) -> list[str]:
             " 'bench', ?)",
             ((txn, CID, PID, stamp(n)) for n, txn in enumerate(ids)))
         # Rows written around the writer: their roll-ups are summed here, as a migration does.
-        conn.execute(REBUILD)
+        recount(conn)
     return ids
 
 

@@ -9,12 +9,48 @@ storage/postgres/reports.py). Times are grouped by a prefix of their stored UTC 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 import msgspec
 
 Key = Literal["cid", "pid", "event_id"]
+
+# An integer sum in SQL stays below 2^63 only when its terms are small: a money column is
+# summed as two sums, of its billions and of its remainder, each far from overflowing,
+# and the two are combined in Python, whose integers have no bound.
+BILLION = 10**9
+
+
+def split_sum(expression: str) -> str:
+    """Two exact SQL sums whose ``join_sums`` is the sum of ``expression`` (never NULL)."""
+    return (f"coalesce(sum(({expression}) / {BILLION}), 0),"
+            f" coalesce(sum(({expression}) % {BILLION}), 0)")
+
+
+# How a figure is read back: one column, or split_sum's two.
+COUNT: tuple[int, ...] = (1,)
+SPLIT: tuple[int, ...] = (BILLION, 1)
+
+
+def join_sums(rows: Iterable[Sequence[Any]], width: int,
+              shape: Sequence[Sequence[int]]) -> list[tuple[Any, ...]]:
+    """Rows of ``width`` leading keys then figures, each figure spread over as many
+    columns as its entry in ``shape`` has weights, as exact Python integers: the sum of
+    each column times its weight (``COUNT`` for one column, ``SPLIT`` for split_sum's).
+
+    PostgreSQL's numeric sums come back as Decimal; they are whole numbers of millionths.
+    """
+    joined = []
+    for row in rows:
+        values: list[Any] = list(row[:width])
+        at = width
+        for weights in shape:
+            values.append(sum(int(part) * weight for part, weight
+                              in zip(row[at:at + len(weights)], weights, strict=True)))
+            at += len(weights)
+        joined.append(tuple(values))
+    return joined
 
 
 class ReportSpan(msgspec.Struct, frozen=True, kw_only=True):

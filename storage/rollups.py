@@ -24,6 +24,11 @@ FIGURES = ("clicks", "cost", "events", "conversions", "revenue", "payout",
 (CLICKS, COST, EVENTS, CONVERSIONS, REVENUE, PAYOUT, PENDING, PENDING_REVENUE, REVERSALS,
  REVERSED_REVENUE, REVERSED_PAYOUT) = range(len(FIGURES))
 NO_EVENT = ""
+# The figures that are money (millionths): their sums may pass 64 bits (ten conversions of
+# the largest accepted amount in one hour and key already do), so each store keeps them
+# exactly: PostgreSQL as numeric, SQLite as two integers (see storage/sqlite/rollups.py).
+MONEY = frozenset({"cost", "revenue", "payout", "pending_revenue", "reversed_revenue",
+                   "reversed_payout"})
 
 Key = tuple[str, str, str, str]  # UTC hour ("2026-11-28T17"), cid, pid, event id
 Deltas = dict[Key, list[int]]

@@ -24,7 +24,7 @@ from storage.sqlite.reports import read_report_figures
 from tests.test_report_properties import EPOCH, KEYS, ZONES, brute_force, events, leads, store
 from tests.test_rollups import assert_rollups_match
 
-BEFORE_ROLLUPS = len(schema.MIGRATIONS) - 1
+BEFORE_ROLLUPS = schema.MIGRATIONS.index(schema._add_rollups)
 
 
 def store_without_rollups(path: Path, lead_rows: list[Any], event_rows: list[Any]) -> None:
@@ -100,12 +100,33 @@ def test_roll_ups_that_overflowed_into_a_float_are_not_reported(tmp_path: Path) 
                           [(0, "p1", "e1", moment, sale), (0, "p1", "e1", moment, sale)])
     prepare(path)
     with closing(sqlite3.connect(path)) as conn, conn:
-        # As if this hour's revenue had summed past 2^63 millionths: SQLite made it a float.
-        conn.execute("UPDATE stats SET revenue = revenue + 9223372036854775807"
-                     " WHERE event_id = 'e1'")
+        # As an older version left an hour whose revenue summed past 2^63 millionths:
+        # SQLite made it a float.
+        conn.execute("UPDATE stats SET revenue = revenue + 9.3e18 WHERE event_id = 'e1'")
         assert conn.execute("SELECT typeof(revenue) FROM stats WHERE event_id = 'e1'"
                             ).fetchone() == ("real",)
     asked = params("UTC", ("day",), days=5)
     found = build(asked, read_report_figures(path, span_of(asked)))
     assert (found.rows, found.totals) == brute_force(path, asked)
     assert found.totals["revenue"] == "2000000000000.00"
+
+
+def test_the_recount_repairs_a_float_an_older_version_left(tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    moment = EPOCH + dt.timedelta(days=2, hours=3)
+    sale = (moment, Decimal("1000000000000"), Decimal("10"), "approved", None)
+    exact = schema.MIGRATIONS.index(schema._exact_rollups)
+    with mock.patch.object(schema, "MIGRATIONS", schema.MIGRATIONS[:exact]):
+        store(path, [("c1", "p1", moment, None)], [(0, "p1", "e1", moment, sale)] * 10)
+    with closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("INSERT INTO stats (hour, cid, pid, event_id, revenue) VALUES"
+                     " (?, 'c1', 'p1', 'e1', 1.0e19)", (f"{moment:%Y-%m-%dT%H}",))
+    prepare(path)  # migration 7: the money columns in two parts, recounted
+    with closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("SELECT typeof(revenue), revenue, revenue_high FROM stats"
+                            " WHERE event_id = 'e1'").fetchone() == ("integer", 0, 10)
+    assert_rollups_match(path)
+    asked = params("UTC", ("day",), days=5)
+    found = build(asked, read_report_figures(path, span_of(asked)))
+    assert found.totals["revenue"] == "10000000000000.00"
+    assert (found.rows, found.totals) == brute_force(path, asked)

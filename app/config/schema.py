@@ -83,6 +83,8 @@ class EventConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     allow_duplicates: bool = False
     # A conversion is approved as it fires ("auto"), or pending until decided ("manual").
     approval: Literal["auto", "manual"] = "auto"
+    # The largest revenue this event takes, below [server] max_revenue; None: that one.
+    max_revenue: Decimal | None = None
 
 
 class CampaignConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -120,6 +122,9 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     write_timeout_seconds: Annotated[float, Meta(gt=0, le=3600)] = 5.0
     # How long the answer to a request with an Idempotency-Key is kept for its retries.
     idempotency_hours: Annotated[float, Meta(gt=0, le=8760)] = 24.0
+    # The largest amount any money field of an event takes (revenue, cost, ...): a sale
+    # of any size would otherwise be paid out as sent. At most 10^12.
+    max_revenue: Decimal = Decimal(1_000_000_000)
 
 
 Seconds = Annotated[float, Meta(gt=0, le=86_400)]
@@ -208,6 +213,8 @@ def first_problem(config: Config) -> tuple[str, str] | None:
         return found
     if server.admin_token is not None and not server.admin_token.strip():
         return "server.admin_token", "must not be empty (leave it out to disable the read API)"
+    if not server.max_revenue.is_finite() or not 0 < server.max_revenue <= MAX_MONEY:
+        return "server.max_revenue", f"must be more than 0 and at most {MAX_MONEY:f}"
 
     delivery = config.delivery
     if delivery.max_retry_seconds < delivery.first_retry_seconds:
@@ -266,6 +273,12 @@ def first_problem(config: Config) -> tuple[str, str] | None:
             if event.approval == "manual" and not event.conversion:
                 return (f"{place}.events[{j}].approval",
                         "only a conversion event can wait for approval")
+            limit = event.max_revenue
+            if limit is not None and (not limit.is_finite() or limit <= 0
+                                      or limit > server.max_revenue):
+                return (f"{place}.events[{j}].max_revenue",
+                        f"must be more than 0 and at most [server] max_revenue"
+                        f" ({server.max_revenue:f})")
         for j, postback in enumerate(campaign.postbacks):
             problem = postback_url_problem(postback.url, macros)
             if problem:

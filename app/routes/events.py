@@ -26,6 +26,7 @@ from app.edge.request_info import bind_ids, client_ip, header, user_agent
 from app.events import idempotency
 from app.events.catalog import Catalog
 from app.events.idempotency import Answer
+from app.events.limits import over_limit
 from app.events.payloads import Event, parse_event
 from app.observe.logs import annotate
 from app.services import Services, services
@@ -253,6 +254,9 @@ async def _fire(request: Request, svc: Services, event: Event, dropped: dict[str
     campaign = svc.catalog.campaign(fields.cid)
     svc.catalog.check_origin(campaign, header(request, b"origin"))
     configured = svc.catalog.event(fields.cid, fields.event_id)
+    over = over_limit(fields, configured, svc.config.server)
+    if over:
+        raise errors.invalid_fields(over)
     create = campaign.unknown_transactions == "create"
     if create and not _FOREIGN_ID.fullmatch(fields.transaction_id):
         raise errors.malformed_transaction()

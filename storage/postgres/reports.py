@@ -3,23 +3,26 @@
 The same rows come back as on SQLite: the hourly roll-ups when the span is whole UTC hours,
 the exact queries over the raw rows otherwise. Times are compared as "C" text (byte by
 byte, like SQLite and like the indexes of migration 3), whatever the database's locale.
-Sums come back as bigint: a sum too large for 64 bits raises instead of going wrong.
+Sums are numeric, exact at any size, and come back as Python integers of millionths.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from storage.reports import (
+    COUNT,
     Key,
     RawFigures,
     ReportSpan,
     bucket_select,
     hourly_span,
+    join_sums,
     split_rollups,
     with_leads,
 )
@@ -59,6 +62,12 @@ def _where(span: ReportSpan, time_column: str, prefix: str = "",
     return where
 
 
+def exact(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """PostgreSQL sums bigints as numeric, exact at any size: Decimal to Python int."""
+    return [tuple(int(value) if isinstance(value, Decimal) else value for value in row)
+            for row in rows]
+
+
 async def _rows(conn: Connection, sql: str, where: _Where) -> list[tuple[Any, ...]]:
     return [tuple(row) for row in await conn.fetch(sql, *where.params)]
 
@@ -75,10 +84,10 @@ async def rollup_figures(conn: Connection, span: ReportSpan) -> RawFigures:
     where = _where(hourly, "hour")
     if not with_leads(span):
         where.add(f"event_id != '{NO_EVENT}'")
-    sums = ", ".join(f"sum({name})::bigint" for name in FIGURES)
+    sums = ", ".join(f"sum({name})" for name in FIGURES)
     rows = await _rows(conn, f"SELECT {select}, {sums} FROM stats WHERE {where.sql}"
                              f" GROUP BY {group}", where)
-    return split_rollups(span, rows)
+    return split_rollups(span, join_sums(rows, 1 + len(span.keys), (COUNT,) * len(FIGURES)))
 
 
 async def raw_figures(conn: Connection, span: ReportSpan) -> RawFigures:
@@ -90,9 +99,9 @@ async def raw_figures(conn: Connection, span: ReportSpan) -> RawFigures:
         if with_leads(span):
             select, group = bucket_select(span, "created_at")
             where = _where(span, "created_at", keys=("cid", "pid"))
-            leads = await _rows(
-                conn, f"SELECT {select}, count(*), coalesce(sum(cost_micro), 0)::bigint"
-                      f" FROM leads WHERE {where.sql} GROUP BY {group}", where)
+            leads = exact(await _rows(
+                conn, f"SELECT {select}, count(*), coalesce(sum(cost_micro), 0)"
+                      f" FROM leads WHERE {where.sql} GROUP BY {group}", where))
         select, group = bucket_select(span, "fired_at")
         where = _where(span, "fired_at")
         events = await _rows(conn, f"SELECT {select}, count(*) FROM events"
@@ -101,22 +110,22 @@ async def raw_figures(conn: Connection, span: ReportSpan) -> RawFigures:
         # pending ones are shown apart; rejected ones never count.
         select, group = bucket_select(span, "converted_at")
         where = _where(span, "converted_at")
-        conversions = await _rows(
+        conversions = exact(await _rows(
             conn, f"SELECT {select}, count(*) FILTER (WHERE {counted}),"
-                  f" coalesce(sum(revenue_micro) FILTER (WHERE {counted}), 0)::bigint,"
-                  f" coalesce(sum(payout_micro) FILTER (WHERE {counted}), 0)::bigint,"
+                  f" coalesce(sum(revenue_micro) FILTER (WHERE {counted}), 0),"
+                  f" coalesce(sum(payout_micro) FILTER (WHERE {counted}), 0),"
                   " count(*) FILTER (WHERE status = 'pending'),"
-                  " coalesce(sum(revenue_micro) FILTER (WHERE status = 'pending'), 0)::bigint"
+                  " coalesce(sum(revenue_micro) FILTER (WHERE status = 'pending'), 0)"
                   f" FROM events WHERE conversion AND status != 'rejected' AND {where.sql}"
-                  f" GROUP BY {group}", where)
+                  f" GROUP BY {group}", where))
         # Reversals count when they happened, against the conversion's own keys.
         select, group = bucket_select(span, "changed_at", "c.", key_prefix="e.")
         where = _where(span, "changed_at", "c.", key_prefix="e.")
-        reversals = await _rows(
-            conn, f"SELECT {select}, count(*), coalesce(sum(e.revenue_micro), 0)::bigint,"
-                  " coalesce(sum(e.payout_micro), 0)::bigint"
+        reversals = exact(await _rows(
+            conn, f"SELECT {select}, count(*), coalesce(sum(e.revenue_micro), 0),"
+                  " coalesce(sum(e.payout_micro), 0)"
                   " FROM conversion_changes AS c"
                   " JOIN events AS e ON e.conversion_id = c.conversion_id"
-                  f" WHERE c.to_status = 'reversed' AND {where.sql} GROUP BY {group}", where)
+                  f" WHERE c.to_status = 'reversed' AND {where.sql} GROUP BY {group}", where))
     return RawFigures(leads=leads, events=events, conversions=conversions,
                       reversals=reversals)

@@ -23,9 +23,17 @@ import msgspec
 from asyncpg.pool import PoolConnectionProxy
 
 from storage.records import ConversionChange, EventRow, LeadChange, LeadRow
-from storage.rollups import FIGURES, NO_EVENT, cost_changes, new_rows, status_changes
+from storage.rollups import (
+    FIGURES,
+    MONEY,
+    NO_EVENT,
+    cost_changes,
+    new_rows,
+    status_changes,
+)
 
 # "C": hours compare byte by byte, like their UTC text, whatever the database's locale.
+# The table as migration 3 made it; migration 4 makes its money columns numeric (NUMERIC).
 CREATE = f"""
 CREATE TABLE stats (
     hour TEXT COLLATE "C" NOT NULL,
@@ -37,12 +45,17 @@ CREATE TABLE stats (
 );
 """
 
+# A money sum passes bigint after ten conversions of the largest amount in one hour and
+# key; numeric is exact at any size.
+NUMERIC = "ALTER TABLE stats " + ", ".join(
+    f"ALTER COLUMN {name} TYPE numeric" for name in FIGURES if name in MONEY) + ";"
+
 _COLUMNS = ("hour", "cid", "pid", "event_id", *FIGURES)
 _KEY_TYPES = ("text",) * 4
 UPSERT = (
     f"INSERT INTO stats ({', '.join(_COLUMNS)}) SELECT "
-    + ", ".join(f"(v->>{i})::{kind}" for i, kind in
-                enumerate((*_KEY_TYPES, *("bigint",) * len(FIGURES))))
+    + ", ".join(f"(v->>{i})::{kind}" for i, kind in enumerate((
+        *_KEY_TYPES, *("numeric" if name in MONEY else "bigint" for name in FIGURES))))
     + " FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS r(v, n) ORDER BY n"
     + " ON CONFLICT (hour, cid, pid, event_id) DO UPDATE SET "
     + ", ".join(f"{name} = stats.{name} + excluded.{name}" for name in FIGURES)
@@ -106,5 +119,8 @@ async def record(conn: asyncpg.Connection | PoolConnectionProxy, leads: Sequence
         rows = await conn.fetch(_STORED_CONVERSIONS, ids)
         status_changes(deltas, conversion_changes, {row[0]: tuple(row[1:]) for row in rows})
     if deltas:
+        # Money as text: a batch's delta may pass 64 bits, which JSON numbers here cannot.
         await conn.execute(UPSERT, _rows.encode(
-            [[*key, *deltas[key]] for key in sorted(deltas)]).decode())
+            [[*key, *(str(value) if name in MONEY else value
+                      for name, value in zip(FIGURES, deltas[key], strict=True))]
+             for key in sorted(deltas)]).decode())

@@ -144,6 +144,9 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX conversion_changes_by_changed
         ON conversion_changes(to_status, changed_at COLLATE "C") INCLUDE (conversion_id);
     """ + rollups.CREATE + rollups.REBUILD,
+    # 4: money roll-ups in numeric: a bigint sum of ten of the largest amounts overflowed
+    # (no overflowed value was ever stored: the write failed instead).
+    rollups.NUMERIC,
 )
 
 # Any fixed number: every process that starts migrates under this lock, one at a time.

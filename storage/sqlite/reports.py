@@ -17,16 +17,21 @@ from typing import Any
 import msgspec
 
 from storage.reports import (
+    COUNT,
+    SPLIT,
     Key,
     RawFigures,
     ReportSpan,
     bucket_select,
     hourly_span,
+    join_sums,
     split_rollups,
+    split_sum,
     with_leads,
 )
-from storage.rollups import FIGURES, NO_EVENT
+from storage.rollups import FIGURES, MONEY, NO_EVENT
 from storage.sqlite.connection import connect_reader_sync
+from storage.sqlite.rollups import READ_SHAPE
 
 _filters = msgspec.json.Encoder()
 
@@ -67,21 +72,22 @@ def rollup_figures(conn: sqlite3.Connection, span: ReportSpan) -> RawFigures:
     """What ``raw_figures`` gives for an hourly span, summed from the ``stats`` rows.
 
     One query reads every figure; ``split_rollups`` splits its rows into the four sources.
+    Each money figure is read as its low part's two split sums and its high part's sum.
     """
     hourly = hourly_span(span)
     select, group = bucket_select(hourly, "hour")
     where, params = _where(hourly, "hour")
     if not with_leads(span):
         where += f" AND event_id != '{NO_EVENT}'"
-    rows = conn.execute(
-        f"SELECT {select}, {', '.join(f'sum({name})' for name in FIGURES)}"
-        f" FROM stats WHERE {where} GROUP BY {group}", params).fetchall()
-    # SQLite turns an integer sum past 64 bits into a float, in the roll-ups' upsert as in
-    # this sum: never report that. The rows' own sums are exact, or refused loudly
-    # ("integer overflow").
+    sums = ", ".join(f"{split_sum(name)}, sum({name}_high)" if name in MONEY
+                     else f"sum({name})" for name in FIGURES)
+    rows = conn.execute(f"SELECT {select}, {sums} FROM stats WHERE {where} GROUP BY {group}",
+                        params).fetchall()
+    # A float is a cell an older version overflowed (migration 7 recounts those): never
+    # report it, answer from the rows.
     if any(isinstance(value, float) for row in rows for value in row):
         return raw_figures(conn, span)
-    return split_rollups(span, rows)
+    return split_rollups(span, join_sums(rows, 1 + len(span.keys), READ_SHAPE))
 
 
 def raw_figures(conn: sqlite3.Connection, span: ReportSpan) -> RawFigures:
@@ -90,6 +96,7 @@ def raw_figures(conn: sqlite3.Connection, span: ReportSpan) -> RawFigures:
     Blocking: run it in a thread, on a connection of its own, so a long report holds up
     neither the event loop nor the reads of the hot path.
     """
+    width = 1 + len(span.keys)  # the bucket and the group keys lead every row
     conn.execute("BEGIN")  # one read transaction: the four queries agree
     try:
         leads = None
@@ -97,9 +104,10 @@ def raw_figures(conn: sqlite3.Connection, span: ReportSpan) -> RawFigures:
             select, group = bucket_select(span, "created_at")
             where, params = _where(span, "created_at", keys=("cid", "pid"))
             leads = conn.execute(
-                f"SELECT {select}, count(*), coalesce(sum(cost_micro), 0)"
+                f"SELECT {select}, count(*), {split_sum('cost_micro')}"
                 f" FROM leads INDEXED BY leads_by_created WHERE {where} GROUP BY {group}",
                 params).fetchall()
+            leads = join_sums(leads, width, (COUNT, SPLIT))
         select, group = bucket_select(span, "fired_at")
         where, params = _where(span, "fired_at")
         events = conn.execute(
@@ -109,28 +117,26 @@ def raw_figures(conn: sqlite3.Connection, span: ReportSpan) -> RawFigures:
         # conversion date; pending ones are shown apart; rejected ones never count.
         select, group = bucket_select(span, "converted_at")
         where, params = _where(span, "converted_at")
-        conversions = conn.execute(
-            f"SELECT {select},"
-            " sum(status IN ('approved', 'reversed')),"
-            " coalesce(sum(CASE WHEN status IN ('approved', 'reversed')"
-            "              THEN revenue_micro END), 0),"
-            " coalesce(sum(CASE WHEN status IN ('approved', 'reversed')"
-            "              THEN payout_micro END), 0),"
-            " sum(status = 'pending'),"
-            " coalesce(sum(CASE WHEN status = 'pending' THEN revenue_micro END), 0)"
+        counted, pending = "status IN ('approved', 'reversed')", "status = 'pending'"
+        conversions = join_sums(conn.execute(
+            f"SELECT {select}, sum({counted}),"
+            f" {split_sum(f'CASE WHEN {counted} THEN revenue_micro END')},"
+            f" {split_sum(f'CASE WHEN {counted} THEN payout_micro END')},"
+            f" sum({pending}),"
+            f" {split_sum(f'CASE WHEN {pending} THEN revenue_micro END')}"
             " FROM events INDEXED BY events_by_converted"
             f" WHERE conversion = 1 AND status != 'rejected' AND {where} GROUP BY {group}",
-            params).fetchall()
+            params), width, (COUNT, SPLIT, SPLIT, COUNT, SPLIT))
         # Reversals count when they happened, against the conversion's own keys.
         select, group = bucket_select(span, "changed_at", "c.", key_prefix="e.")
         where, params = _where(span, "changed_at", "c.", key_prefix="e.")
-        reversals = conn.execute(
-            f"SELECT {select}, count(*), coalesce(sum(e.revenue_micro), 0),"
-            " coalesce(sum(e.payout_micro), 0)"
+        reversals = join_sums(conn.execute(
+            f"SELECT {select}, count(*), {split_sum('e.revenue_micro')},"
+            f" {split_sum('e.payout_micro')}"
             " FROM conversion_changes AS c INDEXED BY conversion_changes_by_changed"
             " JOIN events AS e ON e.conversion_id = c.conversion_id"
             f" WHERE c.to_status = 'reversed' AND {where} GROUP BY {group}",
-            params).fetchall()
+            params), width, (COUNT, SPLIT, SPLIT))
     finally:
         conn.execute("COMMIT")
     return RawFigures(leads=leads, events=events, conversions=conversions,

@@ -1,18 +1,42 @@
 """SQLite's hourly roll-ups table: its upsert, its recount and a batch's record.
 
 The deltas come from storage/rollups.py's pure functions; only the SQL lives here.
+
+SQLite's integers stop at 2^63 and an addition past it silently turns into a float, so
+each money figure is kept as two integers: the column itself holds the low part, in
+[0, 10^18), and ``<figure>_high`` the number of 10^18 millionths above it. Two low parts
+add up to less than 2 * 10^18, far from overflowing, and the upsert carries into the
+high part; the high part of the largest hour any client could fill stays tiny.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 
 import aiosqlite
 import msgspec
 
 from storage.records import ConversionChange, EventRow, LeadChange, LeadRow
-from storage.rollups import FIGURES, NO_EVENT, cost_changes, new_rows, status_changes
+from storage.reports import BILLION, COUNT, SPLIT, join_sums, split_sum
+from storage.rollups import (
+    FIGURES,
+    MONEY,
+    NO_EVENT,
+    Deltas,
+    cost_changes,
+    new_rows,
+    status_changes,
+)
 
+UNIT = 10**18
+_rows = msgspec.json.Encoder()
+HIGH = tuple(f"{name}_high" for name in FIGURES if name in MONEY)
+# How each figure of a stats row reads back as one exact integer (see join_sums): the low
+# part split in two like any sum, then the high part.
+READ_SHAPE = tuple((BILLION, 1, UNIT) if name in MONEY else COUNT for name in FIGURES)
+
+# The table as migration 6 made it; migration 7 adds the high parts (ADD_HIGH).
 CREATE = f"""
 CREATE TABLE stats (
     hour TEXT NOT NULL,
@@ -24,15 +48,42 @@ CREATE TABLE stats (
 ) WITHOUT ROWID
 """
 
-_COLUMNS = ("hour", "cid", "pid", "event_id", *FIGURES)
+ADD_HIGH = tuple(f"ALTER TABLE stats ADD COLUMN {name} INTEGER NOT NULL DEFAULT 0"
+                 for name in HIGH)
+
+_COLUMNS = ("hour", "cid", "pid", "event_id", *FIGURES, *HIGH)
+
+
+def _added(name: str) -> str:
+    if name not in MONEY:
+        return f"{name} = {name} + excluded.{name}"
+    # Both sides refer to the row as it was: SQLite evaluates every SET on the old row.
+    return (f"{name} = ({name} + excluded.{name}) % {UNIT}, {name}_high = {name}_high"
+            f" + excluded.{name}_high + ({name} + excluded.{name}) / {UNIT}")
+
+
 # One statement per batch: the rows travel as one JSON array, like the writer's inserts.
 # "WHERE true" lets SQLite parse the upsert clause after a SELECT.
 UPSERT = (
     f"INSERT INTO stats ({', '.join(_COLUMNS)}) SELECT "
     + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(_COLUMNS)))
     + " FROM json_each(?) WHERE true ON CONFLICT (hour, cid, pid, event_id) DO UPDATE SET "
-    + ", ".join(f"{name} = {name} + excluded.{name}" for name in FIGURES)
+    + ", ".join(_added(name) for name in FIGURES)
 )
+
+
+def stats_row(key: Sequence[str], figures: Sequence[int]) -> list[object]:
+    """A row for UPSERT: the key, each figure (money as its low part), the high parts."""
+    lows: list[int] = []
+    highs: list[int] = []
+    for name, value in zip(FIGURES, figures, strict=True):
+        if name in MONEY:
+            high, low = divmod(value, UNIT)  # low in [0, UNIT) for a negative delta too
+            highs.append(high)
+            lows.append(low)
+        else:
+            lows.append(value)
+    return [*key, *lows, *highs]
 
 
 # The recount from the stored rows: the same rules as the exact report queries.
@@ -55,13 +106,26 @@ _PARTS = (
     " FROM conversion_changes AS c JOIN events AS e ON e.conversion_id = c.conversion_id"
     " WHERE c.to_status = 'reversed'",
 )
-REBUILD = (
-    f"INSERT INTO stats ({', '.join(_COLUMNS)})"
-    f" SELECT hour, cid, pid, event_id, {', '.join(f'sum({name})' for name in FIGURES)}"
-    f" FROM ({' UNION ALL '.join(_PARTS)}) GROUP BY hour, cid, pid, event_id"
+# Each money figure's recount is split in two sums (see split_sum): a month of the
+# largest conversions sums past 2^63 in SQL, never in Python.
+_RECOUNT = (
+    "SELECT hour, cid, pid, event_id, "
+    + ", ".join(split_sum(name) if name in MONEY else f"sum({name})" for name in FIGURES)
+    + f" FROM ({' UNION ALL '.join(_PARTS)}) GROUP BY hour, cid, pid, event_id"
 )
+_RECOUNT_SHAPE = tuple(SPLIT if name in MONEY else COUNT for name in FIGURES)
 
-_rows = msgspec.json.Encoder()
+
+def recount(conn: sqlite3.Connection) -> int:
+    """Replace the roll-ups by a recount of the stored rows, exact; how many rows."""
+    conn.execute("DELETE FROM stats")
+    rows = join_sums(conn.execute(_RECOUNT), 4, _RECOUNT_SHAPE)
+    for start in range(0, len(rows), 10_000):
+        conn.execute(UPSERT, (_rows.encode(
+            [stats_row(row[:4], row[4:]) for row in rows[start:start + 10_000]]).decode(),))
+    return len(rows)
+
+
 _ids = msgspec.json.Encoder()
 
 
@@ -89,5 +153,8 @@ async def record(conn: aiosqlite.Connection, leads: Sequence[LeadRow],
             " (SELECT value FROM json_each(?))", (_ids.encode(ids).decode(),))
         status_changes(deltas, conversion_changes, {row[0]: tuple(row[1:]) for row in rows})
     if deltas:
-        await conn.execute(UPSERT, (_rows.encode(
-            [[*key, *figures] for key, figures in deltas.items()]).decode(),))
+        await conn.execute(UPSERT, (encoded(deltas),))
+
+
+def encoded(deltas: Deltas) -> str:
+    return _rows.encode([stats_row(key, figures) for key, figures in deltas.items()]).decode()

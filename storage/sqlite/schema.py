@@ -42,9 +42,20 @@ def _backfill_micro(conn: sqlite3.Connection) -> None:
 
 
 def _add_rollups(conn: sqlite3.Connection) -> None:
-    """The hourly roll-ups reports read, summed from the rows already stored."""
+    """The hourly roll-ups reports read (counted from the stored rows by migration 7).
+
+    This step once summed them here too, in SQL, which a month of the largest amounts
+    overflows; the recount that follows it at 7 is exact, so the first one is left out.
+    """
     conn.execute(rollups.CREATE)
-    conn.execute(rollups.REBUILD)
+
+
+def _exact_rollups(conn: sqlite3.Connection) -> None:
+    """Money roll-ups in two integers each, recounted: a cell a 64-bit sum turned into a
+    float (reports then failed for its hour) is repaired by the recount."""
+    for statement in rollups.ADD_HIGH:
+        conn.execute(statement)
+    rollups.recount(conn)
 
 
 def _micro(text: str | None) -> int | None:
@@ -179,6 +190,8 @@ MIGRATIONS: tuple[Step, ...] = (
     _backfill_micro,
     # 6: hourly roll-ups (storage/sqlite/rollups.py), kept by the writer from now on.
     _add_rollups,
+    # 7: money roll-ups that no sum can overflow, recounted from the rows.
+    _exact_rollups,
 )
 
 
