@@ -7,6 +7,9 @@ dict per request is several times cheaper than a context variable per key, which
 at one canonical line per request. For the same reason lines are not written one system
 call each: info lines reach the stream within ``FLUSH_SECONDS``, warnings and errors at
 once.
+
+Tracebacks are rendered without their frames' locals, which hold request headers, tokens
+and lead fields.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any, BinaryIO
 
 import msgspec
 import structlog
+from structlog.tracebacks import ExceptionDictTransformer
 from structlog.typing import EventDict, WrappedLogger
 
 _request_fields: ContextVar[dict[str, Any] | None] = ContextVar("request_fields", default=None)
@@ -49,6 +53,13 @@ def merge_request_fields(
     if current:
         return {**current, **event_dict}
     return event_dict
+
+
+# A frame's locals hold whatever it was handling: the ASGI scope with its Authorization and
+# Cookie headers, a postback's URL with lead fields in its query string.
+_tracebacks = structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False))
+# Libraries that log each request they make, URL and query string included.
+_QUIET_LOGGERS = ("httpx", "httpcore")
 
 
 def _dumps(event: Any, **_: Any) -> bytes:
@@ -121,6 +132,25 @@ class LineWriter:
                 self.flush()
 
 
+class _RecordLines(logging.Handler):
+    """Standard-library records (uvicorn's) into the line writer, written out at once.
+
+    Through the same writer, the records keep their place among the buffered lines.
+    """
+
+    def __init__(self, writer: LineWriter) -> None:
+        super().__init__()
+        self._writer = writer
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record).encode()
+        except Exception:
+            self.handleError(record)
+            return
+        self._writer.warning(line)
+
+
 class _DirectLines:
     """Info lines rendered straight into the line writer, skipping structlog's chain.
 
@@ -187,7 +217,7 @@ def configure_logging(level: str = "info", stream: BinaryIO | None = None) -> Li
     writer = LineWriter(stream or sys.stdout.buffer)
     processors = [
         *shared,
-        structlog.processors.dict_tracebacks,
+        _tracebacks,
         structlog.processors.JSONRenderer(serializer=_dumps),
     ]
     wrapper = structlog.make_filtering_bound_logger(numeric)
@@ -200,12 +230,12 @@ def configure_logging(level: str = "info", stream: BinaryIO | None = None) -> Li
     _direct = _DirectLines(processors, wrapper, writer, timestamp,
                            enabled=numeric <= logging.INFO)
     # uvicorn logs through the standard library; render its records the same way.
-    handler = logging.StreamHandler(sys.stdout)
+    handler = _RecordLines(writer)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.dict_tracebacks,
+            _tracebacks,
             structlog.processors.JSONRenderer(),
         ],
     ))
@@ -215,4 +245,8 @@ def configure_logging(level: str = "info", stream: BinaryIO | None = None) -> Li
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    # Their warnings still come through; their per-request lines would put every
+    # postback's query string (lead fields) in the log, in a format of their own.
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
     return writer

@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 import httpx
 import structlog
@@ -269,9 +270,12 @@ class Dispatcher:
                                            last_status_code=status_code, last_error=error,
                                            updated_at=now),
         )
-        log.info("postback_attempt", postback_id=postback.id, host=postback.host,
-                 status=status_code, error=error, attempt=attempt, latency_ms=latency_ms,
-                 outcome=status)
+        # The path, never the query string: that is where a postback's lead fields go.
+        # A dead letter (no attempt left) is a warning: someone has to look at it.
+        level = log.warning if status == "failed" else log.info
+        level("postback_attempt", postback_id=postback.id, host=postback.host,
+              path=_path_of(postback.url), status=status_code, error=error,
+              attempt=attempt, latency_ms=latency_ms, outcome=status)
         try:
             await self._store.submit(op, bounded=False)
         except StoreClosed:
@@ -292,6 +296,14 @@ class Dispatcher:
         if asked is not None:
             delay = max(delay, asked)
         return "pending", now + timedelta(seconds=delay)
+
+
+def _path_of(url: str) -> str:
+    """The URL's path; empty for a URL too broken to split (httpx refused it already)."""
+    try:
+        return urlsplit(url).path
+    except ValueError:
+        return ""
 
 
 async def _read_head(response: httpx.Response, limit: int) -> str:
