@@ -8,8 +8,10 @@ at one canonical line per request. For the same reason lines are not written one
 call each: info lines reach the stream within ``FLUSH_SECONDS``, warnings and errors at
 once.
 
-Tracebacks are rendered without their frames' locals, which hold request headers, tokens
-and lead fields.
+Logging never stops the service: a write the stream refuses (a full disk, a reader gone)
+drops those lines and counts them (``dropped_lines``, exported as
+``event_postback_log_lines_dropped_total``). Tracebacks are rendered without their frames'
+locals, which hold request headers, tokens and lead fields.
 """
 
 from __future__ import annotations
@@ -61,6 +63,20 @@ _tracebacks = structlog.processors.ExceptionRenderer(ExceptionDictTransformer(sh
 # Libraries that log each request they make, URL and query string included.
 _QUIET_LOGGERS = ("httpx", "httpcore")
 
+_dropped = 0
+_dropped_lock = threading.Lock()
+
+
+def dropped_lines() -> int:
+    """Log lines this process could not write, since it started."""
+    return _dropped
+
+
+def _count_dropped(lines: int) -> None:
+    global _dropped
+    with _dropped_lock:
+        _dropped += lines
+
 
 def _dumps(event: Any, **_: Any) -> bytes:
     return _encoder.encode(event)
@@ -91,7 +107,9 @@ class LineWriter:
     """The structlog logger: rendered lines into a buffer, flushed in the background.
 
     A crash loses at most ``FLUSH_SECONDS`` of info lines; warnings and errors are
-    flushed as they are written.
+    flushed as they are written. A write the stream refuses loses its lines (counted by
+    ``dropped_lines``) and never raises: the writer of the store logs its retries here,
+    and a full disk under the log must not end it.
     """
 
     def __init__(self, stream: BinaryIO, flush_seconds: float = FLUSH_SECONDS) -> None:
@@ -121,21 +139,26 @@ class LineWriter:
             if not self._pending:
                 return
             data, self._pending = bytes(self._pending), bytearray()
-            self._stream.write(data)
-            self._stream.flush()
+            try:
+                self._stream.write(data)
+            except (OSError, ValueError):  # ValueError: the stream was closed
+                _count_dropped(data.count(b"\n"))
+                return
+            # A buffered stream keeps what it accepted and writes it out once it can.
+            with contextlib.suppress(OSError, ValueError):
+                self._stream.flush()
 
     def _flush_forever(self) -> None:
         while True:
             time.sleep(self._flush_seconds)
-            # A stream that went away must not take the process with it.
-            with contextlib.suppress(OSError, ValueError):
-                self.flush()
+            self.flush()
 
 
 class _RecordLines(logging.Handler):
     """Standard-library records (uvicorn's) into the line writer, written out at once.
 
-    Through the same writer, the records keep their place among the buffered lines.
+    Through the same writer, a refused write is dropped and counted like any other line,
+    and the records keep their place among the buffered lines.
     """
 
     def __init__(self, writer: LineWriter) -> None:

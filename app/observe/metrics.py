@@ -3,7 +3,8 @@
 Counters that follow requests are fed by the request log middleware (it already knows each
 request's route, status, outcome and ids); money and postback attempts are counted from
 the batches the store commits, so they count what was stored. Values that exist anyway
-(queue depth, live actors, postbacks by status) are read when Prometheus scrapes.
+(queue depth, live actors, postbacks by status) are read when Prometheus scrapes, as is
+the process-wide count of log lines dropped (``app.observe.logs.dropped_lines``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from app.config.schema import ORGANIC, Config
+from app.observe.logs import dropped_lines
 from storage.records import ConversionStatus, ConversionView, PostbackStatus, WriteOp
 
 _go_float: Callable[[float], str] = floatToGoString  # untyped upstream
@@ -129,6 +131,7 @@ class Metrics:
             "event_postback_postback_latency_seconds", "Time a postback attempt took.",
             ["host"], buckets=_DELIVERY_BUCKETS, registry=r)
         ProcessCollector(registry=r)
+        r.register(_LogCollector())
         self._live = _LiveCollector()
         r.register(self._live)
         # Children by label values: labels() takes a lock and builds a key on every call.
@@ -247,6 +250,17 @@ class _RequestTally(Collector):
         for labels, count in self.events.items():
             events.add_metric(list(labels), count)
         yield events
+
+
+class _LogCollector(Collector):
+    """Log lines dropped by this process: the logging module counts them, for every app."""
+
+    def collect(self) -> Iterable[Metric]:
+        dropped = CounterMetricFamily(
+            "event_postback_log_lines_dropped", "Log lines this process could not write "
+            "(a full disk, a closed pipe); the service went on without them.")
+        dropped.add_metric([], dropped_lines())
+        yield dropped
 
 
 class _LiveCollector(Collector):
