@@ -23,6 +23,7 @@ from app.events.lead_fields import EVENT_LEAD_FIELDS
 from app.events.payloads import EventFields, parse_click, parse_event
 from app.factory import create_app
 from app.postbacks.macros import macro_values, render_body, render_url
+from storage.money import MAX_MONEY, MoneyError, parse_money, round_money
 from tests.conftest import CID, make_config
 from tests.threaded import ThreadedServer
 
@@ -31,12 +32,20 @@ SETTINGS = settings(derandomize=True, deadline=None, max_examples=300,
 
 FIELD_NAMES = sorted(set(EventFields.__struct_fields__) | {"zz", "first_name", "format"})
 
-# Numbers as a client may write them: any size, any exponent, any sign.
+# Numbers as a client may write them: any size, any exponent (past Decimal's 18 digits
+# too), any sign, and in any script's digits (Decimal reads "\u0661" or "\uff15" as numbers).
+_significand = st.from_regex(r"-?(0|[1-9][0-9]{0,40})(\.[0-9]{1,40})?", fullmatch=True)
 number_text = st.one_of(
     st.from_regex(r"-?(0|[1-9][0-9]{0,40})(\.[0-9]{1,40})?([eE][+-]?[0-9]{1,10})?",
                   fullmatch=True),
+    st.builds("{}{}{}{}".format, _significand, st.sampled_from("eE"),
+              st.sampled_from(["", "+", "-"]), st.integers(10**17, 10**30)),
+    st.from_regex(r"-?\d{1,5}(\.\d{1,5})?([eE][+-]?\d{1,5})?", fullmatch=True).filter(
+        lambda text: not text.isascii()),
     st.sampled_from(["1e-200000000", "1E+300000000", "-0.0", "1e12", "1000000000000.0000001",
-                     "99999999999999999999999999", "0.0000005", "NaN", "Infinity", "null"]),
+                     "99999999999999999999999999", "0.0000005", "NaN", "Infinity", "null",
+                     "1e9999999999999999999", "0e-9999999999999999999",
+                     "1" * 30 + "e999999999999999999", "\u0661\u0662\u0663", "\uff15"]),
 )
 scalar = st.one_of(
     st.none(), st.booleans(), st.integers(), st.text(max_size=300), number_text,
@@ -117,6 +126,18 @@ def test_macros_of_any_accepted_event_are_bounded(data: dict[str, Any]) -> None:
         if values[name]:
             assert "E" not in values[name] and "e" not in values[name]
             assert Decimal(values[name]) <= Decimal(10) ** 12
+
+
+@SETTINGS
+@given(text=number_text)
+def test_any_number_text_is_a_bounded_amount_or_refused(text: str) -> None:
+    try:
+        amount = parse_money(text)
+    except MoneyError:
+        return
+    assert text.isascii()
+    assert Decimal(0) <= amount <= MAX_MONEY
+    assert amount == round_money(amount)
 
 
 @pytest.fixture(scope="module")
