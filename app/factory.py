@@ -39,6 +39,7 @@ from app.observe.logs import annotate
 from app.observe.metrics import Metrics
 from app.postbacks.dispatcher import Dispatcher
 from app.postbacks.plan import Planner
+from app.reports.gate import ReportGate
 from app.routes import LANDMARKS, docs, operate, routes
 from app.services import Current, Services
 from storage.backend import EventStore, Unsupported, is_postgres_url
@@ -136,7 +137,7 @@ def create_app(
         current = Current(Services(
             config=config, catalog=Catalog(config), planner=planner.current,
             store=the_store, registry=registry, dispatcher=dispatcher, clock=clock,
-            metrics=metrics, reloader=reloader,
+            metrics=metrics, reloader=reloader, report_gate=ReportGate(),
             # Status changes plan their postbacks with the config in force, like actors.
             conversions=ConversionDesk(the_store, lambda: planner.current, clock,
                                        on_changed=metrics.observe_conversion_changes),

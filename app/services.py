@@ -16,6 +16,7 @@ from app.events.idempotency import IdempotencyKeys
 from app.observe.metrics import Metrics
 from app.postbacks.dispatcher import Dispatcher
 from app.postbacks.plan import Planner
+from app.reports.gate import ReportGate
 from storage.backend import EventStore
 
 
@@ -32,6 +33,7 @@ class Services:
     keys: IdempotencyKeys
     metrics: Metrics
     reloader: Reloader
+    report_gate: ReportGate
 
 
 class Current:

@@ -26,7 +26,8 @@ from app.config.schema import Config, ConfigError, ServerConfig, load_config, wi
 log = structlog.get_logger("app.reload")
 
 # [server] keys read on every request; every other [server] key was used at start-up.
-_RUNTIME_SERVER_KEYS = frozenset({"admin_token", "metrics_public", "max_revenue"})
+_RUNTIME_SERVER_KEYS = frozenset({"admin_token", "metrics_public", "max_revenue",
+                                  "max_concurrent_reports"})
 # The postback connection pool is sized once.
 _RESTART_DELIVERY_KEYS = ("concurrency",)
 

@@ -125,6 +125,8 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     # The largest amount any money field of an event takes (revenue, cost, ...): a sale
     # of any size would otherwise be paid out as sent. At most 10^12.
     max_revenue: Decimal = Decimal(1_000_000_000)
+    # Reports answered at once; more get 503 "Server busy" with Retry-After.
+    max_concurrent_reports: Annotated[int, Meta(ge=1, le=64)] = 2
 
 
 Seconds = Annotated[float, Meta(gt=0, le=86_400)]

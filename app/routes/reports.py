@@ -19,9 +19,10 @@ async def reports(request: Request) -> Response:
     svc = services(request)
     require_admin(request, svc)
     params = params_from_query(request.url.query)
-    # Read what was acknowledged, even in write-behind mode.
-    await svc.store.flush()
-    found = await report(svc.store, params)
+    with svc.report_gate.admit(svc.config.server.max_concurrent_reports):
+        # Read what was acknowledged, even in write-behind mode.
+        await svc.store.flush()
+        found = await report(svc.store, params)
     if params.format == "csv":
         name = f"report-{found.from_day}-{found.to_day}.csv"
         return Response(to_csv(found), media_type="text/csv; charset=utf-8",
