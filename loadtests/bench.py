@@ -15,6 +15,8 @@ Scenarios (closed loop with wrk, 64 connections, after a warm-up, unless said ot
   E  memory: events for 1,000,000 distinct transactions in all; peak RSS at the end
   R  GET /api/reports by day and cid over 31 days of D's 1,000,000 leads and events,
      one request at a time (--only-report runs just this row)
+  RE events at the first open-loop rate on the same server, alone and then while 20
+     clients ask for that report without pause: the event p99 with them beside it
 
 Then the per-request budget (loadtests/budget.py), in each durability mode: where an
 event's microseconds go inside the service, beside the bare endpoint's time per request.
@@ -35,6 +37,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -89,6 +92,8 @@ class Settings:
     out: Path
     reports: int = 20
     budget_events: int = 20_000
+    # Clients asking for reports over and over while RE fires events.
+    reporters: int = 20
 
 
 @contextmanager
@@ -240,6 +245,39 @@ def report_run(url: str, requests: int) -> dict[str, Any]:
             "clicks": totals["clicks"], "events": totals["events"]}
 
 
+def events_beside_reports(url: str, ids: list[str], rate: int, seconds: int,
+                          reporters: int) -> dict[str, Any]:
+    """Events at ``rate`` alone, then again while ``reporters`` clients ask for month
+    reports without pause: how much the reports cost the event path."""
+    half = len(ids) // 2
+    alone = open_loop_run(url, ids[:half], rate, seconds)
+    stop = threading.Event()
+    statuses: dict[int, int] = {}
+    lock = threading.Lock()
+
+    def ask() -> None:
+        with httpx.Client(base_url=url, timeout=60,
+                          headers={"Authorization": "Bearer bench"}) as client:
+            while not stop.is_set():
+                status = client.get("/api/reports", params=REPORT_QUERY).status_code
+                with lock:
+                    statuses[status] = statuses.get(status, 0) + 1
+                if status == 503:
+                    stop.wait(0.05)  # a real client honours Retry-After; this one is eager
+
+    threads = [threading.Thread(target=ask) for _ in range(reporters)]
+    for thread in threads:
+        thread.start()
+    try:
+        beside = open_loop_run(url, ids[half:], rate, seconds)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    return {**beside, "p99_alone": alone["p99"], "reporters": reporters,
+            "reports": statuses}
+
+
 def report_only(settings: Settings) -> dict[str, Any]:
     """Just the report row, on a copy of the pre-filled database."""
     work = Path(tempfile.mkdtemp(prefix="event-postback-bench-"))
@@ -341,8 +379,14 @@ def run(settings: Settings) -> dict[str, Any]:
             # (SQLite's in-memory sorting), which E must not be charged with.
             report["R"] = report_run(server.url, settings.reports)
             report["R"]["rss_mb"] = server.peak_rss_mb()
+            rate = settings.rates[0]
+            fresh = uvloop.run(mint(server.url, rate * seconds // 5 + 1))
+            report["RE"] = events_beside_reports(server.url, fresh, rate, seconds,
+                                                 settings.reporters)
+            report["RE"]["rss_mb"] = server.peak_rss_mb()
         print_row("E", report["E"], report, flush=True)
         print_row("R", report["R"], report, flush=True)
+        print_row("RE", report["RE"], report, flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return report
@@ -456,6 +500,14 @@ def verdicts(report: dict[str, Any]) -> list[str]:
         found.append(f"R report p50 <= {REPORT_TARGET_MS} ms over {row['events']:,} events: "
                      f"{'met' if row['p50'] <= REPORT_TARGET_MS * 1000 else 'MISSED'}"
                      f" (p50 {_ms(row['p50'])} ms, p99 {_ms(row['p99'])} ms)")
+    if "RE" in report:
+        row = report["RE"]
+        ok = row["p99"] <= 2 * row["p99_alone"] and row["errors"] == 0
+        answered = row["reports"].get(200, 0)
+        found.append(f"RE event p99 with {row['reporters']} report clients <= 2x without: "
+                     f"{'met' if ok else 'MISSED'} (p99 {_ms(row['p99'])} ms against "
+                     f"{_ms(row['p99_alone'])} ms; {answered} reports answered, "
+                     f"{row['reports'].get(503, 0)} told to retry)")
     if "A" not in report:
         return found
     baseline = report["A"]["rps"]
@@ -524,7 +576,7 @@ def main() -> int:
     if args.quick:
         settings = Settings(duration=1, warmup=1, connections=8, mint=3_000,
                             cold_leads=30_000, memory_events=30_000, rates=(100, 200),
-                            out=args.out, reports=3, budget_events=1_000)
+                            out=args.out, reports=3, budget_events=1_000, reporters=3)
     else:
         settings = Settings(duration=args.duration, warmup=args.warmup,
                             connections=args.connections, mint=100_000,

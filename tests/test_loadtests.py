@@ -75,9 +75,15 @@ def test_bench_runs_every_scenario(tmp_path: Path) -> None:
          str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads((tmp_path / "bench-latest.json").read_text())
-    for scenario in ("A", "B", "B@100/s", "B@200/s", "B@256c", "C", "D", "E", "R"):
+    for scenario in ("A", "B", "B@100/s", "B@200/s", "B@256c", "C", "D", "E", "R", "RE"):
         assert report[scenario]["requests"] > 0, scenario
     assert report["E"]["transactions"] == 30_000
+    # Events beside reports: measured both ways, with the reports answered or refused.
+    beside = report["RE"]
+    assert beside["p99_alone"] > 0 and beside["errors"] == 0
+    assert sum(beside["reports"].values()) > 0
+    assert set(beside["reports"]) <= {"200", "503"}  # status codes, as JSON keys
+    assert "RE event p99 with 3 report clients" in result.stdout
     try:
         binaries()
     except ClusterUnavailable:  # the rows are left out without PostgreSQL
