@@ -14,7 +14,7 @@ Scenarios (closed loop with wrk, 64 connections, after a warm-up, unless said ot
      is for a transaction not in memory (each request loads one)
   E  memory: events for 1,000,000 distinct transactions in all; peak RSS at the end
   R  GET /api/reports by day and cid over 31 days of D's 1,000,000 leads and events,
-     one request at a time (--only-report runs just this row)
+     one request at a time (--only-report runs just R and RE)
   RE events at the first open-loop rate on the same server, alone and then while 20
      clients ask for that report without pause: the event p99 with them beside it
 
@@ -278,6 +278,13 @@ def events_beside_reports(url: str, ids: list[str], rate: int, seconds: int,
             "reports": statuses}
 
 
+def events_beside(url: str, settings: Settings) -> dict[str, Any]:
+    """The RE row: fresh leads, then events_beside_reports at the first open-loop rate."""
+    rate, seconds = settings.rates[0], settings.duration
+    fresh = uvloop.run(mint(url, rate * seconds // 5 + 1))
+    return events_beside_reports(url, fresh, rate, seconds, settings.reporters)
+
+
 def report_only(settings: Settings) -> dict[str, Any]:
     """Just the report row, on a copy of the pre-filled database."""
     work = Path(tempfile.mkdtemp(prefix="event-postback-bench-"))
@@ -292,8 +299,11 @@ def report_only(settings: Settings) -> dict[str, Any]:
                      work / "R.log") as server:
             row = report_run(server.url, settings.reports)
             row["rss_mb"] = server.peak_rss_mb()
-        print_row("R", row, {}, flush=True)
-        return {"R": row}
+            print_row("R", row, {}, flush=True)
+            beside = events_beside(server.url, settings)
+            beside["rss_mb"] = server.peak_rss_mb()
+        print_row("RE", beside, {}, flush=True)
+        return {"R": row, "RE": beside}
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -379,10 +389,7 @@ def run(settings: Settings) -> dict[str, Any]:
             # (SQLite's in-memory sorting), which E must not be charged with.
             report["R"] = report_run(server.url, settings.reports)
             report["R"]["rss_mb"] = server.peak_rss_mb()
-            rate = settings.rates[0]
-            fresh = uvloop.run(mint(server.url, rate * seconds // 5 + 1))
-            report["RE"] = events_beside_reports(server.url, fresh, rate, seconds,
-                                                 settings.reporters)
+            report["RE"] = events_beside(server.url, settings)
             report["RE"]["rss_mb"] = server.peak_rss_mb()
         print_row("E", report["E"], report, flush=True)
         print_row("R", report["R"], report, flush=True)
@@ -565,7 +572,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true",
                         help="a few seconds and small counts: proves the scripts run")
     parser.add_argument("--only-report", action="store_true",
-                        help="only the report row R (on the pre-filled database)")
+                        help="only the report rows R and RE (on the pre-filled database)")
     parser.add_argument("--only-postgres", action="store_true",
                         help="only A and the PostgreSQL rows P1 and P2")
     args = parser.parse_args()
