@@ -95,6 +95,12 @@ class EventStore(Protocol):
     async def flush(self) -> None:
         """Wait until every write queued so far has committed."""
 
+    def settled(self) -> asyncio.Future[None]:
+        """A future that completes once every write queued so far has committed or been
+        refused for good (StoreClosed if the store closes first); raises StoreClosed once
+        closing."""
+        ...
+
     async def healthy(self, timeout: float = 2.0) -> bool: ...
 
     def backup_target(self, moment: datetime) -> Path:

@@ -71,6 +71,16 @@ class BatchedStore(Generic[W]):
             raise StoreUnavailable
         written.result()
 
+    def settled(self) -> asyncio.Future[None]:
+        """A future that completes once every write queued so far has committed or been
+        refused for good, however long a failing store takes; StoreClosed if the store
+        closes first. Raises StoreClosed once closing.
+
+        The writer commits in queue order, so a barrier queued now completes only after
+        every earlier write has met its fate.
+        """
+        return self.writer.barrier()
+
     async def flush(self) -> None:
         """Wait until every write queued so far has committed.
 

@@ -145,6 +145,20 @@ async def test_a_malformed_key_is_400(api: Harness) -> None:
     assert (await api.view(transaction_id))["events"] == []
 
 
+async def test_a_key_replays_for_its_whole_hours(api: Harness) -> None:
+    transaction_id = await api.click(pid=PID)
+    first = await sale(api, transaction_id, "k-day")
+    assert first.status_code == 200, first.text
+    api.clock.advance(23 * 3600)  # of idempotency_hours = 24
+    again = await sale(api, transaction_id, "k-day")
+    assert (again.status_code, again.content) == (200, first.content)
+    assert again.headers["idempotent-replayed"] == "true"
+    api.clock.advance(3600 - 1)
+    last = await sale(api, transaction_id, "k-day")
+    assert (last.content, last.headers["idempotent-replayed"]) == (first.content, "true")
+    assert await counts(api, transaction_id) == (1, 1)
+
+
 async def test_a_key_expires_after_its_hours(api: Harness) -> None:
     transaction_id = await api.click(pid=PID)
     assert (await sale(api, transaction_id, "k-old")).status_code == 200

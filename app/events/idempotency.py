@@ -7,10 +7,16 @@ holds across them. The answer is
 stored with the event it fired (one write op, one SQLite transaction), or on its own for a
 refusal, and stays in memory only until that write commits; later requests read it from
 the database, so it survives a restart and a ``kill -9`` once committed.
+
+A request that fails after its event's write was queued (503 past the write timeout) leaves
+that write, and the answer riding in it, to land later. Its key stays taken until the
+write settles: committed, the database answers; refused for good, the key is free. Were
+it freed at the 503, a retry would find the event fired and answer 400 Duplicate.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import re
@@ -35,7 +41,8 @@ _KEY = re.compile(r"[\x20-\x7e]{1,255}")
 _canonical = msgspec.json.Encoder(order="deterministic")
 # How long a reservation in a shared database outlives a process that died holding it; a
 # request holds its key for far less (its body is read before, its writes wait at most
-# write_timeout_seconds).
+# write_timeout_seconds). After a 503 this process keeps the key until the write settles,
+# which a failing store may make longer: past this, another process may take the key.
 _RESERVED_FOR = timedelta(seconds=60)
 _headers = msgspec.json.Decoder(dict[str, str])
 
@@ -153,6 +160,33 @@ class IdempotencyKeys:
         claim = self._claims.get(key)
         if claim is not None and claim.answer is None:
             del self._claims[key]
+            self._store.release_answer(key)
+
+    def unsettled(self, key: str) -> None:
+        """The request failed after its answer's write was queued: hold ``key`` until that
+        write has committed (the database answers) or been refused for good (free again).
+
+        Meanwhile a retry gets 409, as for any key in progress.
+        """
+        claim = self._claims.get(key)
+        if claim is None or claim.answer is not None:
+            return
+        try:
+            settled = self._store.settled()
+        except StoreClosed:
+            self.release(key)
+            return
+        settled.add_done_callback(lambda done: self._settled(key, claim, done))
+
+    def _settled(self, key: str, claim: _Claim, done: asyncio.Future[None]) -> None:
+        if not done.cancelled():
+            done.exception()  # StoreClosed: the write was abandoned, and logged in full
+        if self._claims.get(key) is not claim:
+            return
+        del self._claims[key]
+        # Committed: the database answers from now on. Refused: nothing is stored under
+        # the key, so it is free again.
+        if not claim.committed:
             self._store.release_answer(key)
 
     def _committed(self, ops: list[WriteOp]) -> None:

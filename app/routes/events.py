@@ -148,17 +148,28 @@ async def _keyed(request: Request, svc: Services, key: str, event: Event,
     if replay is not None:
         annotate(outcome="replayed")
         return replay.response(replayed=True)
+    queued = False
+
+    def stored(data: EventData) -> AnswerRow:
+        nonlocal queued
+        queued = True  # built for the event's write op, which is queued next
+        return keys.row(key, fingerprint, _success(Fired(data, dropped), form))
+
     try:
-        fired = await _fire(request, svc, event, dropped,
-                            lambda data: keys.row(key, fingerprint,
-                                                  _success(Fired(data, dropped), form)))
+        fired = await _fire(request, svc, event, dropped, stored)
     except ApiError as error:
         # Checks 4-10 answer the same way for the same fields: remembered too.
         answer = _refusal(error, form)
         keys.store(key, fingerprint, answer)
         return answer.response()
+    except (StoreBusy, StoreClosed):
+        keys.release(key)  # refused before the write was queued: a retry is handled anew
+        raise
     except BaseException:
-        keys.release(key)  # nothing stored: a retry is handled anew
+        if queued:
+            keys.unsettled(key)  # the write, with this key's answer, may still land
+        else:
+            keys.release(key)  # nothing stored: a retry is handled anew
         raise
     answer = _success(fired, form)
     keys.answered(key, answer)
