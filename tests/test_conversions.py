@@ -15,7 +15,7 @@ import pytest
 
 from app.config.schema import Config, ConfigError, parse_config, with_server_overrides
 from storage.records import WriteOp
-from tests.conftest import ADMIN_TOKEN, CID, PID, Harness, error, running
+from tests.conftest import ADMIN_TOKEN, CID, PID, Harness, error, running, running_on
 from tests.receiver import Receiver
 from tests.served import EXECUTABLE, Served
 from tests.test_metrics import scrape, value
@@ -69,8 +69,10 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture
-async def api(receiver: Receiver, db_path: Path) -> AsyncIterator[Harness]:
-    async with running(lifecycle_config(receiver, db_path)) as harness:
+async def api(request: pytest.FixtureRequest, receiver: Receiver,
+              db_path: Path) -> AsyncIterator[Harness]:
+    """The lifecycle config on SQLite and on PostgreSQL (the module is both_stores)."""
+    async with running_on(request, lifecycle_config(receiver, db_path)) as harness:
         yield harness
 
 

@@ -8,16 +8,27 @@ from pathlib import Path
 import pytest
 
 from app.config.schema import PostbackConfig
-from tests.conftest import CID, OTHER_CID, PID, Harness, error, make_config, running, with_campaign
+from tests.conftest import (
+    BACKENDS,
+    CID,
+    OTHER_CID,
+    PID,
+    Harness,
+    error,
+    make_config,
+    running,
+    running_on,
+    with_campaign,
+)
 
 # The rules hold on both stores.
 pytestmark = pytest.mark.both_stores
 
 
-@pytest.fixture
-async def create(db_path: Path) -> AsyncIterator[Harness]:
-    async with running(with_campaign(make_config(db_path), CID,
-                                     unknown_transactions="create")) as harness:
+@pytest.fixture(params=BACKENDS)
+async def create(request: pytest.FixtureRequest, db_path: Path) -> AsyncIterator[Harness]:
+    async with running_on(request, with_campaign(make_config(db_path), CID,
+                                                 unknown_transactions="create")) as harness:
         yield harness
 
 
