@@ -9,7 +9,16 @@ import msgspec
 import pytest
 
 from app.config.schema import Config, demo_config
-from tests.conftest import CID, PID, Harness, error, make_config, running, with_campaign
+from tests.conftest import (
+    BACKENDS,
+    CID,
+    PID,
+    Harness,
+    error,
+    make_config,
+    running_on,
+    with_campaign,
+)
 
 SOURCE_POSTBACK = "http://127.0.0.1:9/src?pay={payout}&rev={revenue}"
 
@@ -22,9 +31,15 @@ def _config(db_path: Path, fallback: str, *, paused: bool = False) -> Config:
     return msgspec.structs.replace(config, sources=sources)
 
 
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> pytest.FixtureRequest:
+    """SQLite or PostgreSQL, for running_on: every test here runs on both stores."""
+    return request
+
+
 @pytest.fixture
-async def lead_mode(db_path: Path) -> AsyncIterator[Harness]:
-    async with running(_config(db_path, "lead")) as harness:
+async def lead_mode(backend: pytest.FixtureRequest, db_path: Path) -> AsyncIterator[Harness]:
+    async with running_on(backend, _config(db_path, "lead")) as harness:
         yield harness
 
 
@@ -59,26 +74,29 @@ async def test_an_organic_lead_stays_organic(lead_mode: Harness) -> None:
     assert (await lead_mode.view(transaction_id))["events"][0]["payout"] is None
 
 
-async def test_the_lead_is_found_after_it_left_memory(db_path: Path) -> None:
+async def test_the_lead_is_found_after_it_left_memory(
+        backend: pytest.FixtureRequest, db_path: Path) -> None:
     config = _config(db_path, "lead")
-    async with running(config) as api:
+    async with running_on(backend, config) as api:
         transaction_id = await api.click(pid=PID)
-    async with running(config) as api:
+    async with running_on(backend, config) as api:
         response = await api.fire(transaction_id, "sale_completed", revenue="2")
         assert response.json()["data"]["pid"] == PID
 
 
-async def test_the_lead_source_made_inactive_answers_source_inactive(db_path: Path) -> None:
-    async with running(_config(db_path, "lead")) as api:
+async def test_the_lead_source_made_inactive_answers_source_inactive(
+        backend: pytest.FixtureRequest, db_path: Path) -> None:
+    async with running_on(backend, _config(db_path, "lead")) as api:
         transaction_id = await api.click(pid=PID)
-    async with running(_config(db_path, "lead", paused=True)) as api:
+    async with running_on(backend, _config(db_path, "lead", paused=True)) as api:
         response = await api.fire(transaction_id, "sale_completed", revenue="2")
         assert response.json() == error(403, "Source Inactive")
         assert (await api.view(transaction_id))["events"] == []
 
 
-async def test_the_organic_default_credits_organic(db_path: Path) -> None:
-    async with running(_config(db_path, "organic")) as api:
+async def test_the_organic_default_credits_organic(
+        backend: pytest.FixtureRequest, db_path: Path) -> None:
+    async with running_on(backend, _config(db_path, "organic")) as api:
         transaction_id = await api.click(pid=PID)
         response = await api.fire(transaction_id, "sale_completed", revenue="45")
         assert response.json()["data"]["pid"] == "organic"
