@@ -37,6 +37,9 @@ class FireEvent(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     postbacks: bool = False
     # A conversion that waits for an operator's approval.
     pending: bool = False
+    # Why the sender's request holds the conversion for an operator (a reason code such as
+    # "anonymous"); any value makes the conversion pending with it.
+    hold_reason: str | None = None
     # An unknown transaction gets its lead (this cid and pid, the event's lead fields)
     # in the same write as the event.
     create: bool = False
