@@ -107,8 +107,13 @@ class EventStore(Protocol):
         """Where a backup taken at ``moment`` goes; raises Unsupported if nowhere."""
         ...
 
-    async def backup(self, target: Path) -> int:
-        """A consistent copy of everything committed so far; returns its size in bytes."""
+    async def backup(self, target: Path, *, keep: int | None = None) -> int:
+        """A consistent copy of everything committed so far; returns its size in bytes.
+
+        Then only the ``keep`` newest backups in its directory stay (None: all of them).
+        Raises BackupInProgress while another runs, NoRoomForBackup when the disk has no
+        room for the copy (nothing of it is left).
+        """
         ...
 
     async def load_transaction(self, transaction_id: str) -> StoredTransaction | None: ...

@@ -28,3 +28,12 @@ class LeadExists(Exception):
 class ConversionConflict(Exception):
     """A conversion's status is no longer the one its change was decided from (another
     process changed it first): nothing of the op was written; decide again."""
+
+
+class BackupInProgress(Exception):
+    """Another backup of this database is being written; one runs at a time."""
+
+
+class NoRoomForBackup(Exception):
+    """The backup directory's filesystem has too little free space for a copy, or filled
+    up while it was written; nothing of it is left."""

@@ -27,7 +27,7 @@ log = structlog.get_logger("app.reload")
 
 # [server] keys read on every request; every other [server] key was used at start-up.
 _RUNTIME_SERVER_KEYS = frozenset({"admin_token", "metrics_public", "max_revenue",
-                                  "max_concurrent_reports"})
+                                  "max_concurrent_reports", "backup_keep"})
 # The postback connection pool is sized once.
 _RESTART_DELIVERY_KEYS = ("concurrency",)
 

@@ -113,6 +113,8 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     admin_token: str | None = None
     # /metrics without the admin token (for a scraper on a trusted network).
     metrics_public: bool = False
+    # How many backups stay in backups/ after each new one (the oldest go); left out: all.
+    backup_keep: Annotated[int, Meta(ge=1)] | None = None
     max_actors: Annotated[int, Meta(ge=1)] = 100_000
     max_pending_writes: Annotated[int, Meta(ge=1)] = 10_000
     max_in_flight: Annotated[int, Meta(ge=1)] = 1024

@@ -148,6 +148,16 @@ def postback_delivered() -> ApiError:
     return ApiError(409, "Postback already delivered", "already_delivered")
 
 
+def backup_in_progress() -> ApiError:
+    return ApiError(409, "Backup in progress", "backup_in_progress")
+
+
+def insufficient_storage() -> ApiError:
+    """The backup directory's disk has no room for a copy: less free space than twice the
+    database, or it filled up during the copy."""
+    return ApiError(507, "Insufficient storage", "insufficient_storage")
+
+
 def store_not_writable() -> ApiError:
     return ApiError(503, "Store not writable", "store_not_writable",
                     headers={"Retry-After": "1"})

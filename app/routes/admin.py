@@ -14,6 +14,7 @@ from app.edge import errors
 from app.edge.envelope import success_response
 from app.observe.logs import annotate
 from app.services import Services, services
+from storage.errors import BackupInProgress, NoRoomForBackup
 
 
 def require_admin(request: Request, svc: Services) -> None:
@@ -50,14 +51,21 @@ async def backup(request: Request) -> Response:
     """POST /api/admin/backup: a consistent copy of the database in ``backups/`` beside it.
 
     The copy holds everything acknowledged before the request (queued writes are flushed
-    first). Files are named by their UTC time and never overwritten.
+    first). Files are named by their UTC time and never overwritten. One backup runs at a
+    time (409), none is started on a disk without room for it (507), and ``[server]
+    backup_keep`` as in force for this request says how many stay afterwards.
     """
     svc = services(request)
     require_admin(request, svc)
     await svc.store.flush()
     moment = svc.clock.now()
     target = svc.store.backup_target(moment)
-    size = await svc.store.backup(target)
+    try:
+        size = await svc.store.backup(target, keep=svc.config.server.backup_keep)
+    except BackupInProgress:
+        raise errors.backup_in_progress() from None
+    except NoRoomForBackup:
+        raise errors.insufficient_storage() from None
     annotate(outcome="backed_up")
     return success_response(201, "Backup written", BackupData(
         path=str(target), bytes=size, taken_at=utc_text(moment)))

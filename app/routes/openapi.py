@@ -187,7 +187,12 @@ def _operations(demo: bool) -> dict[str, dict[str, _Op]]:
         },
         "/api/admin/backup": {
             "post": _Op("Write a consistent copy of the database beside it", {
-                201: ("Backup written", BackupData), 404: _NO_TOKEN[1]},
+                201: ("Backup written", BackupData), 404: _NO_TOKEN[1],
+                409: ("Backup in progress: another backup is being written", None),
+                501: ("The database is PostgreSQL: back it up with pg_dump", None),
+                507: ("Insufficient storage: the backup directory's disk has less free "
+                      "space than twice the database, or filled up during the copy; "
+                      "nothing of it is left", None)},
                 admin=True, tags=("operations",)),
         },
         "/api/admin/reload": {

@@ -112,7 +112,7 @@ class PostgresStore(BatchedStore[PostgresWriter]):
     def backup_target(self, moment: datetime) -> Path:
         raise Unsupported("Backups of a PostgreSQL database are taken with pg_dump")
 
-    async def backup(self, target: Path) -> int:
+    async def backup(self, target: Path, *, keep: int | None = None) -> int:
         raise Unsupported("Backups of a PostgreSQL database are taken with pg_dump")
 
     def _db(self) -> asyncpg.Pool:

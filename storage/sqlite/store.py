@@ -25,7 +25,7 @@ from storage.records import (
 )
 from storage.reports import RawFigures, ReportSpan
 from storage.sqlite import conversions, idempotency, outbox, reader, reports
-from storage.sqlite.backup import backup_into
+from storage.sqlite.backup import Backups, FreeSpace, free_bytes
 from storage.sqlite.claim import Claim
 from storage.sqlite.connection import open_reader, open_writer, prepare
 from storage.sqlite.loader import query_sqlite
@@ -39,6 +39,7 @@ class Store(BatchedStore[Writer]):
     only a crash of this process. ``gather_seconds`` > 0 makes the writer wait that long
     after the first queued op so a whole flush interval commits as one batch.
     ``write_timeout`` bounds how long a flush, and closing, wait for a failing store.
+    ``free_space`` reads the free bytes of the backup directory's filesystem.
     """
 
     def __init__(
@@ -49,6 +50,7 @@ class Store(BatchedStore[Writer]):
         max_pending: int = 10_000,
         gather_seconds: float = 0.0,
         write_timeout: float = 5.0,
+        free_space: FreeSpace = free_bytes,
     ) -> None:
         super().__init__(write_timeout=write_timeout)
         self.path = Path(path)
@@ -58,6 +60,7 @@ class Store(BatchedStore[Writer]):
         self._write_conn: aiosqlite.Connection | None = None
         self._read_conn: aiosqlite.Connection | None = None
         self._claim: Claim | None = None
+        self._backups = Backups(self.path, free_space=free_space)
 
     @property
     def location(self) -> str:
@@ -117,12 +120,12 @@ class Store(BatchedStore[Writer]):
 
     def backup_target(self, moment: datetime) -> Path:
         """``backups/`` beside the database file, named by the UTC time."""
-        db = self.path.absolute()
-        return db.parent / "backups" / f"{db.stem}-{moment:%Y%m%dT%H%M%S%fZ}.db"
+        return self._backups.target(moment)
 
-    async def backup(self, target: Path) -> int:
-        """A consistent copy of everything committed so far, written to ``target``."""
-        return await asyncio.to_thread(backup_into, self.path, target)
+    async def backup(self, target: Path, *, keep: int | None = None) -> int:
+        """A consistent copy of everything committed so far, written to ``target``; then
+        only the ``keep`` newest backups stay. One at a time, and only with room for it."""
+        return await self._backups.take(target, keep)
 
     async def transaction_view(self, transaction_id: str) -> TransactionView | None:
         return await reader.transaction_view(self._reader(), transaction_id)
