@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from actors.clock import Clock, utc_text
 from actors.messages import CreateLead, FireEvent, LeadOf, Message, Reply, Verdict
-from actors.rules import apply_cost, decide, opens_window
+from actors.rules import apply_cost, decide, hold_reason, opens_window
 from actors.state import TransactionState
 from storage.backend import EventStore
 from storage.errors import DuplicateEvent, LeadExists, StoreUnavailable
@@ -249,6 +249,7 @@ class TransactionActor:
                 cost_micro=None if cost is None else micro(cost),
                 cost_delta=_cost_delta(event),  # pragma: no mutate
             )
+        why_held = hold_reason(event)
         op = WriteOp(
             lead=lead,
             event=EventRow(
@@ -266,11 +267,12 @@ class TransactionActor:
                 ip=event.ip,
                 user_agent=event.user_agent,
                 fired_at=fired_at,
-                status=_initial_status(event),
-                decided_at=fired_at if event.conversion and not event.pending else None,
+                status=_initial_status(event, why_held),
+                decided_at=fired_at if event.conversion and why_held is None else None,
                 revenue_micro=None if event.revenue is None else micro(event.revenue),
                 payout_micro=(micro(event.payout)
                               if event.conversion and event.payout is not None else None),
+                hold_reason=why_held,
             ),
             change=change,
             postbacks=postbacks,
@@ -347,7 +349,7 @@ def _cost_delta(event: FireEvent) -> str | None:
     return money_text(event.cost if event.cost_operation == "add" else -event.cost)
 
 
-def _initial_status(event: FireEvent) -> ConversionStatus | None:
+def _initial_status(event: FireEvent, why_held: str | None) -> ConversionStatus | None:
     if not event.conversion:
         return None
-    return "pending" if event.pending else "approved"
+    return "pending" if why_held is not None else "approved"

@@ -35,8 +35,10 @@ class FireEvent(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     user_agent: str | None = None
     # The configuration asks for postbacks when this event fires.
     postbacks: bool = False
-    # A conversion that waits for an operator's approval.
+    # A conversion that waits for an operator's approval (the event's approval = "manual").
     pending: bool = False
+    # The event's hold_revenue_above: a conversion with more revenue waits for an operator.
+    hold_revenue_above: Decimal | None = None
     # Why the sender's request holds the conversion for an operator (a reason code such as
     # "anonymous"); any value makes the conversion pending with it.
     hold_reason: str | None = None

@@ -21,6 +21,26 @@ def decide(state: TransactionState | None, event: FireEvent, now: float) -> Verd
     return Verdict.FIRED
 
 
+def hold_reason(event: FireEvent) -> str | None:
+    """Why ``event``'s conversion is stored pending; None when it is approved as it fires.
+
+    When several holds apply, the first of these is given: the sender's (``anonymous``),
+    revenue above the event's ``hold_revenue_above`` (``revenue_above_hold``), the event's
+    manual approval (``manual_approval``). Who sent a conversion says most about it; an
+    amount over the limit says more than a rule every conversion of the event follows.
+    """
+    if not event.conversion:
+        return None
+    if event.hold_reason is not None:
+        return event.hold_reason
+    limit = event.hold_revenue_above
+    if limit is not None and event.revenue is not None and event.revenue > limit:
+        return "revenue_above_hold"
+    if event.pending:
+        return "manual_approval"
+    return None
+
+
 def opens_window(verdict: Verdict) -> bool:
     """A request that got as far as the lock check opens the window, whatever comes next."""
     return verdict in (Verdict.DUPLICATE, Verdict.FIRED)

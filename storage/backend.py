@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from storage.records import (
     AnswerRow,
-    ConversionStatus,
+    ConversionCounts,
     ConversionView,
     DuePostback,
     HostLoad,
@@ -160,7 +160,7 @@ class EventStore(Protocol):
     async def conversion_statuses(
         self, conversion_ids: list[str]) -> dict[str, ConversionView]: ...
 
-    async def conversion_counts(self) -> dict[ConversionStatus, int]: ...
+    async def conversion_counts(self) -> ConversionCounts: ...
 
     async def report_figures(self, span: ReportSpan) -> RawFigures: ...
 

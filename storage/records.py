@@ -70,6 +70,8 @@ class EventRow(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     # Millionths of revenue and payout (storage.money.micro), for exact sums in SQL.
     revenue_micro: int | None = None
     payout_micro: int | None = None
+    # Conversions stored pending only: why (a HoldReason), kept after the decision.
+    hold_reason: str | None = None
 
 
 class LeadChange(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
@@ -89,6 +91,12 @@ class LeadChange(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
 
 PostbackStatus = Literal["pending", "delivered", "failed"]
 ConversionStatus = Literal["approved", "pending", "rejected", "reversed"]
+# Why a conversion was stored pending instead of approved as it fired, in the order that
+# picks one when several apply (actors.rules.hold_reason).
+HoldReason = Literal["anonymous", "revenue_above_hold", "manual_approval"]
+HOLD_REASONS: tuple[HoldReason, ...] = ("anonymous", "revenue_above_hold", "manual_approval")
+# Conversions counted per status and hold reason (None: approved as it fired).
+ConversionCounts = dict[tuple[ConversionStatus, str | None], int]
 ChangeSource = Literal["api", "bulk", "cli"]
 
 
@@ -205,6 +213,9 @@ class EventView(msgspec.Struct, frozen=True, kw_only=True):
     # Conversions only (None otherwise): see ConversionStatus.
     status: ConversionStatus | None
     decided_at: str | None
+    # Why the conversion was stored pending (a HoldReason), kept after the decision; None
+    # for one approved as it fired, and for other events.
+    reason: str | None = None
 
 
 class MoneyByStatus(msgspec.Struct, frozen=True, kw_only=True):
@@ -234,6 +245,9 @@ class ConversionView(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
     revenue: Decimal | None
     payout: Decimal | None
     status: ConversionStatus
+    # Why it was stored pending (a HoldReason), kept after the decision; None for one
+    # approved as it fired.
+    reason: str | None
     converted_at: str
     decided_at: str | None
     fired_at: str

@@ -20,7 +20,7 @@ from storage.records import (
 
 CONVERSION_COLUMNS = (
     "id, conversion_id, transaction_id, cid, pid, event_id, revenue, payout, status,"
-    " converted_at, decided_at, fired_at"
+    " converted_at, decided_at, fired_at, hold_reason"
 )
 POSTBACK_COLUMNS = (
     "id, transaction_id, cid, pid, event_id, conversion_id, kind, method, url, status,"
@@ -31,11 +31,12 @@ POSTBACK_COLUMNS = (
 
 def conversion_row(row: Any) -> tuple[int, ConversionView]:
     (id_, conversion_id, transaction_id, cid, pid, event_id, revenue, payout, status,
-     converted_at, decided_at, fired_at) = row
+     converted_at, decided_at, fired_at, hold_reason) = row
     return id_, ConversionView(
         conversion_id=conversion_id, transaction_id=transaction_id, cid=cid, pid=pid,
         event_id=event_id, revenue=money_value(revenue), payout=money_value(payout),
-        status=status, converted_at=converted_at, decided_at=decided_at, fired_at=fired_at)
+        status=status, reason=hold_reason, converted_at=converted_at, decided_at=decided_at,
+        fired_at=fired_at)
 
 
 def postback_row(row: Any) -> PostbackView:

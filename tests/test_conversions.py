@@ -210,7 +210,8 @@ async def test_history_records_every_change_with_time_reason_and_source(
         "action": "reverse", "conversion_ids": [conversion_id], "reason": "returned"})
     found = await show(api, conversion_id)
     assert found["history"] == [
-        {"from": None, "to": "pending", "at": fired_at, "reason": None, "source": "fire"},
+        {"from": None, "to": "pending", "at": fired_at, "reason": "manual_approval",
+         "source": "fire"},
         {"from": "pending", "to": "approved", "at": "2026-11-28T12:01:00.000000Z",
          "reason": "looks good", "source": "api"},
         {"from": "approved", "to": "reversed", "at": "2026-11-29T12:01:00.000000Z",
@@ -301,7 +302,7 @@ async def test_list_filters_newest_first_and_pages_with_a_cursor(api: Harness) -
     assert [c["conversion_id"] for c in blank.json()["data"]["conversions"]] == ids[::-1]
     assert set(first["conversions"][0]) == {
         "conversion_id", "transaction_id", "cid", "pid", "event_id", "revenue", "payout",
-        "status", "converted_at", "decided_at", "fired_at"}
+        "status", "reason", "converted_at", "decided_at", "fired_at"}
     bad = await api.client.get("/api/conversions?status=lost", headers=AUTH)
     assert bad.json()["message"] == "Invalid status"
     bad = await api.client.get("/api/conversions?from=yesterday", headers=AUTH)

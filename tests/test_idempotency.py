@@ -224,7 +224,8 @@ async def test_the_first_keyed_answer_is_the_answer_without_a_key(db_path: Path)
         assert answer == {
             "status": 200, "type": "success", "message": "Event triggered successfully",
             "data": {"cid": CID, "pid": PID, "transaction_id": keyed_id,
-                     "conversion_id": conversion_id, "conversion": True},
+                     "conversion_id": conversion_id, "conversion": True,
+                     "status": "approved", "reason": None},
             "invalidFields": plain.json()["invalidFields"]}
         assert list(answer["invalidFields"]) == ["notes"]
 

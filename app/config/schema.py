@@ -85,6 +85,9 @@ class EventConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     approval: Literal["auto", "manual"] = "auto"
     # The largest revenue this event takes, below [server] max_revenue; None: that one.
     max_revenue: Decimal | None = None
+    # A conversion with revenue above this is stored pending ("revenue_above_hold") for an
+    # operator to decide, whoever sent it; None: no such hold.
+    hold_revenue_above: Decimal | None = None
 
 
 class CampaignConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -283,6 +286,14 @@ def first_problem(config: Config) -> tuple[str, str] | None:
                 return (f"{place}.events[{j}].max_revenue",
                         f"must be more than 0 and at most [server] max_revenue"
                         f" ({server.max_revenue:f})")
+            hold = event.hold_revenue_above
+            ceiling = limit if limit is not None else server.max_revenue
+            if hold is not None and (not event.conversion or not hold.is_finite()
+                                     or hold <= 0 or hold > ceiling):
+                return (f"{place}.events[{j}].hold_revenue_above",
+                        "only a conversion event holds revenue" if not event.conversion else
+                        f"must be more than 0 and at most the event's max_revenue"
+                        f" ({ceiling:f})")
         for j, postback in enumerate(campaign.postbacks):
             problem = postback_url_problem(postback.url, macros)
             if problem:

@@ -8,7 +8,7 @@ import msgspec
 from msgspec import Meta
 
 from app.conversions.rules import Action
-from storage.records import ConversionStatus
+from storage.records import ConversionStatus, HoldReason
 
 Reason = Annotated[str, Meta(max_length=255)]
 Day = Annotated[str, Meta(pattern=r"^\d{4}-\d{2}-\d{2}$")]
@@ -30,6 +30,8 @@ class ConversionQuery(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     """The filters of GET /api/conversions; ``from``/``to`` are UTC days, inclusive."""
 
     status: ConversionStatus | None = None
+    # Why conversions were held (whatever their status now).
+    reason: HoldReason | None = None
     cid: str | None = None
     pid: str | None = None
     from_day: Day | None = msgspec.field(default=None, name="from")

@@ -31,7 +31,14 @@ from prometheus_client.utils import floatToGoString
 
 from app.config.schema import ORGANIC, Config
 from app.observe.logs import dropped_lines
-from storage.records import ConversionStatus, ConversionView, PostbackStatus, WriteOp
+from storage.records import (
+    HOLD_REASONS,
+    ConversionCounts,
+    ConversionStatus,
+    ConversionView,
+    PostbackStatus,
+    WriteOp,
+)
 
 _go_float: Callable[[float], str] = floatToGoString  # untyped upstream
 
@@ -205,9 +212,19 @@ class Metrics:
             if view.payout is not None:
                 self._child(payout, labels.pid(view.pid)).inc(float(view.payout))
 
-    def set_conversions(self, counts: Mapping[ConversionStatus, int]) -> None:
-        """Conversions by status, read from the store just before a scrape."""
-        self._live.conversions = dict(counts)
+    def set_conversions(self, counts: ConversionCounts) -> None:
+        """Conversions by status, and pending ones by hold reason, read from the store
+        just before a scrape."""
+        by_status: dict[ConversionStatus, int] = {}
+        held: dict[str, int] = {}
+        for (status, reason), count in counts.items():
+            by_status[status] = by_status.get(status, 0) + count
+            if status == "pending":
+                # A reason this version does not know still counts, under "other".
+                label = reason if reason in HOLD_REASONS else OTHER
+                held[label] = held.get(label, 0) + count
+        self._live.conversions = by_status
+        self._live.held = held
 
     def _child(self, metric: MetricWrapperBase, *values: str) -> Any:
         key = (id(metric), *values)
@@ -270,6 +287,7 @@ class _LiveCollector(Collector):
         self.live: LiveSources | None = None
         self.postbacks: dict[PostbackStatus, int] = {}
         self.conversions: dict[ConversionStatus, int] = {}
+        self.held: dict[str, int] = {}
 
     def collect(self) -> Iterable[Metric]:
         live = self.live
@@ -300,6 +318,12 @@ class _LiveCollector(Collector):
         for status in get_args(ConversionStatus):
             conversions.add_metric([status], self.conversions.get(status, 0))
         yield conversions
+        held = GaugeMetricFamily("event_postback_pending_conversions",
+                                 "Pending conversions by why they are held (a hold reason "
+                                 "code).", labels=["reason"])
+        for reason in (*HOLD_REASONS, OTHER):
+            held.add_metric([reason], self.held.get(reason, 0))
+        yield held
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

@@ -45,8 +45,10 @@ def macro_values(
 ) -> dict[str, str]:
     """Every macro's value as text: the lead's fields, then the event's own, which win.
 
-    ``status`` is the conversion's status the postback reports (empty for other events),
-    ``reason`` the reason given for a change of status.
+    ``status`` is the conversion's status the postback reports (empty for other events);
+    ``reason`` is, for a postback sent as a conversion fires, why it is held (a hold
+    reason code, empty when approved at once), and for one sent on a change of status,
+    the reason given for that change.
     """
     values = {name: _text(name, value) for name, value in lead_fields.items()}
     values.update(

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from actors.messages import FireEvent
+from actors.rules import hold_reason
 from app.config.schema import Config
 from app.postbacks.macros import macro_values, render_body, render_url
 from storage.records import ConversionView, PostbackRow
@@ -69,6 +70,8 @@ class Planner:
 
     def wants(self, cid: str, event_id: str, pid: str, conversion: bool, *,
               pending: bool) -> bool:
+        """Whether the event may owe postbacks as it fires. With ``pending`` False it may
+        answer yes for a conversion a hold then keeps pending, which owes fewer."""
         return bool(self._targets(cid, event_id, pid, self._fire_moments(conversion, pending)))
 
     def __call__(
@@ -79,9 +82,12 @@ class Planner:
         fired_at: str,
     ) -> tuple[PostbackRow, ...]:
         """The postbacks an event owes as it fires."""
-        moments = self._fire_moments(event.conversion, event.pending)
-        status = ("pending" if event.pending else "approved") if event.conversion else ""
-        values = macro_values(event, lead_fields, conversion_id, fired_at, status=status)
+        held = hold_reason(event)
+        moments = self._fire_moments(event.conversion, held is not None)
+        status = ("pending" if held is not None else "approved") if event.conversion else ""
+        # A conversion's first postbacks carry why it is held; a change's carry its reason.
+        values = macro_values(event, lead_fields, conversion_id, fired_at, status=status,
+                              reason=held or "")
         targets = self._targets(event.cid, event.event_id, event.pid, moments)
         return self._rows(targets, event, conversion_id, values, fired_at)
 

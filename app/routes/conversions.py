@@ -45,7 +45,7 @@ async def list_conversions(request: Request) -> Response:
     last = _day(query.to_day, "to")
     await svc.store.flush()
     found = await svc.store.conversions(
-        status=query.status, cid=query.cid, pid=query.pid,
+        status=query.status, reason=query.reason, cid=query.cid, pid=query.pid,
         converted_from=first.isoformat() if first else None,
         converted_before=(last + dt.timedelta(days=1)).isoformat() if last else None,
         before_id=query.cursor, limit=query.limit + 1)

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
+from msgspec import UNSET, UnsetType
 from starlette.requests import Request
 from starlette.responses import Response
 
 from actors.messages import FireEvent, Verdict
+from actors.rules import hold_reason
 from app.config.schema import ORGANIC
 from app.edge import errors
 from app.edge.bodies import form_fields, read_fields
@@ -54,6 +56,10 @@ class EventData(msgspec.Struct):
     transaction_id: str
     conversion_id: str
     conversion: bool
+    # Conversions only (left out for other events): approved as it fired, or pending with
+    # why (a hold reason code; null when approved).
+    status: Literal["approved", "pending"] | UnsetType = UNSET
+    reason: str | UnsetType | None = UNSET
 
 
 class Fired(msgspec.Struct, frozen=True):
@@ -288,12 +294,19 @@ async def _fire(request: Request, svc: Services, event: Event, dropped: dict[str
         payout = source.payout.amount(revenue)
     pending = configured.conversion and configured.approval == "manual"
 
+    # Why the conversion is held, from the message the actor decides it from (below).
+    held: str | None = None
+
     def data(conversion_id: str) -> EventData:
+        if not configured.conversion:
+            return EventData(cid=fields.cid, pid=pid, transaction_id=fields.transaction_id,
+                             conversion_id=conversion_id, conversion=configured.conversion)
         return EventData(cid=fields.cid, pid=pid, transaction_id=fields.transaction_id,
-                         conversion_id=conversion_id, conversion=configured.conversion)
+                         conversion_id=conversion_id, conversion=configured.conversion,
+                         status="approved" if held is None else "pending", reason=held)
 
     answer_row = None if stored is None else (lambda conversion_id: stored(data(conversion_id)))
-    reply = await svc.registry.fire(FireEvent(
+    message = FireEvent(
         transaction_id=fields.transaction_id,
         cid=fields.cid,
         event_id=fields.event_id,
@@ -312,9 +325,12 @@ async def _fire(request: Request, svc: Services, event: Event, dropped: dict[str
         postbacks=svc.planner.wants(fields.cid, fields.event_id, pid,
                                     configured.conversion, pending=pending),
         pending=pending,
+        hold_revenue_above=configured.hold_revenue_above,
         answer=answer_row,
         create=create,
-    ))
+    )
+    held = hold_reason(message)
+    reply = await svc.registry.fire(message)
     refusal = _REFUSALS.get(reply.verdict)
     if refusal is not None:
         raise refusal()

@@ -16,6 +16,7 @@ from storage.records import (
     RESERVED,
     AnswerRow,
     AttemptView,
+    ConversionCounts,
     ConversionStatus,
     ConversionView,
     DuePostback,
@@ -73,11 +74,11 @@ async def transaction_view(pool: Pool, transaction_id: str) -> TransactionView |
                   revenue=money_value(row["revenue"]), payout=money_value(row["payout"]),
                   converted_at=row["converted_at"], fired_at=row["fired_at"],
                   fields=decode_fields(row["fields"]), status=row["status"],
-                  decided_at=row["decided_at"])
+                  decided_at=row["decided_at"], reason=row["hold_reason"])
         for row in await pool.fetch(
             "SELECT event_id, pid, conversion, conversion_id, revenue, payout, converted_at,"
-            " fired_at, fields, status, decided_at FROM events WHERE transaction_id = $1"
-            " ORDER BY id", transaction_id)
+            " fired_at, fields, status, decided_at, hold_reason FROM events"
+            " WHERE transaction_id = $1 ORDER BY id", transaction_id)
     ]
     postbacks = [postback_row(row) for row in await pool.fetch(
         f"SELECT {POSTBACK_COLUMNS} FROM postbacks WHERE transaction_id = $1 ORDER BY id",
@@ -198,14 +199,16 @@ async def postback_counts(pool: Pool) -> dict[PostbackStatus, int]:
 
 
 async def conversions(
-    pool: Pool, *, status: ConversionStatus | None, cid: str | None, pid: str | None,
+    pool: Pool, *, status: ConversionStatus | None, reason: str | None = None,
+    cid: str | None, pid: str | None,
     converted_from: str | None, converted_before: str | None, before_id: int | None,
     limit: int,
 ) -> list[tuple[int, ConversionView]]:
     """Conversions, newest first, each with the row id that the next page starts below."""
     sql = [f"SELECT {CONVERSION_COLUMNS} FROM events WHERE conversion"]
     params: list[Any] = []
-    for clause, value in (("status = ", status), ("cid = ", cid), ("pid = ", pid),
+    for clause, value in (("status = ", status), ("hold_reason = ", reason),
+                          ("cid = ", cid), ("pid = ", pid),
                           ("converted_at >= ", converted_from),
                           ("converted_at < ", converted_before), ("id < ", before_id)):
         if value is not None:
@@ -227,8 +230,9 @@ async def conversion(pool: Pool, conversion_id: str) -> ConversionView | None:
         "SELECT from_status, to_status, reason, source, changed_at FROM conversion_changes"
         " WHERE conversion_id = $1 ORDER BY id", conversion_id)
     first = changes[0]["from_status"] if changes else found.status
+    # The firing's reason is why it was held, if it was.
     history = [HistoryEntry(from_status=None, to_status=first, at=found.fired_at,
-                            reason=None, source="fire")]
+                            reason=found.reason, source="fire")]
     history += [HistoryEntry(from_status=before, to_status=after, at=at, reason=reason,
                              source=source)
                 for before, after, reason, source, at in changes]
@@ -243,7 +247,8 @@ async def conversion_statuses(pool: Pool,
     return {view.conversion_id: view for _, view in map(conversion_row, rows)}
 
 
-async def conversion_counts(pool: Pool) -> dict[ConversionStatus, int]:
+async def conversion_counts(pool: Pool) -> ConversionCounts:
     rows = await pool.fetch(
-        "SELECT status, count(*) FROM events WHERE conversion GROUP BY status")
-    return {status: count for status, count in rows}
+        "SELECT status, hold_reason, count(*) FROM events WHERE conversion"
+        " GROUP BY status, hold_reason")
+    return {(status, reason): count for status, reason, count in rows}

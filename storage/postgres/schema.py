@@ -147,6 +147,14 @@ MIGRATIONS: tuple[str, ...] = (
     # 4: money roll-ups in numeric: a bigint sum of ten of the largest amounts overflowed
     # (no overflowed value was ever stored: the write failed instead).
     rollups.NUMERIC,
+    # 5: why a conversion was stored pending. Before this, only manual approval held one:
+    # those pending now, or ever pending by their audit trail, were held for it.
+    """
+    ALTER TABLE events ADD COLUMN hold_reason TEXT;
+    UPDATE events SET hold_reason = 'manual_approval'
+    WHERE conversion AND (status = 'pending' OR conversion_id IN (
+        SELECT conversion_id FROM conversion_changes WHERE from_status = 'pending'));
+    """,
 )
 
 # Any fixed number: every process that starts migrates under this lock, one at a time.

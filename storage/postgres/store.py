@@ -28,7 +28,7 @@ from storage.postgres.windows import WindowClaimer
 from storage.postgres.writer import PostgresWriter
 from storage.records import (
     AnswerRow,
-    ConversionStatus,
+    ConversionCounts,
     ConversionView,
     DuePostback,
     HostLoad,
@@ -170,7 +170,7 @@ class PostgresStore(BatchedStore[PostgresWriter]):
     async def conversion_statuses(self, conversion_ids: list[str]) -> dict[str, ConversionView]:
         return await queries.conversion_statuses(self._db(), conversion_ids)
 
-    async def conversion_counts(self) -> dict[ConversionStatus, int]:
+    async def conversion_counts(self) -> ConversionCounts:
         return await queries.conversion_counts(self._db())
 
     async def report_figures(self, span: ReportSpan) -> RawFigures:

@@ -7,7 +7,7 @@ from typing import Any
 import aiosqlite
 import msgspec
 
-from storage.records import ConversionStatus, ConversionView, HistoryEntry
+from storage.records import ConversionCounts, ConversionStatus, ConversionView, HistoryEntry
 from storage.views import CONVERSION_COLUMNS, conversion_row
 
 _ids = msgspec.json.Encoder()
@@ -17,6 +17,7 @@ async def conversions(
     conn: aiosqlite.Connection,
     *,
     status: ConversionStatus | None,
+    reason: str | None = None,
     cid: str | None,
     pid: str | None,
     converted_from: str | None,
@@ -27,7 +28,8 @@ async def conversions(
     """Conversions, newest first, each with the row id that the next page starts below."""
     sql = [f"SELECT {CONVERSION_COLUMNS} FROM events WHERE conversion = 1"]
     params: list[Any] = []
-    for clause, value in (("status = ?", status), ("cid = ?", cid), ("pid = ?", pid),
+    for clause, value in (("status = ?", status), ("hold_reason = ?", reason),
+                          ("cid = ?", cid), ("pid = ?", pid),
                           ("converted_at >= ?", converted_from),
                           ("converted_at < ?", converted_before), ("id < ?", before_id)):
         if value is not None:
@@ -49,8 +51,9 @@ async def conversion(conn: aiosqlite.Connection, conversion_id: str) -> Conversi
         "SELECT from_status, to_status, reason, source, changed_at FROM conversion_changes"
         " WHERE conversion_id = ? ORDER BY id", (conversion_id,)))
     first = changes[0][0] if changes else found.status
+    # The firing's reason is why it was held, if it was.
     history = [HistoryEntry(from_status=None, to_status=first, at=found.fired_at,
-                            reason=None, source="fire")]
+                            reason=found.reason, source="fire")]
     history += [HistoryEntry(from_status=before, to_status=after, at=at, reason=reason,
                              source=source)
                 for before, after, reason, source, at in changes]
@@ -66,8 +69,9 @@ async def statuses(conn: aiosqlite.Connection,
     return {view.conversion_id: view for _, view in map(conversion_row, rows)}
 
 
-async def counts_by_status(conn: aiosqlite.Connection) -> dict[ConversionStatus, int]:
-    """How many conversions are in each status."""
+async def counts_by_status(conn: aiosqlite.Connection) -> ConversionCounts:
+    """How many conversions are in each status, per hold reason."""
     rows = await conn.execute_fetchall(
-        "SELECT status, count(*) FROM events WHERE conversion = 1 GROUP BY status")
-    return {status: count for status, count in rows}
+        "SELECT status, hold_reason, count(*) FROM events WHERE conversion = 1"
+        " GROUP BY status, hold_reason")
+    return {(status, reason): count for status, reason, count in rows}

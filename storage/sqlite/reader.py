@@ -22,7 +22,8 @@ _LEAD = (
 _FIELDS = "SELECT fields FROM leads WHERE transaction_id = ?"
 _EVENTS = (
     "SELECT event_id, pid, conversion, conversion_id, revenue, payout, converted_at, fired_at,"
-    " fields, status, decided_at FROM events WHERE transaction_id = ? ORDER BY id"
+    " fields, status, decided_at, hold_reason FROM events WHERE transaction_id = ?"
+    " ORDER BY id"
 )
 
 
@@ -51,9 +52,10 @@ async def transaction_view(
             fields=decode_fields(event_fields),
             status=status,
             decided_at=decided_at,
+            reason=hold_reason,
         )
         for (event_id, event_pid, conversion, conversion_id, revenue, payout, converted_at,
-             fired_at, event_fields, status, decided_at)
+             fired_at, event_fields, status, decided_at, hold_reason)
         in await conn.execute_fetchall(_EVENTS, (transaction_id,))
     ]
     return TransactionView(

@@ -192,6 +192,14 @@ MIGRATIONS: tuple[Step, ...] = (
     _add_rollups,
     # 7: money roll-ups that no sum can overflow, recounted from the rows.
     _exact_rollups,
+    # 8: why a conversion was stored pending. Before this, only manual approval held one:
+    # those pending now, or ever pending by their audit trail, were held for it.
+    """
+    ALTER TABLE events ADD COLUMN hold_reason TEXT;
+    UPDATE events SET hold_reason = 'manual_approval'
+    WHERE conversion = 1 AND (status = 'pending' OR conversion_id IN (
+        SELECT conversion_id FROM conversion_changes WHERE from_status = 'pending'));
+    """,
 )
 
 

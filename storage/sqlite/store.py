@@ -15,7 +15,7 @@ from storage.batched import BatchedStore
 from storage.loader import BatchLoader
 from storage.records import (
     AnswerRow,
-    ConversionStatus,
+    ConversionCounts,
     ConversionView,
     DuePostback,
     HostLoad,
@@ -102,7 +102,7 @@ class Store(BatchedStore[Writer]):
             self._claim.release()
             self._claim = None
 
-    async def conversion_counts(self) -> dict[ConversionStatus, int]:
+    async def conversion_counts(self) -> ConversionCounts:
         return await conversions.counts_by_status(self._reader())
 
     async def postback_counts(self) -> dict[PostbackStatus, int]:
