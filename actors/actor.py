@@ -8,6 +8,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 from actors.clock import Clock, utc_text
@@ -15,7 +16,7 @@ from actors.messages import CreateLead, FireEvent, LeadOf, Message, Reply, Verdi
 from actors.rules import apply_cost, decide, hold_reason, opens_window
 from actors.state import TransactionState
 from storage.backend import EventStore
-from storage.errors import DuplicateEvent, LeadExists, StoreUnavailable
+from storage.errors import DuplicateEvent, LeadExists, StoreBusy, StoreClosed, StoreUnavailable
 from storage.money import micro, money_text
 from storage.records import (
     ConversionStatus,
@@ -200,8 +201,10 @@ class TransactionActor:
                     return Reply(Verdict.UNKNOWN_TRANSACTION)
                 return Reply(Verdict.FOUND, cid=self.state.cid, pid=self.state.pid)
 
-    async def _fire(self, event: FireEvent, claimed: bool = False) -> Reply:  # pragma: no mutate
-        """``claimed``: this very request already holds the event's window (PostgreSQL)."""
+    async def _fire(self, event: FireEvent,
+                    held: datetime | None = None) -> Reply:  # pragma: no mutate
+        """``held``: this very request already holds the event's window, until then
+        (PostgreSQL)."""
         rt = self._rt
         now = rt.clock.monotonic()
         state = self.state
@@ -216,10 +219,11 @@ class TransactionActor:
         # PostgreSQL tests out.
         windows = rt.store.windows  # pragma: no mutate
         if (windows is not None and state is not None and opens_window(verdict)  # pragma: no mutate
-                and not claimed  # pragma: no mutate
-                and not await windows.claim(self.transaction_id,  # pragma: no mutate
-                                            event.event_id, rt.lock_seconds)):
-            return Reply(Verdict.LOCKED)
+                and held is None):  # pragma: no mutate
+            held = await windows.claim(self.transaction_id,  # pragma: no mutate
+                                       event.event_id, rt.lock_seconds)
+            if held is None:  # pragma: no mutate
+                return Reply(Verdict.LOCKED)
         if state is None or verdict is not Verdict.FIRED:
             if state is not None and opens_window(verdict) and windows is None:
                 state.forget_closed_windows(now)
@@ -278,7 +282,15 @@ class TransactionActor:
             postbacks=postbacks,
             answer=None if event.answer is None else event.answer(conversion_id),
         )
-        written = rt.store.submit(op)  # raises StoreBusy before any state changes
+        try:
+            written = rt.store.submit(op)  # raises StoreBusy before any state changes
+        except (StoreBusy, StoreClosed):
+            if windows is not None and held is not None:  # pragma: no mutate
+                # Nothing was queued: the retry that the 503 invites must not be locked
+                # out by this attempt's window.
+                await windows.release(self.transaction_id,  # pragma: no mutate
+                                      event.event_id, held)
+            raise
         self.state = state
         if windows is None:
             state.forget_closed_windows(now)
@@ -297,7 +309,7 @@ class TransactionActor:
             except LeadExists:
                 # Another process created the lead first: decide again against it.
                 await self._load()
-                return await self._fire(event, claimed=True)  # pragma: no mutate
+                return await self._fire(event, held=held)  # pragma: no mutate
         return Reply(Verdict.FIRED, conversion_id)
 
     async def _stored_lead_fields(self) -> dict[str, Any]:

@@ -43,9 +43,17 @@ class WriteQueue(Protocol):
 class WindowClaims(Protocol):
     """Lock windows decided by the database, for stores that several processes share."""
 
-    async def claim(self, transaction_id: str, event_id: str, seconds: float) -> bool:
+    async def claim(self, transaction_id: str, event_id: str,
+                    seconds: float) -> datetime | None:
         """Open the window of (transaction_id, event_id) for ``seconds`` of the database's
-        clock; False while it is still open (claimed by anyone, anywhere)."""
+        clock and say when it closes; None while it is still open (claimed by anyone,
+        anywhere)."""
+        ...
+
+    async def release(self, transaction_id: str, event_id: str, until: datetime) -> None:
+        """Close the window that ``claim`` opened until ``until``, one claimed again since
+        staying open; for a request whose write was refused before it was queued. Never
+        raises: a window not given back runs out."""
         ...
 
 

@@ -2,8 +2,8 @@
 
 A write the store refuses (the op itself is wrong) leaves memory ahead of the database, so
 the actor must reload; a write refused for lack of room (503 "Server busy") must leave no
-trace at all. In both durability modes a retry of the same event ends with exactly one
-stored row, never none (the conversion lost) and never two.
+trace at all, on either store. In both durability modes a retry of the same event ends with
+exactly one stored row, never none (the conversion lost) and never two.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import structlog
 
-from storage.errors import StoreBusy
+from storage.errors import StoreBusy, StoreClosed
 from storage.records import WriteOp
-from tests.conftest import Harness, error, make_config, running
+from tests.conftest import BACKENDS, CID, Harness, error, make_config, running, running_on
 
 MODES = ["commit", "write-behind"]
 LOCKED = error(403, "Concurrent event in progress")
@@ -110,33 +110,74 @@ async def test_a_refused_write_keeps_the_windows_of_other_events(
         assert await stored(api, "form_step") == 0
 
 
+@contextmanager
+def refused_once(api: Harness, refusal: type[Exception]) -> Iterator[None]:
+    """The next write submitted is refused before it is queued, as a full queue (503
+    "Server busy") or a closing store refuses it."""
+    store = api.services.store
+    real_submit = store.submit
+    calls = 0
+
+    def refusing_once(op: WriteOp, *, bounded: bool = True) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise refusal
+        return real_submit(op, bounded=bounded)
+
+    store.submit = refusing_once  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        store.submit = real_submit  # type: ignore[method-assign]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, durability: str) -> pytest.FixtureRequest:
+    """Which store the test runs on, for ``running_on``."""
+    if request.param == "postgres" and durability == "write-behind":
+        pytest.skip("PostgreSQL refuses write-behind: it answers once the database decided")
+    return request
+
+
+@pytest.mark.parametrize("refusal", [StoreBusy, StoreClosed])
 @pytest.mark.parametrize("durability", MODES)
 async def test_a_busy_store_leaves_no_trace_and_the_retry_fires_once(
-    db_path: Path, durability: str
+    backend: pytest.FixtureRequest, db_path: Path, durability: str, refusal: type[Exception]
 ) -> None:
-    async with running(make_config(db_path, durability=durability)) as api:
+    async with running_on(backend, make_config(db_path, durability=durability)) as api:
         transaction_id = await api.click()
-        store = api.services.store
-        real_submit = store.submit
-        calls = 0
-
-        def busy_once(op: WriteOp, *, bounded: bool = True) -> Any:
-            nonlocal calls
-            calls += 1
-            if calls == 1:
-                raise StoreBusy
-            return real_submit(op, bounded=bounded)
-
-        store.submit = busy_once  # type: ignore[method-assign]
-        try:
+        with refused_once(api, refusal):
             busy = await api.fire(transaction_id, "sale_completed", revenue="10")
             assert busy.status_code == 503
             assert busy.json() == error(503, "Server busy")
             assert busy.headers["Retry-After"] == "1"
-            # No window was opened and nothing remembered: the retry is safe at once.
+            # No window is left open (PostgreSQL gives back the one it claimed) and
+            # nothing remembered: the retry is safe at once.
             retry = await api.fire(transaction_id, "sale_completed", revenue="10")
             assert retry.status_code == 200, retry.text
-        finally:
-            store.submit = real_submit  # type: ignore[method-assign]
         assert await stored(api, "sale_completed") == 1
         assert (await api.fire(transaction_id, "sale_completed", revenue="10")).json() == LOCKED
+
+
+@pytest.mark.parametrize("durability", MODES)
+async def test_a_keyed_retry_of_a_busy_refusal_fires_instead_of_being_locked(
+    backend: pytest.FixtureRequest, db_path: Path, durability: str
+) -> None:
+    async with running_on(backend, make_config(db_path, durability=durability)) as api:
+        transaction_id = await api.click()
+        body = {"cid": CID, "event_id": "sale_completed", "transaction_id": transaction_id,
+                "revenue": "10"}
+        headers = {"Idempotency-Key": "sale-1"}
+        with refused_once(api, StoreBusy):
+            busy = await api.client.post("/api/event/trigger", json=body, headers=headers)
+            assert busy.json() == error(503, "Server busy")
+            # PostgreSQL gives the key back through the write queue; until that commits
+            # a retry is answered 409 "in progress", which the client may retry.
+            await api.services.store.flush()
+            # A 403 here would be stored as the key's answer, and the sale never counted.
+            retry = await api.client.post("/api/event/trigger", json=body, headers=headers)
+            assert retry.status_code == 200, retry.text
+        replay = await api.client.post("/api/event/trigger", json=body, headers=headers)
+        assert replay.json() == retry.json()
+        assert await stored(api, "sale_completed") == 1

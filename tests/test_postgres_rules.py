@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import asyncpg
 import httpx
@@ -92,16 +93,18 @@ async def test_a_window_is_claimed_once_by_whichever_process_asks_first(pg_url: 
     await two.open()
     try:
         assert one.windows is not None and two.windows is not None
-        assert await one.windows.claim("t1", "quote_viewed", 60) is True
-        assert await two.windows.claim("t1", "quote_viewed", 60) is False
-        assert await one.windows.claim("t1", "quote_viewed", 60) is False
+        until = clock.now() + timedelta(seconds=60)
+        assert await one.windows.claim("t1", "quote_viewed", 60) == until
+        assert await two.windows.claim("t1", "quote_viewed", 60) is None
+        assert await one.windows.claim("t1", "quote_viewed", 60) is None
         # Another event, another transaction: windows of their own.
-        assert await two.windows.claim("t1", "sale_completed", 60) is True
-        assert await two.windows.claim("t2", "quote_viewed", 60) is True
+        assert await two.windows.claim("t1", "sale_completed", 60) == until
+        assert await two.windows.claim("t2", "quote_viewed", 60) == until
         clock.advance(59)
-        assert await two.windows.claim("t1", "quote_viewed", 60) is False
+        assert await two.windows.claim("t1", "quote_viewed", 60) is None
         clock.advance(1)
-        assert await two.windows.claim("t1", "quote_viewed", 60) is True
+        assert await two.windows.claim("t1", "quote_viewed", 60) == until + timedelta(
+            seconds=60)
     finally:
         await one.close()
         await two.close()
@@ -219,7 +222,7 @@ async def test_closed_windows_are_purged_and_open_ones_kept(pg_url: str) -> None
         assert await claimer.claim("t1", "closed", 0)
         assert await claimer.purge() == 1
         # The open one still holds; the purged one opens again.
-        assert await claimer.claim("t1", "open", 3600) is False
-        assert await claimer.claim("t1", "closed", 3600) is True
+        assert await claimer.claim("t1", "open", 3600) is None
+        assert await claimer.claim("t1", "closed", 3600) is not None
     finally:
         await store.close()

@@ -1,9 +1,13 @@
 """Lock windows claimed in the database, with its clock: every process sees the same ones.
 
 Claims asked for meanwhile go in one statement: a window opens (or reopens) only where
-none is open ``now()``, and RETURNING says which were opened. One actor per transaction
-and process asks at a time, so a batch holds each (transaction_id, event_id) once; a
-second ask in the same batch would find the window just opened, and gets False.
+none is open ``now()``, and RETURNING says which were opened, and until when. One actor
+per transaction and process asks at a time, so a batch holds each (transaction_id,
+event_id) once; a second ask in the same batch would find the window just opened, and
+gets None.
+
+A request whose write is then refused (the queue full, the store closing) gives its
+window back, so that the client's retry is not locked out by its own refused attempt.
 """
 
 from __future__ import annotations
@@ -27,7 +31,14 @@ SELECT c.transaction_id, c.event_id, {now} + make_interval(secs => c.seconds)
 FROM unnest($1::text[], $2::text[], $3::float8[]) AS c(transaction_id, event_id, seconds)
 ON CONFLICT (transaction_id, event_id) DO UPDATE SET open_until = excluded.open_until
 WHERE w.open_until <= {now}
-RETURNING transaction_id, event_id
+RETURNING transaction_id, event_id, open_until
+"""
+
+
+# Only the window this claim opened: once it has run out another process may hold the
+# row with its own open_until, which stays.
+_RELEASE = """
+DELETE FROM windows WHERE transaction_id = $1 AND event_id = $2 AND open_until = $3
 """
 
 
@@ -48,31 +59,40 @@ class WindowClaimer:
         self._clock = clock
         self._sql = _claim("now()" if clock is None else "$4::timestamptz")
         self._purged_at = time.monotonic()
-        self._batches: Batcher[_Key, float, bool] = Batcher(
-            self._open, missing=False, max_batch=max_batch, task_name="windows",
+        self._batches: Batcher[_Key, float, datetime | None] = Batcher(
+            self._open, missing=None, max_batch=max_batch, task_name="windows",
             failure="window_claims_failed", size_name="claims", after=self._purge_if_due)
 
     def start(self) -> None:
         self._batches.start()
 
-    async def claim(self, transaction_id: str, event_id: str, seconds: float) -> bool:
+    async def claim(self, transaction_id: str, event_id: str,
+                    seconds: float) -> datetime | None:
         key = (transaction_id, event_id)
         if key in self._batches:
-            return False  # the claim before it in this batch opens the window
+            return None  # the claim before it in this batch opens the window
         return await self._batches.ask(key, seconds)
+
+    async def release(self, transaction_id: str, event_id: str, until: datetime) -> None:
+        """Close the window a claim opened until ``until``, unless it has been claimed
+        again since. Never raises: a window not given back runs out on its own."""
+        try:
+            await self._pool.execute(_RELEASE, transaction_id, event_id, until)
+        except Exception as exc:
+            log.warning("window_release_failed", error=repr(exc))
 
     async def close(self) -> None:
         await self._batches.close()
 
-    async def _open(self, batch: dict[_Key, float]) -> dict[_Key, bool]:
-        """Claim a batch of windows in one statement: True for those it opened."""
+    async def _open(self, batch: dict[_Key, float]) -> dict[_Key, datetime | None]:
+        """Claim a batch of windows in one statement: when each one it opened closes."""
         keys = list(batch)
         args: list[object] = [[key[0] for key in keys], [key[1] for key in keys],
                               [batch[key] for key in keys]]
         if self._clock is not None:
             args.append(self._clock())
         rows = await self._pool.fetch(self._sql, *args)
-        return {(row[0], row[1]): True for row in rows}
+        return {(row[0], row[1]): row[2] for row in rows}
 
     async def _purge_if_due(self) -> None:
         if time.monotonic() - self._purged_at >= PURGE_EVERY_SECONDS:
