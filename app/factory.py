@@ -35,6 +35,7 @@ from app.edge.fast_path import EventFastPath
 from app.edge.middleware import RequestLogMiddleware
 from app.events.catalog import Catalog
 from app.events.idempotency import IdempotencyKeys
+from app.events.senders import open_to_anyone
 from app.observe.logs import annotate
 from app.observe.metrics import Metrics
 from app.postbacks.dispatcher import Dispatcher
@@ -148,6 +149,8 @@ def create_app(
         log.info("store_opened", db=the_store.location, durability=server.durability)
         base = base_url(server.host, server.port)
         log.info("serving", url=base, **{name: base + path for name, path in LANDMARKS.items()})
+        for cid in open_to_anyone(config):
+            log.warning("campaign_open_to_anyone", cid=cid)
         try:
             # "services" is the state as it was at start-up (tests read the store from it).
             yield {"current": current, "services": current.services}

@@ -19,6 +19,7 @@ import pytest
 
 from app.config.schema import demo_config
 from app.config.summary import summary
+from app.events.senders import exposure_warnings
 from tests.demo_visit import demo_visit
 from tests.served import Served
 
@@ -91,7 +92,8 @@ def test_the_binary_checks_and_serves_a_config_file(binary: Path, tmp_path: Path
     config.write_text((ROOT / "app" / "demo.toml").read_text())
     checked = _run(binary, "check-config", str(config), cwd=tmp_path)
     assert (checked.returncode, checked.stdout, checked.stderr) == (
-        0, f"{config}: ok ({summary(demo_config())})\n", "")
+        0, f"{config}: ok ({summary(demo_config())})\n"
+        + "".join(f"{line}\n" for line in exposure_warnings(demo_config())), "")
 
     data = tmp_path / "var"
     data.mkdir()

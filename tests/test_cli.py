@@ -55,8 +55,11 @@ def _check(tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]) -> str
 
 @pytest.mark.parametrize(("text", "expected"), [
     ("", "my.toml: ok (0 campaigns, 1 source, 0 events, 0 postbacks)\n"),
-    (ONE_OF_EACH, "my.toml: ok (1 campaign, 1 source, 1 event, 1 postback)\n"),
-    (SEVERAL, "my.toml: ok (2 campaigns, 3 sources, 5 events, 2 postbacks)\n"),
+    (ONE_OF_EACH, "my.toml: ok (1 campaign, 1 source, 1 event, 1 postback)\n"
+                  "warning: campaign cmp_a accepts conversions from anyone\n"),
+    (SEVERAL, "my.toml: ok (2 campaigns, 3 sources, 5 events, 2 postbacks)\n"
+              "warning: campaign cmp_a accepts conversions from anyone\n"
+              "warning: campaign cmp_b accepts conversions from anyone\n"),
 ], ids=["empty", "one-of-each", "several"])
 def test_check_config_counts_what_the_config_holds(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, expected: str

@@ -185,7 +185,9 @@ def test_command_line_overrides_are_checked_like_the_file(tmp_path: Path) -> Non
 def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     good = write(tmp_path, FULL)
     assert main(["check-config", str(good)]) == 0
-    assert capsys.readouterr().out == f"{good}: ok (1 campaign, 3 sources, 2 events, 0 postbacks)\n"
+    assert capsys.readouterr().out == (
+        f"{good}: ok (1 campaign, 3 sources, 2 events, 0 postbacks)\n"
+        "warning: campaign cmp_9z8y7x6w accepts conversions from anyone\n")
 
     bad = tmp_path / "bad.toml"
     bad.write_text("[[sources]]\npid = \"a\"\n[[sources]]\npid = \"a\"\n")

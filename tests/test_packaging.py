@@ -21,6 +21,7 @@ import pytest
 
 from app.config.schema import demo_config
 from app.config.summary import summary
+from app.events.senders import exposure_warnings
 from tests.demo_visit import demo_visit
 from tests.served import Served
 
@@ -157,7 +158,8 @@ def test_the_installed_command_runs_from_the_venv_not_the_source_tree(
     demo = app_file.parent / "demo.toml"
     checked = _run(installed, "check-config", str(demo), cwd=tmp_path)
     assert (checked.returncode, checked.stdout, checked.stderr) == (
-        0, f"{demo}: ok ({summary(demo_config())})\n", "")
+        0, f"{demo}: ok ({summary(demo_config())})\n"
+        + "".join(f"{line}\n" for line in exposure_warnings(demo_config())), "")
 
 
 def test_the_installed_server_answers_the_demo(installed: Installed, tmp_path: Path) -> None:

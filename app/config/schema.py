@@ -5,6 +5,7 @@ Any mistake stops start-up with one line naming the file, the place and the prob
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from decimal import Decimal
 from importlib import resources
@@ -29,6 +30,8 @@ ORGANIC = "organic"
 _RESERVED_CIDS = frozenset({"trigger", "global"})
 _LANDING_MACROS = frozenset({"transaction_id", "cid", "pid"})
 _ORIGIN = re.compile(r"https?://[a-z0-9.-]+(:[0-9]{1,5})?")
+# Sent in a header or a query string as is, and too long to guess.
+_TOKEN = re.compile(r"[\x21-\x7e]{16,255}")
 
 
 class ConfigError(Exception):
@@ -104,6 +107,14 @@ class CampaignConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     pid_fallback: Literal["organic", "lead"] = "organic"
     # "create": an event for a transaction never seen creates its lead on the spot.
     unknown_transactions: Literal["reject", "create"] = "reject"
+    # Tokens a sender proves itself with (Authorization: Bearer, or ?token= on the GET
+    # forms); several, so one can be replaced without downtime.
+    event_tokens: list[str] = []
+    # Networks a request with a token is taken from; empty: any address.
+    server_ips: list[str] = []
+    # A request without a token: fired, its conversion held, only its non-conversion
+    # events fired, or refused (app/events/senders.py).
+    anonymous: Literal["accept", "hold", "events_only", "refuse"] = "accept"
 
 
 class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -132,6 +143,9 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     max_revenue: Decimal = Decimal(1_000_000_000)
     # Reports answered at once; more get 503 "Server busy" with Retry-After.
     max_concurrent_reports: Annotated[int, Meta(ge=1, le=64)] = 2
+    # Proxies whose X-Forwarded-For names the client; None: uvicorn's FORWARDED_ALLOW_IPS
+    # environment variable, else 127.0.0.1 and ::1.
+    forwarded_allow_ips: list[str] | None = None
 
 
 Seconds = Annotated[float, Meta(gt=0, le=86_400)]
@@ -209,6 +223,40 @@ def _server_problem(server: ServerConfig) -> tuple[str, str] | None:
                 "write-behind is refused with PostgreSQL: the database decides the lock "
                 "window and the duplicate rule, so the database must decide before the "
                 "answer (use commit)")
+    for value in server.forwarded_allow_ips or ():
+        problem = _network_problem(value)
+        if problem:
+            return "server.forwarded_allow_ips", problem
+    return None
+
+
+def _network_problem(value: str) -> str | None:
+    """Why ``value`` is not an IP address or a network like 203.0.113.0/24, or None."""
+    try:
+        ipaddress.ip_network(value)
+    except ValueError as exc:
+        return f"{value!r} is not an IP address or network ({exc})"
+    return None
+
+
+def _sender_problem(campaign: CampaignConfig) -> tuple[str, str] | None:
+    """The first rule the campaign's event_tokens, server_ips or anonymous breaks."""
+    for token in campaign.event_tokens:
+        if not _TOKEN.fullmatch(token):
+            return ("event_tokens", "a token is 16-255 printable ASCII characters without "
+                                    "spaces (e.g. from: openssl rand -hex 24)")
+    if len(set(campaign.event_tokens)) != len(campaign.event_tokens):
+        return "event_tokens", "a token is listed twice"
+    for value in campaign.server_ips:
+        problem = _network_problem(value)
+        if problem:
+            return "server_ips", problem
+    if not campaign.event_tokens:
+        if campaign.server_ips:
+            return "server_ips", "needs event_tokens: the list says where a token is taken from"
+        if campaign.anonymous != "accept":
+            return ("anonymous", f"{campaign.anonymous!r} needs event_tokens: without one "
+                                 "every event would be sent without a token")
     return None
 
 
@@ -261,6 +309,9 @@ def first_problem(config: Config) -> tuple[str, str] | None:
         seen_cids[campaign.cid] = i
         if campaign.cid in _RESERVED_CIDS:
             return f"{place}.cid", f"{campaign.cid!r} is reserved by the API's routes"
+        found = _sender_problem(campaign)
+        if found is not None:
+            return f"{place}.{found[0]}", found[1]
         if campaign.landing_url is not None:
             problem = _landing_url_problem(campaign.landing_url)
             if problem:

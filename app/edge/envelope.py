@@ -25,6 +25,8 @@ class _Error(msgspec.Struct, omit_defaults=True):
     message: str
     missingFields: list[str] | None = None  # the API's own spelling
     invalidFields: dict[str, str] | None = None
+    # A machine-readable reason, on the answers that have one (e.g. "invalid_token").
+    code: str | None = None
 
 
 # The error shape, as the OpenAPI document names it.
@@ -38,16 +40,18 @@ def error_body(
     *,
     missing: list[str] | None = None,
     invalid: dict[str, str] | None = None,
+    code: str | None = None,
 ) -> bytes:
     return _encoder.encode(
         _Error(status=status, type="error", message=message, missingFields=missing,
-               invalidFields=invalid)
+               invalidFields=invalid, code=code)
     )
 
 
 def error_response(error: ApiError) -> Response:
     return Response(
-        error_body(error.status, error.message, missing=error.missing, invalid=error.invalid),
+        error_body(error.status, error.message, missing=error.missing, invalid=error.invalid,
+                   code=error.code),
         status_code=error.status,
         headers=error.headers,
         media_type="application/json",

@@ -15,6 +15,7 @@ class ApiError(Exception):
         missing: list[str] | None = None,
         invalid: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
+        coded: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -23,6 +24,9 @@ class ApiError(Exception):
         self.missing = missing
         self.invalid = invalid
         self.headers = headers
+        # The envelope's "code": only answers the seed API does not have carry one, so
+        # every answer it does have stays as it was.
+        self.code = outcome if coded else None
 
 
 def invalid_json() -> ApiError:
@@ -71,6 +75,15 @@ def invalid_cid() -> ApiError:
 
 def origin_not_allowed() -> ApiError:
     return ApiError(403, "Origin not allowed for this campaign", "origin_not_allowed")
+
+
+def invalid_token() -> ApiError:
+    return ApiError(401, "Invalid token", "invalid_token", coded=True,
+                    headers={"WWW-Authenticate": "Bearer"})
+
+
+def ip_not_allowed() -> ApiError:
+    return ApiError(403, "IP not allowed", "ip_not_allowed", coded=True)
 
 
 def invalid_event_id() -> ApiError:

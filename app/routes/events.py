@@ -30,6 +30,7 @@ from app.events.catalog import Catalog
 from app.events.idempotency import Answer
 from app.events.limits import over_limit
 from app.events.payloads import Event, parse_event
+from app.events.senders import sender_verdict, token_of
 from app.observe.logs import annotate
 from app.services import Services, services
 from storage.errors import StoreBusy, StoreClosed, StoreUnavailable
@@ -119,21 +120,21 @@ async def _handle(request: Request, raw: dict[str, Any], path_cid: str | None,
         key = idempotency.key_of(request)
         if form.owned:
             await _owner(svc, raw)
-        event, dropped = _checked(svc, raw, path_cid)
+        event, dropped, held = _checked(request, svc, raw, path_cid, form)
         if key is None:  # the common path
-            fired = await _fire(request, svc, event, dropped, None)
+            fired = await _fire(request, svc, event, dropped, None, held)
             return success_response(form.success_status, _FIRED, fired.data,
                                     headers=_NO_STORE if form.query else None,
                                     invalid=fired.invalid)
-        return await _keyed(request, svc, key, event, dropped, form)
+        return await _keyed(request, svc, key, event, dropped, form, held)
     try:
         key = idempotency.key_of(request)
         if form.owned:
             await _owner(svc, raw)
-        event, dropped = _checked(svc, raw, path_cid)
+        event, dropped, held = _checked(request, svc, raw, path_cid, form)
         if key is not None:
-            return await _keyed(request, svc, key, event, dropped, form)
-        await _fire(request, svc, event, dropped, None)
+            return await _keyed(request, svc, key, event, dropped, form, held)
+        await _fire(request, svc, event, dropped, None, held)
     except (StoreBusy, StoreClosed):
         return _refusal(errors.busy(), form).response()
     except StoreUnavailable:
@@ -145,7 +146,7 @@ async def _handle(request: Request, raw: dict[str, Any], path_cid: str | None,
 
 
 async def _keyed(request: Request, svc: Services, key: str, event: Event,
-                 dropped: dict[str, str], form: _Form) -> Response:
+                 dropped: dict[str, str], form: _Form, held: str | None) -> Response:
     """Handle a request with an Idempotency-Key: first time as usual, later replayed."""
     keys = svc.keys
     route = f"{request.method} {request.url.path} {'gif' if form.gif else 'json'}"
@@ -162,7 +163,7 @@ async def _keyed(request: Request, svc: Services, key: str, event: Event,
         return keys.row(key, fingerprint, _success(Fired(data, dropped), form))
 
     try:
-        fired = await _fire(request, svc, event, dropped, stored)
+        fired = await _fire(request, svc, event, dropped, stored, held)
     except ApiError as error:
         # Checks 4-10 answer the same way for the same fields: remembered too.
         answer = _refusal(error, form)
@@ -202,7 +203,7 @@ def _refusal(error: ApiError, form: _Form) -> Answer:
                       headers=_NO_STORE | headers, body=PIXEL)
     return Answer(status=error.status, content_type="application/json", headers=headers,
                   body=error_body(error.status, error.message, missing=error.missing,
-                                  invalid=error.invalid))
+                                  invalid=error.invalid, code=error.code))
 
 
 async def _owner(svc: Services, raw: dict[str, Any]) -> None:
@@ -226,9 +227,13 @@ async def _owner(svc: Services, raw: dict[str, Any]) -> None:
     raw["cid"] = lead[0]
 
 
-def _checked(svc: Services, raw: dict[str, Any],
-             path_cid: str | None) -> tuple[Event, dict[str, str]]:
-    """Checks 1-3: the event's fields, and those of them it fires without."""
+def _checked(request: Request, svc: Services, raw: dict[str, Any], path_cid: str | None,
+             form: _Form) -> tuple[Event, dict[str, str], str | None]:
+    """Checks 1-3: the event's fields, those of them it fires without, and check 4c: why
+    the sender's conversion is held, or None."""
+    # Out of the fields before anything reads them: a token is never stored or logged.
+    token = token_of(header(request, b"authorization"),
+                     raw.pop("token", None) if form.query else None)
     if path_cid is not None:
         sent = raw.get("cid")
         if sent is not None and sent != "" and sent != path_cid:
@@ -236,7 +241,30 @@ def _checked(svc: Services, raw: dict[str, Any],
         raw["cid"] = path_cid
     bind_ids(raw)
     event = parse_event(raw)
-    return event, _dropped(svc.catalog, event)
+    dropped = _dropped(svc.catalog, event)
+    return event, dropped, _sender_hold(request, svc, event, token)
+
+
+def _sender_hold(request: Request, svc: Services, event: Event,
+                 token: str | None) -> str | None:
+    """Check 4c (docs/api.md): refuse a sender the campaign does not trust.
+
+    It runs before an Idempotency-Key is claimed, so a refused sender never sees a stored
+    answer and its refusal is not stored: the retry with the right token is handled anew.
+    """
+    fields = event.fields
+    campaign = svc.catalog.find_campaign(fields.cid)
+    if campaign is None:
+        return None  # check 4 answers
+    try:
+        svc.catalog.check_origin(campaign, header(request, b"origin"))
+    except ApiError:
+        return None  # check 4b answers, before this one
+    verdict = sender_verdict(campaign, svc.catalog.find_event(fields.cid, fields.event_id),
+                             token, client_ip(request))
+    if verdict.refusal is not None:
+        raise verdict.refusal()
+    return verdict.hold_reason
 
 
 def _dropped(catalog: Catalog, event: Event) -> dict[str, str]:
@@ -261,10 +289,12 @@ def _dropped(catalog: Catalog, event: Event) -> dict[str, str]:
 
 
 async def _fire(request: Request, svc: Services, event: Event, dropped: dict[str, str],
-                stored: Callable[[EventData], AnswerRow] | None) -> Fired:
+                stored: Callable[[EventData], AnswerRow] | None,
+                sender_hold: str | None = None) -> Fired:
     """Run checks 4-10 and fire the event; raises ApiError on a refusal.
 
-    ``stored`` gives the row that stores the answer, written with the event.
+    ``stored`` gives the row that stores the answer, written with the event;
+    ``sender_hold`` is why check 4c holds the conversion.
     """
     fields = event.fields
 
@@ -326,6 +356,7 @@ async def _fire(request: Request, svc: Services, event: Event, dropped: dict[str
                                     configured.conversion, pending=pending),
         pending=pending,
         hold_revenue_above=configured.hold_revenue_above,
+        hold_reason=sender_hold,
         answer=answer_row,
         create=create,
     )

@@ -27,6 +27,7 @@ from app.config.schema import (
 )
 from app.config.summary import summary
 from app.conversions.rules import Action
+from app.events.senders import exposure_warnings
 from app.factory import build_store, create_app
 from app.observe.logs import configure_logging
 from app.serve import exits, workers
@@ -140,6 +141,8 @@ def _check_config(path: str) -> int:
     # The same reading and checks as start-up and a reload.
     config = ConfigFile(Path(path)).read()
     sys.stdout.write(f"{path}: ok ({summary(config)})\n")
+    for line in exposure_warnings(config):
+        sys.stdout.write(f"{line}\n")
     return exits.OK
 
 
@@ -213,6 +216,10 @@ def _run(args: argparse.Namespace, config: Config, config_file: ConfigFile | Non
         # Idle keep-alive connections hold a socket each: closed after 5 s (the manual's
         # docs/operations.md names this bound).
         timeout_keep_alive=5,
+        # Whose X-Forwarded-For sets the client address that server_ips are checked
+        # against; None leaves it to uvicorn's FORWARDED_ALLOW_IPS environment variable.
+        proxy_headers=True,
+        forwarded_allow_ips=config.server.forwarded_allow_ips,
     ))
     _tune_garbage_collector()
     # uvicorn re-raises the signal that stopped it once its graceful shutdown is done;
