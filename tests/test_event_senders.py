@@ -18,6 +18,7 @@ from structlog.testing import capture_logs
 from app.config.reload import restart_key
 from app.config.schema import ConfigError, parse_config
 from app.events.senders import exposure_warnings, sender_verdict, token_of
+from app.routes.openapi import build
 from app.serve.cli import main
 from tests.conftest import (
     ADMIN_TOKEN,
@@ -379,3 +380,18 @@ def test_forwarded_for_counts_only_from_the_configured_proxies(tmp_path: Path) -
         server.kill()
     with sqlite3.connect(tmp_path / "event-postback.db") as db:
         assert db.execute("SELECT ip FROM events").fetchall() == [("198.51.100.9",)]
+
+
+def test_the_openapi_document_names_the_event_token_and_its_answers() -> None:
+    spec = build()
+    schemes = spec["components"]["securitySchemes"]
+    assert schemes["eventToken"]["scheme"] == "bearer"
+    assert (schemes["eventTokenQuery"]["in"], schemes["eventTokenQuery"]["name"]) == (
+        "query", "token")
+    for path in ("/api/event/trigger", "/api/event/global", "/api/event/{cid}"):
+        for method, operation in spec["paths"][path].items():
+            assert operation["security"][:2] == [{}, {"eventToken": []}]
+            assert ({"eventTokenQuery": []} in operation["security"]) == (method == "get")
+            assert {"401", "403"} <= operation["responses"].keys()
+    assert "security" not in spec["paths"]["/api/click"]["post"]
+    assert "code" in spec["components"]["schemas"]["Error"]["properties"]

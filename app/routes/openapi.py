@@ -36,6 +36,9 @@ _STRUCTS: tuple[Any, ...] = (ClickFields, EventFields, PostbackQuery, ClickData,
                              ConversionView, ChangeBody, BulkBody, BulkData, ReportQuery,
                              Report)
 _ADMIN: list[dict[str, list[str]]] = [{"adminToken": []}]
+# An event route takes a campaign's event token, or none (its anonymous policy decides).
+_EVENT_SENDER: list[dict[str, list[str]]] = [{}, {"eventToken": []}]
+_EVENT_PREFIX = "/api/event/"
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,12 @@ _NO_TOKEN = (404, ("Not found (also: the read API is off because no admin_token 
 
 
 def _event_answers(success: int) -> dict[int, tuple[str, Any]]:
-    return {success: ("Event triggered", EventData), 400: _BAD[1], 403: _FORBIDDEN[1],
+    return {success: ("Event triggered", EventData), 400: _BAD[1],
+            401: ("Invalid token (code invalid_token): a token the campaign does not list, "
+                  "or none where its anonymous policy refuses the event", None),
+            403: ("Source inactive, origin not allowed, a concurrent event, or IP not allowed "
+                  "(code ip_not_allowed): a token from outside the campaign's server_ips",
+                  None),
             409: ("A request with this Idempotency-Key is in progress", None),
             422: ("Idempotency-Key reused with different fields", None)}
 
@@ -272,13 +280,20 @@ def build(*, demo: bool = False) -> dict[str, Any]:
                 "Clicks mint a transaction id; events fire against it; conversions send "
                 "postbacks. Every JSON answer is one envelope: `status`, `type` (success "
                 "or error), `message` and, on success, `data`; errors may add "
-                "`missingFields` or `invalidFields`."),
+                "`missingFields`, `invalidFields` or a machine-readable `code`."),
         },
         "paths": paths,
         "components": {
             "schemas": components,
-            "securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer",
-                                               "description": "[server] admin_token"}},
+            "securitySchemes": {
+                "adminToken": {"type": "http", "scheme": "bearer",
+                               "description": "[server] admin_token"},
+                "eventToken": {"type": "http", "scheme": "bearer",
+                               "description": "One of the campaign's event_tokens"},
+                "eventTokenQuery": {"type": "apiKey", "in": "query", "name": "token",
+                                    "description": "One of the campaign's event_tokens, "
+                                                   "for pixels and GET-only trackers"},
+            },
             "headers": {
                 "RetryAfter": {"description": "Seconds to wait before trying again",
                                "schema": {"type": "string"}},
@@ -312,6 +327,8 @@ def _operation(path: str, method: str, op: _Op, refs: dict[Any, dict[str, Any]],
         out["description"] = op.description
     if op.admin:
         out["security"] = _ADMIN
+    elif path.startswith(_EVENT_PREFIX):
+        out["security"] = _EVENT_SENDER + ([{"eventTokenQuery": []}] if method == "get" else [])
     parameters = [{"name": name, "in": "path", "required": True, "schema": schema}
                   for name, schema in op.path.items()]
     if op.query is not None:
