@@ -39,6 +39,9 @@ ADMIN_TOKEN = "secret-token"
 TEST_CONFIG = f"""
 [server]
 admin_token = "{ADMIN_TOKEN}"
+# The largest bound there is: the checks of money at 10^12 are proven on it; the default
+# bound of 10^9 has tests of its own (tests/test_money_limits.py).
+max_revenue = 1000000000000
 
 [[sources]]
 pid = "{PID}"

@@ -188,7 +188,8 @@ _ON_SMALL_DISK = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
 def test_a_disk_that_fills_during_the_copy_leaves_no_journal_and_answers_no_room(
         tmp_path: Path) -> None:
     if subprocess.run([*_ON_SMALL_DISK[:4], "true"], capture_output=True).returncode:
-        pytest.skip("this kernel refuses user and mount namespaces")
+        pytest.skip("unshare cannot make a user and mount namespace here: it comes with"
+                    " apt-get install util-linux, and the kernel must allow user namespaces")
     db = tmp_path / "events.db"
     with closing(sqlite3.connect(db)) as conn:
         conn.execute("CREATE TABLE filler (blob BLOB)")

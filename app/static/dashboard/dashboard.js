@@ -16,10 +16,17 @@
 
   class Unauthorized extends Error {}
 
-  async function api(path, options) {
+  // The service answers at most max_concurrent_reports reports at once and tells the
+  // others to come back (503 with Retry-After): wait as told, a few times, then give up.
+  async function api(path, options, attempt = 0) {
     const response = await fetch(path, Object.assign({}, options, {
       headers: {Authorization: "Bearer " + sessionStorage.getItem(KEY)}}));
     if (response.status === 401 || response.status === 404) throw new Unauthorized();
+    if (response.status === 503 && attempt < 8) {
+      const seconds = Number(response.headers.get("Retry-After")) || 1;
+      await new Promise((resolve) => setTimeout(resolve, seconds * (500 + 500 * Math.random())));
+      return api(path, options, attempt + 1);
+    }
     const body = await response.json();
     if (!response.ok) throw new Error(body.message + " " + JSON.stringify(body.invalidFields || {}));
     return body.data;
