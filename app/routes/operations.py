@@ -1,0 +1,243 @@
+"""What each route takes and answers, for the OpenAPI document (app/routes/openapi.py).
+
+One entry per path and method: its summary, the Struct of its body or query, and its
+answers with their status codes; the document builder adds what every route shares.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.conversions.payloads import BulkBody, ChangeBody, ConversionQuery
+from app.events.payloads import ClickFields, EventFields, PostbackQuery
+from app.reports.figures import Report
+from app.reports.params import ReportQuery
+from app.routes.admin import BackupData
+from app.routes.clicks import ClickData
+from app.routes.conversions import BulkData, ConversionPage
+from app.routes.events import EventData
+from app.routes.health import HealthData
+from app.routes.operate import ReloadData, ReloadQuery
+from storage.records import ConversionView, PostbackView, TransactionView
+
+
+@dataclass(frozen=True)
+class Op:
+    summary: str
+    # Status -> (description, schema of ``data`` or None for the error envelope).
+    answers: dict[int, tuple[str, Any]]
+    body: type | None = None
+    query: type | None = None
+    path: dict[str, dict[str, Any]] = field(default_factory=dict)
+    admin: bool = False
+    description: str = ""
+    media: dict[int, dict[str, Any]] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+    optional_body: bool = False
+
+
+TEXT = {"type": "string"}
+_GIF = {"image/gif": {"schema": {"type": "string", "format": "binary"}}}
+_BAD = (400, ("Missing or invalid fields, or an id the configuration does not know",
+              None))
+_FORBIDDEN = (403, ("Source inactive, origin not allowed, or a concurrent event", None))
+UNAUTHORIZED = (401, ("No or wrong admin bearer token", None))
+_NO_TOKEN = (404, ("Not found (also: the read API is off because no admin_token is set)",
+                   None))
+
+
+def _event_answers(success: int) -> dict[int, tuple[str, Any]]:
+    return {success: ("Event triggered", EventData), 400: _BAD[1],
+            401: ("Invalid token (code invalid_token): a token the campaign does not list, "
+                  "or none where its anonymous policy refuses the event", None),
+            403: ("Source inactive, origin not allowed, a concurrent event, or IP not allowed "
+                  "(code ip_not_allowed): a token from outside the campaign's server_ips",
+                  None),
+            409: ("A request with this Idempotency-Key is in progress", None),
+            422: ("Idempotency-Key reused with different fields", None)}
+
+
+_IDEMPOTENCY = ("An optional Idempotency-Key header (1-255 printable ASCII characters) makes "
+                "a retry safe: a repeat with the same key and fields gets the stored answer "
+                "with Idempotent-Replayed: true.")
+
+
+def operations(demo: bool) -> dict[str, dict[str, Op]]:
+    cid = {"cid": {"type": "string", "maxLength": 255}}
+    postback_id = {"postback_id": {"type": "integer", "minimum": 0}}
+    gif = ("Add format=gif to get a 1x1 GIF instead of JSON; the status code still tells "
+           "the outcome.")
+    table: dict[str, dict[str, Op]] = {
+        "/api/click": {
+            "post": Op("Record a click and mint a transaction id", {
+                200: ("Click recorded", ClickData), 400: _BAD[1], 403: _FORBIDDEN[1]},
+                body=ClickFields, tags=("tracking",)),
+            "get": Op("Record a click from the query string", {
+                200: ("Click recorded", ClickData),
+                302: ("Redirect to the campaign's landing page", None),
+                400: _BAD[1], 403: _FORBIDDEN[1]}, query=ClickFields, tags=("tracking",)),
+        },
+        "/api/event/trigger": {
+            "post": Op("Fire an event against a lead", _event_answers(200), body=EventFields,
+                        tags=("tracking",), description=_IDEMPOTENCY),
+            "get": Op("Fire an event from the query string", _event_answers(200),
+                       query=EventFields, description=gif, media={200: _GIF},
+                       tags=("tracking",)),
+        },
+        "/api/event/global": {
+            "post": Op("Fire an event; the campaign is the one that owns the transaction",
+                        _event_answers(200), body=EventFields, tags=("tracking",),
+                        description="cid may be left out; if sent it must be the owner's. "
+                                    + _IDEMPOTENCY),
+            "get": Op("Fire an event on the owner's campaign, from the query string",
+                       _event_answers(200), query=EventFields, description=gif,
+                       media={200: _GIF}, tags=("tracking",)),
+        },
+        "/api/event/{cid}": {
+            "post": Op("Fire an event of the campaign in the path", _event_answers(201),
+                        body=EventFields, path=cid, tags=("tracking",),
+                        description="cid may be left out of the body; if sent it must "
+                                    "match the path. " + _IDEMPOTENCY),
+            "get": Op("Fire an event of the campaign in the path, from the query string",
+                       _event_answers(201), query=EventFields, path=cid,
+                       description=gif, media={201: _GIF}, tags=("tracking",)),
+        },
+        "/api/transactions/{transaction_id}": {
+            "get": Op("A lead and its events, in the order they fired", {
+                200: ("The transaction", TransactionView), 404: _NO_TOKEN[1]},
+                path={"transaction_id": {"type": "string"}}, admin=True, tags=("read",)),
+        },
+        "/api/postbacks": {
+            "get": Op("Postbacks, newest first", {
+                200: ("Postbacks", list[PostbackView]), 400: _BAD[1], 404: _NO_TOKEN[1]},
+                query=PostbackQuery, admin=True, tags=("postbacks",)),
+        },
+        "/api/postbacks/{postback_id}": {
+            "get": Op("A postback and every attempt to deliver it", {
+                200: ("The postback", PostbackView), 404: _NO_TOKEN[1]},
+                path=postback_id, admin=True, tags=("postbacks",)),
+        },
+        "/api/postbacks/{postback_id}/retry": {
+            "post": Op("Send a failed or waiting postback now", {
+                202: ("Retry scheduled", PostbackView), 404: _NO_TOKEN[1],
+                409: ("Already delivered", None)},
+                path=postback_id, admin=True, tags=("postbacks",)),
+        },
+        "/api/conversions": {
+            "get": Op("Conversions, newest first, a page at a time", {
+                200: ("Conversions", ConversionPage), 400: _BAD[1], 404: _NO_TOKEN[1]},
+                query=ConversionQuery, admin=True, tags=("conversions",)),
+        },
+        "/api/conversions/bulk": {
+            "post": Op("One status change on up to 1,000 conversions, in one transaction", {
+                200: ("One result per id", BulkData), 400: _BAD[1], 404: _NO_TOKEN[1]},
+                body=BulkBody, admin=True, tags=("conversions",)),
+        },
+        "/api/conversions/{conversion_id}": {
+            "get": Op("A conversion and its history", {
+                200: ("The conversion", ConversionView), 404: ("Conversion not found", None)},
+                path={"conversion_id": {"type": "string"}}, admin=True,
+                tags=("conversions",)),
+        },
+        **{
+            f"/api/conversions/{{conversion_id}}/{action}": {"post": Op(
+                f"{action.capitalize()} a conversion", {
+                    200: ("The conversion, changed", ConversionView), 400: _BAD[1],
+                    404: ("Conversion not found", None),
+                    409: ("Conversion already in a status this change does not leave",
+                          None)},
+                body=ChangeBody, path={"conversion_id": {"type": "string"}}, admin=True,
+                tags=("conversions",), optional_body=True)}
+            for action in ("approve", "reject", "reverse")
+        },
+        "/api/reports": {
+            "get": Op("Clicks, events, conversions, money and profit over a period", {
+                200: ("The report", Report), 400: _BAD[1], 404: _NO_TOKEN[1]},
+                query=ReportQuery, admin=True, tags=("reports",),
+                description="format=csv answers text/csv with the same columns.",
+                media={200: {"text/csv; charset=utf-8": {"schema": TEXT}}}),
+        },
+        "/dashboard": {
+            "get": Op("The dashboard page (asks for the admin token)", {
+                200: ("HTML", TEXT), 304: ("Not modified", None)},
+                media={200: {"text/html; charset=utf-8": {"schema": TEXT}}},
+                tags=("reports",)),
+        },
+        **{
+            f"/dashboard/{name}": {"get": Op(f"The dashboard's {name}", {
+                200: (kind, TEXT), 304: ("Not modified", None)},
+                media={200: {media_type: {"schema": TEXT}}}, tags=("reports",))}
+            for name, kind, media_type in (
+                ("dashboard.js", "JavaScript", "application/javascript"),
+                ("dashboard.css", "CSS", "text/css"),
+                ("uplot.js", "JavaScript (uPlot, vendored)", "application/javascript"),
+                ("uplot.css", "CSS (uPlot, vendored)", "text/css"))
+        },
+        "/api/admin/backup": {
+            "post": Op("Write a consistent copy of the database beside it", {
+                201: ("Backup written", BackupData), 404: _NO_TOKEN[1],
+                409: ("Backup in progress: another backup is being written", None),
+                501: ("The database is PostgreSQL: back it up with pg_dump", None),
+                507: ("Insufficient storage: the backup directory's disk has less free "
+                      "space than twice the database, or filled up during the copy; "
+                      "nothing of it is left", None)},
+                admin=True, tags=("operations",)),
+        },
+        "/api/admin/reload": {
+            "post": Op("Read the config file again and swap it in", {
+                200: ("Config reloaded", ReloadData),
+                400: ("The new config is wrong, changes a key only a restart applies, or "
+                      "(unless forced) removes every campaign or the admin token; the old "
+                      "one stays in force", None),
+                404: _NO_TOKEN[1]}, query=ReloadQuery, admin=True, tags=("operations",),
+                description="force=true applies a config that removes every campaign or "
+                            "the admin token; SIGHUP never forces."),
+        },
+        "/healthz": {
+            "get": Op("200 while the store commits writes", {
+                200: ("Healthy", HealthData), 503: ("Store not writable", None)},
+                tags=("operations",)),
+        },
+        "/metrics": {
+            "get": Op("Prometheus metrics (text format)", {
+                200: ("Metrics", TEXT), 404: _NO_TOKEN[1]}, admin=True,
+                description="Needs the admin token unless [server] metrics_public = true.",
+                media={200: {"text/plain": {"schema": TEXT}}}, tags=("operations",)),
+        },
+        "/openapi.json": {
+            "get": Op("This document", {200: ("OpenAPI 3.1", {"type": "object"})},
+                       media={200: {"application/json": {"schema": {"type": "object"}}}},
+                       tags=("documentation",)),
+        },
+        "/docs": {
+            "get": Op("This document, rendered", {200: ("HTML", TEXT)},
+                       media={200: {"text/html": {"schema": TEXT}}},
+                       tags=("documentation",)),
+        },
+        "/docs/redoc.standalone.js": {
+            "get": Op("The documentation viewer (Redoc, vendored)", {
+                200: ("JavaScript", TEXT), 304: ("Not modified", None)},
+                media={200: {"application/javascript": {"schema": TEXT}}},
+                tags=("documentation",)),
+        },
+        "/sdk.js": {
+            "get": Op("The web SDK", {200: ("JavaScript", TEXT),
+                                       304: ("Not modified", None)},
+                       media={200: {"application/javascript": {"schema": TEXT}}},
+                       tags=("documentation",)),
+        },
+        "/": {
+            "get": Op("The dashboard's address: a redirect to /dashboard", {
+                302: ("Found: Location is /dashboard", None)}, tags=("documentation",)),
+        },
+        "/favicon.ico": {
+            "get": Op("No icon", {204: ("No content", None)}, tags=("documentation",)),
+        },
+    }
+    if demo:
+        table["/examples/landing.html"] = {"get": Op(
+            "The demo landing page", {200: ("HTML", TEXT), 304: ("Not modified", None)},
+            media={200: {"text/html; charset=utf-8": {"schema": TEXT}}},
+            tags=("documentation",))}
+    return table
