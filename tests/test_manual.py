@@ -125,3 +125,5 @@ def test_the_try_it_block_runs_against_the_demo(demo: Served, tmp_path: Path) ->
     events = stored.json()["data"]["events"]
     assert [event["event_id"] for event in events] == ["quote_viewed", "sale_completed"]
     assert (events[1]["revenue"], events[1]["payout"]) == ("45.00", "22.50")
+    # The block sends the demo's event token: its sale is approved, not held.
+    assert events[1]["status"] == "approved"
