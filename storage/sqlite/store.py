@@ -59,6 +59,10 @@ class Store(BatchedStore[Writer]):
         self._gather_seconds = gather_seconds
         self._write_conn: aiosqlite.Connection | None = None
         self._read_conn: aiosqlite.Connection | None = None
+        # Lists, counts and the read API's views read on a connection of their own:
+        # aiosqlite runs one call at a time per connection, so a long list or a metrics
+        # scrape on the event path's connection would hold up its cold loads.
+        self._list_conn: aiosqlite.Connection | None = None
         self._claim: Claim | None = None
         self._backups = Backups(self.path, free_space=free_space)
 
@@ -81,6 +85,7 @@ class Store(BatchedStore[Writer]):
         await asyncio.to_thread(prepare, self.path)
         self._write_conn = await open_writer(self.path, synchronous=self._synchronous)
         self._read_conn = await open_reader(self.path)
+        self._list_conn = await open_reader(self.path)
         self._loader = BatchLoader(partial(query_sqlite, self._read_conn))
         self._loader.start()
         self._writer = Writer(
@@ -92,21 +97,21 @@ class Store(BatchedStore[Writer]):
         self._writer.start()
 
     async def close(self) -> None:
-        """Flush every queued write, then close both connections. Idempotent."""
+        """Flush every queued write, then close every connection. Idempotent."""
         await self._close_queues()
-        for conn in (self._write_conn, self._read_conn):
+        for conn in (self._write_conn, self._read_conn, self._list_conn):
             if conn is not None:
                 await conn.close()
-        self._write_conn = self._read_conn = None
+        self._write_conn = self._read_conn = self._list_conn = None
         if self._claim is not None:
             self._claim.release()
             self._claim = None
 
     async def conversion_counts(self) -> ConversionCounts:
-        return await conversions.counts_by_status(self._reader())
+        return await conversions.counts_by_status(self._lister())
 
     async def postback_counts(self) -> dict[PostbackStatus, int]:
-        return await outbox.counts_by_status(self._reader())
+        return await outbox.counts_by_status(self._lister())
 
     async def healthy(self, timeout: float = 2.0) -> bool:
         """True when an (empty) write transaction commits within ``timeout`` seconds."""
@@ -128,7 +133,7 @@ class Store(BatchedStore[Writer]):
         return await self._backups.take(target, keep)
 
     async def transaction_view(self, transaction_id: str) -> TransactionView | None:
-        return await reader.transaction_view(self._reader(), transaction_id)
+        return await reader.transaction_view(self._lister(), transaction_id)
 
     async def claim_answer(self, key: str, fingerprint: str, now: str,
                            until: str) -> AnswerRow | None:
@@ -155,26 +160,31 @@ class Store(BatchedStore[Writer]):
     async def postbacks(
         self, *, status: PostbackStatus | None, cid: str | None, limit: int
     ) -> list[PostbackView]:
-        return await outbox.postbacks(self._reader(), status=status, cid=cid, limit=limit)
+        return await outbox.postbacks(self._lister(), status=status, cid=cid, limit=limit)
 
     async def postback(self, postback_id: int) -> PostbackView | None:
-        return await outbox.postback(self._reader(), postback_id)
+        return await outbox.postback(self._lister(), postback_id)
 
     async def conversions(self, **filters: Any) -> list[tuple[int, ConversionView]]:
         """See ``storage.sqlite.conversions.conversions``."""
-        return await conversions.conversions(self._reader(), **filters)
+        return await conversions.conversions(self._lister(), **filters)
 
     async def conversion(self, conversion_id: str) -> ConversionView | None:
-        return await conversions.conversion(self._reader(), conversion_id)
+        return await conversions.conversion(self._lister(), conversion_id)
 
     async def conversion_statuses(self, conversion_ids: list[str]) -> dict[str, ConversionView]:
-        return await conversions.statuses(self._reader(), conversion_ids)
+        return await conversions.statuses(self._lister(), conversion_ids)
 
     async def report_figures(self, span: ReportSpan) -> RawFigures:
         """See ``storage.reports``: on a connection of its own, in a thread."""
         if self._write_conn is None:
             raise RuntimeError("store is not open")
         return await asyncio.to_thread(reports.read_report_figures, self.path, span)
+
+    def _lister(self) -> aiosqlite.Connection:
+        if self._list_conn is None:
+            raise RuntimeError("store is not open")
+        return self._list_conn
 
     def _reader(self) -> aiosqlite.Connection:
         if self._read_conn is None:
