@@ -248,34 +248,49 @@ def report_run(url: str, requests: int) -> dict[str, Any]:
 def events_beside_reports(url: str, ids: list[str], rate: int, seconds: int,
                           reporters: int) -> dict[str, Any]:
     """Events at ``rate`` alone, then again while ``reporters`` clients ask for month
-    reports without pause: how much the reports cost the event path."""
+    reports without pause: how much the reports cost the event path.
+
+    The report clients run in a process of their own, so they do not share the load
+    generator's interpreter and skew its timing.
+    """
     half = len(ids) // 2
     alone = open_loop_run(url, ids[:half], rate, seconds)
-    stop = threading.Event()
+    clients = subprocess.Popen(
+        [sys.executable, __file__, "--report-clients", url, str(reporters),
+         str(seconds + 2)], stdout=subprocess.PIPE, text=True)
+    time.sleep(1)  # the clients are asking before the events start
+    try:
+        beside = open_loop_run(url, ids[half:], rate, seconds)
+    finally:
+        out, _ = clients.communicate(timeout=seconds + 60)
+    statuses = {int(status): count for status, count in json.loads(out).items()}
+    return {**beside, "p99_alone": alone["p99"], "reporters": reporters,
+            "reports": statuses}
+
+
+def report_clients(url: str, count: int, seconds: float) -> dict[int, int]:
+    """``count`` clients asking for REPORT_QUERY for ``seconds``, each waiting as a 503's
+    Retry-After says; how many answers of each status."""
     statuses: dict[int, int] = {}
     lock = threading.Lock()
+    until = time.monotonic() + seconds
 
     def ask() -> None:
         with httpx.Client(base_url=url, timeout=60,
                           headers={"Authorization": "Bearer bench"}) as client:
-            while not stop.is_set():
-                status = client.get("/api/reports", params=REPORT_QUERY).status_code
+            while time.monotonic() < until:
+                response = client.get("/api/reports", params=REPORT_QUERY)
                 with lock:
-                    statuses[status] = statuses.get(status, 0) + 1
-                if status == 503:
-                    stop.wait(0.05)  # a real client honours Retry-After; this one is eager
+                    statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+                if response.status_code == 503:
+                    time.sleep(float(response.headers.get("Retry-After", "1")))
 
-    threads = [threading.Thread(target=ask) for _ in range(reporters)]
+    threads = [threading.Thread(target=ask) for _ in range(count)]
     for thread in threads:
         thread.start()
-    try:
-        beside = open_loop_run(url, ids[half:], rate, seconds)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join()
-    return {**beside, "p99_alone": alone["p99"], "reporters": reporters,
-            "reports": statuses}
+    for thread in threads:
+        thread.join()
+    return statuses
 
 
 def events_beside(url: str, settings: Settings) -> dict[str, Any]:
@@ -575,7 +590,13 @@ def main() -> int:
                         help="only the report rows R and RE (on the pre-filled database)")
     parser.add_argument("--only-postgres", action="store_true",
                         help="only A and the PostgreSQL rows P1 and P2")
+    parser.add_argument("--report-clients", nargs=3, metavar=("URL", "COUNT", "SECONDS"),
+                        help=argparse.SUPPRESS)  # the RE row's report clients, in a process
     args = parser.parse_args()
+    if args.report_clients:
+        url, count, seconds = args.report_clients
+        print(json.dumps(report_clients(url, int(count), float(seconds))))
+        return 0
     if shutil.which("wrk") is None:
         sys.stderr.write("wrk is not installed (make bench installs Debian's wrk)\n")
         return 2
