@@ -1,8 +1,9 @@
 """What a report asks each store for, and the shape of the rows it gets back.
 
 Both stores answer a ``ReportSpan`` with ``RawFigures``: from the hourly roll-ups when the
-span is whole UTC hours (``split_rollups`` splits their rows into the four sources), from
-the exact queries over the raw rows otherwise (storage/sqlite/reports.py,
+span is whole UTC hours and not grouped by a conversion's status or hold reason (the roll-ups
+have neither; ``split_rollups`` splits their rows into the four sources), from the exact
+queries over the raw rows otherwise (storage/sqlite/reports.py,
 storage/postgres/reports.py). Times are grouped by a prefix of their stored UTC text
 (``2026-11-28T17`` for an hour); the caller folds those buckets into local days and hours.
 """
@@ -14,7 +15,13 @@ from typing import Any, Literal
 
 import msgspec
 
-Key = Literal["cid", "pid", "event_id"]
+Key = Literal["cid", "pid", "event_id", "status", "reason"]
+# Keys only a conversion has: leads and plain events belong to none of their groups.
+CONVERSION_KEYS: tuple[Key, ...] = ("status", "reason")
+# What a conversion approved as it fired, which has no hold reason, is grouped under.
+NO_REASON = "none"
+# The SQL of each key, where it is not a column of the same name.
+_COLUMNS = {"reason": f"coalesce({{}}hold_reason, '{NO_REASON}')"}
 
 # An integer sum in SQL stays below 2^63 only when its terms are small: a money column is
 # summed as two sums, of its billions and of its remainder, each far from overflowing,
@@ -58,7 +65,8 @@ class ReportSpan(msgspec.Struct, frozen=True, kw_only=True):
 
     ``width`` is how many leading characters of a time make its bucket: 13 for UTC hours,
     16 for minutes, 0 for no time buckets at all. ``hourly``: the period starts and ends
-    on UTC hours and ``width`` is 13 or 0, so the hourly roll-ups answer it exactly.
+    on UTC hours, ``width`` is 13 or 0 and no key is a conversion's status or reason, so
+    the hourly roll-ups answer it exactly.
     """
 
     start: str
@@ -75,7 +83,7 @@ class RawFigures(msgspec.Struct, frozen=True, kw_only=True):
     """Rows of (bucket, *keys, *counts) from each source; see the queries for the counts."""
 
     leads: list[tuple[Any, ...]] | None  # None: leads do not apply (event ids in play)
-    events: list[tuple[Any, ...]]
+    events: list[tuple[Any, ...]] | None  # None: grouped by status or reason
     conversions: list[tuple[Any, ...]]
     reversals: list[tuple[Any, ...]]
 
@@ -85,7 +93,8 @@ def bucket_select(span: ReportSpan, time_column: str, prefix: str = "",
     """The bucket-and-keys select list and its GROUP BY (the same SQL on both stores)."""
     bucket = f"substr({prefix}{time_column}, 1, {span.width})" if span.width else "''"
     key_prefix = prefix if key_prefix is None else key_prefix
-    columns = [bucket, *(f"{key_prefix}{key}" for key in span.keys)]
+    columns = [bucket, *(_COLUMNS.get(key, "{}" + key).format(key_prefix)
+                         for key in span.keys)]
     group = ", ".join(str(n) for n in range(1, len(columns) + 1))
     return ", ".join(columns), group
 
@@ -94,12 +103,20 @@ def hourly_span(span: ReportSpan) -> ReportSpan:
     """``span`` with its ends cut to the hours the ``stats`` rows are keyed by."""
     if not span.hourly or span.width not in (0, 13):
         raise ValueError("the roll-ups hold whole UTC hours only")
+    if not with_events(span):
+        raise ValueError("the roll-ups hold no conversion status or hold reason")
     return msgspec.structs.replace(span, start=span.start[:13], end=span.end[:13])
 
 
 def with_leads(span: ReportSpan) -> bool:
     """Leads have no event id: they count unless event ids are grouped or filtered."""
-    return "event_id" not in span.keys and not span.event_ids
+    return ("event_id" not in span.keys and not span.event_ids
+            and with_events(span))
+
+
+def with_events(span: ReportSpan) -> bool:
+    """Plain events have no status or hold reason: they count unless those are grouped."""
+    return not any(key in CONVERSION_KEYS for key in span.keys)
 
 
 def split_rollups(span: ReportSpan, rows: Sequence[Sequence[Any]]) -> RawFigures:

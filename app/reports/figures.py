@@ -14,7 +14,10 @@ Definitions (docs/api.md's "Reports" section states them for users):
   epc = net_revenue / clicks, to 4 decimals.
 
 Leads have no event id: grouped or filtered by event id, clicks, cost, the rate and epc
-are null and profit leaves cost out.
+are null and profit leaves cost out. Only conversions have a status and a hold reason:
+grouped by either, the conversion figures are split by the conversion's status now and
+the reason it was held ("none" when it was approved as it fired), and clicks, cost, the
+rate, epc and events are null (profit leaves cost out).
 """
 
 from __future__ import annotations
@@ -74,7 +77,7 @@ FIGURES: tuple[str, ...] = (
     "cost", "profit", "conversion_rate", "epc")
 
 
-def figures(tally: Tally, *, with_leads: bool) -> dict[str, Any]:
+def figures(tally: Tally, *, with_leads: bool, with_events: bool = True) -> dict[str, Any]:
     """Every figure of one row, money as exact text, ratios to 4 decimals or null."""
     net_revenue = tally.revenue - tally.reversed_revenue
     net_payout = tally.payout - tally.reversed_payout
@@ -82,7 +85,7 @@ def figures(tally: Tally, *, with_leads: bool) -> dict[str, Any]:
     profit = net_revenue - net_payout - (tally.cost if with_leads else 0)
     return {
         "clicks": clicks,
-        "events": tally.events,
+        "events": tally.events if with_events else None,
         "conversions": tally.conversions,
         "revenue": _money(tally.revenue),
         "payout": _money(tally.payout),
@@ -162,7 +165,7 @@ def build(params: ReportParams, raw: RawFigures) -> Report:
         tally = tally_of(row)
         tally.clicks += row[width]
         tally.cost += row[width + 1]
-    for row in raw.events:
+    for row in raw.events or ():
         tally_of(row).events += row[width]
     for row in raw.conversions:
         tally = tally_of(row)
@@ -177,14 +180,14 @@ def build(params: ReportParams, raw: RawFigures) -> Report:
         tally.reversed_revenue += row[width + 1]
         tally.reversed_payout += row[width + 2]
 
-    with_leads = raw.leads is not None
+    shown_as = {"with_leads": raw.leads is not None, "with_events": raw.events is not None}
     total = Tally()
     rows = []
     for key in sorted(groups):
         total.add(groups[key])
         shown = {name: value[1] if isinstance(value, tuple) else value
                  for name, value in zip(params.group_by, key, strict=True)}
-        rows.append(shown | figures(groups[key], with_leads=with_leads))
+        rows.append(shown | figures(groups[key], **shown_as))
     return Report(from_day=params.first.isoformat(), to_day=params.last.isoformat(),
                   tz=params.tz, group_by=list(params.group_by), rows=rows,
-                  totals=figures(total, with_leads=with_leads))
+                  totals=figures(total, **shown_as))

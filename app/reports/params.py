@@ -12,7 +12,7 @@ from msgspec import Meta
 
 from app.edge import errors
 
-GroupKey = Literal["day", "hour", "cid", "pid", "event_id"]
+GroupKey = Literal["day", "hour", "cid", "pid", "event_id", "status", "reason"]
 GROUP_KEYS: tuple[str, ...] = get_args(GroupKey)
 MAX_DAYS = 366
 _REPEATABLE = ("cid", "pid", "event_id")
@@ -25,7 +25,9 @@ class ReportQuery(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     from_day: Day = msgspec.field(name="from")
     to_day: Day = msgspec.field(name="to")
     tz: Annotated[str, Meta(min_length=1, max_length=64)] = "UTC"
-    group_by: Annotated[str, Meta(max_length=64)] = "day"
+    group_by: Annotated[str, Meta(
+        max_length=64,
+        description=f"Comma list of distinct keys among {', '.join(GROUP_KEYS)}")] = "day"
     cid: Names = []
     pid: Names = []
     event_id: Names = []

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 from datetime import UTC
+from typing import get_args
 from zoneinfo import ZoneInfo
+
+import msgspec
 
 from actors.clock import utc_text
 from app.reports.params import ReportParams
-from storage.reports import ReportSpan
+from storage.reports import Key, ReportSpan, with_events
 
 # Stored times are "2026-11-28T17:05:09.123456Z": these prefixes are one hour, minute, second.
 HOUR, MINUTE, SECOND = 13, 16, 19
+# The group keys the SQL groups by (the others are time buckets it leaves to the caller).
+_SQL_KEYS: dict[str, Key] = {key: key for key in get_args(Key)}
 
 
 def bounds(first: dt.date, last: dt.date, zone: ZoneInfo) -> tuple[dt.datetime, dt.datetime]:
@@ -50,12 +55,13 @@ def span_of(params: ReportParams) -> ReportSpan:
     start, end = bounds(params.first, params.last, zone)
     timed = "day" in params.group_by or "hour" in params.group_by
     width = bucket_width(start, end, zone)
-    return ReportSpan(
+    span = ReportSpan(
         start=utc_text(start), end=utc_text(end),
         width=width if timed else 0,
-        # The hourly roll-ups answer exactly when no hour is cut: both ends on a UTC hour
-        # and every local hour of the period a whole UTC hour.
-        hourly=width == HOUR and _on_hour(start) and _on_hour(end),
-        keys=tuple(key for key in params.group_by
-                   if key in ("cid", "pid", "event_id")),
+        keys=tuple(_SQL_KEYS[key] for key in params.group_by if key in _SQL_KEYS),
         cids=params.cids, pids=params.pids, event_ids=params.event_ids)
+    # The hourly roll-ups answer exactly when no hour is cut (both ends on a UTC hour and
+    # every local hour of the period a whole UTC hour) and they hold every key asked for:
+    # they have no conversion status or hold reason.
+    hourly = width == HOUR and _on_hour(start) and _on_hour(end) and with_events(span)
+    return msgspec.structs.replace(span, hourly=hourly)

@@ -24,6 +24,7 @@ from storage.reports import (
     hourly_span,
     join_sums,
     split_rollups,
+    with_events,
     with_leads,
 )
 from storage.rollups import FIGURES, NO_EVENT
@@ -102,10 +103,12 @@ async def raw_figures(conn: Connection, span: ReportSpan) -> RawFigures:
             leads = exact(await _rows(
                 conn, f"SELECT {select}, count(*), coalesce(sum(cost_micro), 0)"
                       f" FROM leads WHERE {where.sql} GROUP BY {group}", where))
-        select, group = bucket_select(span, "fired_at")
-        where = _where(span, "fired_at")
-        events = await _rows(conn, f"SELECT {select}, count(*) FROM events"
-                                   f" WHERE {where.sql} GROUP BY {group}", where)
+        events = None
+        if with_events(span):
+            select, group = bucket_select(span, "fired_at")
+            where = _where(span, "fired_at")
+            events = await _rows(conn, f"SELECT {select}, count(*) FROM events"
+                                       f" WHERE {where.sql} GROUP BY {group}", where)
         # Approved conversions (reversed ones included) count on their conversion date;
         # pending ones are shown apart; rejected ones never count.
         select, group = bucket_select(span, "converted_at")

@@ -27,6 +27,7 @@ from storage.reports import (
     join_sums,
     split_rollups,
     split_sum,
+    with_events,
     with_leads,
 )
 from storage.rollups import FIGURES, MONEY, NO_EVENT
@@ -108,11 +109,13 @@ def raw_figures(conn: sqlite3.Connection, span: ReportSpan) -> RawFigures:
                 f" FROM leads INDEXED BY leads_by_created WHERE {where} GROUP BY {group}",
                 params).fetchall()
             leads = join_sums(leads, width, (COUNT, SPLIT))
-        select, group = bucket_select(span, "fired_at")
-        where, params = _where(span, "fired_at")
-        events = conn.execute(
-            f"SELECT {select}, count(*) FROM events INDEXED BY events_by_fired"
-            f" WHERE {where} GROUP BY {group}", params).fetchall()
+        events = None
+        if with_events(span):
+            select, group = bucket_select(span, "fired_at")
+            where, params = _where(span, "fired_at")
+            events = conn.execute(
+                f"SELECT {select}, count(*) FROM events INDEXED BY events_by_fired"
+                f" WHERE {where} GROUP BY {group}", params).fetchall()
         # Conversions that were approved (and may since have been reversed) count on their
         # conversion date; pending ones are shown apart; rejected ones never count.
         select, group = bucket_select(span, "converted_at")
