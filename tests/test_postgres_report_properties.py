@@ -30,7 +30,7 @@ _COPIED = {
     "leads": ("transaction_id", "cid", "pid", "fields", "cost", "created_at", "cost_micro"),
     "events": ("transaction_id", "cid", "event_id", "pid", "once", "conversion",
                "conversion_id", "revenue", "payout", "converted_at", "fields", "fired_at",
-               "status", "revenue_micro", "payout_micro"),
+               "status", "revenue_micro", "payout_micro", "hold_reason"),
     "conversion_changes": ("conversion_id", "from_status", "to_status", "source",
                            "changed_at"),
 }

@@ -213,3 +213,48 @@ async def test_unknown_group_keys_are_refused(played: Harness) -> None:
                     " event_id, status, reason"})
     twice = await get(played, group_by="reason,day,reason")
     assert twice.json()["message"] == "Invalid group_by"
+
+
+LARGEST = f"""
+[server]
+admin_token = "{ADMIN_TOKEN}"
+max_revenue = 1000000000000
+
+[[sources]]
+pid = "src_a"
+payout = {{ type = "percent", value = 40 }}
+
+[[campaigns]]
+cid = "cmp_a"
+
+[[campaigns.events]]
+event_id = "sale"
+conversion = true
+allow_duplicates = true
+hold_revenue_above = 999999999999
+"""
+
+
+@pytest.fixture(params=BACKENDS)
+async def largest(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
+    config = with_server_overrides(parse_config(LARGEST, origin="test"), "test",
+                                   db=str(tmp_path / "largest.db"))
+    async with running_on(request, config) as harness:
+        yield harness
+
+
+async def test_sums_past_64_bits_stay_exact_in_every_group(largest: Harness) -> None:
+    s = Scenario(largest)
+    s.at("2026-11-28T12:00:00")
+    transaction_id = await s.click("cmp_a", "src_a")
+    for n in range(20):
+        # Ten held for their revenue, ten not: each group sums past 2^63 millionths.
+        s.at(f"2026-11-28T12:{n + 1:02d}:00")
+        await s.fire(transaction_id, "cmp_a", "sale", "src_a",
+                     revenue="1e12" if n % 2 else "999999999999")
+    data = await report(largest, group_by="reason,status")
+    assert [(r["reason"], r["status"], r["conversions"], r["revenue"], r["payout"],
+             r["pending_conversions"], r["pending_revenue"]) for r in data["rows"]] == [
+        ("none", "approved", 10, "9999999999990.00", "3999999999996.00", 0, "0.00"),
+        ("revenue_above_hold", "pending", 0, "0.00", "0.00", 10, "10000000000000.00"),
+    ]
