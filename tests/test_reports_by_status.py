@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import subprocess
 from collections.abc import AsyncIterator
 from contextlib import closing
 from decimal import Decimal
@@ -14,7 +16,8 @@ import pytest
 from app.config.schema import parse_config, with_server_overrides
 from storage.postgres.store import PostgresStore
 from storage.sqlite.store import Store
-from tests.conftest import ADMIN_TOKEN, BACKENDS, Harness, error, running_on
+from tests.conftest import ADMIN_TOKEN, BACKENDS, FakeClock, Harness, error, running, running_on
+from tests.served import EXECUTABLE
 from tests.test_reports import Scenario, get, report, row
 
 CONFIG = f"""
@@ -258,3 +261,39 @@ async def test_sums_past_64_bits_stay_exact_in_every_group(largest: Harness) -> 
         ("none", "approved", 10, "9999999999990.00", "3999999999996.00", 0, "0.00"),
         ("revenue_above_hold", "pending", 0, "0.00", "0.00", 10, "10000000000000.00"),
     ]
+
+
+def test_the_report_command_groups_by_status_and_reason(tmp_path: Path) -> None:
+    db = tmp_path / "status.db"
+
+    async def played_on_file() -> None:
+        config = with_server_overrides(parse_config(CONFIG, origin="test"), "test",
+                                       db=str(db))
+        async with running(config, clock=FakeClock()) as harness:
+            await play(harness)
+
+    asyncio.run(played_on_file())
+    table = subprocess.run(
+        [str(EXECUTABLE), "report", "--db", str(db), "--from", "2026-11-28", "--to",
+         "2026-11-30", "--group-by", "status,reason"],
+        capture_output=True, text=True, timeout=30)
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split()[:4] == ["status", "reason", "clicks", "events"]
+    # Null cells are blank: the first figure shown is the conversions.
+    assert [line.split()[:4] for line in lines[1:]] == [
+        ["approved", "none", "1", "100.00"],
+        ["approved", "revenue_above_hold", "1", "600.00"],
+        ["pending", "manual_approval", "0", "0.00"],
+        ["reversed", "manual_approval", "1", "70.00"],
+        ["reversed", "none", "1", "200.00"],
+        ["totals", "4", "970.00", "110.00"],
+    ]
+
+
+async def test_the_openapi_document_names_every_group_key(played: Harness) -> None:
+    spec = (await played.client.get("/openapi.json")).json()
+    [group_by] = [parameter for parameter in spec["paths"]["/api/reports"]["get"]["parameters"]
+                  if parameter["name"] == "group_by"]
+    assert group_by["schema"]["description"] == (
+        "Comma list of distinct keys among day, hour, cid, pid, event_id, status, reason")

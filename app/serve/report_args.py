@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from app.reports.params import GROUP_KEYS
+
 
 def add_report_parser(commands: Any, default_db: str) -> None:
     report = commands.add_parser(
@@ -19,8 +21,7 @@ def add_report_parser(commands: Any, default_db: str) -> None:
                         help="last day, YYYY-MM-DD, inclusive")
     report.add_argument("--tz", default="UTC", help="IANA time zone (default: %(default)s)")
     report.add_argument("--group-by", default="day",
-                        help="comma list of day, hour, cid, pid, event_id "
-                             "(default: %(default)s)")
+                        help=f"comma list of {', '.join(GROUP_KEYS)} (default: %(default)s)")
     for name in ("cid", "pid", "event-id"):
         report.add_argument(f"--{name}", action="append", metavar=name.upper(),
                             help=f"only this {name} (repeatable)")
