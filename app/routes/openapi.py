@@ -3,8 +3,8 @@
 Request fields and answer bodies come from ``msgspec.json.schema_components`` over the
 same Structs that parse requests and encode answers, so the document cannot drift from the
 code; app/routes/operations.py says which route takes and answers which Struct, with
-which status codes, and this module builds the document from it. A test checks that every route of the app is described and that the app's answers
-match (schemathesis).
+which status codes, and this module builds the document from it. A test checks that
+every route of the app is described and that the app's answers match (schemathesis).
 """
 
 from __future__ import annotations
