@@ -336,3 +336,39 @@ hold_revenue_above = 10
 """
     with pytest.raises(ConfigError, match="only a conversion event holds revenue"):
         parse_config(text, origin="c.toml")
+
+
+async def test_an_anonymous_sale_on_a_holding_campaign_is_paid_only_on_approval(
+    backend: pytest.FixtureRequest, receiver: Receiver, db_path: Path
+) -> None:
+    token = "a-server-token-0001"
+    text = config_text(receiver, sale_hold="").replace(
+        f'cid = "{CID}"\n', f'cid = "{CID}"\nevent_tokens = ["{token}"]\nanonymous = "hold"\n', 1)
+    config = with_server_overrides(parse_config(text, origin="holds test"), "test",
+                                   db=str(db_path))
+    async with running_on(backend, config) as api:
+        anonymous = (await fire(api, "sale_completed", "45"))["data"]
+        assert (anonymous["status"], anonymous["reason"]) == ("pending", "anonymous")
+        signed_id = await api.click(pid=PID)
+        signed = await api.client.post(
+            "/api/event/trigger", headers={"Authorization": f"Bearer {token}"},
+            json={"cid": CID, "event_id": "sale_completed", "transaction_id": signed_id,
+                  "pid": PID, "revenue": "45"})
+        assert (signed.json()["data"]["status"], signed.json()["data"]["reason"]) == (
+            "approved", None)
+        await api.services.dispatcher.drain()
+        # Only the signed sale is paid: its approval postback and its source's.
+        assert [r.query["conv"] for r in receiver.of("/buyer-approved")] == [
+            [signed.json()["data"]["conversion_id"]]]
+        assert len(receiver.of("/source")) == 1
+        approved = await api.client.post(
+            f"/api/conversions/{anonymous['conversion_id']}/approve",
+            json={"reason": "checked the sender"}, headers=AUTH)
+        assert approved.status_code == 200, approved.text
+        assert approved.json()["data"]["reason"] == "anonymous"  # why it was held
+        await api.services.dispatcher.drain()
+        # An approval's postback carries the reason given for the approval.
+        [_, paid] = receiver.of("/buyer-approved")
+        assert paid.query == {"conv": [anonymous["conversion_id"]], "st": ["approved"],
+                              "why": ["checked the sender"]}
+        assert len(receiver.of("/source")) == 2
