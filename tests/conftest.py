@@ -231,6 +231,22 @@ async def running_on(request: pytest.FixtureRequest, config: Config) -> AsyncIte
         yield harness
 
 
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> pytest.FixtureRequest:
+    """SQLite or PostgreSQL, for ``running_on``: a test that takes it runs on both stores."""
+    return request
+
+
+@pytest.fixture(params=BACKENDS)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An SQLite file, or a PostgreSQL database of the test's own: a test that takes it
+    runs on both stores."""
+    if request.param == "sqlite":
+        return str(tmp_path / "events.db")
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
 @pytest.fixture
 async def api(request: pytest.FixtureRequest, db_path: Path) -> AsyncIterator[Harness]:
     """The app on a fresh SQLite file, or (parametrized, see both_stores) on PostgreSQL."""

@@ -23,7 +23,6 @@ from app.factory import create_app
 from storage.sqlite.store import Store
 from tests.conftest import (
     ADMIN_TOKEN,
-    BACKENDS,
     TEST_CONFIG,
     FakeClock,
     error,
@@ -225,15 +224,6 @@ async def test_backup_keep_leaves_the_newest_and_no_file_of_another_name_is_touc
             assert response.status_code == 201, response.text
             taken.append(Path(response.json()["data"]["path"]).name)
     assert files(out) == sorted([*strangers, *taken[-2:]])
-
-
-@pytest.fixture(params=BACKENDS)
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """An SQLite file, or a PostgreSQL database of the test's own."""
-    if request.param == "sqlite":
-        return str(tmp_path / "events.db")
-    url: str = request.getfixturevalue("pg_url")
-    return url
 
 
 @asynccontextmanager

@@ -16,7 +16,7 @@ from actors.messages import FireEvent
 from actors.rules import hold_reason
 from app.config.schema import Config, ConfigError, parse_config, with_server_overrides
 from storage.postgres.store import PostgresStore
-from tests.conftest import ADMIN_TOKEN, BACKENDS, CID, PID, Harness, error, running_on
+from tests.conftest import ADMIN_TOKEN, CID, PID, Harness, error, running_on
 from tests.receiver import Receiver
 from tests.test_metrics import scrape, value
 from tests.test_reload import reload, serving_on
@@ -74,20 +74,6 @@ def hold_config(receiver: Receiver, db: Path) -> Config:
 def receiver() -> Iterator[Receiver]:
     with Receiver() as running_receiver:
         yield running_receiver
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> pytest.FixtureRequest:
-    """Which store the test runs on, for ``running_on``."""
-    return request
-
-
-@pytest.fixture(params=BACKENDS)
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "events.db")
-    url: str = request.getfixturevalue("pg_url")
-    return url
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.config.schema import Config, parse_config, with_server_overrides
-from tests.conftest import ADMIN_TOKEN, BACKENDS, CID, PID, Harness, running_on
+from tests.conftest import ADMIN_TOKEN, CID, PID, Harness, running_on
 from tests.receiver import Receiver
 from tests.test_metrics import scrape, value
 from tests.test_reload import reload, serving_on
@@ -56,12 +56,6 @@ approval = "manual"
 def receiver() -> Iterator[Receiver]:
     with Receiver() as running_receiver:
         yield running_receiver
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> pytest.FixtureRequest:
-    """Which store the test runs on, for ``running_on``."""
-    return request
 
 
 def moved(revenue: float = 0, payout: float = 0, reversed_revenue: float = 0,
@@ -158,14 +152,6 @@ async def test_a_reversal_claws_back_what_its_approval_counted(
         assert await money_now(api) == moved(110, 55, 110, 55)
         assert (await act(api, approved_later, "reverse")).status_code == 409
         assert await money_now(api) == moved(110, 55, 110, 55)
-
-
-@pytest.fixture(params=BACKENDS)
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "events.db")
-    url: str = request.getfixturevalue("pg_url")
-    return url
 
 
 async def test_an_event_made_manual_by_a_reload_counts_only_on_approval(

@@ -22,7 +22,6 @@ from app.routes.openapi import build
 from app.serve.cli import main
 from tests.conftest import (
     ADMIN_TOKEN,
-    BACKENDS,
     CID,
     PID,
     TEST_CONFIG,
@@ -41,12 +40,6 @@ NEXT = "tok-rotated-9a8b7c6d5e4f"
 SOURCE_POSTBACK = "http://127.0.0.1:9/src?pay={payout}"
 INVALID_TOKEN = error(401, "Invalid token", code="invalid_token")
 IP_NOT_ALLOWED = error(403, "IP not allowed", code="ip_not_allowed")
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> pytest.FixtureRequest:
-    """SQLite or PostgreSQL, for running_on: every test here runs on both stores."""
-    return request
 
 
 @asynccontextmanager

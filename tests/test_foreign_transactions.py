@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from app.edge.envelope import error_body
-from tests.conftest import ADMIN_TOKEN, BACKENDS
+from tests.conftest import ADMIN_TOKEN
 from tests.test_reload import reload, serving_on
 
 THIS = "cmp_this"
@@ -49,14 +49,6 @@ payout = {{ type = "percent", value = 50 }}
 pid = "{PAUSING}"
 active = {str(not paused).lower()}
 {campaigns}"""
-
-
-@pytest.fixture(params=BACKENDS)
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "events.db")
-    url: str = request.getfixturevalue("pg_url")
-    return url
 
 
 Send = Callable[[httpx.AsyncClient, dict[str, str]], Awaitable[httpx.Response]]

@@ -142,14 +142,6 @@ def test_a_bound_that_cannot_hold_is_a_config_error(server: str, event: str,
     assert str(raised.value) == f"my.toml: {problem}"
 
 
-@pytest.fixture(params=BACKENDS)
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "events.db")
-    url: str = request.getfixturevalue("pg_url")
-    return url
-
-
 async def test_a_reload_moves_the_bound_at_once(tmp_path: Path, db: str) -> None:
     async with serving_on(tmp_path, config_text(), db) as (client, path):
         click = await client.post("/api/click", json={"cid": "c", "pid": PID})

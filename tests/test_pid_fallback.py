@@ -10,7 +10,6 @@ import pytest
 
 from app.config.schema import Config, demo_config
 from tests.conftest import (
-    BACKENDS,
     CID,
     PID,
     Harness,
@@ -29,12 +28,6 @@ def _config(db_path: Path, fallback: str, *, paused: bool = False) -> Config:
                                        active=not paused)
                if source.pid == PID else source for source in config.sources]
     return msgspec.structs.replace(config, sources=sources)
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> pytest.FixtureRequest:
-    """SQLite or PostgreSQL, for running_on: every test here runs on both stores."""
-    return request
 
 
 @pytest.fixture

@@ -11,14 +11,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
-import pytest
 from asgi_lifespan import LifespanManager
 from structlog.testing import capture_logs
 
 from app.config.reload import ConfigFile, changes, refusal, restart_key
 from app.config.schema import parse_config
 from app.factory import create_app
-from tests.conftest import ADMIN_TOKEN, BACKENDS, CID, OTHER_CID, PID, TEST_CONFIG, error
+from tests.conftest import ADMIN_TOKEN, CID, OTHER_CID, PID, TEST_CONFIG, error
 from tests.served import Served
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -210,15 +209,6 @@ def allowing(origin: str) -> str:
         text = text.replace(f'cid = "{cid}"\n',
                             f'cid = "{cid}"\nallowed_origins = ["{origin}"]\n')
     return text
-
-
-@pytest.fixture(params=BACKENDS)
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """An SQLite file, or a PostgreSQL database of the test's own."""
-    if request.param == "sqlite":
-        return str(tmp_path / "events.db")
-    url: str = request.getfixturevalue("pg_url")
-    return url
 
 
 @asynccontextmanager

@@ -11,7 +11,6 @@ import pytest
 from storage.postgres.store import PostgresStore
 from storage.sqlite.store import Store
 from tests.conftest import ADMIN_TOKEN, PID, Harness, error
-from tests.test_money_limits import db  # noqa: F401  (the fixture: both stores)
 from tests.test_reload import reload, serving_on
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -79,7 +78,7 @@ async def test_a_failed_report_gives_its_place_back(
     assert api.services.report_gate.running == 0
 
 
-async def test_a_reload_moves_the_bound(tmp_path: Path, db: str,  # noqa: F811
+async def test_a_reload_moves_the_bound(tmp_path: Path, db: str,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     release, waiting = asyncio.Event(), []
     for kind in (Store, PostgresStore):
