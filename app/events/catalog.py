@@ -35,9 +35,14 @@ class Catalog:
         CORS alone only stops the page reading the answer; a request a browser sends
         without a preflight (a beacon, a form) would still be acted on.
         """
-        allowed = campaign.allowed_origins
-        if origin is not None and "*" not in allowed and origin.lower() not in allowed:
+        if not self.origin_allowed(campaign, origin):
             raise errors.origin_not_allowed()
+
+    @staticmethod
+    def origin_allowed(campaign: CampaignConfig, origin: str | None) -> bool:
+        """Whether a request from ``origin`` (None: not a browser's) may act for it."""
+        allowed = campaign.allowed_origins
+        return origin is None or "*" in allowed or origin.lower() in allowed
 
     def event(self, cid: str, event_id: str) -> EventConfig:
         event = self._events.get((cid, event_id))
