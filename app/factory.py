@@ -41,6 +41,7 @@ from app.observe.metrics import Metrics
 from app.postbacks.dispatcher import Dispatcher
 from app.postbacks.plan import Planner
 from app.reports.gate import ReportGate
+from app.reports.processes import ReportProcesses
 from app.routes import LANDMARKS, docs, operate, routes
 from app.services import Current, Services
 from storage.backend import EventStore, Unsupported, is_postgres_url
@@ -131,14 +132,17 @@ def create_app(
             dispatcher.use_settings(new.delivery)
             metrics.use_config(new)
             cors.use(new)
+            processes.resize(new.server.max_concurrent_reports)
             current.services = dataclasses.replace(
                 current.services, config=new, catalog=Catalog(new), planner=new_planner)
 
+        processes = ReportProcesses(server.max_concurrent_reports)
         reloader = Reloader(config_file, lambda: current.services.config, apply)
         current = Current(Services(
             config=config, catalog=Catalog(config), planner=planner.current,
             store=the_store, registry=registry, dispatcher=dispatcher, clock=clock,
             metrics=metrics, reloader=reloader, report_gate=ReportGate(),
+            report_processes=processes,
             # Status changes plan their postbacks with the config in force, like actors.
             conversions=ConversionDesk(the_store, lambda: planner.current, clock,
                                        on_changed=metrics.observe_conversion_changes),
@@ -159,6 +163,7 @@ def create_app(
                 loop.remove_signal_handler(signal.SIGHUP)
             # Requests are done by now; the dispatcher may still record attempts, then
             # the store commits everything queued.
+            processes.close()
             await registry.close()
             await dispatcher.close()
             await the_store.close()

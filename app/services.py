@@ -17,6 +17,7 @@ from app.observe.metrics import Metrics
 from app.postbacks.dispatcher import Dispatcher
 from app.postbacks.plan import Planner
 from app.reports.gate import ReportGate
+from app.reports.processes import ReportProcesses
 from storage.backend import EventStore
 
 
@@ -34,6 +35,7 @@ class Services:
     metrics: Metrics
     reloader: Reloader
     report_gate: ReportGate
+    report_processes: ReportProcesses
 
 
 class Current:

@@ -24,7 +24,7 @@ from storage.records import (
     TransactionView,
     WriteOp,
 )
-from storage.reports import RawFigures, ReportSpan
+from storage.reports import RawFigures, ReportRows, ReportSpan
 
 
 class WriteQueue(Protocol):
@@ -171,6 +171,10 @@ class EventStore(Protocol):
     async def conversion_counts(self) -> ConversionCounts: ...
 
     async def report_figures(self, span: ReportSpan) -> RawFigures: ...
+
+    async def report_rows(self, span: ReportSpan) -> ReportRows:
+        """What ``report_figures`` reads, before ``storage.reports.fold`` works on it."""
+        ...
 
 
 class Unsupported(Exception):

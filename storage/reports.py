@@ -100,6 +100,39 @@ class RawFigures(msgspec.Struct, frozen=True, kw_only=True):
     reversals: list[tuple[Any, ...]]
 
 
+class ReportRows(msgspec.Struct, frozen=True, kw_only=True):
+    """What a store's queries returned for a span, before any Python work on them.
+
+    ``fold`` makes ``RawFigures`` of it anywhere: a report process does (app/reports/
+    processes.py), so the serving process spends on a report only its SQL. ``shapes``
+    says how each source's figure columns join (see ``join_sums``); a source without one
+    is already whole integers.
+    """
+
+    shapes: dict[str, tuple[tuple[int, ...], ...]]
+    rollups: list[tuple[Any, ...]] | None = None  # the stats rows, for an hourly span
+    leads: list[tuple[Any, ...]] | None = None
+    events: list[tuple[Any, ...]] | None = None
+    conversions: list[tuple[Any, ...]] = msgspec.field(default_factory=list)
+    reversals: list[tuple[Any, ...]] = msgspec.field(default_factory=list)
+
+
+def fold(span: ReportSpan, rows: ReportRows) -> RawFigures:
+    """The figures of ``rows``, read for ``span``: exact integers, in the four sources."""
+    width = 1 + len(span.keys)
+
+    def joined(name: str, found: list[tuple[Any, ...]] | None) -> list[tuple[Any, ...]] | None:
+        if found is None or name not in rows.shapes:
+            return found
+        return join_sums(found, width, rows.shapes[name])
+
+    if rows.rollups is not None:
+        return split_rollups(span, joined("rollups", rows.rollups) or [])
+    return RawFigures(leads=joined("leads", rows.leads), events=joined("events", rows.events),
+                      conversions=joined("conversions", rows.conversions) or [],
+                      reversals=joined("reversals", rows.reversals) or [])
+
+
 def bucket_select(span: ReportSpan, time_column: str, prefix: str = "",
             key_prefix: str | None = None) -> tuple[str, str]:
     """The bucket-and-keys select list and its GROUP BY (the same SQL on both stores)."""

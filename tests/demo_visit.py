@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import httpx
 
 CID, PID = "cmp_9z8y7x6w", "src_abc123"
@@ -36,4 +38,11 @@ def demo_visit(url: str) -> str:
         assert events[0]["event_id"] == "quote_viewed"
         # The demo source is paid 50 % of the revenue, as an exact decimal.
         assert (events[1]["revenue"], events[1]["payout"]) == ("45.00", "22.50")
+
+        # Today's report, folded in a report process (a spawned copy of the executable).
+        today = datetime.now(UTC).date().isoformat()
+        report = client.get("/api/reports", params={"from": today, "to": today},
+                            headers=DEMO_TOKEN)
+        assert report.status_code == 200, report.text
+        assert report.json()["data"]["totals"]["clicks"] >= 1
     return transaction_id

@@ -34,14 +34,14 @@ class Held:
     def __init__(self, store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
         self.release = asyncio.Event()
         self.waiting = 0
-        real = store.report_figures
+        real = store.report_rows
 
         async def held(span: Any) -> Any:
             self.waiting += 1
             await self.release.wait()
             return await real(span)
 
-        monkeypatch.setattr(store, "report_figures", held)
+        monkeypatch.setattr(store, "report_rows", held)
 
     async def until(self, count: int) -> None:
         while self.waiting < count:
@@ -71,7 +71,7 @@ async def test_a_failed_report_gives_its_place_back(
     async def broken(span: Any) -> Any:
         raise OSError("disk I/O error")
 
-    monkeypatch.setattr(api.services.store, "report_figures", broken)
+    monkeypatch.setattr(api.services.store, "report_rows", broken)
     for _ in range(3):  # more than the bound: each failure gave its place back
         failed = await api.client.get("/api/reports", params=QUERY, headers=AUTH)
         assert failed.status_code == 500
@@ -82,14 +82,14 @@ async def test_a_reload_moves_the_bound(tmp_path: Path, db: str,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     release, waiting = asyncio.Event(), []
     for kind in (Store, PostgresStore):
-        real = kind.report_figures
+        real = kind.report_rows
 
         async def held(self: Any, span: Any, real: Any = real) -> Any:
             waiting.append(span)
             await release.wait()
             return await real(self, span)
 
-        monkeypatch.setattr(kind, "report_figures", held)
+        monkeypatch.setattr(kind, "report_rows", held)
     async with serving_on(tmp_path, CONFIG.replace("{server}", "max_concurrent_reports = 1"),
                           db) as (client, path):
         async def report() -> Any:

@@ -22,7 +22,7 @@ async def reports(request: Request) -> Response:
     with svc.report_gate.admit(svc.config.server.max_concurrent_reports):
         # Read what was acknowledged, even in write-behind mode.
         await svc.store.flush()
-        found = await report(svc.store, params)
+        found = await report(svc.store, params, svc.report_processes)
     if params.format == "csv":
         name = f"report-{found.from_day}-{found.to_day}.csv"
         return Response(to_csv(found), media_type="text/csv; charset=utf-8",

@@ -9,7 +9,6 @@ Sums are numeric, exact at any size, and come back as Python integers of million
 from __future__ import annotations
 
 from collections.abc import Sequence
-from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -19,11 +18,11 @@ from storage.reports import (
     COUNT,
     Key,
     RawFigures,
+    ReportRows,
     ReportSpan,
     bucket_select,
+    fold,
     hourly_span,
-    join_sums,
-    split_rollups,
     with_events,
     with_leads,
 )
@@ -63,23 +62,36 @@ def _where(span: ReportSpan, time_column: str, prefix: str = "",
     return where
 
 
-def exact(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """PostgreSQL sums bigints as numeric, exact at any size: Decimal to Python int."""
-    return [tuple(int(value) if isinstance(value, Decimal) else value for value in row)
-            for row in rows]
-
-
 async def _rows(conn: Connection, sql: str, where: _Where) -> list[tuple[Any, ...]]:
     return [tuple(row) for row in await conn.fetch(sql, *where.params)]
 
 
 async def report_figures(conn: Connection, span: ReportSpan) -> RawFigures:
     """The figures from the hourly roll-ups where they answer exactly, else from the rows."""
-    return await (rollup_figures(conn, span) if span.hourly else raw_figures(conn, span))
+    return fold(span, await report_rows(conn, span))
+
+
+async def report_rows(conn: Connection, span: ReportSpan) -> ReportRows:
+    """What ``report_figures`` reads, before it is folded."""
+    return await (rollup_rows(conn, span) if span.hourly else raw_rows(conn, span))
 
 
 async def rollup_figures(conn: Connection, span: ReportSpan) -> RawFigures:
     """What ``raw_figures`` gives for an hourly span, summed from the ``stats`` rows."""
+    return fold(span, await rollup_rows(conn, span))
+
+
+async def raw_figures(conn: Connection, span: ReportSpan) -> RawFigures:
+    """Every count a report needs, read in one snapshot of the database."""
+    return fold(span, await raw_rows(conn, span))
+
+
+# Every sum is one exact column (numeric or bigint) on PostgreSQL.
+_RAW_SHAPES = {"leads": (COUNT,) * 2, "conversions": (COUNT,) * 5, "reversals": (COUNT,) * 3}
+
+
+async def rollup_rows(conn: Connection, span: ReportSpan) -> ReportRows:
+    """The ``stats`` rows of an hourly span, summed per bucket and keys."""
     hourly = hourly_span(span)
     select, group = bucket_select(hourly, "hour")
     where = _where(hourly, "hour")
@@ -88,11 +100,11 @@ async def rollup_figures(conn: Connection, span: ReportSpan) -> RawFigures:
     sums = ", ".join(f"sum({name})" for name in FIGURES)
     rows = await _rows(conn, f"SELECT {select}, {sums} FROM stats WHERE {where.sql}"
                              f" GROUP BY {group}", where)
-    return split_rollups(span, join_sums(rows, 1 + len(span.keys), (COUNT,) * len(FIGURES)))
+    return ReportRows(shapes={"rollups": (COUNT,) * len(FIGURES)}, rollups=rows)
 
 
-async def raw_figures(conn: Connection, span: ReportSpan) -> RawFigures:
-    """Every count a report needs, read in one snapshot of the database."""
+async def raw_rows(conn: Connection, span: ReportSpan) -> ReportRows:
+    """The four queries of ``raw_figures``, in one snapshot."""
     counted = "status IN ('approved', 'reversed')"
     # Repeatable read: the four queries see one snapshot, so they agree.
     async with conn.transaction(isolation="repeatable_read", readonly=True):
@@ -100,9 +112,9 @@ async def raw_figures(conn: Connection, span: ReportSpan) -> RawFigures:
         if with_leads(span):
             select, group = bucket_select(span, "created_at")
             where = _where(span, "created_at", keys=("cid", "pid"))
-            leads = exact(await _rows(
+            leads = await _rows(
                 conn, f"SELECT {select}, count(*), coalesce(sum(cost_micro), 0)"
-                      f" FROM leads WHERE {where.sql} GROUP BY {group}", where))
+                      f" FROM leads WHERE {where.sql} GROUP BY {group}", where)
         events = None
         if with_events(span):
             select, group = bucket_select(span, "fired_at")
@@ -113,22 +125,22 @@ async def raw_figures(conn: Connection, span: ReportSpan) -> RawFigures:
         # pending ones are shown apart; rejected ones never count.
         select, group = bucket_select(span, "converted_at")
         where = _where(span, "converted_at")
-        conversions = exact(await _rows(
+        conversions = await _rows(
             conn, f"SELECT {select}, count(*) FILTER (WHERE {counted}),"
                   f" coalesce(sum(revenue_micro) FILTER (WHERE {counted}), 0),"
                   f" coalesce(sum(payout_micro) FILTER (WHERE {counted}), 0),"
                   " count(*) FILTER (WHERE status = 'pending'),"
                   " coalesce(sum(revenue_micro) FILTER (WHERE status = 'pending'), 0)"
                   f" FROM events WHERE conversion AND status != 'rejected' AND {where.sql}"
-                  f" GROUP BY {group}", where))
+                  f" GROUP BY {group}", where)
         # Reversals count when they happened, against the conversion's own keys.
         select, group = bucket_select(span, "changed_at", "c.", key_prefix="e.")
         where = _where(span, "changed_at", "c.", key_prefix="e.")
-        reversals = exact(await _rows(
+        reversals = await _rows(
             conn, f"SELECT {select}, count(*), coalesce(sum(e.revenue_micro), 0),"
                   " coalesce(sum(e.payout_micro), 0)"
                   " FROM conversion_changes AS c"
                   " JOIN events AS e ON e.conversion_id = c.conversion_id"
-                  f" WHERE c.to_status = 'reversed' AND {where.sql} GROUP BY {group}", where))
-    return RawFigures(leads=leads, events=events, conversions=conversions,
-                      reversals=reversals)
+                  f" WHERE c.to_status = 'reversed' AND {where.sql} GROUP BY {group}", where)
+    return ReportRows(shapes=_RAW_SHAPES, leads=leads, events=events,
+                      conversions=conversions, reversals=reversals)

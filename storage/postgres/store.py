@@ -37,7 +37,7 @@ from storage.records import (
     TransactionView,
     WriteOp,
 )
-from storage.reports import RawFigures, ReportSpan
+from storage.reports import RawFigures, ReportRows, ReportSpan
 
 
 def without_password(url: str) -> str:
@@ -176,3 +176,7 @@ class PostgresStore(BatchedStore[PostgresWriter]):
     async def report_figures(self, span: ReportSpan) -> RawFigures:
         async with self._db().acquire() as conn:
             return await reports.report_figures(conn, span)
+
+    async def report_rows(self, span: ReportSpan) -> ReportRows:
+        async with self._db().acquire() as conn:
+            return await reports.report_rows(conn, span)

@@ -21,11 +21,11 @@ from storage.reports import (
     SPLIT,
     Key,
     RawFigures,
+    ReportRows,
     ReportSpan,
     bucket_select,
+    fold,
     hourly_span,
-    join_sums,
-    split_rollups,
     split_sum,
     with_events,
     with_leads,
@@ -62,15 +62,25 @@ def read_figures(path: str | Path, span: ReportSpan) -> RawFigures:
 
 def read_report_figures(path: str | Path, span: ReportSpan) -> RawFigures:
     """The figures from the hourly roll-ups where they answer exactly, else from the rows."""
+    return fold(span, read_report_rows(path, span))
+
+
+def read_report_rows(path: str | Path, span: ReportSpan) -> ReportRows:
+    """What ``read_report_figures`` reads, before it is folded (blocking)."""
     conn = connect_reader_sync(path)
     try:
-        return rollup_figures(conn, span) if span.hourly else raw_figures(conn, span)
+        return rollup_rows(conn, span) if span.hourly else raw_rows(conn, span)
     finally:
         conn.close()
 
 
 def rollup_figures(conn: sqlite3.Connection, span: ReportSpan) -> RawFigures:
-    """What ``raw_figures`` gives for an hourly span, summed from the ``stats`` rows.
+    """What ``raw_figures`` gives for an hourly span, summed from the ``stats`` rows."""
+    return fold(span, rollup_rows(conn, span))
+
+
+def rollup_rows(conn: sqlite3.Connection, span: ReportSpan) -> ReportRows:
+    """The ``stats`` rows of an hourly span, summed per bucket and keys.
 
     One query reads every figure; ``split_rollups`` splits its rows into the four sources.
     Each money figure is read as its low part's two split sums and its high part's sum.
@@ -87,8 +97,8 @@ def rollup_figures(conn: sqlite3.Connection, span: ReportSpan) -> RawFigures:
     # A float is a cell an older version overflowed (migration 7 recounts those): never
     # report it, answer from the rows.
     if any(float in map(type, row) for row in rows):
-        return raw_figures(conn, span)
-    return split_rollups(span, join_sums(rows, 1 + len(span.keys), READ_SHAPE))
+        return raw_rows(conn, span)
+    return ReportRows(shapes={"rollups": READ_SHAPE}, rollups=rows)
 
 
 def raw_figures(conn: sqlite3.Connection, span: ReportSpan) -> RawFigures:
@@ -97,7 +107,16 @@ def raw_figures(conn: sqlite3.Connection, span: ReportSpan) -> RawFigures:
     Blocking: run it in a thread, on a connection of its own, so a long report holds up
     neither the event loop nor the reads of the hot path.
     """
-    width = 1 + len(span.keys)  # the bucket and the group keys lead every row
+    return fold(span, raw_rows(conn, span))
+
+
+# How the raw queries' figures join: split_sum's two columns for money.
+_RAW_SHAPES = {"leads": (COUNT, SPLIT), "conversions": (COUNT, SPLIT, SPLIT, COUNT, SPLIT),
+               "reversals": (COUNT, SPLIT, SPLIT)}
+
+
+def raw_rows(conn: sqlite3.Connection, span: ReportSpan) -> ReportRows:
+    """The four queries of ``raw_figures``, in one read transaction."""
     conn.execute("BEGIN")  # one read transaction: the four queries agree
     try:
         leads = None
@@ -108,7 +127,6 @@ def raw_figures(conn: sqlite3.Connection, span: ReportSpan) -> RawFigures:
                 f"SELECT {select}, count(*), {split_sum('cost_micro')}"
                 f" FROM leads INDEXED BY leads_by_created WHERE {where} GROUP BY {group}",
                 params).fetchall()
-            leads = join_sums(leads, width, (COUNT, SPLIT))
         events = None
         if with_events(span):
             select, group = bucket_select(span, "fired_at")
@@ -121,7 +139,7 @@ def raw_figures(conn: sqlite3.Connection, span: ReportSpan) -> RawFigures:
         select, group = bucket_select(span, "converted_at")
         where, params = _where(span, "converted_at")
         counted, pending = "status IN ('approved', 'reversed')", "status = 'pending'"
-        conversions = join_sums(conn.execute(
+        conversions = conn.execute(
             f"SELECT {select}, sum({counted}),"
             f" {split_sum(f'CASE WHEN {counted} THEN revenue_micro END')},"
             f" {split_sum(f'CASE WHEN {counted} THEN payout_micro END')},"
@@ -129,18 +147,18 @@ def raw_figures(conn: sqlite3.Connection, span: ReportSpan) -> RawFigures:
             f" {split_sum(f'CASE WHEN {pending} THEN revenue_micro END')}"
             " FROM events INDEXED BY events_by_converted"
             f" WHERE conversion = 1 AND status != 'rejected' AND {where} GROUP BY {group}",
-            params), width, (COUNT, SPLIT, SPLIT, COUNT, SPLIT))
+            params).fetchall()
         # Reversals count when they happened, against the conversion's own keys.
         select, group = bucket_select(span, "changed_at", "c.", key_prefix="e.")
         where, params = _where(span, "changed_at", "c.", key_prefix="e.")
-        reversals = join_sums(conn.execute(
+        reversals = conn.execute(
             f"SELECT {select}, count(*), {split_sum('e.revenue_micro')},"
             f" {split_sum('e.payout_micro')}"
             " FROM conversion_changes AS c INDEXED BY conversion_changes_by_changed"
             " JOIN events AS e ON e.conversion_id = c.conversion_id"
             f" WHERE c.to_status = 'reversed' AND {where} GROUP BY {group}",
-            params), width, (COUNT, SPLIT, SPLIT))
+            params).fetchall()
     finally:
         conn.execute("COMMIT")
-    return RawFigures(leads=leads, events=events, conversions=conversions,
-                      reversals=reversals)
+    return ReportRows(shapes=_RAW_SHAPES, leads=leads, events=events,
+                      conversions=conversions, reversals=reversals)

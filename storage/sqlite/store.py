@@ -23,7 +23,7 @@ from storage.records import (
     PostbackView,
     TransactionView,
 )
-from storage.reports import RawFigures, ReportSpan
+from storage.reports import RawFigures, ReportRows, ReportSpan
 from storage.sqlite import conversions, idempotency, outbox, reader, reports
 from storage.sqlite.backup import Backups, FreeSpace, free_bytes
 from storage.sqlite.claim import Claim
@@ -180,6 +180,12 @@ class Store(BatchedStore[Writer]):
         if self._write_conn is None:
             raise RuntimeError("store is not open")
         return await asyncio.to_thread(reports.read_report_figures, self.path, span)
+
+    async def report_rows(self, span: ReportSpan) -> ReportRows:
+        """``report_figures``'s SQL alone, in a thread on a connection of its own."""
+        if self._write_conn is None:
+            raise RuntimeError("store is not open")
+        return await asyncio.to_thread(reports.read_report_rows, self.path, span)
 
     def _lister(self) -> aiosqlite.Connection:
         if self._list_conn is None:
