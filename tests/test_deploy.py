@@ -73,7 +73,7 @@ def test_the_unit_the_manual_and_the_server_agree_on_stopping(
     monkeypatch.setattr(app.serve.cli, "_tune_garbage_collector", lambda: None)
     monkeypatch.setattr(signal, "signal", lambda *_: None)
     config = with_server_overrides(demo_config(), "test", db=str(tmp_path / "stop.db"))
-    assert _run(_parser().parse_args(["serve"]), config, None, None) == 0
+    assert _run(_parser().parse_args(["serve"]), config, None) == 0
     assert given == [GRACEFUL_SHUTDOWN_SECONDS]
 
     write = ServerConfig().write_timeout_seconds

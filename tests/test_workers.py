@@ -7,23 +7,25 @@ import socket
 import threading
 
 import pytest
+import uvicorn
 
+from app.config.schema import Config, demo_config
 from app.serve import workers
 
 
-def _never(sock: socket.socket) -> int:
+def _never(config: Config) -> uvicorn.Config:
     raise AssertionError("no worker may start")
 
 
 @pytest.mark.parametrize("shared", [True, False], ids=["multi-worker", "single"])
 def test_workers_refuse_a_port_another_server_listens_on(
         shared: bool, capsys: pytest.CaptureFixture[str]) -> None:
-    # The other server: multi-worker (its sockets share the port) or a plain one.
-    other = workers.listening_socket("127.0.0.1", 0) if shared else socket.create_server(
-        ("127.0.0.1", 0))
+    # The other server: one whose sockets share the port (SO_REUSEPORT) or a plain one.
+    other = socket.create_server(("127.0.0.1", 0), reuse_port=shared)
     with other:
         port = other.getsockname()[1]
-        assert workers.serve(2, "127.0.0.1", port, _never) == 1
+        plan = workers.Plan(demo_config(), None, "info", _never)
+        assert workers.serve(2, "127.0.0.1", port, plan) == 1
     assert capsys.readouterr().err.startswith(f"cannot listen on 127.0.0.1:{port}: ")
 
 

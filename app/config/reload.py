@@ -14,11 +14,13 @@ admin route that could put things right.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import msgspec
 import structlog
 
 from app.config.schema import Config, ConfigError, ServerConfig, load_config, with_server_overrides
@@ -123,22 +125,74 @@ class Reloader:
             raise ConfigError("no config file was given at start-up: nothing to reload")
         new = self._source.read()
         old = self._current()
-        key = restart_key(old, new)
-        if key is not None:
-            raise ConfigError(f"{self._source.path}: {key}: changed, and only a restart "
-                              "applies it")
-        reason = refusal(old, new)
-        if reason is not None and not force:
-            raise ConfigError(f"{self._source.path}: refused: {reason} "
-                              "(POST /api/admin/reload?force=true applies it anyway)")
+        reason = check(self._source.path, old, new, force=force)
         self._apply(new)
-        changed = changes(old, new)
-        if reason is None:
-            log.info("config_reloaded", path=str(self._source.path), **changed)
-        else:
-            log.warning("config_reloaded", path=str(self._source.path), forced=reason,
-                        **changed)
-        return changed
+        return logged_changes(self._source.path, old, new, reason)
+
+
+def check(path: Path, old: Config, new: Config, *, force: bool) -> str | None:
+    """Raise ConfigError if ``new`` may not replace ``old`` (see ``Reloader.reload``);
+    return the refusal that ``force`` overrode, or None."""
+    key = restart_key(old, new)
+    if key is not None:
+        raise ConfigError(f"{path}: {key}: changed, and only a restart applies it")
+    reason = refusal(old, new)
+    if reason is not None and not force:
+        raise ConfigError(f"{path}: refused: {reason} "
+                          "(POST /api/admin/reload?force=true applies it anyway)")
+    return reason
+
+
+def logged_changes(path: Path, old: Config, new: Config,
+                   forced: str | None) -> dict[str, list[str]]:
+    """What changed, logged as the one ``config_reloaded`` line of a reload."""
+    changed = changes(old, new)
+    if forced is None:
+        log.info("config_reloaded", path=str(path), **changed)
+    else:
+        log.warning("config_reloaded", path=str(path), forced=forced, **changed)
+    return changed
+
+
+def digest(config: Config) -> str:
+    """The sha256 of the config in force (its canonical JSON, flags applied): equal in
+    every process serving the same config, whatever the file's layout or comments."""
+    return hashlib.sha256(msgspec.json.encode(config)).hexdigest()
+
+
+@dataclass(frozen=True)
+class Reloaded:
+    """A reload that is in force in every worker of ``serve --workers N``."""
+
+    changes: dict[str, list[str]]
+    summary: str
+
+
+class Supervisor(Protocol):
+    """The supervisor of the workers of ``serve --workers N``, seen from one of them."""
+
+    async def reload(self, *, force: bool) -> Reloaded:
+        """Reload every worker; raises ConfigError (no worker changed) or
+        ReloadIncomplete."""
+        ...
+
+
+class ReloadIncomplete(Exception):
+    """A new worker did not start: the workers restarted so far serve the new config."""
+
+
+_supervisor: Supervisor | None = None
+
+
+def supervised_by(supervisor: Supervisor) -> None:
+    """In a worker of ``serve --workers N``: reloads go through ``supervisor``."""
+    global _supervisor
+    _supervisor = supervisor
+
+
+def supervisor() -> Supervisor | None:
+    """This process's supervisor, or None when it serves alone."""
+    return _supervisor
 
 
 def describe(changed: Mapping[str, list[str]]) -> str:

@@ -184,8 +184,9 @@ class _DirectLines:
     """
 
     def __init__(self, processors: list[Any], wrapper: Any, writer: LineWriter,
-                 timestamp: _Timestamp, enabled: bool) -> None:
+                 timestamp: _Timestamp, enabled: bool, process: dict[str, Any]) -> None:
         self._chain = tuple(processors)
+        self._process = process
         self._wrapper = wrapper
         self._writer = writer
         self._timestamp = timestamp
@@ -206,6 +207,8 @@ class _DirectLines:
         current = _request_fields.get()
         if current:
             event_dict = {**current, **event_dict}
+        if self._process:
+            event_dict = {**self._process, **event_dict}
         event_dict["level"] = "info"
         self._timestamp(self._writer, "info", event_dict)
         self._writer.info(_encoder.encode(event_dict))
@@ -224,15 +227,26 @@ def info_line(logger: Any, event: str, **fields: Any) -> None:
         logger.info(event, **fields)
 
 
-def configure_logging(level: str = "info", stream: BinaryIO | None = None) -> LineWriter:
+def configure_logging(level: str = "info", stream: BinaryIO | None = None, *,
+                      process: dict[str, Any] | None = None) -> LineWriter:
     """One JSON object per line on stdout: cheap enough for a line per request.
 
-    Returns the line writer (``flush()`` writes out what it holds).
+    ``process``: fields on every line of this process (``serve --workers N`` puts each
+    process's ``process_id`` there; ``pid`` is a source's id in request lines). Call it in
+    the process that logs: its writer flushes from a thread of that process. Returns the
+    line writer (``flush()`` writes out what it holds).
     """
     global _direct
     numeric = logging.getLevelNamesMapping()[level.upper()]
     timestamp = _Timestamp()
+    fixed = dict(process or {})
+
+    def merge_process_fields(logger: WrappedLogger, method_name: str,
+                             event_dict: EventDict) -> EventDict:
+        return {**fixed, **event_dict}
+
     shared: list[Any] = [
+        *([merge_process_fields] if fixed else []),
         merge_request_fields,
         structlog.processors.add_log_level,
         timestamp,
@@ -251,7 +265,7 @@ def configure_logging(level: str = "info", stream: BinaryIO | None = None) -> Li
         cache_logger_on_first_use=True,
     )
     _direct = _DirectLines(processors, wrapper, writer, timestamp,
-                           enabled=numeric <= logging.INFO)
+                           enabled=numeric <= logging.INFO, process=fixed)
     # uvicorn logs through the standard library; render its records the same way.
     handler = _RecordLines(writer)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(

@@ -17,7 +17,7 @@ from typing import Any, Protocol, get_args
 from urllib.parse import urlsplit
 
 import httpx
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, Info
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -29,6 +29,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from app.config.reload import digest
 from app.config.schema import ORGANIC, Config
 from app.observe.logs import dropped_lines
 from storage.records import (
@@ -108,7 +109,6 @@ class Metrics:
 
     def __init__(self, config: Config, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
-        self.labels = LabelValues(config)
         r = self.registry
         self._tally = _RequestTally()
         r.register(self._tally)
@@ -137,6 +137,10 @@ class Metrics:
         self.attempt_latency = Histogram(
             "event_postback_postback_latency_seconds", "Time a postback attempt took.",
             ["host"], buckets=_DELIVERY_BUCKETS, registry=r)
+        # Which config is in force: equal in every worker and node serving the same one.
+        self._config_info = Info("event_postback_config", "The config in force.",
+                                 registry=r)
+        self.use_config(config)
         ProcessCollector(registry=r)
         r.register(_LogCollector())
         self._live = _LiveCollector()
@@ -147,6 +151,8 @@ class Metrics:
     def use_config(self, config: Config) -> None:
         """Bound labels by a new configuration (one assignment, so a reload is atomic)."""
         self.labels = LabelValues(config)
+        self.config_sha256 = digest(config)
+        self._config_info.info({"sha256": self.config_sha256})
 
     def bind(self, live: LiveSources) -> None:
         self._live.live = live

@@ -15,6 +15,8 @@ class HealthData(msgspec.Struct):
     store: str
     pending_writes: int
     live_actors: int
+    # sha256 of the config in force (the same in /metrics' event_postback_config_info).
+    config_sha256: str
 
 
 async def healthz(request: Request) -> Response:
@@ -25,4 +27,5 @@ async def healthz(request: Request) -> Response:
         store="writable",
         pending_writes=svc.store.writer.pending,
         live_actors=len(svc.registry),
+        config_sha256=svc.metrics.config_sha256,
     ))

@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from app.config.reload import Reloaded, ReloadIncomplete, supervisor
 from app.config.schema import ConfigError
 from app.config.summary import summary
 from app.edge.envelope import success_response
@@ -50,14 +51,21 @@ async def reload_config(request: Request) -> Response:
         query = msgspec.convert(dict(request.query_params), ReloadQuery, strict=False)
     except msgspec.ValidationError as exc:
         raise invalid_from(exc, "query") from None
+    workers = supervisor()
     try:
-        changed = svc.reloader.reload(force=query.force)
+        if workers is None:
+            changed = svc.reloader.reload(force=query.force)
+            reloaded = Reloaded(changed, summary(svc.reloader.current()))
+        else:
+            # Answered once every worker serves the new config (they are restarted).
+            reloaded = await workers.reload(force=query.force)
     except ConfigError as exc:
         raise ApiError(400, str(exc), "config_refused") from None
+    except ReloadIncomplete as exc:
+        raise ApiError(503, str(exc), "reload_incomplete") from None
     annotate(outcome="config_reloaded")
-    config = svc.reloader.current()
     return success_response(200, "Config reloaded",
-                            ReloadData(changes=changed, config=summary(config)))
+                            ReloadData(changes=reloaded.changes, config=reloaded.summary))
 
 
 def routes() -> list[Route]:

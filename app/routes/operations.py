@@ -190,7 +190,10 @@ def operations(demo: bool) -> dict[str, dict[str, Op]]:
                 400: ("The new config is wrong, changes a key only a restart applies, or "
                       "(unless forced) removes every campaign or the admin token; the old "
                       "one stays in force", None),
-                404: _NO_TOKEN[1]}, query=ReloadQuery, admin=True, tags=("operations",),
+                404: _NO_TOKEN[1],
+                503: ("serve --workers N: a restarted worker did not start; the message "
+                      "names it and how many workers serve the new config", None)},
+                query=ReloadQuery, admin=True, tags=("operations",),
                 description="force=true applies a config that removes every campaign or "
                             "the admin token; SIGHUP never forces."),
         },

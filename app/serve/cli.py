@@ -4,9 +4,10 @@ and ``--version``; its exit codes are those of app/serve/exits.py."""
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
+import os
 import signal
-import socket
 import sys
 from collections.abc import Sequence
 from importlib.metadata import version
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import get_args
 
 import uvicorn
+from starlette.applications import Starlette
 
 from app.config.reload import ConfigFile
 from app.config.schema import (
@@ -184,26 +186,57 @@ def _serve(args: argparse.Namespace) -> int:
     # Once, before any worker starts: one line and one exit code, not one per worker,
     # and none of the start-up's log lines around it.
     check_database(config.server.db, existing=False)
-    configure_logging(args.log_level)
     if args.workers > 1:
+        # Each worker sets up its own logging once started; these are the supervisor's.
+        configure_logging(args.log_level, process={"process_id": os.getpid()})
+        build = functools.partial(_worker_settings, demo=not args.config,
+                                  config_file=config_file)
         return workers.serve(args.workers, config.server.host, config.server.port,
-                             lambda sock: _run(args, config, config_file, [sock]))
-    return _run(args, config, config_file, None)
+                             workers.Plan(config, config_file, args.log_level, build))
+    configure_logging(args.log_level)
+    return _run(args, config, config_file)
 
 
-def _run(args: argparse.Namespace, config: Config, config_file: ConfigFile | None,
-         sockets: list[socket.socket] | None) -> int:
-    """One server process, on its own port or on ``sockets`` shared with its siblings."""
+def _run(args: argparse.Namespace, config: Config, config_file: ConfigFile | None) -> int:
+    """The one server process."""
     store = build_store(config)
     try:
         exits.claim(store)
-        if sockets is None:
-            _ensure_free(config.server.host, config.server.port)
+        _ensure_free(config.server.host, config.server.port)
     except Refusal as exc:
         return _refused(exc)
-    server = uvicorn.Server(uvicorn.Config(
-        create_app(config, store=store, demo=not args.config, config_file=config_file,
-                   reload_on_sighup=True),
+    server = uvicorn.Server(_settings(
+        config, create_app(config, store=store, demo=not args.config,
+                           config_file=config_file, reload_on_sighup=True)))
+    _tune_garbage_collector()
+    # uvicorn re-raises the signal that stopped it once its graceful shutdown is done;
+    # by then everything is flushed and closed, so the re-raised signal ends us with 0.
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop, lambda *_: None)
+    try:
+        server.run()
+    except SystemExit:
+        # uvicorn's exit on a start-up that failed after its log lines said why; its code
+        # (3) means a served database here.
+        return exits.FAILED
+    return exits.OK if server.started else exits.FAILED
+
+
+def _worker_settings(config: Config, *, demo: bool,
+                     config_file: ConfigFile | None) -> uvicorn.Config:
+    """A worker of ``serve --workers N``: its store and app on ``config`` (its
+    supervisor's; reloads go through the supervisor, which owns SIGHUP)."""
+    store = build_store(config)
+    exits.claim(store)
+    settings = _settings(config, create_app(config, store=store, demo=demo,
+                                            config_file=config_file))
+    _tune_garbage_collector()
+    return settings
+
+
+def _settings(config: Config, app: Starlette) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
         host=config.server.host,
         port=config.server.port,
         loop="uvloop",
@@ -220,22 +253,7 @@ def _run(args: argparse.Namespace, config: Config, config_file: ConfigFile | Non
         # against; None leaves it to uvicorn's FORWARDED_ALLOW_IPS environment variable.
         proxy_headers=True,
         forwarded_allow_ips=config.server.forwarded_allow_ips,
-    ))
-    _tune_garbage_collector()
-    # uvicorn re-raises the signal that stopped it once its graceful shutdown is done;
-    # by then everything is flushed and closed, so the re-raised signal ends us with 0.
-    for stop in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(stop, lambda *_: None)
-    if sockets is not None:
-        # A worker told to stop before uvicorn took over its signals stops once started.
-        workers.on_stop(lambda: setattr(server, "should_exit", True))
-    try:
-        server.run(sockets=sockets)
-    except SystemExit:
-        # uvicorn's exit on a start-up that failed after its log lines said why; its code
-        # (3) means a served database here.
-        return exits.FAILED
-    return exits.OK if server.started else exits.FAILED
+    )
 
 
 def _ensure_free(host: str, port: int) -> None:
