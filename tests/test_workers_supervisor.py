@@ -187,3 +187,12 @@ async def test_sigterm_drains_every_worker_and_exits_0(served: Served) -> None:
     closed = {line.get("process_id") for line in _log_lines(served)
               if line.get("event") == "store_closed"}
     assert closed == set(workers)
+
+
+async def test_ttin_adds_a_worker_and_ttou_removes_one(served: Served) -> None:
+    served.signal(signal.SIGTTIN)
+    _wait_for(lambda: len(_children(served.process.pid)) == 3, "a third worker")
+    _wait_for(lambda: _healthy(served, 10), "every worker answering")
+    served.signal(signal.SIGTTOU)
+    _wait_for(lambda: len(_children(served.process.pid)) == 2, "back to two workers")
+    assert await _clicks(served, "src_fixed") == [200] * 20
