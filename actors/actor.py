@@ -11,15 +11,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+import msgspec
+
 from actors.clock import Clock, utc_text
 from actors.messages import CreateLead, FireEvent, LeadOf, Message, Reply, Verdict
-from actors.rules import apply_cost, decide, hold_reason, opens_window
+from actors.rules import apply_cost, decide, fire_status, opens_window, rejection_reason
 from actors.state import TransactionState
 from storage.backend import EventStore
 from storage.errors import DuplicateEvent, LeadExists, StoreBusy, StoreClosed, StoreUnavailable
 from storage.money import micro, money_text
 from storage.records import (
-    ConversionStatus,
     EventRow,
     LeadChange,
     LeadRow,
@@ -232,6 +233,12 @@ class TransactionActor:
 
         moment = rt.clock.now()
         fired_at = utc_text(moment)
+        if created:
+            state.created_at = fired_at
+        rejected = rejection_reason(event, state.created_at, moment)
+        if rejected is not None:
+            event = msgspec.structs.replace(event, rejected_reason=rejected)
+        status, why = fire_status(event)
         conversion_id = f"conv_{uuid.uuid4()}" if event.conversion else ""
         cost = None if event.cost is None else apply_cost(state.cost, event.cost,
                                                           event.cost_operation)
@@ -253,7 +260,6 @@ class TransactionActor:
                 cost_micro=None if cost is None else micro(cost),
                 cost_delta=_cost_delta(event),  # pragma: no mutate
             )
-        why_held = hold_reason(event)
         op = WriteOp(
             lead=lead,
             event=EventRow(
@@ -271,16 +277,18 @@ class TransactionActor:
                 ip=event.ip,
                 user_agent=event.user_agent,
                 fired_at=fired_at,
-                status=_initial_status(event, why_held),
-                decided_at=fired_at if event.conversion and why_held is None else None,
+                status=status,
+                decided_at=fired_at if status in ("approved", "rejected") else None,
                 revenue_micro=None if event.revenue is None else micro(event.revenue),
                 payout_micro=(micro(event.payout)
                               if event.conversion and event.payout is not None else None),
-                hold_reason=why_held,
+                hold_reason=why,
+                payout_rule=event.payout_rule if event.conversion else None,
+                duplicate_of=event.duplicate_of if event.conversion else None,
             ),
             change=change,
             postbacks=postbacks,
-            answer=None if event.answer is None else event.answer(conversion_id),
+            answer=None if event.answer is None else event.answer(conversion_id, status or "", why),
         )
         try:
             written = rt.store.submit(op)  # raises StoreBusy before any state changes
@@ -310,7 +318,7 @@ class TransactionActor:
                 # Another process created the lead first: decide again against it.
                 await self._load()
                 return await self._fire(event, held=held)  # pragma: no mutate
-        return Reply(Verdict.FIRED, conversion_id)
+        return Reply(Verdict.FIRED, conversion_id, status=status or "", reason=why)
 
     async def _stored_lead_fields(self) -> dict[str, Any]:
         """The lead's fields as stored, once this actor's own queued writes are in."""
@@ -329,6 +337,8 @@ class TransactionActor:
             user_agent=lead.user_agent,
             created_at=utc_text(rt.clock.now()),
         ))
+        if self.state is not None:
+            self.state.created_at = op.lead.created_at if op.lead is not None else None
         try:
             written = rt.store.submit(op)
         except Exception:
@@ -359,9 +369,3 @@ def _cost_delta(event: FireEvent) -> str | None:
     if event.cost is None or event.cost_operation == "override":
         return None
     return money_text(event.cost if event.cost_operation == "add" else -event.cost)
-
-
-def _initial_status(event: FireEvent, why_held: str | None) -> ConversionStatus | None:
-    if not event.conversion:
-        return None
-    return "pending" if why_held is not None else "approved"

@@ -45,9 +45,21 @@ class FireEvent(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     # An unknown transaction gets its lead (this cid and pid, the event's lead fields)
     # in the same write as the event.
     create: bool = False
-    # With an Idempotency-Key: the stored answer, given the conversion id, written with
-    # the event.
-    answer: Callable[[str], AnswerRow] | None = None
+    # The payout rule that priced ``payout`` (app/events/payouts.py).
+    payout_rule: str | None = None
+    # The event's conversion window (seconds and days after the lead's click): outside
+    # it, the conversion is rejected as it fires (actors.rules.rejection_reason).
+    min_seconds_after_click: float | None = None
+    max_days_after_click: float | None = None
+    # The lead repeats this earlier lead (the campaign's dedupe): the conversion is held
+    # or rejected with reason duplicate_lead.
+    duplicate_of: str | None = None
+    duplicate_action: Literal["pending", "reject"] = "pending"
+    # Why the conversion is rejected as it fires; set by the actor, which knows the lead.
+    rejected_reason: str | None = None
+    # With an Idempotency-Key: the stored answer, given the conversion id, its status and
+    # reason, written with the event.
+    answer: Callable[[str, str, str | None], AnswerRow] | None = None
 
 
 class CreateLead(msgspec.Struct, frozen=True, kw_only=True, tag=True):
@@ -83,6 +95,9 @@ class Verdict(enum.Enum):
 class Reply(msgspec.Struct, frozen=True):
     verdict: Verdict
     conversion_id: str = ""
+    # A fired conversion's status and why it is not approved and paid, if it is not.
+    status: str = ""
+    reason: str | None = None
     # The lead's, answering LeadOf.
     cid: str = ""
     pid: str = ""

@@ -14,6 +14,8 @@ class TransactionState(msgspec.Struct):
     cid: str
     pid: str
     cost: Decimal | None = None
+    # When the lead was created (its click), as stored UTC text; None if unknown.
+    created_at: str | None = None
     # Event ids this transaction has fired, whether or not they allow duplicates.
     fired: set[str] = msgspec.field(default_factory=set)
     # event_id -> monotonic time until which its lock window stays open.
@@ -21,7 +23,8 @@ class TransactionState(msgspec.Struct):
 
     @classmethod
     def from_stored(cls, stored: StoredTransaction) -> TransactionState:
-        return cls(cid=stored.cid, pid=stored.pid, cost=stored.cost, fired=set(stored.fired))
+        return cls(cid=stored.cid, pid=stored.pid, cost=stored.cost, fired=set(stored.fired),
+                   created_at=stored.created_at)
 
     def window_open(self, event_id: str, now: float) -> bool:
         return self.windows.get(event_id, -math.inf) > now

@@ -70,8 +70,13 @@ class EventRow(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     # Millionths of revenue and payout (storage.money.micro), for exact sums in SQL.
     revenue_micro: int | None = None
     payout_micro: int | None = None
-    # Conversions stored pending only: why (a HoldReason), kept after the decision.
+    # Why a conversion was not approved as it fired (a HoldReason, or a rejection's
+    # reason), or why it is approved unpaid; kept after any later decision.
     hold_reason: str | None = None
+    # The payout rule that priced the conversion (app/events/payouts.py).
+    payout_rule: str | None = None
+    # A duplicate lead's conversion: the earlier lead it repeats (its transaction id).
+    duplicate_of: str | None = None
 
 
 class LeadChange(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
@@ -91,10 +96,14 @@ class LeadChange(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
 
 PostbackStatus = Literal["pending", "delivered", "failed"]
 ConversionStatus = Literal["approved", "pending", "rejected", "reversed"]
-# Why a conversion was stored pending instead of approved as it fired, in the order that
-# picks one when several apply (actors.rules.hold_reason).
-HoldReason = Literal["anonymous", "revenue_above_hold", "manual_approval"]
-HOLD_REASONS: tuple[HoldReason, ...] = ("anonymous", "revenue_above_hold", "manual_approval")
+# Why a conversion was not approved and paid as it fired: held pending (in the order that
+# picks one when several apply, actors.rules.hold_reason), rejected as it fired
+# (too_fast, expired, duplicate_lead), or approved unpaid (cap_reached_unpaid).
+HoldReason = Literal["anonymous", "duplicate_lead", "cap_reached", "revenue_above_hold",
+                     "manual_approval", "too_fast", "expired", "cap_reached_unpaid"]
+HOLD_REASONS: tuple[HoldReason, ...] = (
+    "anonymous", "duplicate_lead", "cap_reached", "revenue_above_hold", "manual_approval",
+    "too_fast", "expired", "cap_reached_unpaid")
 # Conversions counted per status and hold reason (None: approved as it fired).
 ConversionCounts = dict[tuple[ConversionStatus, str | None], int]
 ChangeSource = Literal["api", "bulk", "cli"]
@@ -198,6 +207,8 @@ class StoredTransaction(msgspec.Struct, frozen=True, kw_only=True):
     pid: str
     cost: Decimal | None
     fired: frozenset[str]
+    # When the lead was created (its click), as stored UTC text.
+    created_at: str | None = None
 
 
 class EventView(msgspec.Struct, frozen=True, kw_only=True):
@@ -213,9 +224,12 @@ class EventView(msgspec.Struct, frozen=True, kw_only=True):
     # Conversions only (None otherwise): see ConversionStatus.
     status: ConversionStatus | None
     decided_at: str | None
-    # Why the conversion was stored pending (a HoldReason), kept after the decision; None
-    # for one approved as it fired, and for other events.
+    # Why the conversion was not approved and paid as it fired (a HoldReason), kept after
+    # any later decision; None for one approved as it fired, and for other events.
     reason: str | None = None
+    # The payout rule that priced it, and the earlier lead a duplicate lead repeats.
+    payout_rule: str | None = None
+    duplicate_of: str | None = None
 
 
 class MoneyByStatus(msgspec.Struct, frozen=True, kw_only=True):
@@ -245,12 +259,16 @@ class ConversionView(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
     revenue: Decimal | None
     payout: Decimal | None
     status: ConversionStatus
-    # Why it was stored pending (a HoldReason), kept after the decision; None for one
-    # approved as it fired.
+    # Why it was not approved and paid as it fired (a HoldReason), kept after any later
+    # decision; None for one approved as it fired.
     reason: str | None
     converted_at: str
     decided_at: str | None
     fired_at: str
+    # The payout rule that priced it (app/events/payouts.py), and for a duplicate lead's
+    # conversion the earlier lead it repeats.
+    payout_rule: str | None = None
+    duplicate_of: str | None = None
     # Only when one conversion is shown on its own.
     history: list[HistoryEntry] | None = None
 

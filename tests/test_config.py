@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from app.config.money_rules import FixedPayout, PercentPayout
 from app.config.schema import (
     ConfigError,
-    FixedPayout,
-    PercentPayout,
     demo_config,
     load_config,
     with_server_overrides,

@@ -217,9 +217,13 @@ async def test_a_reload_that_adds_the_hold_holds_the_next_conversion(
         assert (held["status"], held["reason"]) == ("pending", "revenue_above_hold")
 
 
-# The database as the version before hold reasons left it.
-_UNDO_SQLITE = "ALTER TABLE events DROP COLUMN hold_reason; PRAGMA user_version = 7;"
-_UNDO_POSTGRES = ("ALTER TABLE events DROP COLUMN hold_reason;"
+# The database as the version before hold reasons left it (and the migrations after it).
+_UNDO_LATER = ("DROP TABLE cap_usage; DROP TABLE cap_charges; DROP TABLE lead_keys;"
+               " ALTER TABLE events DROP COLUMN payout_rule;"
+               " ALTER TABLE events DROP COLUMN duplicate_of;")
+_UNDO_SQLITE = (_UNDO_LATER + " ALTER TABLE events DROP COLUMN hold_reason;"
+                " PRAGMA user_version = 7;")
+_UNDO_POSTGRES = (_UNDO_LATER + " ALTER TABLE events DROP COLUMN hold_reason;"
                   " DELETE FROM schema_version WHERE version >= 5;")
 
 

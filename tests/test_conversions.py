@@ -302,7 +302,7 @@ async def test_list_filters_newest_first_and_pages_with_a_cursor(api: Harness) -
     assert [c["conversion_id"] for c in blank.json()["data"]["conversions"]] == ids[::-1]
     assert set(first["conversions"][0]) == {
         "conversion_id", "transaction_id", "cid", "pid", "event_id", "revenue", "payout",
-        "status", "reason", "converted_at", "decided_at", "fired_at"}
+        "status", "reason", "converted_at", "decided_at", "fired_at", "payout_rule"}
     bad = await api.client.get("/api/conversions?status=lost", headers=AUTH)
     assert bad.json()["message"] == "Invalid status"
     bad = await api.client.get("/api/conversions?from=yesterday", headers=AUTH)

@@ -11,7 +11,7 @@ from actors.actor import _cost_delta
 from actors.messages import FireEvent, Verdict
 from actors.rules import apply_cost, decide, opens_window
 from actors.state import TransactionState
-from app.config.schema import FixedPayout, PercentPayout
+from app.config.money_rules import FixedPayout, PercentPayout
 from app.events.payloads import TIMEZONES, conversion_time
 
 

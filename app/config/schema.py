@@ -11,15 +11,22 @@ from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
 
 import msgspec
 from msgspec import Meta
 
 from app.config.diagnosis import explain
-from app.events.lead_fields import EVENT_LEAD_FIELDS
+from app.config.money_rules import (
+    CapConfig,
+    DedupeConfig,
+    Payout,
+    PayoutRule,
+    money_rules_problem,
+    payout_problem,
+)
+from app.config.urls import known_macros, landing_url_problem, postback_url_problem
 from storage.backend import is_postgres_url
-from storage.money import MAX_MONEY, percent_of, round_money
+from storage.money import MAX_MONEY
 
 Id = Annotated[str, Meta(min_length=1, max_length=255)]
 Durability = Literal["commit", "write-behind"]
@@ -28,7 +35,6 @@ PostbackTrigger = Literal["conversion", "approved", "rejected", "reversed"]
 ORGANIC = "organic"
 # The event route /api/event/{cid} could never reach a campaign with this id.
 _RESERVED_CIDS = frozenset({"trigger", "global"})
-_LANDING_MACROS = frozenset({"transaction_id", "cid", "pid"})
 _ORIGIN = re.compile(r"https?://[a-z0-9.-]+(:[0-9]{1,5})?")
 # Sent in a header or a query string as is, and too long to guess.
 _TOKEN = re.compile(r"[\x21-\x7e]{16,255}")
@@ -36,25 +42,6 @@ _TOKEN = re.compile(r"[\x21-\x7e]{16,255}")
 
 class ConfigError(Exception):
     """A configuration that cannot be served; the message is the whole diagnosis."""
-
-
-class PercentPayout(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
-                    tag="percent", tag_field="type"):
-    value: Decimal
-
-    def amount(self, revenue: Decimal) -> Decimal:
-        return percent_of(revenue, self.value)
-
-
-class FixedPayout(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
-                  tag="fixed", tag_field="type"):
-    value: Decimal
-
-    def amount(self, revenue: Decimal) -> Decimal:
-        return round_money(self.value)
-
-
-Payout = PercentPayout | FixedPayout
 
 
 class SourceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -91,6 +78,10 @@ class EventConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     # A conversion with revenue above this is stored pending ("revenue_above_hold") for an
     # operator to decide, whoever sent it; None: no such hold.
     hold_revenue_above: Decimal | None = None
+    # Conversions sooner than this after their lead's click are rejected ("too_fast"),
+    # later than this many days after it rejected ("expired").
+    min_seconds_after_click: Annotated[float, Meta(ge=0, le=31_536_000)] | None = None
+    max_days_after_click: Annotated[float, Meta(gt=0, le=3650)] | None = None
 
 
 class CampaignConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -115,6 +106,11 @@ class CampaignConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     # A request without a token: fired, its conversion held, only its non-conversion
     # events fired, or refused (app/events/senders.py).
     anonymous: Literal["accept", "hold", "events_only", "refuse"] = "accept"
+    # What each source is paid per offer, before the source's own payout (most specific
+    # first), the caps on conversions, and duplicate leads (app/config/money_rules.py).
+    payouts: list[PayoutRule] = []
+    caps: list[CapConfig] = []
+    dedupe: DedupeConfig | None = None
 
 
 class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -146,6 +142,9 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     # Proxies whose X-Forwarded-For names the client; None: uvicorn's FORWARDED_ALLOW_IPS
     # environment variable, else 127.0.0.1 and ::1.
     forwarded_allow_ips: list[str] | None = None
+    # The key of the hashes a campaign's dedupe keeps of lead field values (HMAC-SHA256):
+    # required once a campaign has dedupe, so a copied database lists no emails.
+    dedupe_secret: str | None = None
 
 
 Seconds = Annotated[float, Meta(gt=0, le=86_400)]
@@ -223,6 +222,9 @@ def _server_problem(server: ServerConfig) -> tuple[str, str] | None:
                 "write-behind is refused with PostgreSQL: the database decides the lock "
                 "window and the duplicate rule, so the database must decide before the "
                 "answer (use commit)")
+    if server.dedupe_secret is not None and len(server.dedupe_secret) < 16:
+        return ("server.dedupe_secret", "at least 16 characters (e.g. from: openssl rand "
+                                        "-hex 24)")
     for value in server.forwarded_allow_ips or ():
         problem = _network_problem(value)
         if problem:
@@ -277,7 +279,7 @@ def first_problem(config: Config) -> tuple[str, str] | None:
     if delivery.per_host > delivery.concurrency:
         return "delivery.per_host", "must not be more than concurrency"
 
-    macros = known_macros(config)
+    macros = known_macros(config.lead_fields)
     seen_pids: dict[str, int] = {}
     for i, source in enumerate(config.sources):
         place = f"sources[{i}]"
@@ -287,14 +289,9 @@ def first_problem(config: Config) -> tuple[str, str] | None:
         seen_pids[source.pid] = i
         if source.pid == ORGANIC and not source.active:
             return f"{place}.active", "the organic source is always active"
-        payout = source.payout
-        if payout is not None:
-            if not payout.value.is_finite() or payout.value < 0:
-                return f"{place}.payout.value", "must be a finite number >= 0"
-            if payout.value > MAX_MONEY:
-                return f"{place}.payout.value", f"must not be more than {MAX_MONEY:f}"
-            if isinstance(payout, PercentPayout) and payout.value > 100:
-                return f"{place}.payout.value", "a percent payout must be between 0 and 100"
+        found = None if source.payout is None else payout_problem(source.payout)
+        if found is not None:
+            return f"{place}.{found[0]}", found[1]
         for key in ("postback_url", "retraction_url"):
             url = getattr(source, key)
             if url is not None and (problem := postback_url_problem(url, macros)):
@@ -313,7 +310,7 @@ def first_problem(config: Config) -> tuple[str, str] | None:
         if found is not None:
             return f"{place}.{found[0]}", found[1]
         if campaign.landing_url is not None:
-            problem = _landing_url_problem(campaign.landing_url)
+            problem = landing_url_problem(campaign.landing_url)
             if problem:
                 return f"{place}.landing_url", problem
         for origin in campaign.allowed_origins:
@@ -345,6 +342,21 @@ def first_problem(config: Config) -> tuple[str, str] | None:
                         "only a conversion event holds revenue" if not event.conversion else
                         f"must be more than 0 and at most the event's max_revenue"
                         f" ({ceiling:f})")
+            if not event.conversion and (event.min_seconds_after_click is not None
+                                         or event.max_days_after_click is not None):
+                return (f"{place}.events[{j}].min_seconds_after_click"
+                        if event.min_seconds_after_click is not None
+                        else f"{place}.events[{j}].max_days_after_click",
+                        "only a conversion event has a conversion window")
+        found = money_rules_problem(
+            cid=campaign.cid, payouts=campaign.payouts, caps=campaign.caps,
+            conversions={event.event_id for event in campaign.events if event.conversion},
+            events=set(seen_events), pids={ORGANIC, *seen_pids})
+        if found is not None:
+            return f"{place}.{found[0]}", found[1]
+        if campaign.dedupe is not None and server.dedupe_secret is None:
+            return (f"{place}.dedupe", "needs [server] dedupe_secret: the key of the hashes "
+                                       "kept of lead field values")
         for j, postback in enumerate(campaign.postbacks):
             problem = postback_url_problem(postback.url, macros)
             if problem:
@@ -355,41 +367,4 @@ def first_problem(config: Config) -> tuple[str, str] | None:
                             f"{event_id!r} is not an event of campaign {campaign.cid!r}")
             if postback.secret is not None and not postback.secret.strip():
                 return f"{place}.postbacks[{j}].secret", "must not be empty"
-    return None
-
-
-# Macros every postback URL may use, whatever the lead carries.
-EVENT_MACROS = ("cid", "pid", "event_id", "transaction_id", "conversion_id", "revenue",
-                "payout", "conversion", "fired_at", "status", "reason")
-
-
-def known_macros(config: Config) -> frozenset[str]:
-    return frozenset((*EVENT_MACROS, *EVENT_LEAD_FIELDS, *config.lead_fields))
-
-
-def postback_url_problem(url: str, macros: frozenset[str]) -> str | None:
-    """Why a postback URL template cannot be used, or None.
-
-    Macros may only appear after the host, so no value can send a postback elsewhere.
-    """
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        return "must be an absolute http(s) URL"
-    if "{" in parts.netloc:
-        return "macros may not appear in the host"
-    unknown = set(re.findall(r"\{(\w*)\}", url)) - macros
-    if unknown:
-        names = ", ".join(sorted("{" + name + "}" for name in unknown))
-        return f"unknown macro {names} (declare extra lead fields in lead_fields)"
-    return None
-
-
-def _landing_url_problem(url: str) -> str | None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        return "must be an absolute http(s) URL"
-    unknown = set(re.findall(r"\{(\w*)\}", url)) - _LANDING_MACROS
-    if unknown:
-        names = ", ".join(sorted("{" + name + "}" for name in unknown))
-        return f"unknown macro {names} (known: {{transaction_id}}, {{cid}}, {{pid}})"
     return None

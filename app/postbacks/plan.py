@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from actors.messages import FireEvent
-from actors.rules import hold_reason
+from actors.rules import fire_status
 from app.config.schema import Config
 from app.postbacks.macros import macro_values, render_body, render_url
 from storage.records import ConversionView, PostbackRow
@@ -65,14 +65,19 @@ class Planner:
         return targets
 
     @staticmethod
-    def _fire_moments(conversion: bool, pending: bool) -> frozenset[str]:
-        return _APPROVED_AT_FIRE if conversion and not pending else _FIRED
+    def _fire_moments(status: str | None) -> frozenset[str]:
+        return _FIRE_MOMENTS.get(status or "", _FIRED)
 
     def wants(self, cid: str, event_id: str, pid: str, conversion: bool, *,
               pending: bool) -> bool:
         """Whether the event may owe postbacks as it fires. With ``pending`` False it may
-        answer yes for a conversion a hold then keeps pending, which owes fewer."""
-        return bool(self._targets(cid, event_id, pid, self._fire_moments(conversion, pending)))
+        answer yes for a conversion a hold then keeps pending, which owes fewer; a
+        conversion the actor rejects as it fires owes those sent on ``rejected``."""
+        if not conversion:
+            return bool(self._targets(cid, event_id, pid, _FIRED))
+        status = "pending" if pending else "approved"
+        return bool(self._targets(cid, event_id, pid,
+                                  self._fire_moments(status) | _REJECTED_AT_FIRE))
 
     def __call__(
         self,
@@ -82,12 +87,11 @@ class Planner:
         fired_at: str,
     ) -> tuple[PostbackRow, ...]:
         """The postbacks an event owes as it fires."""
-        held = hold_reason(event)
-        moments = self._fire_moments(event.conversion, held is not None)
-        status = ("pending" if held is not None else "approved") if event.conversion else ""
+        status, why = fire_status(event)
+        moments = self._fire_moments(status)
         # A conversion's first postbacks carry why it is held; a change's carry its reason.
-        values = macro_values(event, lead_fields, conversion_id, fired_at, status=status,
-                              reason=held or "")
+        values = macro_values(event, lead_fields, conversion_id, fired_at, status=status or "",
+                              reason=why or "")
         targets = self._targets(event.cid, event.event_id, event.pid, moments)
         return self._rows(targets, event, conversion_id, values, fired_at)
 
@@ -141,4 +145,8 @@ class Planner:
 
 
 _FIRED = frozenset({"conversion"})
-_APPROVED_AT_FIRE = frozenset({"conversion", "approved"})
+_REJECTED_AT_FIRE = frozenset({"rejected"})
+# What a conversion owes as it fires, by the status it fires with: a rejected one owes
+# only the postbacks sent on rejection.
+_FIRE_MOMENTS = {"approved": frozenset({"conversion", "approved"}), "pending": _FIRED,
+                 "rejected": _REJECTED_AT_FIRE}

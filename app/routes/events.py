@@ -18,7 +18,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from actors.messages import FireEvent, Verdict
-from actors.rules import hold_reason
 from app.config.schema import ORGANIC
 from app.edge import errors
 from app.edge.bodies import form_fields, read_fields
@@ -57,9 +56,9 @@ class EventData(msgspec.Struct):
     transaction_id: str
     conversion_id: str
     conversion: bool
-    # Conversions only (left out for other events): approved as it fired, or pending with
-    # why (a hold reason code; null when approved).
-    status: Literal["approved", "pending"] | UnsetType = UNSET
+    # Conversions only (left out for other events): approved as it fired, pending, or
+    # rejected as it fired, with why (a reason code; null when approved and paid).
+    status: Literal["approved", "pending", "rejected"] | UnsetType = UNSET
     reason: str | UnsetType | None = UNSET
 
 
@@ -317,23 +316,23 @@ async def _fire(request: Request, svc: Services, event: Event, dropped: dict[str
 
     event_fields, lead_fields = event.stored_fields()
     revenue = event.revenue
-    payout = None
-    if configured.conversion and revenue is not None and source.payout is not None:
-        payout = source.payout.amount(revenue)
+    payout = rule = None
+    if configured.conversion and revenue is not None:
+        priced, rule = svc.catalog.payouts.payout(fields.cid, source, fields.event_id)
+        payout = None if priced is None else priced.amount(revenue)
     pending = configured.conversion and configured.approval == "manual"
 
-    # Why the conversion is held, from the message the actor decides it from (below).
-    held: str | None = None
-
-    def data(conversion_id: str) -> EventData:
+    def data(conversion_id: str, status: str, reason: str | None) -> EventData:
+        """The answer's data, with the status and reason the actor fired it with."""
         if not configured.conversion:
             return EventData(cid=fields.cid, pid=pid, transaction_id=fields.transaction_id,
                              conversion_id=conversion_id, conversion=configured.conversion)
         return EventData(cid=fields.cid, pid=pid, transaction_id=fields.transaction_id,
                          conversion_id=conversion_id, conversion=configured.conversion,
-                         status="approved" if held is None else "pending", reason=held)
+                         status=status, reason=reason)  # type: ignore[arg-type]
 
-    answer_row = None if stored is None else (lambda conversion_id: stored(data(conversion_id)))
+    answer_row = None if stored is None else (
+        lambda conversion_id, status, reason: stored(data(conversion_id, status, reason)))
     message = FireEvent(
         transaction_id=fields.transaction_id,
         cid=fields.cid,
@@ -357,11 +356,13 @@ async def _fire(request: Request, svc: Services, event: Event, dropped: dict[str
         hold_reason=sender_hold,
         answer=answer_row,
         create=create,
+        payout_rule=rule,
+        min_seconds_after_click=configured.min_seconds_after_click,
+        max_days_after_click=configured.max_days_after_click,
     )
-    held = hold_reason(message)
     reply = await svc.registry.fire(message)
     refusal = _REFUSALS.get(reply.verdict)
     if refusal is not None:
         raise refusal()
     annotate(outcome="converted" if reply.conversion_id else "fired")
-    return Fired(data(reply.conversion_id), dropped)
+    return Fired(data(reply.conversion_id, reply.status, reply.reason), dropped)

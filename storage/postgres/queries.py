@@ -44,15 +44,15 @@ Pool = asyncpg.Pool
 async def load(pool: Pool, ids: list[str]) -> dict[str, StoredTransaction]:
     """Every transaction among ``ids`` with its lead and fired event ids, in one query."""
     rows = await pool.fetch(
-        "SELECT l.transaction_id, l.cid, l.pid, l.cost,"
+        "SELECT l.transaction_id, l.cid, l.pid, l.cost, l.created_at,"
         " ARRAY(SELECT DISTINCT e.event_id FROM events AS e"
         "       WHERE e.transaction_id = l.transaction_id)"
         " FROM leads AS l WHERE l.transaction_id = ANY($1::text[])", ids)
     return {
         transaction_id: StoredTransaction(
             cid=cid, pid=pid, cost=None if cost is None else Decimal(cost),
-            fired=frozenset(fired))
-        for transaction_id, cid, pid, cost, fired in rows
+            created_at=created_at, fired=frozenset(fired))
+        for transaction_id, cid, pid, cost, created_at, fired in rows
     }
 
 
@@ -74,10 +74,12 @@ async def transaction_view(pool: Pool, transaction_id: str) -> TransactionView |
                   revenue=money_value(row["revenue"]), payout=money_value(row["payout"]),
                   converted_at=row["converted_at"], fired_at=row["fired_at"],
                   fields=decode_fields(row["fields"]), status=row["status"],
-                  decided_at=row["decided_at"], reason=row["hold_reason"])
+                  decided_at=row["decided_at"], reason=row["hold_reason"],
+                  payout_rule=row["payout_rule"], duplicate_of=row["duplicate_of"])
         for row in await pool.fetch(
             "SELECT event_id, pid, conversion, conversion_id, revenue, payout, converted_at,"
-            " fired_at, fields, status, decided_at, hold_reason FROM events"
+            " fired_at, fields, status, decided_at, hold_reason, payout_rule, duplicate_of"
+            " FROM events"
             " WHERE transaction_id = $1 ORDER BY id", transaction_id)
     ]
     postbacks = [postback_row(row) for row in await pool.fetch(

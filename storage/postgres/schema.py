@@ -155,6 +155,31 @@ MIGRATIONS: tuple[str, ...] = (
     WHERE conversion AND (status = 'pending' OR conversion_id IN (
         SELECT conversion_id FROM conversion_changes WHERE from_status = 'pending'));
     """,
+    # 6: the money rules (storage/sqlite/schema.py's migration 9).
+    """
+    ALTER TABLE events ADD COLUMN payout_rule TEXT;
+    ALTER TABLE events ADD COLUMN duplicate_of TEXT;
+    CREATE TABLE cap_usage (
+        cap TEXT NOT NULL,
+        period TEXT NOT NULL,
+        used NUMERIC NOT NULL,
+        PRIMARY KEY (cap, period)
+    );
+    CREATE TABLE cap_charges (
+        conversion_id TEXT NOT NULL,
+        cap TEXT NOT NULL,
+        period TEXT NOT NULL,
+        amount NUMERIC NOT NULL,
+        PRIMARY KEY (conversion_id, cap)
+    );
+    CREATE TABLE lead_keys (
+        cid TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        created_at TEXT COLLATE "C" NOT NULL,
+        transaction_id TEXT NOT NULL,
+        PRIMARY KEY (cid, digest, created_at, transaction_id)
+    );
+    """,
 )
 
 # Any fixed number: every process that starts migrates under this lock, one at a time.

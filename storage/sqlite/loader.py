@@ -15,14 +15,14 @@ from storage.records import StoredTransaction
 
 _LOAD = """
 SELECT json_group_array(json_array(
-    l.transaction_id, l.cid, l.pid, l.cost,
+    l.transaction_id, l.cid, l.pid, l.cost, l.created_at,
     (SELECT json_group_array(DISTINCT e.event_id) FROM events AS e
      WHERE e.transaction_id = l.transaction_id)))
 FROM leads AS l
 WHERE l.transaction_id IN (SELECT value FROM json_each(?))
 """
 _ids = msgspec.json.Encoder()
-_rows = msgspec.json.Decoder(list[tuple[str, str, str, str | None, list[str]]])
+_rows = msgspec.json.Decoder(list[tuple[str, str, str, str | None, str, list[str]]])
 
 
 async def query_sqlite(conn: aiosqlite.Connection, ids: list[str]) -> dict[str, StoredTransaction]:
@@ -31,6 +31,6 @@ async def query_sqlite(conn: aiosqlite.Connection, ids: list[str]) -> dict[str, 
     return {
         transaction_id: StoredTransaction(
             cid=cid, pid=pid, cost=None if cost is None else Decimal(cost),
-            fired=frozenset(fired))
-        for transaction_id, cid, pid, cost, fired in _rows.decode(rows[0][0])
+            created_at=created_at, fired=frozenset(fired))
+        for transaction_id, cid, pid, cost, created_at, fired in _rows.decode(rows[0][0])
     }

@@ -22,7 +22,8 @@ _LEAD = (
 _FIELDS = "SELECT fields FROM leads WHERE transaction_id = ?"
 _EVENTS = (
     "SELECT event_id, pid, conversion, conversion_id, revenue, payout, converted_at, fired_at,"
-    " fields, status, decided_at, hold_reason FROM events WHERE transaction_id = ?"
+    " fields, status, decided_at, hold_reason, payout_rule, duplicate_of FROM events"
+    " WHERE transaction_id = ?"
     " ORDER BY id"
 )
 
@@ -53,9 +54,11 @@ async def transaction_view(
             status=status,
             decided_at=decided_at,
             reason=hold_reason,
+            payout_rule=payout_rule,
+            duplicate_of=duplicate_of,
         )
         for (event_id, event_pid, conversion, conversion_id, revenue, payout, converted_at,
-             fired_at, event_fields, status, decided_at, hold_reason)
+             fired_at, event_fields, status, decided_at, hold_reason, payout_rule, duplicate_of)
         in await conn.execute_fetchall(_EVENTS, (transaction_id,))
     ]
     return TransactionView(

@@ -200,6 +200,34 @@ MIGRATIONS: tuple[Step, ...] = (
     WHERE conversion = 1 AND (status = 'pending' OR conversion_id IN (
         SELECT conversion_id FROM conversion_changes WHERE from_status = 'pending'));
     """,
+    # 9: the money rules. Which payout rule priced a conversion, and which earlier lead a
+    # duplicate lead repeats; each cap's use per period and what each conversion added to
+    # it (given back when it is rejected or reversed); keyed hashes of the lead field
+    # values a campaign de-duplicates on.
+    """
+    ALTER TABLE events ADD COLUMN payout_rule TEXT;
+    ALTER TABLE events ADD COLUMN duplicate_of TEXT;
+    CREATE TABLE cap_usage (
+        cap TEXT NOT NULL,
+        period TEXT NOT NULL,
+        used INTEGER NOT NULL,
+        PRIMARY KEY (cap, period)
+    ) WITHOUT ROWID;
+    CREATE TABLE cap_charges (
+        conversion_id TEXT NOT NULL,
+        cap TEXT NOT NULL,
+        period TEXT NOT NULL,
+        amount INTEGER NOT NULL,
+        PRIMARY KEY (conversion_id, cap)
+    ) WITHOUT ROWID;
+    CREATE TABLE lead_keys (
+        cid TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        transaction_id TEXT NOT NULL,
+        PRIMARY KEY (cid, digest, created_at, transaction_id)
+    ) WITHOUT ROWID;
+    """,
 )
 
 
