@@ -30,6 +30,11 @@ class ConversionConflict(Exception):
     process changed it first): nothing of the op was written; decide again."""
 
 
+class PostbackBeingSent(Exception):
+    """An operator's resend found the postback leased to a delivery, delivered, or with an
+    attempt recorded since it was read: nothing was written."""
+
+
 class BackupInProgress(Exception):
     """Another backup of this database is being written; one runs at a time."""
 

@@ -152,6 +152,12 @@ class PostbackChange(msgspec.Struct, frozen=True, kw_only=True, array_like=True)
     last_status_code: int | None
     last_error: str | None
     updated_at: str
+    # The state the change was decided from, so that it applies to nothing else: an
+    # attempt's outcome (attempts one more than before) on a pending postback, under the
+    # lease it was sent with (PostgreSQL); an operator's resend (attempts as they were)
+    # on one not delivered and no longer leased.
+    resend: bool = False
+    lease: str | None = None
 
 
 class ConversionChange(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
@@ -316,6 +322,9 @@ class DuePostback(msgspec.Struct, frozen=True, kw_only=True):
     secret: str | None
     attempts: int
     max_attempts: int
+    # On PostgreSQL, the lease this process holds it under: its outcome is recorded only
+    # while no other process has taken it since.
+    lease: str | None = None
 
 
 # How many due postbacks a read looks through, oldest first, for those their hosts have

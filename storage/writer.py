@@ -63,6 +63,24 @@ def merge_lead_changes(changes: list[LeadChange]) -> list[LeadChange]:
     return list(merged.values())
 
 
+def postback_rounds(ops: list[WriteOp]) -> list[list[WriteOp]]:
+    """The ops that change a postback, in order, split into rounds that change each
+    postback at most once: a round is one statement, and every change is checked against
+    the state the change before it left (see PostbackChange)."""
+    rounds: list[tuple[list[WriteOp], set[int]]] = []
+    for op in ops:
+        if op.postback_change is None:
+            continue
+        postback_id = op.postback_change.postback_id
+        after = next((index + 1 for index in range(len(rounds) - 1, -1, -1)
+                      if postback_id in rounds[index][1]), 0)
+        if after == len(rounds):
+            rounds.append(([], set()))
+        rounds[after][0].append(op)
+        rounds[after][1].add(postback_id)
+    return [round_ops for round_ops, _ in rounds]
+
+
 @dataclass(frozen=True, slots=True)
 class BatchRows:
     """A batch's rows by table, in the order of its ops: what each database's writer

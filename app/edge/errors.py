@@ -161,6 +161,10 @@ def postback_delivered() -> ApiError:
     return ApiError(409, "Postback already delivered", "already_delivered")
 
 
+def postback_being_delivered() -> ApiError:
+    return ApiError(409, "Postback being delivered", "being_delivered")
+
+
 def backup_in_progress() -> ApiError:
     return ApiError(409, "Backup in progress", "backup_in_progress")
 

@@ -102,6 +102,10 @@ class Dispatcher:
     def in_flight(self) -> int:
         return len(self._in_flight)
 
+    def delivering(self, postback_id: int) -> bool:
+        """Whether this process is sending ``postback_id`` now."""
+        return postback_id in self._in_flight
+
     def start(self) -> None:
         if self._client is None:
             # The lines not mutated only size the pool (the dispatcher itself keeps to
@@ -268,7 +272,7 @@ class Dispatcher:
                                            attempts=attempt, max_attempts=postback.max_attempts,
                                            next_attempt_at=utc_text(next_at),
                                            last_status_code=status_code, last_error=error,
-                                           updated_at=now),
+                                           updated_at=now, lease=postback.lease),
         )
         # The path, never the query string: that is where a postback's lead fields go.
         # A dead letter (no attempt left) is a warning: someone has to look at it.

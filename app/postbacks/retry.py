@@ -49,4 +49,5 @@ def manual_retry(postback: PostbackView, now: str) -> PostbackChange:
         last_status_code=postback.last_status_code,
         last_error=postback.last_error,
         updated_at=now,
+        resend=True,
     )

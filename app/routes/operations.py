@@ -121,7 +121,7 @@ def operations(demo: bool) -> dict[str, dict[str, Op]]:
         "/api/postbacks/{postback_id}/retry": {
             "post": Op("Send a failed or waiting postback now", {
                 202: ("Retry scheduled", PostbackView), 404: _NO_TOKEN[1],
-                409: ("Already delivered", None)},
+                409: ("Already delivered, or being delivered", None)},
                 path=postback_id, admin=True, tags=("postbacks",)),
         },
         "/api/conversions": {

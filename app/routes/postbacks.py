@@ -13,6 +13,7 @@ from app.events.payloads import parse_postback_query
 from app.postbacks.retry import manual_retry
 from app.routes.admin import require_admin
 from app.services import services
+from storage.errors import PostbackBeingSent
 from storage.records import WriteOp
 
 # SQLite's integers are 64-bit: a larger id cannot exist, and binding it would overflow.
@@ -48,7 +49,8 @@ async def show_postback(request: Request) -> Response:
 
 
 async def retry_postback(request: Request) -> Response:
-    """POST /api/postbacks/{id}/retry: send a failed (or waiting) postback now."""
+    """POST /api/postbacks/{id}/retry: send a failed (or waiting) postback now; 409 while
+    one is being delivered (by any process) or once delivered."""
     svc = services(request)
     require_admin(request, svc)
     postback_id = _postback_id(request)
@@ -58,8 +60,18 @@ async def retry_postback(request: Request) -> Response:
         raise errors.postback_not_found()
     if found.status == "delivered":
         raise errors.postback_delivered()
+    if svc.dispatcher.delivering(postback_id):
+        raise errors.postback_being_delivered()
     change = manual_retry(found, utc_text(svc.clock.now()))
-    await svc.store.submit(WriteOp(postback_change=change), bounded=False)
+    try:
+        # Refused by the store when another process holds the postback's lease, or an
+        # attempt was recorded since it was read: two sends at once would reach the buyer.
+        await svc.store.commit(WriteOp(postback_change=change))
+    except PostbackBeingSent:
+        now = await svc.store.postback(postback_id)
+        if now is not None and now.status == "delivered":
+            raise errors.postback_delivered() from None
+        raise errors.postback_being_delivered() from None
     svc.dispatcher.wake()
     return success_response(202, "Postback retry scheduled",
                             await svc.store.postback(postback_id))

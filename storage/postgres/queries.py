@@ -150,7 +150,7 @@ WHERE id IN (
         ORDER BY next_attempt_at, id LIMIT $4)
       AND (claimed_until IS NULL OR claimed_until <= coalesce($6::timestamptz, now()))
     FOR UPDATE SKIP LOCKED)
-RETURNING id, method, url, host, body, secret, attempts, max_attempts
+RETURNING id, method, url, host, body, secret, attempts, max_attempts, claimed_until AS lease
 """
 
 
@@ -160,7 +160,9 @@ async def lease_due_postbacks(pool: Pool, now: str, *, limit: int, skip_ids: lis
     rows = await pool.fetch(_LEASE, now, skip_ids, list(hosts.in_flight), limit, lease_seconds,
                             db_now, list(hosts.in_flight.values()), hosts.per_host,
                             max(limit, DUE_SCAN))
-    return sorted((DuePostback(**dict(row)) for row in rows), key=lambda due: due.id)
+    # The lease's end is its token: a later lease of the row always ends later.
+    return sorted((DuePostback(**dict(row) | {"lease": row["lease"].isoformat()})
+                   for row in rows), key=lambda due: due.id)
 
 
 async def next_postback_due_at(pool: Pool, skip_ids: list[int], skip_hosts: list[str],

@@ -84,7 +84,7 @@ class PostgresStore(BatchedStore[PostgresWriter]):
         self._windows = WindowClaimer(pool, clock=self._db_clock)
         self._windows.start()
         self._writer = PostgresWriter(pool, max_pending=self._max_pending, gather_seconds=0.0,
-                                      on_commit=self._committed)
+                                      on_commit=self._committed, db_clock=self._db_clock)
         self._writer.start()
 
     async def close(self) -> None:

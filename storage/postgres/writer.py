@@ -9,14 +9,17 @@ fails, with DuplicateEvent, and its answer is the duplicate rule's. The hourly r
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 import asyncpg
 import msgspec
+import structlog
 from asyncpg.pool import PoolConnectionProxy
 
-from storage.errors import ConversionConflict, DuplicateEvent, LeadExists
+from storage.errors import ConversionConflict, DuplicateEvent, LeadExists, PostbackBeingSent
 from storage.money import micro, money_text, money_value
 from storage.postgres import rollups
 from storage.records import (
@@ -31,7 +34,7 @@ from storage.records import (
     PostbackRow,
     WriteOp,
 )
-from storage.writer import BatchRows, BatchWriter, merge_lead_changes
+from storage.writer import BatchRows, BatchWriter, merge_lead_changes, postback_rounds
 
 # Columns that are not text, by name (AnswerRow's status is its HTTP status code).
 _TYPES = {
@@ -39,6 +42,7 @@ _TYPES = {
     "revenue_micro": "bigint", "payout_micro": "bigint", "max_attempts": "integer",
     "attempts": "integer", "postback_id": "bigint", "attempt": "integer",
     "status_code": "integer", "latency_ms": "double precision", "last_status_code": "integer",
+    "resend": "boolean", "lease": "timestamptz",
 }
 
 
@@ -83,13 +87,24 @@ UPDATE leads SET
 FROM (SELECT {_columns(LeadChange)} FROM jsonb_array_elements($1::jsonb) AS v) AS c
 WHERE leads.transaction_id = c.transaction_id
 """
+# Only from the state the change was decided from (see PostbackChange), which every
+# process reads the same: an attempt's outcome lands while its lease is the one the
+# postback holds (a lease taken since by another process has another claimed_until), a
+# resend only once no lease is live ($2 stands in for the database's clock in tests). A
+# delivered postback is never made pending again.
 _UPDATE_POSTBACKS = f"""
 UPDATE postbacks SET
     status = c.status, attempts = c.attempts, max_attempts = c.max_attempts,
     next_attempt_at = c.next_attempt_at, last_status_code = c.last_status_code,
     last_error = c.last_error, updated_at = c.updated_at, claimed_until = NULL
 FROM (SELECT {_columns(PostbackChange)} FROM jsonb_array_elements($1::jsonb) AS v) AS c
-WHERE postbacks.id = c.postback_id
+WHERE postbacks.id = c.postback_id AND CASE WHEN c.resend
+    THEN postbacks.status <> 'delivered' AND postbacks.attempts = c.attempts
+         AND (postbacks.claimed_until IS NULL
+              OR postbacks.claimed_until <= coalesce($2::timestamptz, now()))
+    ELSE postbacks.status = 'pending' AND postbacks.attempts = c.attempts - 1
+         AND (c.lease IS NULL OR postbacks.claimed_until = c.lease) END
+RETURNING postbacks.id
 """
 # Compare-and-set: a conversion moves only from the status its change was decided from,
 # which another process may have changed since it was read.
@@ -100,9 +115,10 @@ FROM (SELECT v->>0 AS conversion_id, v->>1 AS from_status, v->>2 AS to_status,
 WHERE events.conversion_id = c.conversion_id AND events.status = c.from_status
 """
 _rows = msgspec.json.Encoder()
+log = structlog.get_logger("storage.writer")
 
 # Errors that no retry can cure: the op itself is wrong and is refused alone.
-_PERMANENT = (DuplicateEvent, LeadExists, ConversionConflict,
+_PERMANENT = (DuplicateEvent, LeadExists, ConversionConflict, PostbackBeingSent,
               asyncpg.IntegrityConstraintViolationError, asyncpg.DataError, ValueError, TypeError)
 
 
@@ -126,9 +142,11 @@ class PostgresWriter(BatchWriter):
     permanent = _PERMANENT
     task_name = "postgres-writer"
 
-    def __init__(self, pool: asyncpg.Pool, **options: Any) -> None:
+    def __init__(self, pool: asyncpg.Pool, *,
+                 db_clock: Callable[[], datetime] | None = None, **options: Any) -> None:
         super().__init__(**options)
         self._pool = pool
+        self._db_clock = db_clock
 
     async def _apply(self, ops: list[WriteOp]) -> None:
         batch = BatchRows.of(ops)
@@ -151,14 +169,39 @@ class PostgresWriter(BatchWriter):
             await _execute(conn, [
                 (_UPDATE_LEADS, lead_changes),
                 (_INSERT_POSTBACKS, batch.postbacks),
-                (_INSERT_ATTEMPTS, batch.attempts),
-                (_UPDATE_POSTBACKS, batch.postback_changes),
+            ])
+            await self._change_postbacks(conn, ops)
+            await _execute(conn, [
+                (_INSERT_ATTEMPTS, [op.attempt for op in ops
+                                    if op.attempt is not None and op.postback_change is None]),
                 (_INSERT_CONVERSION_CHANGES, batch.conversion_changes),
                 (_UPDATE_CONVERSIONS, [[conversion_id, *move] for conversion_id, move
                                        in moves.items()]),
                 (_INSERT_ANSWERS, batch.answers),
                 (_RELEASE_KEYS, batch.released_keys),
             ])
+
+    async def _change_postbacks(self, conn: PoolConnectionProxy, ops: list[WriteOp]) -> None:
+        """Each postback change that still finds its state, with its attempt; an attempt
+        whose change found another state is not recorded (another process has taken or
+        delivered the postback since), a resend that did not apply refuses its op."""
+        db_now = None if self._db_clock is None else self._db_clock()
+        for round_ops in postback_rounds(ops):
+            changes = [op.postback_change for op in round_ops]
+            applied = {row[0] for row in await conn.fetch(
+                _UPDATE_POSTBACKS, _rows.encode(changes).decode(), db_now)}
+            attempts = []
+            for op in round_ops:
+                change = op.postback_change
+                assert change is not None
+                if change.postback_id not in applied:
+                    if change.resend:
+                        raise PostbackBeingSent
+                    log.warning("postback_attempt_not_recorded",
+                                postback_id=change.postback_id, reason="lease_lost")
+                elif op.attempt is not None:
+                    attempts.append(op.attempt)
+            await _execute(conn, [(_INSERT_ATTEMPTS, attempts)])
 
     async def _rollback(self) -> None:
         """Nothing to do: the transaction's context rolled it back."""

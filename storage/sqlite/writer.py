@@ -9,6 +9,7 @@ import aiosqlite
 import msgspec
 import structlog
 
+from storage.errors import PostbackBeingSent
 from storage.records import (
     AnswerRow,
     AttemptRow,
@@ -19,7 +20,7 @@ from storage.records import (
     WriteOp,
 )
 from storage.sqlite import rollups
-from storage.writer import BatchRows, BatchWriter, merge_lead_changes
+from storage.writer import BatchRows, BatchWriter, merge_lead_changes, postback_rounds
 
 log = structlog.get_logger("storage.writer")
 
@@ -61,6 +62,9 @@ FROM (SELECT json_extract(value, '$[0]') AS transaction_id,
       FROM json_each(?)) AS c
 WHERE leads.transaction_id = c.transaction_id
 """
+# Only from the state the change was decided from (see PostbackChange): an attempt's
+# outcome lands on the pending postback it was sent as, a resend on one not delivered; a
+# delivered postback is never made pending again.
 _UPDATE_POSTBACKS = """
 UPDATE postbacks SET
     status = c.status, attempts = c.attempts, max_attempts = c.max_attempts,
@@ -70,9 +74,13 @@ FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS s
              json_extract(value, '$[2]') AS attempts, json_extract(value, '$[3]') AS max_attempts,
              json_extract(value, '$[4]') AS next_attempt_at,
              json_extract(value, '$[5]') AS last_status_code,
-             json_extract(value, '$[6]') AS last_error, json_extract(value, '$[7]') AS updated_at
+             json_extract(value, '$[6]') AS last_error, json_extract(value, '$[7]') AS updated_at,
+             json_extract(value, '$[8]') AS resend
       FROM json_each(?)) AS c
-WHERE postbacks.id = c.id
+WHERE postbacks.id = c.id AND CASE WHEN c.resend
+    THEN postbacks.status <> 'delivered' AND postbacks.attempts = c.attempts
+    ELSE postbacks.status = 'pending' AND postbacks.attempts = c.attempts - 1 END
+RETURNING postbacks.id
 """
 _INSERT_CONVERSION_CHANGES = _bulk_insert("conversion_changes", ConversionChange)
 # The changes of one batch were decided one after another: the last one stands.
@@ -91,8 +99,8 @@ class Writer(BatchWriter):
     """SQLite's writer, on its one write connection."""
 
     task_name = "sqlite-writer"
-    permanent = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingError,
-                 sqlite3.InterfaceError, ValueError, TypeError)
+    permanent = (PostbackBeingSent, sqlite3.IntegrityError, sqlite3.DataError,
+                 sqlite3.ProgrammingError, sqlite3.InterfaceError, ValueError, TypeError)
 
     def __init__(self, conn: aiosqlite.Connection, **options: Any) -> None:
         super().__init__(**options)
@@ -115,11 +123,15 @@ class Writer(BatchWriter):
         # The roll-ups, in this transaction: between the new rows and the changes to them.
         await rollups.record(conn, batch.leads, batch.events, lead_changes,
                              batch.conversion_changes)
+        steps: tuple[tuple[str, list[Any]], ...] = (
+            (_UPDATE_LEADS, lead_changes), (_INSERT_POSTBACKS, batch.postbacks))
+        for sql, rows in steps:
+            if rows:
+                await conn.execute(sql, (_rows.encode(rows).decode(),))
+        await self._change_postbacks(ops)
         for sql, rows in (
-            (_UPDATE_LEADS, lead_changes),
-            (_INSERT_POSTBACKS, batch.postbacks),
-            (_INSERT_ATTEMPTS, batch.attempts),
-            (_UPDATE_POSTBACKS, batch.postback_changes),
+            (_INSERT_ATTEMPTS, [op.attempt for op in ops
+                                if op.attempt is not None and op.postback_change is None]),
             (_INSERT_CONVERSION_CHANGES, batch.conversion_changes),
             (_UPDATE_CONVERSIONS, last_changes),
             (_INSERT_ANSWERS, answers),
@@ -128,9 +140,36 @@ class Writer(BatchWriter):
                 await conn.execute(sql, (_rows.encode(rows).decode(),))
         await conn.commit()
 
+    async def _change_postbacks(self, ops: list[WriteOp]) -> None:
+        """Each postback change that still finds its state, with its attempt; an attempt
+        whose change found another state is not recorded (its outcome no longer counts),
+        a resend that did not apply refuses its op."""
+        for round_ops in postback_rounds(ops):
+            changes = [op.postback_change for op in round_ops]
+            applied = {row[0] for row in await self._conn.execute_fetchall(
+                _UPDATE_POSTBACKS, (_rows.encode(changes).decode(),))}
+            await _record_attempts(self._conn, round_ops, applied)
+
     async def _rollback(self) -> None:
         try:
             if self._conn.in_transaction:
                 await self._conn.rollback()
         except Exception as exc:  # the connection itself may be gone
             log.error("rollback_failed", error=repr(exc))
+
+
+async def _record_attempts(conn: aiosqlite.Connection, ops: list[WriteOp],
+                           applied: set[int]) -> None:
+    attempts = []
+    for op in ops:
+        change = op.postback_change
+        assert change is not None
+        if change.postback_id not in applied:
+            if change.resend:
+                raise PostbackBeingSent
+            log.warning("postback_attempt_not_recorded", postback_id=change.postback_id,
+                        reason="changed_since_sent")
+        elif op.attempt is not None:
+            attempts.append(op.attempt)
+    if attempts:
+        await conn.execute(_INSERT_ATTEMPTS, (_rows.encode(attempts).decode(),))
