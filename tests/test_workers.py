@@ -10,7 +10,7 @@ import pytest
 import uvicorn
 
 from app.config.schema import Config, demo_config
-from app.serve import workers
+from app.serve import supervisor, workers
 
 
 def _never(config: Config) -> uvicorn.Config:
@@ -25,7 +25,7 @@ def test_workers_refuse_a_port_another_server_listens_on(
     with other:
         port = other.getsockname()[1]
         plan = workers.Plan(demo_config(), None, "info", _never)
-        assert workers.serve(2, "127.0.0.1", port, plan) == 1
+        assert supervisor.serve(2, "127.0.0.1", port, plan) == 1
     assert capsys.readouterr().err.startswith(f"cannot listen on 127.0.0.1:{port}: ")
 
 

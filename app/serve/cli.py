@@ -32,7 +32,7 @@ from app.conversions.rules import Action
 from app.events.senders import exposure_warnings
 from app.factory import build_store, create_app
 from app.observe.logs import configure_logging
-from app.serve import exits, workers
+from app.serve import exits, supervisor, workers
 from app.serve.conversion_command import change_from_file
 from app.serve.exits import Refusal, check_database
 from app.serve.report_args import add_report_parser, report_params
@@ -191,7 +191,7 @@ def _serve(args: argparse.Namespace) -> int:
         configure_logging(args.log_level, process={"process_id": os.getpid()})
         build = functools.partial(_worker_settings, demo=not args.config,
                                   config_file=config_file)
-        return workers.serve(args.workers, config.server.host, config.server.port,
+        return supervisor.serve(args.workers, config.server.host, config.server.port,
                              workers.Plan(config, config_file, args.log_level, build))
     configure_logging(args.log_level)
     return _run(args, config, config_file)
