@@ -23,6 +23,7 @@ from storage.money import micro, money_text
 from storage.records import (
     EventRow,
     LeadChange,
+    LeadKeyRow,
     LeadRow,
     PostbackRow,
     WriteOp,
@@ -262,6 +263,8 @@ class TransactionActor:
             )
         op = WriteOp(
             lead=lead,
+            lead_keys=_key_rows(state.cid, event.lead_keys, state.created_at or fired_at,
+                                self.transaction_id),
             event=EventRow(
                 transaction_id=self.transaction_id,
                 cid=event.cid,
@@ -327,6 +330,7 @@ class TransactionActor:
 
     async def _create(self, lead: CreateLead) -> Reply:
         rt = self._rt
+        created_at = utc_text(rt.clock.now())
         op = WriteOp(lead=LeadRow(
             transaction_id=self.transaction_id,
             cid=lead.cid,
@@ -335,8 +339,8 @@ class TransactionActor:
             cost=None,
             ip=lead.ip,
             user_agent=lead.user_agent,
-            created_at=utc_text(rt.clock.now()),
-        ))
+            created_at=created_at,
+        ), lead_keys=_key_rows(lead.cid, lead.lead_keys, created_at, self.transaction_id))
         if self.state is not None:
             self.state.created_at = op.lead.created_at if op.lead is not None else None
         try:
@@ -362,6 +366,14 @@ class TransactionActor:
                 self._pending = None
         if written.cancelled() or written.exception() is not None:
             self._loaded = False
+
+
+def _key_rows(cid: str, digests: tuple[str, ...], created_at: str,
+              transaction_id: str) -> tuple[LeadKeyRow, ...]:
+    """The lead's keys, stamped with when it was created: the dedupe window counts from
+    the lead's click, whenever a field arrived."""
+    return tuple(LeadKeyRow(cid=cid, digest=digest, created_at=created_at,
+                            transaction_id=transaction_id) for digest in digests)
 
 
 def _cost_delta(event: FireEvent) -> str | None:

@@ -45,6 +45,9 @@ class FireEvent(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     # An unknown transaction gets its lead (this cid and pid, the event's lead fields)
     # in the same write as the event.
     create: bool = False
+    # The keyed hashes of the lead fields it sends (app/events/dedupe.py), kept with the
+    # lead in the same write.
+    lead_keys: tuple[str, ...] = ()
     # The payout rule that priced ``payout`` (app/events/payouts.py).
     payout_rule: str | None = None
     # The event's conversion window (seconds and days after the lead's click): outside
@@ -71,6 +74,8 @@ class CreateLead(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     fields: dict[str, Any] = {}
     ip: str | None = None
     user_agent: str | None = None
+    # The keyed hashes of its fields (app/events/dedupe.py), kept with the lead.
+    lead_keys: tuple[str, ...] = ()
 
 
 class LeadOf(msgspec.Struct, frozen=True, kw_only=True, tag=True):

@@ -130,6 +130,14 @@ class EventStore(Protocol):
 
     async def lead_fields(self, transaction_id: str) -> dict[str, Any]: ...
 
+    async def first_lead_sharing(self, cid: str, transaction_id: str,
+                                 digests: tuple[str, ...], days: int, *,
+                                 new_at: str) -> str | None:
+        """The earliest other lead of ``cid`` with one of ``digests`` (lead_keys), created
+        within ``days`` before the lead of ``transaction_id`` (at ``new_at`` if it is not
+        stored) and not after it: its transaction id, or None."""
+        ...
+
     async def claim_answer(self, key: str, fingerprint: str, now: str,
                            until: str) -> AnswerRow | None:
         """The live answer stored under ``key``, or None: then this request handles it.

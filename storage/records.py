@@ -79,6 +79,16 @@ class EventRow(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     duplicate_of: str | None = None
 
 
+class LeadKeyRow(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    """A keyed hash of one of a lead's de-duplicated field values (app/events/dedupe.py),
+    with when the lead was created: never the value itself."""
+
+    cid: str
+    digest: str
+    created_at: str
+    transaction_id: str
+
+
 class LeadChange(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     """Fields merged into a lead (JSON merge patch) and its new cost, if it changed.
 
@@ -204,6 +214,8 @@ class WriteOp(msgspec.Struct, frozen=True, kw_only=True):
     answer: AnswerRow | None = None
     # An Idempotency-Key reserved in a shared database whose request stored nothing.
     released_key: str | None = None
+    # The hashes a lead's de-duplicated field values add (kept when already there).
+    lead_keys: tuple[LeadKeyRow, ...] = ()
 
 
 class StoredTransaction(msgspec.Struct, frozen=True, kw_only=True):

@@ -28,6 +28,7 @@ from storage.records import (
     ConversionChange,
     EventRow,
     LeadChange,
+    LeadKeyRow,
     LeadRow,
     PostbackChange,
     PostbackRow,
@@ -96,6 +97,7 @@ class BatchRows:
     conversion_changes: list[ConversionChange]
     answers: list[AnswerRow]
     released_keys: list[str]
+    lead_keys: list[LeadKeyRow]
 
     @classmethod
     def of(cls, ops: list[WriteOp]) -> BatchRows:
@@ -110,6 +112,7 @@ class BatchRows:
             conversion_changes=[change for op in ops for change in op.conversion_changes],
             answers=[op.answer for op in ops if op.answer is not None],
             released_keys=[op.released_key for op in ops if op.released_key is not None],
+            lead_keys=[row for op in ops for row in op.lead_keys],
         )
 
 

@@ -29,7 +29,7 @@ log = structlog.get_logger("app.reload")
 
 # [server] keys read on every request; every other [server] key was used at start-up.
 _RUNTIME_SERVER_KEYS = frozenset({"admin_token", "metrics_public", "max_revenue",
-                                  "max_concurrent_reports", "backup_keep"})
+                                  "max_concurrent_reports", "backup_keep", "dedupe_secret"})
 # The postback connection pool is sized once.
 _RESTART_DELIVERY_KEYS = ("concurrency",)
 

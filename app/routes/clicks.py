@@ -14,6 +14,7 @@ from actors.messages import CreateLead
 from app.edge.bodies import form_fields, read_fields
 from app.edge.envelope import success_response
 from app.edge.request_info import bind_ids, client_ip, header, user_agent
+from app.events import dedupe
 from app.events.payloads import parse_click
 from app.observe.logs import annotate
 from app.services import services
@@ -45,13 +46,16 @@ async def _click(request: Request, raw: dict[str, Any], *, redirect: bool) -> Re
 
     transaction_id = f"txn_{uuid.uuid4()}"
     annotate(transaction_id=transaction_id)
+    lead_fields = click.lead_fields()
     await svc.registry.create_lead(CreateLead(
         transaction_id=transaction_id,
         cid=fields.cid,
         pid=fields.pid,
-        fields=click.lead_fields(),
+        fields=lead_fields,
         ip=client_ip(request),
         user_agent=user_agent(request),
+        lead_keys=dedupe.keys_of(campaign.dedupe, svc.config.server.dedupe_secret,
+                                 fields.cid, lead_fields),
     ))
     annotate(outcome="lead_created")
     if redirect and campaign.landing_url:

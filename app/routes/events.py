@@ -24,7 +24,7 @@ from app.edge.bodies import form_fields, read_fields
 from app.edge.envelope import error_body, success_body, success_response
 from app.edge.errors import ApiError
 from app.edge.request_info import bind_ids, client_ip, header, user_agent
-from app.events import idempotency
+from app.events import dedupe, idempotency
 from app.events.catalog import Catalog
 from app.events.idempotency import Answer
 from app.events.limits import over_limit
@@ -333,6 +333,11 @@ async def _fire(request: Request, svc: Services, event: Event, dropped: dict[str
 
     answer_row = None if stored is None else (
         lambda conversion_id, status, reason: stored(data(conversion_id, status, reason)))
+    screened = await dedupe.screen(
+        svc.store, campaign.dedupe, svc.config.server.dedupe_secret, cid=fields.cid,
+        transaction_id=fields.transaction_id, lead_fields=lead_fields,
+        conversion=configured.conversion, now=svc.clock.now(),
+        settle=svc.config.server.durability == "write-behind")
     message = FireEvent(
         transaction_id=fields.transaction_id,
         cid=fields.cid,
@@ -345,6 +350,9 @@ async def _fire(request: Request, svc: Services, event: Event, dropped: dict[str
         cost=fields.cost,
         cost_operation=event.cost_operation,
         lead_fields=lead_fields,
+        lead_keys=screened.keys,
+        duplicate_of=screened.duplicate_of,
+        duplicate_action=screened.action,
         event_fields=event_fields,
         converted_at=event.converted_at,
         ip=client_ip(request),

@@ -22,7 +22,7 @@ from storage.backend import Unsupported, WindowClaims
 from storage.batched import BatchedStore
 from storage.errors import StoreBusy, StoreClosed
 from storage.loader import BatchLoader
-from storage.postgres import queries, reports
+from storage.postgres import lead_keys, queries, reports
 from storage.postgres.schema import migrate
 from storage.postgres.windows import WindowClaimer
 from storage.postgres.writer import PostgresWriter
@@ -125,6 +125,12 @@ class PostgresStore(BatchedStore[PostgresWriter]):
 
     async def lead_fields(self, transaction_id: str) -> dict[str, Any]:
         return await queries.lead_fields(self._db(), transaction_id)
+
+    async def first_lead_sharing(self, cid: str, transaction_id: str,
+                                 digests: tuple[str, ...], days: int, *,
+                                 new_at: str) -> str | None:
+        return await lead_keys.first_lead_sharing(self._db(), cid, transaction_id, digests,
+                                                  days, new_at)
 
     async def claim_answer(self, key: str, fingerprint: str, now: str,
                            until: str) -> AnswerRow | None:

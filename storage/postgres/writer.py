@@ -22,6 +22,7 @@ from asyncpg.pool import PoolConnectionProxy
 from storage.errors import ConversionConflict, DuplicateEvent, LeadExists, PostbackBeingSent
 from storage.money import micro, money_text, money_value
 from storage.postgres import rollups
+from storage.postgres.lead_keys import INSERT as _INSERT_LEAD_KEYS
 from storage.records import (
     RESERVED,
     AnswerRow,
@@ -161,7 +162,8 @@ class PostgresWriter(BatchWriter):
                 await conn.execute(_PURGE_ANSWERS,
                                    min(row.created_at for row in batch.answers))
             await _execute(conn, [(_INSERT_LEADS, batch.leads),
-                                  (_INSERT_EVENTS, batch.events)])
+                                  (_INSERT_EVENTS, batch.events),
+                                  (_INSERT_LEAD_KEYS, batch.lead_keys)])
             lead_changes = merge_lead_changes(await _decide_costs(conn, batch.changes))
             # The roll-ups count a change against the stored value it replaces.
             await rollups.record(conn, batch.leads, batch.events, lead_changes,

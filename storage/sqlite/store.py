@@ -24,7 +24,7 @@ from storage.records import (
     TransactionView,
 )
 from storage.reports import RawFigures, ReportRows, ReportSpan
-from storage.sqlite import conversions, idempotency, outbox, reader, reports
+from storage.sqlite import conversions, idempotency, lead_keys, outbox, reader, reports
 from storage.sqlite.backup import Backups, FreeSpace, free_bytes
 from storage.sqlite.claim import Claim
 from storage.sqlite.connection import open_reader, open_writer, prepare
@@ -145,6 +145,12 @@ class Store(BatchedStore[Writer]):
 
     async def lead_fields(self, transaction_id: str) -> dict[str, Any]:
         return await reader.lead_fields(self._reader(), transaction_id)
+
+    async def first_lead_sharing(self, cid: str, transaction_id: str,
+                                 digests: tuple[str, ...], days: int, *,
+                                 new_at: str) -> str | None:
+        return await lead_keys.first_lead_sharing(self._reader(), cid, transaction_id,
+                                                  digests, days, new_at)
 
     async def due_postbacks(
         self, now: str, *, limit: int, skip_ids: list[int], hosts: HostLoad

@@ -20,6 +20,7 @@ from storage.records import (
     WriteOp,
 )
 from storage.sqlite import rollups
+from storage.sqlite.lead_keys import INSERT as _INSERT_LEAD_KEYS
 from storage.writer import BatchRows, BatchWriter, merge_lead_changes, postback_rounds
 
 log = structlog.get_logger("storage.writer")
@@ -117,7 +118,8 @@ class Writer(BatchWriter):
         if answers:
             await conn.execute(_PURGE_ANSWERS, (min(row.created_at for row in answers),))
         # Fixed order: a row is inserted before rows that refer to it and changes to it.
-        for sql, inserted in ((_INSERT_LEADS, batch.leads), (_INSERT_EVENTS, batch.events)):
+        for sql, inserted in ((_INSERT_LEADS, batch.leads), (_INSERT_EVENTS, batch.events),
+                              (_INSERT_LEAD_KEYS, batch.lead_keys)):
             if inserted:
                 await conn.execute(sql, (_rows.encode(inserted).decode(),))
         # The roll-ups, in this transaction: between the new rows and the changes to them.
