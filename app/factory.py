@@ -46,6 +46,7 @@ from app.routes import LANDMARKS, docs, operate, routes
 from app.services import Current, Services
 from storage.backend import EventStore, Unsupported, is_postgres_url
 from storage.errors import ConversionConflict, StoreBusy, StoreClosed, StoreUnavailable
+from storage.postgres.bounded import CONNECTION_ERRORS
 from storage.postgres.store import PostgresStore
 from storage.records import PostbackRow
 from storage.sqlite.store import Store
@@ -180,6 +181,8 @@ def create_app(
         ConversionConflict: _store_unavailable,
         sqlite3.OperationalError: _store_error,
         Unsupported: _unsupported,
+        # A PostgreSQL gone or restarting, on a path that did not say so itself.
+        **dict.fromkeys(CONNECTION_ERRORS, _store_error),
     }
     return Starlette(
         routes=table,

@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 import structlog
 
+from storage.errors import StoreUnavailable
 from storage.postgres.windows import WindowClaimer
 
 UNTIL = datetime(2026, 11, 28, 12, 0, 2, tzinfo=UTC)
@@ -70,7 +71,7 @@ async def test_a_failed_batch_fails_its_claims_is_logged_and_the_next_is_claimed
     pool = _Pool(asyncpg.PostgresConnectionError("gone"), [("t2", "sale", UNTIL)])
     claimer = _claimer(pool)
     with structlog.testing.capture_logs() as logs:
-        with pytest.raises(asyncpg.PostgresConnectionError):
+        with pytest.raises(StoreUnavailable):  # a 503, never a 500
             await asyncio.wait_for(claimer.claim("t1", "sale", 2.0), 5)
         assert await asyncio.wait_for(claimer.claim("t2", "sale", 2.0), 5) == UNTIL
     await claimer.close()

@@ -9,20 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
-from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from storage.backend import Unsupported, WindowClaims
 from storage.batched import BatchedStore
-from storage.errors import StoreBusy, StoreClosed
+from storage.errors import StoreBusy, StoreClosed, StoreUnavailable
 from storage.loader import BatchLoader
 from storage.postgres import lead_keys, queries, reports
+from storage.postgres.bounded import CONNECTION_ERRORS, within
 from storage.postgres.schema import migrate
 from storage.postgres.windows import WindowClaimer
 from storage.postgres.writer import PostgresWriter
@@ -34,10 +35,14 @@ from storage.records import (
     HostLoad,
     PostbackStatus,
     PostbackView,
+    StoredTransaction,
     TransactionView,
     WriteOp,
 )
 from storage.reports import RawFigures, ReportRows, ReportSpan
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def without_password(url: str) -> str:
@@ -75,13 +80,15 @@ class PostgresStore(BatchedStore[PostgresWriter]):
         """Nothing to take: any number of processes serve one PostgreSQL database."""
 
     async def open(self) -> None:
+        # A connection that cannot be made within the write timeout fails the request
+        # that needed it (503) rather than holding it.
         pool = self._pool = await asyncpg.create_pool(
-            self.url, min_size=1, max_size=self._pool_size)
+            self.url, min_size=1, max_size=self._pool_size, timeout=self.write_timeout)
         async with pool.acquire() as conn:
             await migrate(conn)
-        self._loader = BatchLoader(partial(queries.load, pool))
+        self._loader = BatchLoader(self._load)
         self._loader.start()
-        self._windows = WindowClaimer(pool, clock=self._db_clock)
+        self._windows = WindowClaimer(pool, clock=self._db_clock, timeout=self.write_timeout)
         self._windows.start()
         self._writer = PostgresWriter(pool, max_pending=self._max_pending, gather_seconds=0.0,
                                       on_commit=self._committed, db_clock=self._db_clock)
@@ -104,6 +111,7 @@ class PostgresStore(BatchedStore[PostgresWriter]):
         if self._writer is None or self._writer.failing or self._pool is None:
             return False
         try:
+            # However the database fails: refused, reset, hung (the timeout).
             await asyncio.wait_for(self._pool.fetchval("SELECT 1"), timeout)
         except Exception:
             return False
@@ -120,21 +128,29 @@ class PostgresStore(BatchedStore[PostgresWriter]):
             raise RuntimeError("store is not open")
         return self._pool
 
+    async def _load(self, ids: list[str]) -> dict[str, StoredTransaction]:
+        return await self._read(queries.load, ids)
+
+    async def _read(self, query: Callable[Concatenate[asyncpg.Pool, P], Awaitable[T]],
+                    *args: P.args, **kwargs: P.kwargs) -> T:
+        """``query`` on the pool, within the write timeout; StoreUnavailable if not."""
+        return await within(self.write_timeout, query(self._db(), *args, **kwargs))
+
     async def transaction_view(self, transaction_id: str) -> TransactionView | None:
-        return await queries.transaction_view(self._db(), transaction_id)
+        return await self._read(queries.transaction_view, transaction_id)
 
     async def lead_fields(self, transaction_id: str) -> dict[str, Any]:
-        return await queries.lead_fields(self._db(), transaction_id)
+        return await self._read(queries.lead_fields, transaction_id)
 
     async def first_lead_sharing(self, cid: str, transaction_id: str,
                                  digests: tuple[str, ...], days: int, *,
                                  new_at: str) -> str | None:
-        return await lead_keys.first_lead_sharing(self._db(), cid, transaction_id, digests,
-                                                  days, new_at)
+        return await self._read(lead_keys.first_lead_sharing, cid, transaction_id, digests,
+                                days, new_at)
 
     async def claim_answer(self, key: str, fingerprint: str, now: str,
                            until: str) -> AnswerRow | None:
-        return await queries.claim_answer(self._db(), key, fingerprint, now, until)
+        return await self._read(queries.claim_answer, key, fingerprint, now, until)
 
     def release_answer(self, key: str) -> None:
         # Queued like any write, so it commits after the reservation it undoes; a store
@@ -145,44 +161,57 @@ class PostgresStore(BatchedStore[PostgresWriter]):
     async def due_postbacks(self, now: str, *, limit: int, skip_ids: list[int],
                             hosts: HostLoad) -> list[DuePostback]:
         """Due postbacks, each leased to this process (see lease_seconds)."""
-        return await queries.lease_due_postbacks(
-            self._db(), now, limit=limit, skip_ids=skip_ids, hosts=hosts,
-            lease_seconds=self.lease_seconds, db_now=self._db_now())
+        return await self._read(queries.lease_due_postbacks, now, limit=limit,
+                                skip_ids=skip_ids, hosts=hosts,
+                                lease_seconds=self.lease_seconds, db_now=self._db_now())
 
     async def next_postback_due_at(self, skip_ids: list[int],
                                    skip_hosts: list[str]) -> str | None:
-        return await queries.next_postback_due_at(self._db(), skip_ids, skip_hosts,
-                                                  self._db_now())
+        return await self._read(queries.next_postback_due_at, skip_ids, skip_hosts,
+                                self._db_now())
 
     def _db_now(self) -> datetime | None:
         return None if self._db_clock is None else self._db_clock()
 
     async def postbacks(self, *, status: PostbackStatus | None, cid: str | None,
                         limit: int) -> list[PostbackView]:
-        return await queries.postbacks(self._db(), status=status, cid=cid, limit=limit)
+        return await self._read(queries.postbacks, status=status, cid=cid, limit=limit)
 
     async def postback(self, postback_id: int) -> PostbackView | None:
-        return await queries.postback(self._db(), postback_id)
+        return await self._read(queries.postback, postback_id)
 
     async def postback_counts(self) -> dict[PostbackStatus, int]:
-        return await queries.postback_counts(self._db())
+        return await self._read(queries.postback_counts)
 
     async def conversions(self, **filters: Any) -> list[tuple[int, ConversionView]]:
-        return await queries.conversions(self._db(), **filters)
+        return await self._read(queries.conversions, **filters)
 
     async def conversion(self, conversion_id: str) -> ConversionView | None:
-        return await queries.conversion(self._db(), conversion_id)
+        return await self._read(queries.conversion, conversion_id)
 
     async def conversion_statuses(self, conversion_ids: list[str]) -> dict[str, ConversionView]:
-        return await queries.conversion_statuses(self._db(), conversion_ids)
+        return await self._read(queries.conversion_statuses, conversion_ids)
 
     async def conversion_counts(self) -> ConversionCounts:
-        return await queries.conversion_counts(self._db())
+        return await self._read(queries.conversion_counts)
 
     async def report_figures(self, span: ReportSpan) -> RawFigures:
-        async with self._db().acquire() as conn:
+        async with self._report_connection() as conn:
             return await reports.report_figures(conn, span)
 
     async def report_rows(self, span: ReportSpan) -> ReportRows:
-        async with self._db().acquire() as conn:
+        async with self._report_connection() as conn:
             return await reports.report_rows(conn, span)
+
+    @contextlib.asynccontextmanager
+    async def _report_connection(self) -> AsyncIterator[PoolConnectionProxy]:
+        """A connection for a report: had within the write timeout, and a database lost
+        meanwhile is StoreUnavailable; the report itself may take as long as it takes."""
+        conn = await within(self.write_timeout, self._db().acquire())
+        try:
+            yield conn
+        except CONNECTION_ERRORS as exc:
+            raise StoreUnavailable from exc
+        finally:
+            with contextlib.suppress(*CONNECTION_ERRORS):
+                await self._db().release(conn)

@@ -12,6 +12,7 @@ window back, so that the client's retry is not locked out by its own refused att
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -20,6 +21,7 @@ import asyncpg
 import structlog
 
 from storage.batcher import Batcher
+from storage.postgres.bounded import within
 
 log = structlog.get_logger("storage.postgres.windows")
 
@@ -54,9 +56,12 @@ class WindowClaimer:
     their fake clock's time instead, so windows close without waiting."""
 
     def __init__(self, pool: asyncpg.Pool, *, clock: Callable[[], datetime] | None = None,
-                 max_batch: int = 1000) -> None:
+                 max_batch: int = 1000, timeout: float = 5.0) -> None:
         self._pool = pool
         self._clock = clock
+        # Every statement ends within this: a claim with StoreUnavailable (503), a release
+        # or a purge with a warning.
+        self._timeout = timeout
         self._sql = _claim("now()" if clock is None else "$4::timestamptz")
         self._purged_at = time.monotonic()
         self._batches: Batcher[_Key, float, datetime | None] = Batcher(
@@ -77,7 +82,8 @@ class WindowClaimer:
         """Close the window a claim opened until ``until``, unless it has been claimed
         again since. Never raises: a window not given back runs out on its own."""
         try:
-            await self._pool.execute(_RELEASE, transaction_id, event_id, until)
+            await asyncio.wait_for(
+                self._pool.execute(_RELEASE, transaction_id, event_id, until), self._timeout)
         except Exception as exc:
             log.warning("window_release_failed", error=repr(exc))
 
@@ -91,7 +97,7 @@ class WindowClaimer:
                               [batch[key] for key in keys]]
         if self._clock is not None:
             args.append(self._clock())
-        rows = await self._pool.fetch(self._sql, *args)
+        rows = await within(self._timeout, self._pool.fetch(self._sql, *args))
         return {(row[0], row[1]): row[2] for row in rows}
 
     async def _purge_if_due(self) -> None:
@@ -102,7 +108,7 @@ class WindowClaimer:
         """Delete the windows closed by now (by the database's clock); how many went."""
         self._purged_at = time.monotonic()
         try:
-            done = await self._pool.execute(_PURGE)
+            done = await asyncio.wait_for(self._pool.execute(_PURGE), self._timeout)
         except Exception as exc:  # only housekeeping: claims go on without it
             log.warning("window_purge_failed", error=repr(exc))
             return 0
