@@ -9,20 +9,26 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Protocol
 
 import msgspec
 
 from actors.clock import Clock, utc_text
 from actors.messages import CreateLead, FireEvent, LeadOf, Message, Reply, Verdict
+from actors.rows import event_row, lead_write
 from actors.rules import apply_cost, decide, fire_status, opens_window, rejection_reason
 from actors.state import TransactionState
 from storage.backend import EventStore
-from storage.errors import DuplicateEvent, LeadExists, StoreBusy, StoreClosed, StoreUnavailable
-from storage.money import micro, money_text
+from storage.errors import (
+    CapReached,
+    DuplicateEvent,
+    LeadExists,
+    StoreBusy,
+    StoreClosed,
+    StoreUnavailable,
+)
 from storage.records import (
-    EventRow,
-    LeadChange,
     LeadKeyRow,
     LeadRow,
     PostbackRow,
@@ -241,57 +247,26 @@ class TransactionActor:
             event = msgspec.structs.replace(event, rejected_reason=rejected)
         status, why = fire_status(event)
         conversion_id = f"conv_{uuid.uuid4()}" if event.conversion else ""
+        # A conversion rejected as it fires counts against no cap.
+        charges = (event.caps.charges(conversion_id, moment)
+                   if event.caps is not None and status != "rejected" else ())
         cost = None if event.cost is None else apply_cost(state.cost, event.cost,
                                                           event.cost_operation)
         postbacks: tuple[PostbackRow, ...] = ()
         if event.postbacks and rt.plan_postbacks is not None:
             lead_fields = await self._stored_lead_fields() | event.lead_fields
             postbacks = rt.plan_postbacks(event, lead_fields, conversion_id, fired_at)
-        change = lead = None
-        if created:
-            lead = LeadRow(transaction_id=self.transaction_id, cid=event.cid, pid=event.pid,
-                           fields=encode_fields(event.lead_fields), cost=money_text(cost),
-                           ip=event.ip, user_agent=event.user_agent, created_at=fired_at,
-                           cost_micro=None if cost is None else micro(cost))
-        elif event.lead_fields or cost is not None:
-            change = LeadChange(
-                transaction_id=self.transaction_id,
-                fields_patch=encode_fields(event.lead_fields) if event.lead_fields else None,
-                cost=money_text(cost),
-                cost_micro=None if cost is None else micro(cost),
-                cost_delta=_cost_delta(event),  # pragma: no mutate
-            )
+        lead, change = lead_write(self.transaction_id, event, created=created, cost=cost,
+                                  fired_at=fired_at)
         op = WriteOp(
             lead=lead,
             lead_keys=_key_rows(state.cid, event.lead_keys, state.created_at or fired_at,
                                 self.transaction_id),
-            event=EventRow(
-                transaction_id=self.transaction_id,
-                cid=event.cid,
-                event_id=event.event_id,
-                pid=event.pid,
-                once=event.once,
-                conversion=event.conversion,
-                conversion_id=conversion_id or None,
-                revenue=money_text(event.revenue),
-                payout=money_text(event.payout) if event.conversion else None,
-                converted_at=utc_text(event.converted_at or moment) if event.conversion else None,
-                fields=encode_fields(event.event_fields),
-                ip=event.ip,
-                user_agent=event.user_agent,
-                fired_at=fired_at,
-                status=status,
-                decided_at=fired_at if status in ("approved", "rejected") else None,
-                revenue_micro=None if event.revenue is None else micro(event.revenue),
-                payout_micro=(micro(event.payout)
-                              if event.conversion and event.payout is not None else None),
-                hold_reason=why,
-                payout_rule=event.payout_rule if event.conversion else None,
-                duplicate_of=event.duplicate_of if event.conversion else None,
-            ),
+            event=event_row(self.transaction_id, event, conversion_id, moment, status, why),
             change=change,
             postbacks=postbacks,
             answer=None if event.answer is None else event.answer(conversion_id, status or "", why),
+            cap_charges=charges,
         )
         try:
             written = rt.store.submit(op)  # raises StoreBusy before any state changes
@@ -310,7 +285,8 @@ class TransactionActor:
         if cost is not None:
             state.cost = cost
         self._track(written)
-        if rt.wait_for_commit:
+        # A capped conversion is answered once the database has counted it, in either mode.
+        if rt.wait_for_commit or charges:
             try:
                 await self._committed(written)
             except DuplicateEvent:
@@ -321,7 +297,29 @@ class TransactionActor:
                 # Another process created the lead first: decide again against it.
                 await self._load()
                 return await self._fire(event, held=held)  # pragma: no mutate
+            except CapReached as reached:
+                return await self._past_cap(event, reached.cap, held)
         return Reply(Verdict.FIRED, conversion_id, status=status or "", reason=why)
+
+    async def _past_cap(self, event: FireEvent, cap: str, held: datetime | None) -> Reply:
+        """Nothing of the conversion was written: refuse it, or fire it held or unpaid as
+        the cap's ``over`` says (counting against no cap)."""
+        assert event.caps is not None
+        over = event.caps.over(cap)
+        await self._load()
+        if self.state is not None:
+            # The attempt that opened it stored nothing.
+            self.state.windows.pop(event.event_id, None)
+        if over == "reject":
+            if self._rt.store.windows is not None and held is not None:  # pragma: no mutate
+                await self._rt.store.windows.release(self.transaction_id,  # pragma: no mutate
+                                                     event.event_id, held)
+            return Reply(Verdict.CAP_REACHED)
+        unpaid = over == "unpaid"
+        retry = msgspec.structs.replace(
+            event, caps=None, cap_reason="cap_reached_unpaid" if unpaid else "cap_reached",
+            payout=Decimal(0) if unpaid and event.payout is not None else event.payout)
+        return await self._fire(retry, held=held)
 
     async def _stored_lead_fields(self) -> dict[str, Any]:
         """The lead's fields as stored, once this actor's own queued writes are in."""
@@ -374,10 +372,3 @@ def _key_rows(cid: str, digests: tuple[str, ...], created_at: str,
     the lead's click, whenever a field arrived."""
     return tuple(LeadKeyRow(cid=cid, digest=digest, created_at=created_at,
                             transaction_id=transaction_id) for digest in digests)
-
-
-def _cost_delta(event: FireEvent) -> str | None:
-    """The signed amount an add or a subtract moves the cost by; None for an override."""
-    if event.cost is None or event.cost_operation == "override":
-        return None
-    return money_text(event.cost if event.cost_operation == "add" else -event.cost)

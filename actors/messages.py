@@ -6,13 +6,25 @@ import enum
 from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import msgspec
 
-from storage.records import AnswerRow
+from storage.records import AnswerRow, CapCharge
 
 CostOperation = Literal["add", "subtract", "override"]
+
+
+class OwedCaps(Protocol):
+    """The caps a conversion counts against (app/events/caps.py)."""
+
+    def charges(self, conversion_id: str, moment: datetime) -> tuple[CapCharge, ...]:
+        """What the conversion, fired at ``moment``, adds to each cap."""
+        ...
+
+    def over(self, cap: str) -> str:
+        """What a conversion past cap ``cap`` becomes: reject, pending or unpaid."""
+        ...
 
 
 class FireEvent(msgspec.Struct, frozen=True, kw_only=True, tag=True):
@@ -60,6 +72,10 @@ class FireEvent(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     duplicate_action: Literal["pending", "reject"] = "pending"
     # Why the conversion is rejected as it fires; set by the actor, which knows the lead.
     rejected_reason: str | None = None
+    # The caps it counts against; the database adds it to them only where it fits.
+    caps: OwedCaps | None = None
+    # Past a cap: held pending ("cap_reached") or approved unpaid ("cap_reached_unpaid").
+    cap_reason: str | None = None
     # With an Idempotency-Key: the stored answer, given the conversion id, its status and
     # reason, written with the event.
     answer: Callable[[str, str, str | None], AnswerRow] | None = None
@@ -95,6 +111,7 @@ class Verdict(enum.Enum):
     REVENUE_REQUIRED = "revenue_required"
     LOCKED = "locked"
     DUPLICATE = "duplicate"
+    CAP_REACHED = "cap_reached"
 
 
 class Reply(msgspec.Struct, frozen=True):

@@ -27,7 +27,7 @@ def hold_reason(event: FireEvent) -> str | None:
     """Why ``event``'s conversion is stored pending; None when it is approved as it fires.
 
     When several holds apply, the first of these is given: the sender's (``anonymous``),
-    a duplicate lead's (``duplicate_lead``), revenue above the event's
+    a duplicate lead's (``duplicate_lead``), a cap's (``cap_reached``), revenue above the event's
     ``hold_revenue_above`` (``revenue_above_hold``), the event's manual approval
     (``manual_approval``). Who sent a conversion says most about it; an amount over the
     limit says more than a rule every conversion of the event follows.
@@ -38,6 +38,8 @@ def hold_reason(event: FireEvent) -> str | None:
         return event.hold_reason
     if event.duplicate_of is not None:
         return "duplicate_lead"
+    if event.cap_reason == "cap_reached":
+        return "cap_reached"
     limit = event.hold_revenue_above
     if limit is not None and event.revenue is not None and event.revenue > limit:
         return "revenue_above_hold"
@@ -77,7 +79,9 @@ def fire_status(event: FireEvent) -> tuple[ConversionStatus | None, str | None]:
     if event.rejected_reason is not None:
         return "rejected", event.rejected_reason
     held = hold_reason(event)
-    return ("pending", held) if held is not None else ("approved", None)
+    if held is not None:
+        return "pending", held
+    return "approved", event.cap_reason
 
 
 def opens_window(verdict: Verdict) -> bool:

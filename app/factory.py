@@ -146,7 +146,8 @@ def create_app(
             report_processes=processes,
             # Status changes plan their postbacks with the config in force, like actors.
             conversions=ConversionDesk(the_store, lambda: planner.current, clock,
-                                       on_changed=metrics.observe_conversion_changes),
+                                       on_changed=metrics.observe_conversion_changes,
+                                       caps=lambda: current.services.catalog.caps),
             keys=IdempotencyKeys(the_store, clock, hours=server.idempotency_hours)))
         loop = asyncio.get_running_loop()
         if reload_on_sighup:

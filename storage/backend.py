@@ -180,6 +180,12 @@ class EventStore(Protocol):
 
     async def report_figures(self, span: ReportSpan) -> RawFigures: ...
 
+    async def cap_usage(
+        self, wanted: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        """What each (cap, period) asked for has counted; one not charged yet is left out
+        (storage/caps.py)."""
+        ...
+
     async def report_rows(self, span: ReportSpan) -> ReportRows:
         """What ``report_figures`` reads, before ``storage.reports.fold`` works on it."""
         ...

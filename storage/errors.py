@@ -30,6 +30,17 @@ class ConversionConflict(Exception):
     process changed it first): nothing of the op was written; decide again."""
 
 
+class CapReached(Exception):
+    """A conversion would take a cap past its limit: nothing of the op was written.
+
+    ``cap`` is the key of the first cap it did not fit (see storage.records.CapCharge).
+    """
+
+    def __init__(self, cap: str) -> None:
+        super().__init__(cap)
+        self.cap = cap
+
+
 class PostbackBeingSent(Exception):
     """An operator's resend found the postback leased to a delivery, delivered, or with an
     attempt recorded since it was read: nothing was written."""

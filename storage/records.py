@@ -196,6 +196,21 @@ class AnswerRow(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     expires_at: str
 
 
+class CapCharge(msgspec.Struct, frozen=True, kw_only=True):
+    """What a conversion adds to a cap's use in one period, if it fits under the limit.
+
+    ``cap`` is the cap's key (its filters, metric, period and zone), ``period`` the day
+    (``2026-12-07``), month (``2026-12``) or ``total`` it falls in; ``amount`` and
+    ``limit`` are whole conversions or millionths of money.
+    """
+
+    conversion_id: str
+    cap: str
+    period: str
+    amount: int
+    limit: int
+
+
 class WriteOp(msgspec.Struct, frozen=True, kw_only=True):
     """One unit of work: every row in it commits together or not at all.
 
@@ -216,6 +231,9 @@ class WriteOp(msgspec.Struct, frozen=True, kw_only=True):
     released_key: str | None = None
     # The hashes a lead's de-duplicated field values add (kept when already there).
     lead_keys: tuple[LeadKeyRow, ...] = ()
+    # What the op's conversion adds to each cap that counts it; any that does not fit
+    # refuses the whole op (CapReached).
+    cap_charges: tuple[CapCharge, ...] = ()
 
 
 class StoredTransaction(msgspec.Struct, frozen=True, kw_only=True):

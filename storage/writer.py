@@ -21,7 +21,15 @@ from typing import Any
 import msgspec
 import structlog
 
-from storage.errors import StoreBusy, StoreClosed
+from storage.errors import (
+    CapReached,
+    ConversionConflict,
+    DuplicateEvent,
+    LeadExists,
+    PostbackBeingSent,
+    StoreBusy,
+    StoreClosed,
+)
 from storage.records import (
     AnswerRow,
     AttemptRow,
@@ -128,6 +136,26 @@ _PERMANENT: tuple[type[Exception], ...] = (ValueError, TypeError)
 
 _Item = tuple[WriteOp, "asyncio.Future[None]"]
 _BARRIER = WriteOp()
+
+
+# Refusals that are a rule's answer, which the caller turns into its own answer.
+_ANSWERS = (CapReached, ConversionConflict, DuplicateEvent, LeadExists, PostbackBeingSent)
+
+
+def _named(op: WriteOp) -> dict[str, Any]:
+    """What an op writes and which rows it is about, without their contents."""
+    named: dict[str, Any] = {
+        "parts": [name for name in op.__struct_fields__ if getattr(op, name)]}
+    for row in (op.lead, op.event):
+        if row is not None:
+            named["transaction_id"] = row.transaction_id
+    if op.event is not None and op.event.conversion_id:
+        named["conversion_id"] = op.event.conversion_id
+    if op.conversion_changes:
+        named["conversion_ids"] = [change.conversion_id for change in op.conversion_changes]
+    if op.postback_change is not None:
+        named["postback_id"] = op.postback_change.postback_id
+    return named
 
 
 class BatchWriter:
@@ -289,7 +317,10 @@ class BatchWriter:
                         await self._commit([item])
                     return
                 op, future = batch[0]
-                log.error("write_refused", error=repr(exc), op=msgspec.to_builtins(op))
+                # A rule's answer (a duplicate, a full cap) is no fault; either way the line
+                # names the op, not its rows, which hold lead fields (personal data).
+                refused = log.info if isinstance(exc, _ANSWERS) else log.error
+                refused("write_refused", error=repr(exc), op=_named(op))
                 if not future.done():
                     future.set_exception(exc)
                 return

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from actors.actor import _cost_delta
+from actors.rows import _cost_delta
 from actors.messages import FireEvent, Verdict
 from actors.rules import apply_cost, decide, opens_window
 from actors.state import TransactionState

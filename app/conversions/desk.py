@@ -12,10 +12,13 @@ import msgspec
 
 from actors.clock import Clock, utc_text
 from app.conversions.rules import Action, next_status
+from app.edge import errors
+from app.events.caps import CapRules
 from app.postbacks.plan import Planner
 from storage.backend import EventStore
-from storage.errors import ConversionConflict
+from storage.errors import CapReached, ConversionConflict
 from storage.records import (
+    CapCharge,
     ChangeSource,
     ConversionChange,
     ConversionStatus,
@@ -52,10 +55,12 @@ class ConversionDesk:
     def __init__(
         self, store: EventStore, planner: Callable[[], Planner], clock: Clock,
         on_changed: Callable[[list[tuple[ConversionView, ConversionStatus]]], None]
-        | None = None,
+        | None = None, caps: Callable[[], CapRules] | None = None,
     ) -> None:
         self._store = store
         self._planner = planner
+        # The caps in force: approving a conversion a cap held counts it against them.
+        self._caps = caps
         # Told of every committed change with the conversion as it was (metrics).
         self._on_changed = on_changed
         self._clock = clock
@@ -82,6 +87,7 @@ class ConversionDesk:
         changes: list[ConversionChange] = []
         changed: list[tuple[ConversionView, ConversionStatus]] = []
         postbacks: list[PostbackRow] = []
+        charges: list[CapCharge] = []
         results = []
         for conversion_id in conversion_ids:
             view = current.get(conversion_id)
@@ -98,6 +104,8 @@ class ConversionDesk:
                 conversion_id=conversion_id, from_status=view.status, to_status=status,
                 reason=reason, source=source, changed_at=now))
             postbacks += await self._postbacks(view, status, reason, now)
+            if status == "approved" and view.reason == "cap_reached" and self._caps:
+                charges += self._caps().charges_for(view)
             changed.append((view, status))
             # A repeated id in one call sees the change just made.
             current[conversion_id] = msgspec.structs.replace(view, status=status,
@@ -105,8 +113,12 @@ class ConversionDesk:
             results.append(ChangeResult(conversion_id=conversion_id, result="changed",
                                         status=status))
         if changes:
-            await self._store.commit(WriteOp(conversion_changes=tuple(changes),
-                                             postbacks=tuple(postbacks)))
+            try:
+                await self._store.commit(WriteOp(conversion_changes=tuple(changes),
+                                                 postbacks=tuple(postbacks),
+                                                 cap_charges=tuple(charges)))
+            except CapReached:
+                raise errors.cap_reached_on_approval() from None
             if self._on_changed is not None:
                 self._on_changed(changed)
         return results

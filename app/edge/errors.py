@@ -106,6 +106,16 @@ def malformed_transaction() -> ApiError:
     return ApiError(400, "Invalid transaction_id", "invalid_transaction_id")
 
 
+def cap_reached() -> ApiError:
+    """A cap with ``over = "reject"`` is full for this period: nothing was stored."""
+    return ApiError(400, "Cap reached", "cap_reached", coded=True)
+
+
+def cap_reached_on_approval() -> ApiError:
+    """Approving a conversion held by a cap would take that cap past its limit."""
+    return ApiError(409, "Cap reached", "cap_reached", coded=True)
+
+
 def revenue_required() -> ApiError:
     return ApiError(400, "revenue is required for conversion events", "revenue_required")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from app.config.schema import ORGANIC, CampaignConfig, Config, EventConfig, SourceConfig
 from app.edge import errors
+from app.events.caps import CapRules
 from app.events.payouts import PayoutRules
 
 
@@ -18,6 +19,7 @@ class Catalog:
         self._sources = {ORGANIC: SourceConfig(pid=ORGANIC)}
         self._sources.update((source.pid, source) for source in config.sources)
         self.payouts = PayoutRules(config)
+        self.caps = CapRules(config)
 
     def campaign(self, cid: str) -> CampaignConfig:
         campaign = self._campaigns.get(cid)

@@ -31,6 +31,7 @@ from prometheus_client.utils import floatToGoString
 
 from app.config.reload import digest
 from app.config.schema import ORGANIC, Config
+from app.events.caps import CapUse
 from app.observe.logs import dropped_lines
 from storage.records import (
     HOLD_REASONS,
@@ -232,6 +233,11 @@ class Metrics:
         self._live.conversions = by_status
         self._live.held = held
 
+    def set_caps(self, uses: Iterable[CapUse]) -> None:
+        """Each cap's use and limit in its current period, read just before a scrape."""
+        self._live.caps = [(use.cid, use.key, float(use.used), float(use.limit))
+                           for use in uses]
+
     def _child(self, metric: MetricWrapperBase, *values: str) -> Any:
         key = (id(metric), *values)
         child = self._children.get(key)
@@ -294,6 +300,8 @@ class _LiveCollector(Collector):
         self.postbacks: dict[PostbackStatus, int] = {}
         self.conversions: dict[ConversionStatus, int] = {}
         self.held: dict[str, int] = {}
+        # (cid, cap key, used, limit) per configured cap.
+        self.caps: list[tuple[str, str, float, float]] = []
 
     def collect(self) -> Iterable[Metric]:
         live = self.live
@@ -330,6 +338,16 @@ class _LiveCollector(Collector):
         for reason in (*HOLD_REASONS, OTHER):
             held.add_metric([reason], self.held.get(reason, 0))
         yield held
+        used = GaugeMetricFamily("event_postback_cap_used", "What each cap has counted in "
+                                 "its current period (conversions, or money).",
+                                 labels=["cid", "cap"])
+        limit = GaugeMetricFamily("event_postback_cap_limit", "Each cap's limit.",
+                                  labels=["cid", "cap"])
+        for cid, key, count, bound in self.caps:
+            used.add_metric([cid, key], count)
+            limit.add_metric([cid, key], bound)
+        yield used
+        yield limit
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

@@ -6,7 +6,17 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse
 from starlette.routing import Route
 
-from app.routes import admin, clicks, conversions, events, health, postbacks, reports, static
+from app.routes import (
+    admin,
+    caps,
+    clicks,
+    conversions,
+    events,
+    health,
+    postbacks,
+    reports,
+    static,
+)
 
 # The pages a person opens, named by the start-up line; GET / leads to the first.
 LANDMARKS = {"dashboard": "/dashboard", "docs": "/docs", "health": "/healthz"}
@@ -45,6 +55,7 @@ def routes(*, demo: bool = False) -> list[Route]:
               methods=["POST"]),
         Route("/api/admin/backup", admin.backup, methods=["POST"]),
         Route("/api/reports", reports.reports, methods=["GET"]),
+        Route("/api/caps", caps.list_caps, methods=["GET"]),
         Route("/healthz", health.healthz, methods=["GET"]),
         Route("/", home, methods=["GET"]),
         *reports.dashboard_routes(),

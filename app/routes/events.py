@@ -25,6 +25,7 @@ from app.edge.envelope import error_body, success_body, success_response
 from app.edge.errors import ApiError
 from app.edge.request_info import bind_ids, client_ip, header, user_agent
 from app.events import dedupe, idempotency
+from app.events.caps import Owed
 from app.events.catalog import Catalog
 from app.events.idempotency import Answer
 from app.events.limits import over_limit
@@ -40,6 +41,7 @@ _REFUSALS = {
     Verdict.REVENUE_REQUIRED: errors.revenue_required,
     Verdict.LOCKED: errors.locked,
     Verdict.DUPLICATE: errors.duplicate,
+    Verdict.CAP_REACHED: errors.cap_reached,
 }
 _FIRED = "Event triggered successfully"
 # Transaction ids minted by another tracker, accepted by unknown_transactions = "create".
@@ -321,6 +323,8 @@ async def _fire(request: Request, svc: Services, event: Event, dropped: dict[str
         priced, rule = svc.catalog.payouts.payout(fields.cid, source, fields.event_id)
         payout = None if priced is None else priced.amount(revenue)
     pending = configured.conversion and configured.approval == "manual"
+    capped = svc.catalog.caps.matching(fields.cid, pid, fields.event_id) if (
+        configured.conversion) else ()
 
     def data(conversion_id: str, status: str, reason: str | None) -> EventData:
         """The answer's data, with the status and reason the actor fired it with."""
@@ -365,6 +369,7 @@ async def _fire(request: Request, svc: Services, event: Event, dropped: dict[str
         answer=answer_row,
         create=create,
         payout_rule=rule,
+        caps=Owed(svc.catalog.caps, capped, revenue, payout) if capped else None,
         min_seconds_after_click=configured.min_seconds_after_click,
         max_days_after_click=configured.max_days_after_click,
     )

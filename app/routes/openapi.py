@@ -21,6 +21,7 @@ from app.events.payloads import ClickFields, EventFields, PostbackQuery
 from app.reports.figures import Report
 from app.reports.params import ReportQuery
 from app.routes.admin import BackupData
+from app.routes.caps import CapList
 from app.routes.clicks import ClickData
 from app.routes.conversions import BulkData, ConversionPage
 from app.routes.events import EventData
@@ -34,7 +35,7 @@ _STRUCTS: tuple[Any, ...] = (ClickFields, EventFields, PostbackQuery, ClickData,
                              TransactionView, PostbackView, BackupData, ReloadData, ReloadQuery,
                              HealthData, ErrorEnvelope, ConversionQuery, ConversionPage,
                              ConversionView, ChangeBody, BulkBody, BulkData, ReportQuery,
-                             Report)
+                             Report, CapList)
 _ADMIN: list[dict[str, list[str]]] = [{"adminToken": []}]
 # An event route takes a campaign's event token, or none (its anonymous policy decides).
 _EVENT_SENDER: list[dict[str, list[str]]] = [{}, {"eventToken": []}]

@@ -13,6 +13,7 @@ from app.config.schema import ConfigError
 from app.config.summary import summary
 from app.edge.envelope import success_response
 from app.edge.errors import ApiError, invalid_from
+from app.events.caps import cap_uses
 from app.observe.logs import annotate
 from app.routes.admin import require_admin
 from app.services import services
@@ -25,6 +26,7 @@ async def metrics(request: Request) -> Response:
         require_admin(request, svc)
     svc.metrics.set_postbacks(await svc.store.postback_counts())
     svc.metrics.set_conversions(await svc.store.conversion_counts())
+    svc.metrics.set_caps(await cap_uses(svc.catalog.caps, svc.store, svc.clock.now()))
     annotate(outcome="scraped")
     return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 

@@ -14,6 +14,7 @@ from app.events.payloads import ClickFields, EventFields, PostbackQuery
 from app.reports.figures import Report
 from app.reports.params import ReportQuery
 from app.routes.admin import BackupData
+from app.routes.caps import CapList
 from app.routes.clicks import ClickData
 from app.routes.conversions import BulkData, ConversionPage
 from app.routes.events import EventData
@@ -145,11 +146,16 @@ def operations(demo: bool) -> dict[str, dict[str, Op]]:
                 f"{action.capitalize()} a conversion", {
                     200: ("The conversion, changed", ConversionView), 400: _BAD[1],
                     404: ("Conversion not found", None),
-                    409: ("Conversion already in a status this change does not leave",
-                          None)},
+                    409: ("Conversion already in a status this change does not leave, or "
+                          "(code cap_reached) approving it would pass a cap", None)},
                 body=ChangeBody, path={"conversion_id": {"type": "string"}}, admin=True,
                 tags=("conversions",), optional_body=True)}
             for action in ("approve", "reject", "reverse")
+        },
+        "/api/caps": {
+            "get": Op("Each cap with its use in the period now running", {
+                200: ("The caps", CapList), 404: _NO_TOKEN[1]},
+                admin=True, tags=("reports",)),
         },
         "/api/reports": {
             "get": Op("Clicks, events, conversions, money and profit over a period", {

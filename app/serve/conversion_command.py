@@ -16,6 +16,8 @@ from actors.clock import SystemClock
 from app.config.schema import Config
 from app.conversions.desk import ChangeResult, ConversionDesk
 from app.conversions.rules import Action
+from app.edge.errors import ApiError
+from app.events.caps import CapRules
 from app.factory import build_store
 from app.postbacks.plan import Planner
 from app.serve import exits
@@ -50,7 +52,11 @@ def change_from_file(config: Config, action: Action, path: Path, reason: str | N
         sys.stderr.write(f"{path}: no conversion ids found\n")
         return exits.USAGE
     check_database(config.server.db, existing=True)
-    results = asyncio.run(_change(config, action, ids, reason))
+    try:
+        results = asyncio.run(_change(config, action, ids, reason))
+    except ApiError as refused:  # e.g. approving past a cap: nothing was changed
+        sys.stderr.write(f"{path}: {refused.message}: nothing changed\n")
+        return exits.FAILED
     for result in results:
         sys.stdout.write(f"{result.conversion_id}: {_describe(result)}\n")
     changed = sum(result.result == "changed" for result in results)
@@ -71,7 +77,8 @@ async def _change(config: Config, action: Action, ids: list[str],
     await store.open()
     try:
         planner = Planner(config)
-        desk = ConversionDesk(store, lambda: planner, SystemClock())
+        caps = CapRules(config)
+        desk = ConversionDesk(store, lambda: planner, SystemClock(), caps=lambda: caps)
         return await desk.change(ids, action, reason, "cli")
     finally:
         await store.close()

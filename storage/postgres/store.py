@@ -22,7 +22,7 @@ from storage.backend import Unsupported, WindowClaims
 from storage.batched import BatchedStore
 from storage.errors import StoreBusy, StoreClosed, StoreUnavailable
 from storage.loader import BatchLoader
-from storage.postgres import lead_keys, queries, reports
+from storage.postgres import caps, lead_keys, queries, reports
 from storage.postgres.bounded import CONNECTION_ERRORS, within
 from storage.postgres.schema import migrate
 from storage.postgres.windows import WindowClaimer
@@ -194,6 +194,10 @@ class PostgresStore(BatchedStore[PostgresWriter]):
 
     async def conversion_counts(self) -> ConversionCounts:
         return await self._read(queries.conversion_counts)
+
+    async def cap_usage(
+            self, wanted: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        return await self._read(caps.usage, wanted)
 
     async def report_figures(self, span: ReportSpan) -> RawFigures:
         async with self._report_connection() as conn:

@@ -19,9 +19,15 @@ import msgspec
 import structlog
 from asyncpg.pool import PoolConnectionProxy
 
-from storage.errors import ConversionConflict, DuplicateEvent, LeadExists, PostbackBeingSent
+from storage.errors import (
+    CapReached,
+    ConversionConflict,
+    DuplicateEvent,
+    LeadExists,
+    PostbackBeingSent,
+)
 from storage.money import micro, money_text, money_value
-from storage.postgres import rollups
+from storage.postgres import caps, rollups
 from storage.postgres.lead_keys import INSERT as _INSERT_LEAD_KEYS
 from storage.records import (
     RESERVED,
@@ -119,7 +125,7 @@ _rows = msgspec.json.Encoder()
 log = structlog.get_logger("storage.writer")
 
 # Errors that no retry can cure: the op itself is wrong and is refused alone.
-_PERMANENT = (DuplicateEvent, LeadExists, ConversionConflict, PostbackBeingSent,
+_PERMANENT = (DuplicateEvent, LeadExists, ConversionConflict, PostbackBeingSent, CapReached,
               asyncpg.IntegrityConstraintViolationError, asyncpg.DataError, ValueError, TypeError)
 
 
@@ -164,6 +170,7 @@ class PostgresWriter(BatchWriter):
             await _execute(conn, [(_INSERT_LEADS, batch.leads),
                                   (_INSERT_EVENTS, batch.events),
                                   (_INSERT_LEAD_KEYS, batch.lead_keys)])
+            await caps.charge(conn, [charge for op in ops for charge in op.cap_charges])
             lead_changes = merge_lead_changes(await _decide_costs(conn, batch.changes))
             # The roll-ups count a change against the stored value it replaces.
             await rollups.record(conn, batch.leads, batch.events, lead_changes,
@@ -182,6 +189,8 @@ class PostgresWriter(BatchWriter):
                 (_INSERT_ANSWERS, batch.answers),
                 (_RELEASE_KEYS, batch.released_keys),
             ])
+            await caps.give_back(conn, [conversion_id for conversion_id, move in moves.items()
+                                        if move[1] in ("rejected", "reversed")])
 
     async def _change_postbacks(self, conn: PoolConnectionProxy, ops: list[WriteOp]) -> None:
         """Each postback change that still finds its state, with its attempt; an attempt

@@ -24,7 +24,7 @@ from storage.records import (
     TransactionView,
 )
 from storage.reports import RawFigures, ReportRows, ReportSpan
-from storage.sqlite import conversions, idempotency, lead_keys, outbox, reader, reports
+from storage.sqlite import caps, conversions, idempotency, lead_keys, outbox, reader, reports
 from storage.sqlite.backup import Backups, FreeSpace, free_bytes
 from storage.sqlite.claim import Claim
 from storage.sqlite.connection import open_reader, open_writer, prepare
@@ -180,6 +180,10 @@ class Store(BatchedStore[Writer]):
 
     async def conversion_statuses(self, conversion_ids: list[str]) -> dict[str, ConversionView]:
         return await conversions.statuses(self._lister(), conversion_ids)
+
+    async def cap_usage(
+            self, wanted: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        return await caps.usage(self._lister(), wanted)
 
     async def report_figures(self, span: ReportSpan) -> RawFigures:
         """See ``storage.reports``: on a connection of its own, in a thread."""

@@ -9,7 +9,7 @@ import aiosqlite
 import msgspec
 import structlog
 
-from storage.errors import PostbackBeingSent
+from storage.errors import CapReached, PostbackBeingSent
 from storage.records import (
     AnswerRow,
     AttemptRow,
@@ -19,7 +19,7 @@ from storage.records import (
     PostbackRow,
     WriteOp,
 )
-from storage.sqlite import rollups
+from storage.sqlite import caps, rollups
 from storage.sqlite.lead_keys import INSERT as _INSERT_LEAD_KEYS
 from storage.writer import BatchRows, BatchWriter, merge_lead_changes, postback_rounds
 
@@ -100,7 +100,7 @@ class Writer(BatchWriter):
     """SQLite's writer, on its one write connection."""
 
     task_name = "sqlite-writer"
-    permanent = (PostbackBeingSent, sqlite3.IntegrityError, sqlite3.DataError,
+    permanent = (CapReached, PostbackBeingSent, sqlite3.IntegrityError, sqlite3.DataError,
                  sqlite3.ProgrammingError, sqlite3.InterfaceError, ValueError, TypeError)
 
     def __init__(self, conn: aiosqlite.Connection, **options: Any) -> None:
@@ -122,6 +122,7 @@ class Writer(BatchWriter):
                               (_INSERT_LEAD_KEYS, batch.lead_keys)):
             if inserted:
                 await conn.execute(sql, (_rows.encode(inserted).decode(),))
+        await caps.charge(conn, [charge for op in ops for charge in op.cap_charges])
         # The roll-ups, in this transaction: between the new rows and the changes to them.
         await rollups.record(conn, batch.leads, batch.events, lead_changes,
                              batch.conversion_changes)
@@ -140,6 +141,8 @@ class Writer(BatchWriter):
         ):
             if rows:
                 await conn.execute(sql, (_rows.encode(rows).decode(),))
+        await caps.give_back(conn, [change.conversion_id for change in last_changes
+                                    if change.to_status in ("rejected", "reversed")])
         await conn.commit()
 
     async def _change_postbacks(self, ops: list[WriteOp]) -> None:
