@@ -83,8 +83,8 @@ async def screen(store: EventStore, dedupe: DedupeConfig | None, secret: str | N
                  conversion: bool, now: datetime, settle: bool) -> Dedupe:
     """The keys an event's lead fields add and, for a conversion, the earlier lead of the
     campaign it repeats: the first other lead created within ``days`` before this one
-    (this one created now if the event creates it) sharing a hash of the stored lead
-    fields or of the event's.
+    (this one created now if the event creates it) sharing a hash the lead has stored
+    (its fields since its campaign has dedupe) or one of the event's.
 
     ``settle``: writes are acknowledged before they commit (write-behind), so the query
     waits for them first: a lead clicked a moment ago counts.
@@ -96,10 +96,7 @@ async def screen(store: EventStore, dedupe: DedupeConfig | None, secret: str | N
         return Dedupe(keys=keys)
     if settle:
         await store.flush()
-    stored = await store.lead_fields(transaction_id)
-    digests = lead_digests(dedupe, secret, cid, stored, lead_fields)
-    if not digests:
-        return Dedupe(keys=keys)
-    earlier = await store.first_lead_sharing(cid, transaction_id, digests, dedupe.days,
+    # The lead's stored hashes join these in the store's query.
+    earlier = await store.first_lead_sharing(cid, transaction_id, keys, dedupe.days,
                                              new_at=utc_text(now))
     return Dedupe(keys=keys, duplicate_of=earlier, action=dedupe.action)

@@ -17,12 +17,14 @@ INSERT = (f"INSERT INTO lead_keys ({', '.join(LeadKeyRow.__struct_fields__)})"
 # ``days`` (a timestamp without time zone ignores the Z, so the session's zone plays no
 # part), and the search walks the (cid, digest, created_at) primary key. A lead not
 # stored yet (the event creates it) counts as created at $5. Leads created at the same
-# moment are told apart by transaction id, so of two only one repeats the other.
+# moment are told apart by transaction id, so of two only one repeats the other. The
+# hashes compared are the event's and those the lead already has (lead_keys_by_lead).
 _FIRST = """
 WITH me AS (SELECT coalesce((SELECT created_at FROM leads WHERE transaction_id = $2), $5)
                    COLLATE "C" AS at)
 SELECT k.transaction_id FROM lead_keys AS k, me
-WHERE k.cid = $1 AND k.digest = ANY($3::text[])
+WHERE k.cid = $1 AND (k.digest = ANY($3::text[]) OR k.digest IN (
+    SELECT digest FROM lead_keys WHERE transaction_id = $2 AND cid = $1))
   AND k.created_at >= to_char(me.at::timestamp - make_interval(days => $4),
                               'YYYY-MM-DD"T"HH24:MI:SS') || substr(me.at, 20)
   AND (k.created_at, k.transaction_id COLLATE "C") < (me.at, $2 COLLATE "C")

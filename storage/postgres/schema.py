@@ -180,6 +180,8 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (cid, digest, created_at, transaction_id)
     );
     """,
+    # 7: storage/sqlite/schema.py's migration 10.
+    "CREATE INDEX lead_keys_by_lead ON lead_keys(transaction_id);",
 )
 
 # Any fixed number: every process that starts migrates under this lock, one at a time.

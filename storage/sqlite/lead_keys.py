@@ -16,11 +16,15 @@ INSERT = (f"INSERT INTO lead_keys ({', '.join(LeadKeyRow.__struct_fields__)})"
 # bound keeps the lead's own fraction of a second after moving it back ``days``, and the
 # search walks the (cid, digest, created_at) primary key. A lead not stored yet (the
 # event creates it) counts as created at ?5. Leads created at the same moment are told
-# apart by transaction id, so of two only one repeats the other.
+# apart by transaction id, so of two only one repeats the other. The hashes compared are
+# the event's and those the lead already has (lead_keys_by_lead): one query, no read of
+# the lead's fields first.
 _FIRST = """
 WITH me AS (SELECT coalesce((SELECT created_at FROM leads WHERE transaction_id = ?2), ?5) AS at)
 SELECT k.transaction_id FROM lead_keys AS k, me
-WHERE k.cid = ?1 AND k.digest IN (SELECT value FROM json_each(?3))
+WHERE k.cid = ?1 AND k.digest IN (SELECT value FROM json_each(?3) UNION
+                                  SELECT digest FROM lead_keys
+                                  WHERE transaction_id = ?2 AND cid = ?1)
   AND k.created_at >= strftime('%Y-%m-%dT%H:%M:%S', me.at, ?4) || substr(me.at, 20)
   AND (k.created_at, k.transaction_id) < (me.at, ?2)
 ORDER BY k.created_at, k.transaction_id

@@ -228,6 +228,8 @@ MIGRATIONS: tuple[Step, ...] = (
         PRIMARY KEY (cid, digest, created_at, transaction_id)
     ) WITHOUT ROWID;
     """,
+    # 10: a lead's own hashes, found by its transaction id, for the conversion's check.
+    "CREATE INDEX lead_keys_by_lead ON lead_keys(transaction_id);",
 )
 
 
