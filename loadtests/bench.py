@@ -7,6 +7,9 @@ Scenarios (closed loop with wrk, 64 connections, after a warm-up, unless said ot
      B@1000/s, B@2000/s  open loop at a fixed rate; latency from each scheduled send
      B@256c  past saturation: 256 connections
   C  event-postback, durability "write-behind"
+  S, SR  commit mode, every event a conversion with revenue (a repeatable sale on leads
+     minted with an email, no lock window): S without money rules, SR with two caps (a
+     day count and a month revenue, never reached) and duplicate leads by email
   P1, P2  event-postback on PostgreSQL (a throwaway local cluster of Debian's postgresql,
      default durable settings), with 1 and 2 workers; hot leads as in B. Left out, saying
      why, when there is no PostgreSQL (make postgres installs it)
@@ -70,12 +73,37 @@ pid = "{PID}"
 
 [[campaigns]]
 cid = "{CID}"
-""" + "".join(f'\n[[campaigns.events]]\nevent_id = "{event}"\n' for event in EVENTS)
+""" + "".join(f'\n[[campaigns.events]]\nevent_id = "{event}"\n' for event in EVENTS) + """
+[[campaigns.events]]
+event_id = "sale"
+conversion = true
+allow_duplicates = true
+"""
+# S: the same, without the lock window, so that a lead's sales may follow each other within
+# two seconds (a run sends more sales than there are leads).
+SALES_CONFIG = CONFIG.replace('admin_token = "bench"\n',
+                              'admin_token = "bench"\nlock_seconds = 0\n')
+# SR: S with money rules: two caps no run reaches, and duplicate leads by email (each
+# minted lead has its own).
+RULES_CONFIG = SALES_CONFIG.replace(
+    'admin_token = "bench"\n',
+    'admin_token = "bench"\ndedupe_secret = "bench-dedupe-secret-0123456789"\n').replace(
+    f'cid = "{CID}"\n', f'cid = "{CID}"\ndedupe = {{ fields = ["email"], days = 30 }}\n') + """
+[[campaigns.caps]]
+metric = "conversions"
+period = "day"
+limit = 1000000000
+
+[[campaigns.caps]]
+metric = "revenue"
+period = "month"
+limit = 1000000000000
+"""
 
 # The lean-hot-path targets: throughput as a share of the bare endpoint A.
 TARGETS = {"B": 0.40, "C": 0.55, "D": 0.35}
 # Shown as a share of A too, without a target of their own.
-RATIOS = {*TARGETS, "P1", "P2"}
+RATIOS = {*TARGETS, "P1", "P2", "S", "SR"}
 REPORT_TARGET_MS = 300
 REPORT_QUERY = {"from": "2026-01-01", "to": "2026-01-31", "group_by": "day,cid"}
 
@@ -169,12 +197,19 @@ def write_ids(path: Path, ids: list[str]) -> Path:
     return path
 
 
-async def mint(url: str, count: int) -> list[str]:
-    """Leads minted through POST /api/click, so their actors are in memory."""
+async def mint(url: str, count: int, *, emails: bool = False) -> list[str]:
+    """Leads minted through POST /api/click, so their actors are in memory; with
+    ``emails``, each with an email of its own."""
     host = url.removeprefix("http://")
-    body = json.dumps({"cid": CID, "pid": PID}).encode()
-    results = await closed_loop(url, (post_request(host, "/api/click", body)
-                                      for _ in range(count)), keep_bodies=True)
+
+    def body(n: int) -> bytes:
+        fields = {"cid": CID, "pid": PID}
+        if emails:
+            fields["email"] = f"lead{n}@example.com"
+        return json.dumps(fields).encode()
+
+    results = await closed_loop(url, (post_request(host, "/api/click", body(n))
+                                      for n in range(count)), keep_bodies=True)
     if set(results.statuses) != {200}:
         raise RuntimeError(f"minting leads failed: {results.statuses}")
     return [json.loads(body)["data"]["transaction_id"] for body in results.bodies]
@@ -338,6 +373,24 @@ def open_loop_run(url: str, ids: list[str], rate: int, seconds: int) -> dict[str
             "p999": results.percentile(99.9) * 1e6, "statuses": results.statuses}
 
 
+def money_rule_rows(settings: Settings, work: Path, report: dict[str, Any]) -> None:
+    """S and SR: conversions with revenue in commit mode, without and with money rules."""
+    for name, text in (("S", SALES_CONFIG), ("SR", RULES_CONFIG)):
+        config = work / f"{name}.toml"
+        config.write_text(text)
+        port = free_port()
+        with serving(service_command(config, work / f"{name}.db", port, "commit"), port,
+                     work / f"{name}.log") as server:
+            ids = uvloop.run(mint(server.url, settings.mint, emails=True))
+            warm, timed = _split(ids, 2)
+            wrk(server.url, write_ids(work / f"{name}-w.txt", warm), "sale",
+                settings.connections, settings.warmup)
+            report[name] = wrk(server.url, write_ids(work / f"{name}.txt", timed), "sale",
+                               settings.connections, settings.duration)
+            report[name]["rss_mb"] = server.peak_rss_mb()
+        print_row(name, report[name], report, flush=True)
+
+
 def run(settings: Settings) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="event-postback-bench-"))
     config = work / "bench.toml"
@@ -366,6 +419,7 @@ def run(settings: Settings) -> dict[str, Any]:
                 report[name]["rss_mb"] = server.peak_rss_mb()
             print_row(name, report[name], report, flush=True)
 
+        money_rule_rows(settings, work, report)
         postgres_rows(settings, work, config, report)
 
         # D and E: the cold path, on a pre-filled database.

@@ -1,6 +1,7 @@
 -- wrk script: unique, valid events for leads minted before the run.
 --   wrk -s events.lua URL -- IDS_FILE rotate   each id gets ev0, then ev1, ... (hot leads)
 --   wrk -s events.lua URL -- IDS_FILE cold     each id gets one ev1 (transactions not in memory)
+--   wrk -s events.lua URL -- IDS_FILE sale     each id gets sales (a repeatable conversion)
 -- Prints one line "BENCH {json}" with the counts and latency percentiles (microseconds).
 
 local ids = {}
@@ -18,7 +19,13 @@ function request()
   counter = counter + 1
   local n = #ids
   local txn, event
-  if mode == "cold" then
+  if mode == "sale" then
+    txn = ids[(counter - 1) % n + 1]
+    local body = '{"cid":"cmp_bench","event_id":"sale","transaction_id":"' .. txn ..
+                 '","pid":"src_bench","revenue":"10.00"}'
+    return wrk.format("POST", "/api/event/trigger", {["Content-Type"] = "application/json"},
+                      body)
+  elseif mode == "cold" then
     txn = ids[(counter - 1) % n + 1]
     event = "ev1"
   else

@@ -75,8 +75,11 @@ def test_bench_runs_every_scenario(tmp_path: Path) -> None:
          str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads((tmp_path / "bench-latest.json").read_text())
-    for scenario in ("A", "B", "B@100/s", "B@200/s", "B@256c", "C", "D", "E", "R", "RE"):
+    for scenario in ("A", "B", "B@100/s", "B@200/s", "B@256c", "C", "S", "SR", "D", "E", "R",
+                     "RE"):
         assert report[scenario]["requests"] > 0, scenario
+    # Every sale answered 200: no cap reached, no lead a duplicate of another.
+    assert report["S"]["errors"] == report["SR"]["errors"] == 0
     assert report["E"]["transactions"] == 30_000
     # Events beside reports: measured both ways, with the reports answered or refused.
     beside = report["RE"]
