@@ -77,6 +77,11 @@ conversion = true
 
 [[campaigns.postbacks]]
 url = "{buyer.url}/buyer?conv={{conversion_id}}"
+
+[[campaigns.caps]]
+metric = "conversions"
+period = "day"
+limit = 1
 """)
         service = Served(tmp_path, "--config", str(config), "--db", str(tmp_path / "shop.db"))
         try:
@@ -117,6 +122,12 @@ def _look(chromium: Any, service: Served, buyer: Receiver) -> None:
     assert page.locator("#by-pid tr").nth(1).locator("td").first.text_content() == "src_a"
     assert page.locator('[data-status="failed"] .value').text_content() == "1"
     assert page.locator("#updated").text_content().startswith("updated at ")
+    # The sale by status and reason, and the cap it filled.
+    assert page.locator('#by-status tr[data-status="approved"] td').all_text_contents()[
+        :3] == ["approved", "none", "1"]
+    assert page.locator("#caps tr").nth(1).locator("td").all_text_contents() == [
+        "cmp_shop", "any", "any", "conversions", today, "1", "1", "100 %"]
+    assert page.locator("#caps tr").nth(1).locator("td.warn").count() == 1
 
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)

@@ -125,6 +125,39 @@
     element.replaceChildren(head, ...lines);
   }
 
+  // Held and rejected conversions apart from the approved ones, with why.
+  function statuses(rows) {
+    const head = document.createElement("tr");
+    head.append(...["status", "reason", "conversions", "pending", "revenue"].map((t) => cell("th", t)));
+    const lines = rows.map((row) => {
+      const tr = document.createElement("tr");
+      tr.dataset.status = row.status;
+      tr.append(cell("td", row.status), cell("td", row.reason), cell("td", row.conversions),
+        cell("td", row.pending_conversions), cell("td", row.revenue ?? row.pending_revenue));
+      return tr;
+    });
+    $("by-status").replaceChildren(head, ...lines);
+  }
+
+  async function caps() {
+    const found = (await api("/api/caps")).caps;
+    const head = document.createElement("tr");
+    head.append(...["campaign", "source", "event", "metric", "period", "used", "limit", "use"]
+      .map((t) => cell("th", t)));
+    const lines = found.map((cap) => {
+      const tr = document.createElement("tr");
+      tr.dataset.cap = cap.key;
+      const share = Number(cap.used) / Number(cap.limit);
+      const use = cell("td", (share * 100).toFixed(0) + " %");
+      if (share >= 0.9) use.className = "warn";
+      tr.append(cell("td", cap.cid), cell("td", cap.pid ?? "any"), cell("td", cap.event_id ?? "any"),
+        cell("td", cap.metric), cell("td", cap.current), cell("td", cap.used),
+        cell("td", cap.limit), use);
+      return tr;
+    });
+    $("caps").replaceChildren(head, ...lines);
+  }
+
   async function postbacks() {
     const counts = $("postback-counts");
     counts.replaceChildren();
@@ -192,6 +225,8 @@
                                       ["net_payout", "Payout", "#ea580c"]]);
       table("by-cid", "cid", cids.rows);
       table("by-pid", "pid", pids.rows);
+      statuses((await api("/api/reports?" + query({group_by: "status,reason"}))).rows);
+      await caps();
       await postbacks();
       $("updated").textContent = "updated at " + new Date().toLocaleTimeString();
     } catch (error) { show(error); }
