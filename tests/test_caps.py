@@ -14,6 +14,7 @@ from structlog.testing import capture_logs
 
 from app.config.schema import ConfigError, parse_config
 from tests.conftest import ADMIN_TOKEN, Harness, error, running_on
+from tests.test_reload import reload, serving_on
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 CID, PID = "cmp_caps", "src_a"
@@ -214,3 +215,26 @@ over = "unpaid"
                 f'cid="{CID}"}} 9.0') in scraped
         assert (f'event_postback_cap_limit{{cap="{CID}|*|*|payout|month|UTC",'
                 f'cid="{CID}"}} 100.5') in scraped
+
+
+async def test_a_reload_moves_the_limit_and_keeps_the_count(tmp_path: Path, db: str) -> None:
+    def text(limit: int) -> str:
+        return (f'[server]\nadmin_token = "{ADMIN_TOKEN}"\n[[sources]]\npid = "{PID}"\n'
+                f'[[campaigns]]\ncid = "{CID}"\n'
+                '[[campaigns.events]]\nevent_id = "sale"\nconversion = true\n'
+                '[[campaigns.caps]]\nmetric = "conversions"\nperiod = "total"\n'
+                f"limit = {limit}\n")
+
+    async with serving_on(tmp_path, text(2), db) as (client, path):
+        async def one_sale() -> int:
+            click = await client.post("/api/click", json={"cid": CID, "pid": PID})
+            fired = await client.post("/api/event/trigger", json={
+                "cid": CID, "event_id": "sale", "pid": PID, "revenue": "5",
+                "transaction_id": click.json()["data"]["transaction_id"]})
+            return fired.status_code
+
+        assert [await one_sale() for _ in range(3)] == [200, 200, 400]
+        path.write_text(text(3))
+        assert (await reload(client)).status_code == 200
+        # The two counted before the reload still count: one more place, not three.
+        assert [await one_sale() for _ in range(2)] == [200, 400]
