@@ -7,8 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from actors.rows import _cost_delta
 from actors.messages import FireEvent, Verdict
+from actors.rows import _cost_delta
 from actors.rules import apply_cost, decide, opens_window
 from actors.state import TransactionState
 from app.config.money_rules import FixedPayout, PercentPayout
