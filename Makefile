@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test check docs chromium wrk postgres loadtest bench crash binary mutate clean
+.PHONY: serve test check docs chromium wrk postgres loadtest bench crash chaos binary mutate clean
 
 DURATION ?= 60s
 USERS ?= 50
@@ -66,6 +66,15 @@ MODES ?= commit write-behind
 FLUSH_MS ?= 5 200
 crash: $(VENV)/.installed-dev
 	$(BIN)/python loadtests/crash.py --cycles $(CYCLES) --modes $(MODES) --flush-ms $(FLUSH_MS) $(CRASH_ARGS)
+
+# Two nodes on one throwaway PostgreSQL under load; node freezes and kill -9, PostgreSQL
+# restarts and freezes, SIGHUP in turn; then every acknowledged event and owed postback is
+# checked. Installs Debian's postgresql as `make postgres` does, without starting one.
+CHAOS_SECONDS ?= 75
+chaos: $(VENV)/.installed-dev
+	command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql)
+	$(BIN)/python loadtests/chaos.py --duration $(CHAOS_SECONDS) $(CHAOS_ARGS)
 
 # One executable holding the interpreter, the dependencies and the data files, built in a
 # venv of its own so that nothing of the dev environment ends up inside it.
