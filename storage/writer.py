@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -199,6 +200,7 @@ class BatchWriter:
         self._committing: list[_Item] = []
         self.failing = False
         self.batches_committed = 0
+        self.batch_token = uuid.uuid4().hex
         # Told the size and duration of every committed batch (the metrics set it).
         self.commit_observer: Callable[[int, float], None] | None = None
 
@@ -305,6 +307,10 @@ class BatchWriter:
 
     async def _commit(self, batch: list[_Item]) -> None:
         delay = self._retry_initial
+        # The same for every attempt of this batch: a store whose commit may land without
+        # its answer (a connection lost at COMMIT) records it, to tell a retry the batch
+        # is in already.
+        self.batch_token = uuid.uuid4().hex
         while True:
             started = time.perf_counter()
             try:

@@ -40,13 +40,9 @@ def test_two_nodes_lose_double_and_fail_nothing_through_one_fault_of_each_kind()
     result = subprocess.run([sys.executable, str(ROOT / "loadtests" / "chaos.py"), "--quick"],
                             capture_output=True, text=True, timeout=220)
     failed = [line for line in result.stdout.splitlines() if line.startswith("FAILED:")]
-    # What holds today: a node whose record of an attempt waits on the locks of a frozen
-    # peer's open transaction past its lease may see the postback sent again by the peer
-    # once it thaws (docs/internals.md, Chaos campaign). Anything else fails.
-    known = [line for line in failed if "its record waited past its lease" in line]
-    assert failed == known, result.stdout[-4000:] + result.stderr[-3000:]
-    assert result.returncode == (1 if known else 0), result.stdout[-4000:] + result.stderr
-    assert known or "verdict: ok" in result.stdout
+    assert failed == [], result.stdout[-4000:] + result.stderr[-3000:]
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr
+    assert "verdict: ok" in result.stdout
     table = rows(result.stdout)
     for kind in ("freeze", "kill", "pg-restart", "pg-freeze", "hup"):
         _, injected, _, lost, doubled, _, errors_500, _, _ = table[kind]

@@ -223,7 +223,8 @@ _UNDO_LATER = ("DROP TABLE cap_usage; DROP TABLE cap_charges; DROP TABLE lead_ke
                " ALTER TABLE events DROP COLUMN duplicate_of;")
 _UNDO_SQLITE = (_UNDO_LATER + " ALTER TABLE events DROP COLUMN hold_reason;"
                 " PRAGMA user_version = 7;")
-_UNDO_POSTGRES = (_UNDO_LATER + " ALTER TABLE events DROP COLUMN hold_reason;"
+_UNDO_POSTGRES = (_UNDO_LATER + " DROP TABLE committed_batches;"
+                  " ALTER TABLE events DROP COLUMN hold_reason;"
                   " DELETE FROM schema_version WHERE version >= 5;")
 
 

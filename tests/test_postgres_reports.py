@@ -109,7 +109,7 @@ DROP TABLE stats;
 DROP INDEX leads_by_created, events_by_fired, events_by_converted,
     conversion_changes_by_changed;
 ALTER TABLE events DROP COLUMN hold_reason;
-DROP TABLE cap_usage, cap_charges, lead_keys;
+DROP TABLE cap_usage, cap_charges, lead_keys, committed_batches;
 ALTER TABLE events DROP COLUMN payout_rule, DROP COLUMN duplicate_of;
 DELETE FROM schema_version WHERE version >= 3;
 """

@@ -182,6 +182,15 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 7: storage/sqlite/schema.py's migration 10.
     "CREATE INDEX lead_keys_by_lead ON lead_keys(transaction_id);",
+    # 8: the batches committed lately (storage/postgres/writer.py): a retry of a batch
+    # whose COMMIT went through but whose answer was lost writes nothing again.
+    """
+    CREATE TABLE committed_batches (
+        token TEXT PRIMARY KEY,
+        committed_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    );
+    CREATE INDEX committed_batches_by_time ON committed_batches(committed_at);
+    """,
 )
 
 # Any fixed number: every process that starts migrates under this lock, one at a time.

@@ -82,8 +82,14 @@ class PostgresStore(BatchedStore[PostgresWriter]):
     async def open(self) -> None:
         # A connection that cannot be made within the write timeout fails the request
         # that needed it (503) rather than holding it.
+        # A process frozen (SIGSTOP, a stalled VM) inside a transaction would hold its row
+        # locks, the roll-ups' among them, and so every other node's writes, for as long as
+        # it stays frozen: PostgreSQL ends such a session once it has been idle in its
+        # transaction for the write timeout; its batch rolls back and is retried whole.
+        idle_ms = max(1000, int(self.write_timeout * 1000))
         pool = self._pool = await asyncpg.create_pool(
-            self.url, min_size=1, max_size=self._pool_size, timeout=self.write_timeout)
+            self.url, min_size=1, max_size=self._pool_size, timeout=self.write_timeout,
+            server_settings={"idle_in_transaction_session_timeout": str(idle_ms)})
         async with pool.acquire() as conn:
             await migrate(conn)
         self._loader = BatchLoader(self._load)

@@ -122,6 +122,13 @@ FROM (SELECT v->>0 AS conversion_id, v->>1 AS from_status, v->>2 AS to_status,
 WHERE events.conversion_id = c.conversion_id AND events.status = c.from_status
 """
 _rows = msgspec.json.Encoder()
+# A batch's token, in its own transaction: a retry after a connection lost at COMMIT finds
+# it there when the commit went through, and writes nothing twice (an event that may fire
+# more than once would otherwise be stored again). Tokens are kept a day.
+_MARK_BATCH = ("INSERT INTO committed_batches (token) VALUES ($1) ON CONFLICT DO NOTHING"
+               " RETURNING 1")
+_PRUNE_BATCHES = "DELETE FROM committed_batches WHERE committed_at < now() - interval '1 day'"
+_PRUNE_EVERY = 1000
 log = structlog.get_logger("storage.writer")
 
 # Errors that no retry can cure: the op itself is wrong and is refused alone.
@@ -164,6 +171,10 @@ class PostgresWriter(BatchWriter):
             found[1:] = change.to_status, change.changed_at
         # Fixed order: a row is inserted before rows that refer to it and changes to it.
         async with self._pool.acquire() as conn, conn.transaction():
+            if await conn.fetchval(_MARK_BATCH, self.batch_token) is None:
+                return  # an earlier attempt committed, and only its answer was lost
+            if self.batches_committed % _PRUNE_EVERY == 0:
+                await conn.execute(_PRUNE_BATCHES)
             if batch.answers:
                 await conn.execute(_PURGE_ANSWERS,
                                    min(row.created_at for row in batch.answers))
