@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from urllib.parse import parse_qs, urlsplit
 
@@ -55,17 +56,18 @@ def test_outcome_of_status(status: int, outcome: str) -> None:
 def test_default_schedule_runs_from_a_second_to_about_an_hour() -> None:
     waits = [next_delay(attempt, first=1, cap=3600, jitter=0.5) for attempt in range(1, 8)]
     assert waits == [1, 4, 16, 64, 256, 1024, 3600]
-    assert next_delay(3, first=1, cap=3600, jitter=0.0) == 12
+    assert next_delay(3, first=1, cap=3600, jitter=0.0) == 12.8
     assert next_delay(3, first=1, cap=3600, jitter=0.999) < 20
     assert next_delay(9, first=1, cap=3600, jitter=0.999) == 3600
 
 
 @pytest.mark.parametrize(("header", "seconds"), [
     ("120", 120.0), (" 7 ", 7.0), ("99999", 3600.0), (None, None), ("soon", None),
-    ("Wed, 21 Oct 2026 07:28:00 GMT", None),
+    ("Sat, 28 Nov 2026 12:02:00 GMT", 120.0), ("Wed, 21 Oct 2026 07:28:00 GMT", 0.0),
 ])
 def test_retry_after(header: str | None, seconds: float | None) -> None:
-    assert retry_after_seconds(header, 3600) == seconds
+    now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+    assert retry_after_seconds(header, 3600, now=now) == seconds
 
 
 def test_a_lead_number_stored_before_the_bound_renders_short_not_in_full() -> None:

@@ -481,31 +481,3 @@ async def test_delivered_postbacks_are_not_sent_again_after_a_restart(
     async with running(config, clock=clock) as api:
         await api.services.dispatcher.drain()
     assert sorted(receiver.paths()) == ["/buyer", "/source"]
-
-
-async def buyer_after_redirects(api: Harness, receiver: Receiver, count: int) -> dict[str, Any]:
-    """The buyer postback once sent where /buyer redirects to /hop1, /hop1 to /hop2, ...:
-    ``count`` redirects."""
-    for n in range(count):
-        path = "/buyer" if n == 0 else f"/hop{n}"
-        receiver.script(path, Answer(302, headers={"Location": f"{receiver.url}/hop{n + 1}"}))
-    await convert(api)
-    await api.services.dispatcher.drain()
-    return await only_buyer(api)
-
-
-async def test_five_redirects_are_followed_and_the_request_says_who_sends_it(
-    api: Harness, receiver: Receiver
-) -> None:
-    buyer = await buyer_after_redirects(api, receiver, 5)
-    assert (buyer["status"], buyer["last_status_code"]) == ("delivered", 200)
-    [arrived] = receiver.of("/hop5")
-    assert arrived.headers["user-agent"] == "event-postback"
-
-
-async def test_a_sixth_redirect_fails_the_postback_at_once(
-    api: Harness, receiver: Receiver
-) -> None:
-    buyer = await buyer_after_redirects(api, receiver, 6)
-    assert (buyer["status"], buyer["attempts"]) == ("failed", 1)
-    assert receiver.of("/hop6") == []

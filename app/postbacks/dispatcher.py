@@ -27,7 +27,7 @@ import structlog
 
 from actors.clock import Clock, utc_text
 from app.config.schema import DeliveryConfig
-from app.postbacks.retry import Outcome, next_delay, outcome_of_status, retry_after_seconds
+from app.postbacks.retry import Outcome, outcome_of_status, retry_delay
 from app.postbacks.signing import signature_headers
 from storage.backend import EventStore
 from storage.errors import StoreClosed
@@ -43,8 +43,6 @@ from storage.records import (
 log = structlog.get_logger("app.postbacks")
 
 RESPONSE_KEPT_BYTES = 1024
-# A receiver may move: up to five redirects are followed, a sixth fails the postback.
-MAX_REDIRECTS = 5
 # Looked for due postbacks at least this often, besides the wake-up after each commit.
 POLL_SECONDS = 1.0
 # What the deliveries still out at shutdown are given before they are cancelled.
@@ -52,8 +50,7 @@ SHUTDOWN_GRACE_SECONDS = 5.0
 _HEADERS = {"User-Agent": "event-postback"}
 _JSON_BODY = {"Content-Type": "application/json"}
 _RETRY_AFTER = "retry-after"  # httpx's headers ignore case
-_PERMANENT_ERRORS = (httpx.UnsupportedProtocol, httpx.InvalidURL, httpx.TooManyRedirects,
-                     httpx.LocalProtocolError)
+_PERMANENT_ERRORS = (httpx.UnsupportedProtocol, httpx.InvalidURL, httpx.LocalProtocolError)
 
 
 @functools.cache
@@ -116,8 +113,9 @@ class Dispatcher:
                 limits=httpx.Limits(  # pragma: no mutate
                     max_connections=self._settings.concurrency,  # pragma: no mutate
                     max_keepalive_connections=self._settings.concurrency),  # pragma: no mutate
-                follow_redirects=True,
-                max_redirects=MAX_REDIRECTS,
+                # A redirect is a failed postback with its 3xx on record: a followed one
+                # would carry the lead fields and the signature to a host nobody configured.
+                follow_redirects=False,
                 verify=_tls(),  # pragma: no mutate
                 headers=_HEADERS,
             )
@@ -261,7 +259,8 @@ class Dispatcher:
             error, outcome = f"{type(exc).__name__}: {exc}", "retry"
         latency_ms = round((self._timer() - began) * 1000, 3)
 
-        status, next_at = self._next_state(outcome, attempt, postback.max_attempts, retry_after)
+        status, next_at = self._next_state(outcome, attempt, postback.max_attempts,
+                                           status_code, retry_after)
         now = utc_text(self._clock.now())
         op = WriteOp(
             attempt=AttemptRow(postback_id=postback.id, attempt=attempt,
@@ -286,7 +285,8 @@ class Dispatcher:
             log.warning("postback_attempt_not_recorded", postback_id=postback.id)
 
     def _next_state(
-        self, outcome: Outcome, attempt: int, max_attempts: int, retry_after: str | None
+        self, outcome: Outcome, attempt: int, max_attempts: int, status_code: int | None,
+        retry_after: str | None,
     ) -> tuple[PostbackStatus, datetime]:
         now = self._clock.now()
         if outcome == "delivered":
@@ -294,11 +294,9 @@ class Dispatcher:
         if outcome == "failed" or attempt >= max_attempts:
             return "failed", now
         settings = self._settings
-        delay = next_delay(attempt, first=settings.first_retry_seconds,
-                           cap=settings.max_retry_seconds, jitter=self._jitter())
-        asked = retry_after_seconds(retry_after, settings.max_retry_seconds)
-        if asked is not None:
-            delay = max(delay, asked)
+        delay = retry_delay(attempt, status_code=status_code, retry_after=retry_after, now=now,
+                            first=settings.first_retry_seconds,
+                            cap=settings.max_retry_seconds, jitter=self._jitter())
         return "pending", now + timedelta(seconds=delay)
 
 
