@@ -595,8 +595,12 @@ def cause_of_double(faults: list[Fault], first: Delivery) -> tuple[str, str]:
             return fault.kind, "killed while it was at the receiver or being recorded"
         if fault.kind == "freeze" and first.node in (fault.target, "?"):
             return fault.kind, "frozen past its lease with it at the receiver (fenced)"
-        if fault.kind in ("pg-restart", "pg-freeze", "hup") and fault.target in (
-                "pg", first.node):
+        # The database out of reach from the answer on: the attempt's record waits for
+        # it (with the writer's back-off), the lease runs out first, and another process
+        # sends the postback again (at least once, as for a node that died).
+        if fault.kind in ("pg-restart", "pg-freeze"):
+            return fault.kind, "the database out of reach until its lease ran out"
+        if fault.kind == "hup" and fault.target == first.node:
             return fault.kind, f"UNEXPLAINED: {fault.kind} before the attempt was recorded"
     return segment_of(faults, first.arrived), "UNEXPLAINED: no fault near the first delivery"
 
