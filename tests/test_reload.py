@@ -11,11 +11,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+import msgspec
 from asgi_lifespan import LifespanManager
 from structlog.testing import capture_logs
 
-from app.config.reload import ConfigFile, changes, refusal, restart_key
-from app.config.schema import parse_config
+from app.config.reload import ConfigFile, changes, digest, refusal, restart_key
+from app.config.schema import demo_config, parse_config
 from app.factory import create_app
 from tests.conftest import ADMIN_TOKEN, CID, OTHER_CID, PID, TEST_CONFIG, error
 from tests.served import Served
@@ -392,3 +393,19 @@ async def test_sighup_changes_cors_and_never_forces(tmp_path: Path) -> None:
         assert server.wait() == 0
     [refused] = [line for line in log_lines(server) if line["event"] == "config_reload_refused"]
     assert refused["error"] == refused_because(path, "the new config has no campaigns")["message"]
+
+
+def test_the_public_config_digest_leaves_every_secret_out() -> None:
+    config = demo_config()
+    campaign = config.campaigns[0]
+    secrets = msgspec.structs.replace(
+        config, server=msgspec.structs.replace(config.server, admin_token="another-token",
+                                               dedupe_secret="another-secret-0123"),
+        campaigns=[msgspec.structs.replace(
+            campaign, event_tokens=["another-event-token-01"],
+            postbacks=[msgspec.structs.replace(postback, secret="another")
+                       for postback in campaign.postbacks])])
+    assert digest(secrets) == digest(config)
+    renamed = msgspec.structs.replace(
+        config, campaigns=[msgspec.structs.replace(campaign, name="renamed")])
+    assert digest(renamed) != digest(config)

@@ -156,8 +156,18 @@ def logged_changes(path: Path, old: Config, new: Config,
 
 def digest(config: Config) -> str:
     """The sha256 of the config in force (its canonical JSON, flags applied): equal in
-    every process serving the same config, whatever the file's layout or comments."""
-    return hashlib.sha256(msgspec.json.encode(config)).hexdigest()
+    every process serving the same config, whatever the file's layout or comments.
+
+    Its secrets are left out: the digest is public (``/healthz``), and a hash of a config
+    whose every other value is known would let a weak token be guessed offline.
+    """
+    shown = msgspec.to_builtins(config)
+    shown["server"]["admin_token"] = shown["server"]["dedupe_secret"] = None
+    for campaign in shown["campaigns"]:
+        campaign["event_tokens"] = []
+        for postback in campaign["postbacks"]:
+            postback["secret"] = None
+    return hashlib.sha256(msgspec.json.encode(shown)).hexdigest()
 
 
 @dataclass(frozen=True)
