@@ -19,11 +19,13 @@ from typing import Any
 import httpx
 import pytest
 import structlog
+import structlog.testing
 
 from actors.clock import utc_text
 from app.config.schema import DeliveryConfig
 from app.observe.logs import merge_request_fields, start_request
 from app.postbacks.dispatcher import Dispatcher
+from storage.errors import StoreUnavailable
 from storage.records import (
     DUE_SCAN,
     AttemptView,
@@ -670,3 +672,30 @@ async def test_a_delivery_logs_none_of_the_fields_of_the_request_that_started_it
     [line] = [line for line in logs if line["event"] == "postback_attempt"]
     assert line["postback_id"] == 1
     assert "request_id" not in line and "route" not in line
+
+
+async def test_a_store_out_of_reach_is_one_warning_not_a_traceback_each_pass(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = store.due_postbacks
+    down = {"passes": 0}
+
+    async def unreachable(*args: Any, **kwargs: Any) -> Any:
+        if down["passes"] < 5:
+            down["passes"] += 1
+            raise StoreUnavailable
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(store, "due_postbacks", unreachable)
+    sending = Dispatcher(store, FakeClock(), DeliveryConfig(), poll_seconds=0.01)
+    with structlog.testing.capture_logs() as logs:
+        sending.start()
+        try:
+            await until(lambda: any(line["event"] == "postback_dispatch_resumed"
+                                    for line in logs), "the dispatcher resuming")
+        finally:
+            await sending.close()
+    events = [(line["event"], line["log_level"]) for line in logs
+              if line["event"].startswith("postback_dispatch")]
+    assert events == [("postback_dispatch_waiting_for_store", "warning"),
+                      ("postback_dispatch_resumed", "info")]
+    assert down["passes"] == 5

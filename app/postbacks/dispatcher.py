@@ -30,7 +30,7 @@ from app.config.schema import DeliveryConfig
 from app.postbacks.retry import Outcome, outcome_of_status, retry_delay
 from app.postbacks.signing import signature_headers
 from storage.backend import EventStore
-from storage.errors import StoreClosed
+from storage.errors import StoreClosed, StoreUnavailable
 from storage.records import (
     AttemptRow,
     DuePostback,
@@ -81,6 +81,8 @@ class Dispatcher:
         self._jitter = jitter
         self._timer = timer  # seconds, for the latency; only differences mean anything
         self._poll_seconds = poll_seconds
+        # The store did not answer the last pass (see _run).
+        self._store_down = False
         self._grace = shutdown_grace_seconds
         self._in_flight: dict[int, asyncio.Task[None]] = {}
         self._host_load: Counter[str] = Counter()
@@ -171,9 +173,20 @@ class Dispatcher:
             try:
                 await self._start_due()
                 wait = await self._seconds_to_next_due()
+            except StoreUnavailable:
+                # An outage the store already answers 503 for: one line as it starts and
+                # one as it ends, not a traceback every poll.
+                if not self._store_down:
+                    self._store_down = True
+                    log.warning("postback_dispatch_waiting_for_store")
+                wait = self._poll_seconds
             except Exception:
                 log.exception("postback_dispatch_failed")
                 wait = self._poll_seconds
+            else:
+                if self._store_down:
+                    self._store_down = False
+                    log.info("postback_dispatch_resumed")
             # Nothing to wait for (wait 0) times out at once: the next pass starts.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), min(wait, self._poll_seconds))
