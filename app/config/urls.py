@@ -29,19 +29,19 @@ def postback_url_problem(url: str, macros: frozenset[str]) -> str | None:
         return "must be an absolute http(s) URL"
     if "{" in parts.netloc:
         return "macros may not appear in the host"
-    unknown = set(re.findall(r"\{(\w*)\}", url)) - macros
-    if unknown:
-        names = ", ".join(sorted("{" + name + "}" for name in unknown))
-        return f"unknown macro {names} (declare extra lead fields in lead_fields)"
-    return None
+    names = _unknown(url, macros)
+    return f"unknown macro {names} (declare extra lead fields in lead_fields)" if names else None
 
 
 def landing_url_problem(url: str) -> str | None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         return "must be an absolute http(s) URL"
-    unknown = set(re.findall(r"\{(\w*)\}", url)) - _LANDING_MACROS
-    if unknown:
-        names = ", ".join(sorted("{" + name + "}" for name in unknown))
-        return f"unknown macro {names} (known: {{transaction_id}}, {{cid}}, {{pid}})"
-    return None
+    names = _unknown(url, _LANDING_MACROS)
+    return f"unknown macro {names} (known: {{transaction_id}}, {{cid}}, {{pid}})" if names else None
+
+
+def _unknown(url: str, known: frozenset[str]) -> str:
+    """The macros ``url`` names that are not ``known``, as {a}, {b}; empty if none."""
+    unknown = set(re.findall(r"\{(\w*)\}", url)) - known
+    return ", ".join(sorted("{" + name + "}" for name in unknown))
