@@ -17,6 +17,7 @@ from storage.records import (
     ConversionCounts,
     ConversionView,
     DuePostback,
+    EndpointHealth,
     HostLoad,
     PostbackStatus,
     PostbackView,
@@ -168,6 +169,12 @@ class EventStore(Protocol):
     async def postback(self, postback_id: int) -> PostbackView | None: ...
 
     async def postback_counts(self) -> dict[PostbackStatus, int]: ...
+
+    async def endpoint_health(self, configured: list[str],
+                              since: str) -> list[EndpointHealth]:
+        """Every endpoint attempted or in ``configured`` (keys), with its attempts in the
+        hourly buckets from ``since`` on."""
+        ...
 
     async def conversions(self, **filters: Any) -> list[tuple[int, ConversionView]]: ...
 

@@ -104,7 +104,8 @@ class LeadChange(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     cost_delta: str | None = None
 
 
-PostbackStatus = Literal["pending", "delivered", "failed"]
+# "paused": waiting for its endpoint to be resumed (see EndpointOutcome).
+PostbackStatus = Literal["pending", "delivered", "failed", "paused"]
 ConversionStatus = Literal["approved", "pending", "rejected", "reversed"]
 # Why a conversion was not approved and paid as it fired: held pending (in the order that
 # picks one when several apply, actors.rules.hold_reason), rejected as it fired
@@ -138,6 +139,10 @@ class PostbackRow(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     next_attempt_at: str
     created_at: str
     updated_at: str
+    # The configured host and path it goes to (see app.postbacks.endpoints).
+    endpoint: str = ""
+    # Standard Webhooks secrets, space-separated; each signs the POST (rotation).
+    signing_secrets: str | None = None
 
 
 class AttemptRow(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
@@ -168,6 +173,43 @@ class PostbackChange(msgspec.Struct, frozen=True, kw_only=True, array_like=True)
     # on one not delivered and no longer leased.
     resend: bool = False
     lease: str | None = None
+
+
+class EndpointOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """One attempt's answer, as its endpoint's health counts it.
+
+    The database decides a pause in the attempt's own write, so every process sees the
+    same count: ``pause_after`` failures in a row (0: never), the first of them at or
+    before ``pause_since`` (the attempt's time less the minimum span), or at once when
+    ``gone`` (a 410).
+    """
+
+    endpoint: str
+    at: str
+    delivered: bool
+    status_code: int | None
+    error: str | None
+    pause_after: int
+    pause_since: str
+    gone: bool = False
+    # A 429/503's Retry-After: no postback to the endpoint is sent before this moment.
+    not_before: str | None = None
+
+
+class Requeue(msgspec.Struct, frozen=True, kw_only=True):
+    """Paused postbacks of an endpoint made pending again (``resume``), or dead letters
+    created in [``created_from``, ``created_to``) (``recover``), due at ``now``.
+
+    ``counted`` holds, once committed, how many postbacks it re-queued: the writer fills
+    it in (an op's future carries no value).
+    """
+
+    action: Literal["resume", "recover"]
+    now: str
+    endpoint: str | None = None
+    created_from: str | None = None
+    created_to: str | None = None
+    counted: list[int] = msgspec.field(default_factory=list)
 
 
 class ConversionChange(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
@@ -234,6 +276,10 @@ class WriteOp(msgspec.Struct, frozen=True, kw_only=True):
     # What the op's conversion adds to each cap that counts it; any that does not fit
     # refuses the whole op (CapReached).
     cap_charges: tuple[CapCharge, ...] = ()
+    # What a delivery attempt tells of its endpoint's health (with ``attempt``).
+    endpoint_outcome: EndpointOutcome | None = None
+    # An operator's resume of an endpoint or recovery of dead letters.
+    requeue: Requeue | None = None
 
 
 class StoredTransaction(msgspec.Struct, frozen=True, kw_only=True):
@@ -352,6 +398,8 @@ class DuePostback(msgspec.Struct, frozen=True, kw_only=True):
     secret: str | None
     attempts: int
     max_attempts: int
+    endpoint: str = ""
+    signing_secrets: str | None = None
     # On PostgreSQL, the lease this process holds it under: its outcome is recorded only
     # while no other process has taken it since.
     lease: str | None = None
@@ -371,6 +419,45 @@ class HostLoad(msgspec.Struct, frozen=True, kw_only=True):
 
     def full(self) -> list[str]:
         return [host for host, load in self.in_flight.items() if load >= self.per_host]
+
+
+class EndpointView(msgspec.Struct, frozen=True, kw_only=True):
+    """An endpoint's health, as ``GET /api/endpoints`` shows it."""
+
+    name: str
+    endpoint: str
+    state: Literal["active", "paused"]
+    consecutive_failures: int
+    last_success_at: str | None
+    last_failure_at: str | None
+    last_status_code: int | None
+    last_error: str | None
+    paused_at: str | None
+    paused_reason: str | None
+    # Postbacks to it, by status.
+    postbacks: dict[str, int]
+    # Attempts and deliveries in the hourly buckets of the last 24 hours.
+    attempts_24h: int
+    delivered_24h: int
+    # delivered / attempts over those hours, as a decimal text; None with no attempt.
+    success_rate_24h: str | None
+
+
+class EndpointHealth(msgspec.Struct, frozen=True, kw_only=True):
+    """An endpoint's row as a store reads it (no name: the config gives that)."""
+
+    endpoint: str
+    state: Literal["active", "paused"]
+    consecutive_failures: int
+    last_success_at: str | None
+    last_failure_at: str | None
+    last_status_code: int | None
+    last_error: str | None
+    paused_at: str | None
+    paused_reason: str | None
+    postbacks: dict[str, int]
+    attempts_24h: int
+    delivered_24h: int
 
 
 class TransactionView(msgspec.Struct, frozen=True, kw_only=True):

@@ -35,6 +35,7 @@ from storage.records import (
     AnswerRow,
     AttemptRow,
     ConversionChange,
+    EndpointOutcome,
     EventRow,
     LeadChange,
     LeadKeyRow,
@@ -89,6 +90,20 @@ def postback_rounds(ops: list[WriteOp]) -> list[list[WriteOp]]:
         rounds[after][0].append(op)
         rounds[after][1].add(postback_id)
     return [round_ops for round_ops, _ in rounds]
+
+
+def recorded_outcomes(ops: list[WriteOp], applied: set[int]) -> list[EndpointOutcome]:
+    """The endpoint outcomes of the attempts whose change was recorded (an attempt whose
+    outcome no longer counts does not count against its endpoint either)."""
+    return [op.endpoint_outcome for op in ops
+            if op.endpoint_outcome is not None and op.postback_change is not None
+            and op.postback_change.postback_id in applied]
+
+
+def note_paused(endpoints: list[str]) -> None:
+    """One warning per endpoint a committed batch paused: someone has to look at it."""
+    for endpoint in endpoints:
+        log.warning("postback_endpoint_paused", endpoint=endpoint)
 
 
 @dataclass(frozen=True, slots=True)

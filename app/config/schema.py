@@ -16,6 +16,7 @@ import msgspec
 from msgspec import Meta
 
 from app.config.diagnosis import explain
+from app.config.endpoints import endpoint_names_problem
 from app.config.money_rules import (
     CapConfig,
     DedupeConfig,
@@ -65,6 +66,8 @@ class PostbackConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     secret: str | None = None
     # When it is sent: as the conversion fires, and/or as its status changes.
     on: list[PostbackTrigger] = msgspec.field(default_factory=lambda: ["conversion"])
+    # The endpoint's name in the API and metrics (default: its host and path).
+    name: Id | None = None
 
 
 class EventConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -159,6 +162,10 @@ class DeliveryConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     max_retry_seconds: Seconds = 3600.0
     concurrency: Annotated[int, Meta(ge=1, le=1000)] = 64
     per_host: Annotated[int, Meta(ge=1, le=1000)] = 8
+    # An endpoint pauses after this many failed attempts in a row (0: never), once they
+    # span at least pause_min_hours; its postbacks wait until an operator resumes it.
+    pause_after: Annotated[int, Meta(ge=0, le=1_000_000)] = 10
+    pause_min_hours: Annotated[float, Meta(ge=0, le=8760)] = 1.0
 
 
 class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -367,4 +374,4 @@ def first_problem(config: Config) -> tuple[str, str] | None:
                             f"{event_id!r} is not an event of campaign {campaign.cid!r}")
             if postback.secret is not None and not postback.secret.strip():
                 return f"{place}.postbacks[{j}].secret", "must not be empty"
-    return None
+    return endpoint_names_problem(config)

@@ -159,6 +159,10 @@ def postback_not_found() -> ApiError:
     return ApiError(404, "Postback not found", "not_found")
 
 
+def endpoint_not_found() -> ApiError:
+    return ApiError(404, "Endpoint not found", "not_found")
+
+
 def conversion_not_found() -> ApiError:
     return ApiError(404, "Conversion not found", "not_found")
 

@@ -66,7 +66,7 @@ class EventFields(LeadFields, frozen=True, kw_only=True):
 class PostbackQuery(msgspec.Struct, frozen=True, kw_only=True):
     """The filters of GET /api/postbacks."""
 
-    status: Literal["pending", "delivered", "failed"] | None = None
+    status: Literal["pending", "delivered", "failed", "paused"] | None = None
     cid: Text | None = None
     limit: Annotated[int, Meta(ge=1, le=500)] = 50
 

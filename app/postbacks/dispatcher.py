@@ -27,13 +27,14 @@ import structlog
 
 from actors.clock import Clock, utc_text
 from app.config.schema import DeliveryConfig
-from app.postbacks.retry import Outcome, outcome_of_status, retry_delay
+from app.postbacks.retry import GONE, Outcome, asked_wait, outcome_of_status, retry_delay
 from app.postbacks.signing import signature_headers
 from storage.backend import EventStore
 from storage.errors import StoreClosed, StoreUnavailable
 from storage.records import (
     AttemptRow,
     DuePostback,
+    EndpointOutcome,
     HostLoad,
     PostbackChange,
     PostbackStatus,
@@ -272,10 +273,13 @@ class Dispatcher:
             error, outcome = f"{type(exc).__name__}: {exc}", "retry"
         latency_ms = round((self._timer() - began) * 1000, 3)
 
+        gone = status_code == GONE and self._settings.pause_after > 0
         status, next_at = self._next_state(outcome, attempt, postback.max_attempts,
-                                           status_code, retry_after)
+                                           status_code, retry_after, gone=gone)
         now = utc_text(self._clock.now())
         op = WriteOp(
+            endpoint_outcome=self._endpoint_outcome(postback, status, status_code, error,
+                                                    retry_after, gone=gone),
             attempt=AttemptRow(postback_id=postback.id, attempt=attempt,
                                started_at=utc_text(started), url=postback.url,
                                status_code=status_code, error=error, latency_ms=latency_ms,
@@ -297,13 +301,28 @@ class Dispatcher:
         except StoreClosed:
             log.warning("postback_attempt_not_recorded", postback_id=postback.id)
 
+    def _endpoint_outcome(self, postback: DuePostback, status: PostbackStatus,
+                          status_code: int | None, error: str | None,
+                          retry_after: str | None, *, gone: bool) -> EndpointOutcome:
+        settings, now = self._settings, self._clock.now()
+        asked = asked_wait(status_code, retry_after, now=now, cap=settings.max_retry_seconds)
+        return EndpointOutcome(
+            endpoint=postback.endpoint, at=utc_text(now), delivered=status == "delivered",
+            status_code=status_code, error=error, pause_after=settings.pause_after,
+            pause_since=utc_text(now - timedelta(hours=settings.pause_min_hours)),
+            gone=gone,
+            not_before=None if asked is None else utc_text(now + timedelta(seconds=asked)))
+
     def _next_state(
         self, outcome: Outcome, attempt: int, max_attempts: int, status_code: int | None,
-        retry_after: str | None,
+        retry_after: str | None, *, gone: bool,
     ) -> tuple[PostbackStatus, datetime]:
         now = self._clock.now()
         if outcome == "delivered":
             return "delivered", now
+        if gone:
+            # Waits with its endpoint, which the same write pauses, for an operator.
+            return "paused", now
         if outcome == "failed" or attempt >= max_attempts:
             return "failed", now
         settings = self._settings

@@ -14,6 +14,7 @@ from actors.messages import FireEvent
 from actors.rules import fire_status
 from app.config.schema import Config
 from app.postbacks.macros import macro_values, render_body, render_url
+from storage.endpoints import endpoint_of
 from storage.records import ConversionView, PostbackRow
 
 
@@ -24,6 +25,8 @@ class Target:
     method: Literal["GET", "POST"]
     secret: str | None
     on: frozenset[str]
+    # Its endpoint's key (app.config.endpoints): the template's host and path.
+    endpoint: str
 
 
 # When a status change sends a source its postback: approval pays, reversal claws back.
@@ -46,11 +49,12 @@ class Planner:
             conversions = [event.event_id for event in campaign.events if event.conversion]
             for postback in campaign.postbacks:
                 target = Target("buyer", postback.url, postback.method, postback.secret,
-                                frozenset(postback.on))
+                                frozenset(postback.on), endpoint_of(postback.url))
                 for event_id in postback.events if postback.events is not None else conversions:
                     self._buyers[(campaign.cid, event_id)].append(target)
         self._sources: dict[tuple[str, str], Target] = {
-            (source.pid, status): Target("source", url, "GET", None, frozenset({status}))
+            (source.pid, status): Target("source", url, "GET", None, frozenset({status}),
+                                         endpoint_of(url))
             for source in config.sources
             for status, key in _SOURCE_KEYS.items()
             if (url := getattr(source, key)) is not None
@@ -140,6 +144,7 @@ class Planner:
                 next_attempt_at=now,
                 created_at=now,
                 updated_at=now,
+                endpoint=target.endpoint,
             ))
         return tuple(rows)
 

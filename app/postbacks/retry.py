@@ -16,6 +16,8 @@ GROWTH = 4.0
 JITTER = 0.2
 # The answers that say "slow down": their Retry-After is a wait the receiver asks for.
 SLOW_DOWN = frozenset({429, 503})
+# The answer that says the endpoint is gone for good: it pauses at once.
+GONE = 410
 
 
 def outcome_of_status(status_code: int) -> Outcome:
@@ -57,14 +59,21 @@ def retry_after_seconds(header: str | None, cap: float, *, now: datetime) -> flo
     return min(cap, max(0.0, (moment - now).total_seconds()))
 
 
+def asked_wait(status_code: int | None, retry_after: str | None, *, now: datetime,
+               cap: float) -> float | None:
+    """The wait a 429 or 503 asked for with a usable Retry-After (within the cap); it
+    holds for every postback to the endpoint that answered."""
+    if status_code not in SLOW_DOWN:
+        return None
+    return retry_after_seconds(retry_after, cap, now=now)
+
+
 def retry_delay(attempt: int, *, status_code: int | None, retry_after: str | None,
                 now: datetime, first: float, cap: float, jitter: float) -> float:
     """Seconds until the next attempt: the backoff, or longer when a 429 or 503 asked for
     more with its Retry-After (never past the cap)."""
     delay = next_delay(attempt, first=first, cap=cap, jitter=jitter)
-    if status_code not in SLOW_DOWN:
-        return delay
-    asked = retry_after_seconds(retry_after, cap, now=now)
+    asked = asked_wait(status_code, retry_after, now=now, cap=cap)
     return delay if asked is None else max(delay, asked)
 
 

@@ -24,18 +24,19 @@ from app.routes.admin import BackupData
 from app.routes.caps import CapList
 from app.routes.clicks import ClickData
 from app.routes.conversions import BulkData, ConversionPage
+from app.routes.endpoints import RecoverQuery, RequeueData
 from app.routes.events import EventData
 from app.routes.health import HealthData
 from app.routes.operate import ReloadData, ReloadQuery
 from app.routes.operations import TEXT, UNAUTHORIZED, Op, operations
-from storage.records import ConversionView, PostbackView, TransactionView
+from storage.records import ConversionView, EndpointView, PostbackView, TransactionView
 
 _REF = "#/components/schemas/{name}"
 _STRUCTS: tuple[Any, ...] = (ClickFields, EventFields, PostbackQuery, ClickData, EventData,
                              TransactionView, PostbackView, BackupData, ReloadData, ReloadQuery,
                              HealthData, ErrorEnvelope, ConversionQuery, ConversionPage,
                              ConversionView, ChangeBody, BulkBody, BulkData, ReportQuery,
-                             Report, CapList)
+                             Report, CapList, EndpointView, RequeueData, RecoverQuery)
 _ADMIN: list[dict[str, list[str]]] = [{"adminToken": []}]
 # An event route takes a campaign's event token, or none (its anonymous policy decides).
 _EVENT_SENDER: list[dict[str, list[str]]] = [{}, {"eventToken": []}]

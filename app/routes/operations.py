@@ -17,10 +17,11 @@ from app.routes.admin import BackupData
 from app.routes.caps import CapList
 from app.routes.clicks import ClickData
 from app.routes.conversions import BulkData, ConversionPage
+from app.routes.endpoints import RecoverQuery, RequeueData
 from app.routes.events import EventData
 from app.routes.health import HealthData
 from app.routes.operate import ReloadData, ReloadQuery
-from storage.records import ConversionView, PostbackView, TransactionView
+from storage.records import ConversionView, EndpointView, PostbackView, TransactionView
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,29 @@ def operations(demo: bool) -> dict[str, dict[str, Op]]:
                 202: ("Retry scheduled", PostbackView), 404: _NO_TOKEN[1],
                 409: ("Already delivered, or being delivered", None)},
                 path=postback_id, admin=True, tags=("postbacks",)),
+        },
+        "/api/postbacks/recover": {
+            "post": Op("Re-queue the dead letters created in a time range", {
+                200: ("How many were re-queued", RequeueData), 400: _BAD[1],
+                404: _NO_TOKEN[1]},
+                query=RecoverQuery, admin=True, tags=("postbacks",),
+                description="`from` and `to` are ISO 8601 times with their offset, such "
+                            "as `2026-12-02T15:00:00Z`; `from` is included, `to` is not. "
+                            "`endpoint` (a name from GET /api/endpoints) limits it to one "
+                            "endpoint. Each is due at once, with at least one attempt left."),
+        },
+        "/api/endpoints": {
+            "get": Op("Each postback endpoint's health", {
+                200: ("Endpoints", list[EndpointView]), 404: _NO_TOKEN[1]},
+                admin=True, tags=("postbacks",),
+                description="An endpoint is a configured postback's host and path; its "
+                            "name is the entry's `name`, else the host and path."),
+        },
+        "/api/endpoints/{name}/resume": {
+            "post": Op("Resume a paused endpoint: its paused postbacks are due at once", {
+                200: ("How many were re-queued", RequeueData),
+                404: ("Endpoint not found", None)},
+                path={"name": {"type": "string"}}, admin=True, tags=("postbacks",)),
         },
         "/api/conversions": {
             "get": Op("Conversions, newest first, a page at a time", {

@@ -140,6 +140,8 @@ WHERE id IN (
                   AND (claimed_until IS NULL
                        OR claimed_until <= coalesce($6::timestamptz, now()))
                   AND id <> ALL($2::bigint[])
+                  -- stored pending by a node that had not yet seen the pause commit
+                  AND endpoint NOT IN (SELECT endpoint FROM endpoints WHERE state = 'paused')
                   AND host NOT IN (
                       SELECT busy.host FROM unnest($3::text[], $7::int[]) AS busy(host, load)
                       WHERE busy.load >= $8)
@@ -150,7 +152,8 @@ WHERE id IN (
         ORDER BY next_attempt_at, id LIMIT $4)
       AND (claimed_until IS NULL OR claimed_until <= coalesce($6::timestamptz, now()))
     FOR UPDATE SKIP LOCKED)
-RETURNING id, method, url, host, body, secret, attempts, max_attempts, claimed_until AS lease
+RETURNING id, method, url, host, body, secret, attempts, max_attempts, endpoint,
+          signing_secrets, claimed_until AS lease
 """
 
 

@@ -191,6 +191,39 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX committed_batches_by_time ON committed_batches(committed_at);
     """,
+    # 9: endpoint health (storage/sqlite/schema.py's migration 11). A stored postback's
+    # endpoint is its URL's host and path.
+    """
+    ALTER TABLE postbacks DROP CONSTRAINT postbacks_status_check;
+    ALTER TABLE postbacks ADD CONSTRAINT postbacks_status_check
+        CHECK (status IN ('pending', 'delivered', 'failed', 'paused'));
+    ALTER TABLE postbacks ADD COLUMN endpoint TEXT NOT NULL DEFAULT '';
+    ALTER TABLE postbacks ADD COLUMN signing_secrets TEXT;
+    UPDATE postbacks SET endpoint = lower(host)
+        || coalesce(substring(url from '^[^:/?#]+://[^/?#]*([^?#]*)'), '');
+    CREATE INDEX postbacks_by_endpoint ON postbacks(endpoint, status);
+    CREATE INDEX postbacks_failed_by_created ON postbacks(created_at) WHERE status = 'failed';
+    CREATE TABLE endpoints (
+        endpoint TEXT PRIMARY KEY,
+        state TEXT NOT NULL CHECK (state IN ('active', 'paused')),
+        consecutive_failures INTEGER NOT NULL,
+        failing_since TEXT,
+        last_success_at TEXT,
+        last_failure_at TEXT,
+        last_status_code INTEGER,
+        last_error TEXT,
+        paused_at TEXT,
+        paused_reason TEXT,
+        not_before TEXT
+    );
+    CREATE TABLE endpoint_hours (
+        endpoint TEXT NOT NULL,
+        hour TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        delivered INTEGER NOT NULL,
+        PRIMARY KEY (endpoint, hour)
+    );
+    """,
 )
 
 # Any fixed number: every process that starts migrates under this lock, one at a time.

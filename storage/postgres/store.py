@@ -22,7 +22,7 @@ from storage.backend import Unsupported, WindowClaims
 from storage.batched import BatchedStore
 from storage.errors import StoreBusy, StoreClosed, StoreUnavailable
 from storage.loader import BatchLoader
-from storage.postgres import caps, lead_keys, queries, reports
+from storage.postgres import caps, endpoints, lead_keys, queries, reports
 from storage.postgres.bounded import CONNECTION_ERRORS, within
 from storage.postgres.schema import migrate
 from storage.postgres.windows import WindowClaimer
@@ -32,6 +32,7 @@ from storage.records import (
     ConversionCounts,
     ConversionView,
     DuePostback,
+    EndpointHealth,
     HostLoad,
     PostbackStatus,
     PostbackView,
@@ -188,6 +189,10 @@ class PostgresStore(BatchedStore[PostgresWriter]):
 
     async def postback_counts(self) -> dict[PostbackStatus, int]:
         return await self._read(queries.postback_counts)
+
+    async def endpoint_health(self, configured: list[str],
+                              since: str) -> list[EndpointHealth]:
+        return await self._read(endpoints.health, configured, since)
 
     async def conversions(self, **filters: Any) -> list[tuple[int, ConversionView]]:
         return await self._read(queries.conversions, **filters)

@@ -27,21 +27,28 @@ from storage.errors import (
     PostbackBeingSent,
 )
 from storage.money import micro, money_text, money_value
-from storage.postgres import caps, rollups
+from storage.postgres import caps, endpoints, rollups
 from storage.postgres.lead_keys import INSERT as _INSERT_LEAD_KEYS
 from storage.records import (
     RESERVED,
     AnswerRow,
     AttemptRow,
     ConversionChange,
+    EndpointOutcome,
     EventRow,
     LeadChange,
     LeadRow,
     PostbackChange,
-    PostbackRow,
     WriteOp,
 )
-from storage.writer import BatchRows, BatchWriter, merge_lead_changes, postback_rounds
+from storage.writer import (
+    BatchRows,
+    BatchWriter,
+    merge_lead_changes,
+    note_paused,
+    postback_rounds,
+    recorded_outcomes,
+)
 
 # Columns that are not text, by name (AnswerRow's status is its HTTP status code).
 _TYPES = {
@@ -69,7 +76,7 @@ def _bulk_insert(table: str, row: type[msgspec.Struct],
 
 _INSERT_LEADS = _bulk_insert("leads", LeadRow)
 _INSERT_EVENTS = _bulk_insert("events", EventRow)
-_INSERT_POSTBACKS = _bulk_insert("postbacks", PostbackRow)
+_INSERT_POSTBACKS = endpoints.insert_postbacks()
 _INSERT_ATTEMPTS = _bulk_insert("postback_attempts", AttemptRow)
 _INSERT_CONVERSION_CHANGES = _bulk_insert("conversion_changes", ConversionChange)
 # An answer takes the place of its key's reservation (storage.postgres.queries), never of
@@ -190,7 +197,9 @@ class PostgresWriter(BatchWriter):
                 (_UPDATE_LEADS, lead_changes),
                 (_INSERT_POSTBACKS, batch.postbacks),
             ])
-            await self._change_postbacks(conn, ops)
+            outcomes = await self._change_postbacks(conn, ops)
+            paused = await endpoints.record(conn, outcomes)
+            await endpoints.requeue(conn, [op.requeue for op in ops if op.requeue is not None])
             await _execute(conn, [
                 (_INSERT_ATTEMPTS, [op.attempt for op in ops
                                     if op.attempt is not None and op.postback_change is None]),
@@ -202,12 +211,16 @@ class PostgresWriter(BatchWriter):
             ])
             await caps.give_back(conn, [conversion_id for conversion_id, move in moves.items()
                                         if move[1] in ("rejected", "reversed")])
+        note_paused(paused)
 
-    async def _change_postbacks(self, conn: PoolConnectionProxy, ops: list[WriteOp]) -> None:
+    async def _change_postbacks(self, conn: PoolConnectionProxy,
+                                ops: list[WriteOp]) -> list[EndpointOutcome]:
         """Each postback change that still finds its state, with its attempt; an attempt
         whose change found another state is not recorded (another process has taken or
-        delivered the postback since), a resend that did not apply refuses its op."""
+        delivered the postback since), a resend that did not apply refuses its op. The
+        recorded attempts' outcomes come back, for their endpoints' health."""
         db_now = None if self._db_clock is None else self._db_clock()
+        outcomes = []
         for round_ops in postback_rounds(ops):
             changes = [op.postback_change for op in round_ops]
             applied = {row[0] for row in await conn.fetch(
@@ -224,6 +237,8 @@ class PostgresWriter(BatchWriter):
                 elif op.attempt is not None:
                     attempts.append(op.attempt)
             await _execute(conn, [(_INSERT_ATTEMPTS, attempts)])
+            outcomes += recorded_outcomes(round_ops, applied)
+        return outcomes
 
     async def _rollback(self) -> None:
         """Nothing to do: the transaction's context rolled it back."""

@@ -19,10 +19,12 @@ from storage.views import POSTBACK_COLUMNS, postback_row
 # The oldest due postbacks (up to ?4 looked at), ranked within their host: a host takes
 # per_host (?5) less what it has in flight (?3, a JSON object host -> count).
 _DUE = """
-SELECT id, method, url, host, body, secret, attempts, max_attempts FROM (
+SELECT id, method, url, host, body, secret, attempts, max_attempts, endpoint,
+       signing_secrets FROM (
     SELECT *, row_number() OVER (PARTITION BY host ORDER BY next_attempt_at, id) AS rank
     FROM (
-        SELECT id, method, url, host, body, secret, attempts, max_attempts, next_attempt_at
+        SELECT id, method, url, host, body, secret, attempts, max_attempts, endpoint,
+               signing_secrets, next_attempt_at
         FROM postbacks
         WHERE status = 'pending' AND next_attempt_at <= ?1
           AND id NOT IN (SELECT value FROM json_each(?2))
@@ -66,8 +68,10 @@ async def due(
         hosts.per_host, limit))
     return [
         DuePostback(id=id_, method=method, url=url, host=host, body=body, secret=secret,
-                    attempts=attempts, max_attempts=max_attempts)
-        for id_, method, url, host, body, secret, attempts, max_attempts in rows
+                    attempts=attempts, max_attempts=max_attempts, endpoint=endpoint,
+                    signing_secrets=signing_secrets)
+        for id_, method, url, host, body, secret, attempts, max_attempts, endpoint,
+        signing_secrets in rows
     ]
 
 

@@ -6,6 +6,7 @@ import sqlite3
 from collections.abc import Callable
 from decimal import Decimal
 
+from storage.endpoints import endpoint_of
 from storage.money import micro
 from storage.sqlite import rollups
 
@@ -48,6 +49,82 @@ def _add_rollups(conn: sqlite3.Connection) -> None:
     overflows; the recount that follows it at 7 is exact, so the first one is left out.
     """
     conn.execute(rollups.CREATE)
+
+
+# The postbacks table of migration 2 with the "paused" status (a CHECK is only changed by
+# rebuilding the table), the endpoint each goes to and its Standard Webhooks secrets.
+_POSTBACKS_11 = """
+CREATE TABLE postbacks_11 (
+    id INTEGER PRIMARY KEY,
+    transaction_id TEXT NOT NULL,
+    cid TEXT NOT NULL,
+    pid TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    conversion_id TEXT,
+    kind TEXT NOT NULL CHECK (kind IN ('buyer', 'source')),
+    method TEXT NOT NULL CHECK (method IN ('GET', 'POST')),
+    url TEXT NOT NULL,
+    host TEXT NOT NULL,
+    body TEXT,
+    secret TEXT,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'failed', 'paused')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL,
+    next_attempt_at TEXT NOT NULL,
+    last_status_code INTEGER,
+    last_error TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    endpoint TEXT NOT NULL DEFAULT '',
+    signing_secrets TEXT
+)
+"""
+_ENDPOINTS = (
+    "CREATE INDEX postbacks_due ON postbacks(next_attempt_at) WHERE status = 'pending'",
+    "CREATE INDEX postbacks_by_status ON postbacks(status, id)",
+    "CREATE INDEX postbacks_by_transaction ON postbacks(transaction_id, id)",
+    "CREATE INDEX postbacks_by_endpoint ON postbacks(endpoint, status)",
+    "CREATE INDEX postbacks_failed_by_created ON postbacks(created_at) WHERE status = 'failed'",
+    # Each endpoint's health; a row appears with its first attempt.
+    """CREATE TABLE endpoints (
+        endpoint TEXT PRIMARY KEY,
+        state TEXT NOT NULL CHECK (state IN ('active', 'paused')),
+        consecutive_failures INTEGER NOT NULL,
+        failing_since TEXT,
+        last_success_at TEXT,
+        last_failure_at TEXT,
+        last_status_code INTEGER,
+        last_error TEXT,
+        paused_at TEXT,
+        paused_reason TEXT,
+        not_before TEXT
+    ) WITHOUT ROWID""",
+    # Attempts and deliveries per endpoint and hour, for the success rate of a day.
+    """CREATE TABLE endpoint_hours (
+        endpoint TEXT NOT NULL,
+        hour TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        delivered INTEGER NOT NULL,
+        PRIMARY KEY (endpoint, hour)
+    ) WITHOUT ROWID""",
+)
+
+
+def _endpoints(conn: sqlite3.Connection) -> None:
+    """Rebuild postbacks (SQLite's documented order: the new table is renamed to the old
+    name, so postback_attempts keeps referring to it; the migration's connection has
+    foreign keys off), then name each stored postback's endpoint from its URL."""
+    conn.execute(_POSTBACKS_11)
+    conn.execute("INSERT INTO postbacks_11 SELECT *, '', NULL FROM postbacks")
+    conn.execute("DROP TABLE postbacks")
+    conn.execute("ALTER TABLE postbacks_11 RENAME TO postbacks")
+    rows = conn.execute("SELECT id, url FROM postbacks").fetchall()
+    conn.executemany("UPDATE postbacks SET endpoint = ? WHERE id = ?",
+                     ((endpoint_of(url), row_id) for row_id, url in rows))
+    for statement in _ENDPOINTS:
+        conn.execute(statement)
+    if conn.execute("PRAGMA foreign_key_check").fetchall():  # pragma: no cover
+        raise RuntimeError("postback attempts lost their postbacks")
 
 
 def _exact_rollups(conn: sqlite3.Connection) -> None:
@@ -230,6 +307,8 @@ MIGRATIONS: tuple[Step, ...] = (
     """,
     # 10: a lead's own hashes, found by its transaction id, for the conversion's check.
     "CREATE INDEX lead_keys_by_lead ON lead_keys(transaction_id);",
+    # 11: endpoint health (app/postbacks/endpoints.py).
+    _endpoints,
 )
 
 

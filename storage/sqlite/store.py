@@ -18,13 +18,23 @@ from storage.records import (
     ConversionCounts,
     ConversionView,
     DuePostback,
+    EndpointHealth,
     HostLoad,
     PostbackStatus,
     PostbackView,
     TransactionView,
 )
 from storage.reports import RawFigures, ReportRows, ReportSpan
-from storage.sqlite import caps, conversions, idempotency, lead_keys, outbox, reader, reports
+from storage.sqlite import (
+    caps,
+    conversions,
+    endpoints,
+    idempotency,
+    lead_keys,
+    outbox,
+    reader,
+    reports,
+)
 from storage.sqlite.backup import Backups, FreeSpace, free_bytes
 from storage.sqlite.claim import Claim
 from storage.sqlite.connection import open_reader, open_writer, prepare
@@ -112,6 +122,10 @@ class Store(BatchedStore[Writer]):
 
     async def postback_counts(self) -> dict[PostbackStatus, int]:
         return await outbox.counts_by_status(self._lister())
+
+    async def endpoint_health(self, configured: list[str],
+                              since: str) -> list[EndpointHealth]:
+        return await endpoints.health(self._lister(), configured, since)
 
     async def healthy(self, timeout: float = 2.0) -> bool:
         """True when an (empty) write transaction commits within ``timeout`` seconds."""

@@ -14,14 +14,21 @@ from storage.records import (
     AnswerRow,
     AttemptRow,
     ConversionChange,
+    EndpointOutcome,
     EventRow,
     LeadRow,
-    PostbackRow,
     WriteOp,
 )
-from storage.sqlite import caps, rollups
+from storage.sqlite import caps, endpoints, rollups
 from storage.sqlite.lead_keys import INSERT as _INSERT_LEAD_KEYS
-from storage.writer import BatchRows, BatchWriter, merge_lead_changes, postback_rounds
+from storage.writer import (
+    BatchRows,
+    BatchWriter,
+    merge_lead_changes,
+    note_paused,
+    postback_rounds,
+    recorded_outcomes,
+)
 
 log = structlog.get_logger("storage.writer")
 
@@ -39,7 +46,7 @@ def _bulk_insert(table: str, row: type[msgspec.Struct]) -> str:
 
 _INSERT_LEADS = _bulk_insert("leads", LeadRow)
 _INSERT_EVENTS = _bulk_insert("events", EventRow)
-_INSERT_POSTBACKS = _bulk_insert("postbacks", PostbackRow)
+_INSERT_POSTBACKS = endpoints.insert_postbacks()
 _INSERT_ATTEMPTS = _bulk_insert("postback_attempts", AttemptRow)
 # "WHERE true" lets SQLite parse the upsert clause after a SELECT. The first answer stored
 # under a key is the one every retry gets.
@@ -131,7 +138,9 @@ class Writer(BatchWriter):
         for sql, rows in steps:
             if rows:
                 await conn.execute(sql, (_rows.encode(rows).decode(),))
-        await self._change_postbacks(ops)
+        outcomes = await self._change_postbacks(ops)
+        paused = await endpoints.record(conn, outcomes)
+        await endpoints.requeue(conn, [op.requeue for op in ops if op.requeue is not None])
         for sql, rows in (
             (_INSERT_ATTEMPTS, [op.attempt for op in ops
                                 if op.attempt is not None and op.postback_change is None]),
@@ -144,16 +153,21 @@ class Writer(BatchWriter):
         await caps.give_back(conn, [change.conversion_id for change in last_changes
                                     if change.to_status in ("rejected", "reversed")])
         await conn.commit()
+        note_paused(paused)
 
-    async def _change_postbacks(self, ops: list[WriteOp]) -> None:
+    async def _change_postbacks(self, ops: list[WriteOp]) -> list[EndpointOutcome]:
         """Each postback change that still finds its state, with its attempt; an attempt
         whose change found another state is not recorded (its outcome no longer counts),
-        a resend that did not apply refuses its op."""
+        a resend that did not apply refuses its op. The recorded attempts' outcomes come
+        back, for their endpoints' health."""
+        outcomes = []
         for round_ops in postback_rounds(ops):
             changes = [op.postback_change for op in round_ops]
             applied = {row[0] for row in await self._conn.execute_fetchall(
                 _UPDATE_POSTBACKS, (_rows.encode(changes).decode(),))}
             await _record_attempts(self._conn, round_ops, applied)
+            outcomes += recorded_outcomes(round_ops, applied)
+        return outcomes
 
     async def _rollback(self) -> None:
         try:
