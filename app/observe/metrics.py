@@ -38,6 +38,7 @@ from storage.records import (
     ConversionCounts,
     ConversionStatus,
     ConversionView,
+    EndpointView,
     PostbackStatus,
     WriteOp,
 )
@@ -56,7 +57,7 @@ NONE = "none"
 UNMATCHED = "unmatched"
 _ATTEMPT_OUTCOMES: Mapping[PostbackStatus, str] = {
     "delivered": "delivered", "pending": "retry", "failed": "failed"}
-POSTBACK_STATUSES: tuple[PostbackStatus, ...] = ("pending", "delivered", "failed")
+POSTBACK_STATUSES: tuple[PostbackStatus, ...] = ("pending", "delivered", "failed", "paused")
 
 
 class LabelValues:
@@ -233,6 +234,11 @@ class Metrics:
         self._live.conversions = by_status
         self._live.held = held
 
+    def set_endpoints(self, views: Iterable[EndpointView]) -> None:
+        """Each endpoint's state, read just before a scrape."""
+        self._live.endpoints = [(view.name, view.state == "paused",
+                                 view.consecutive_failures) for view in views]
+
     def set_caps(self, uses: Iterable[CapUse]) -> None:
         """Each cap's use and limit in its current period, read just before a scrape."""
         self._live.caps = [(use.cid, use.key, float(use.used), float(use.limit))
@@ -302,6 +308,8 @@ class _LiveCollector(Collector):
         self.held: dict[str, int] = {}
         # (cid, cap key, used, limit) per configured cap.
         self.caps: list[tuple[str, str, float, float]] = []
+        # (name, paused, consecutive failures) per endpoint.
+        self.endpoints: list[tuple[str, bool, int]] = []
 
     def collect(self) -> Iterable[Metric]:
         live = self.live
@@ -348,6 +356,18 @@ class _LiveCollector(Collector):
             limit.add_metric([cid, key], bound)
         yield used
         yield limit
+        paused = GaugeMetricFamily("event_postback_endpoint_paused",
+                                   "1 while a postback endpoint is paused (its postbacks "
+                                   "wait for POST /api/endpoints/{name}/resume).",
+                                   labels=["endpoint"])
+        failing = GaugeMetricFamily("event_postback_endpoint_consecutive_failures",
+                                    "Failed attempts in a row of each postback endpoint.",
+                                    labels=["endpoint"])
+        for name, is_paused, failures in self.endpoints:
+            paused.add_metric([name], int(is_paused))
+            failing.add_metric([name], failures)
+        yield paused
+        yield failing
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

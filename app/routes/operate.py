@@ -16,6 +16,7 @@ from app.edge.errors import ApiError, invalid_from
 from app.events.caps import cap_uses
 from app.observe.logs import annotate
 from app.routes.admin import require_admin
+from app.routes.endpoints import endpoint_views
 from app.services import services
 
 
@@ -27,6 +28,7 @@ async def metrics(request: Request) -> Response:
     svc.metrics.set_postbacks(await svc.store.postback_counts())
     svc.metrics.set_conversions(await svc.store.conversion_counts())
     svc.metrics.set_caps(await cap_uses(svc.catalog.caps, svc.store, svc.clock.now()))
+    svc.metrics.set_endpoints(await endpoint_views(svc))
     annotate(outcome="scraped")
     return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
