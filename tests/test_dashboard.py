@@ -1,4 +1,4 @@
-"""The dashboard in headless Chromium: token, figures of a seeded database, Resend."""
+"""The dashboard in headless Chromium: token, figures of a seeded database, Resend, Resume."""
 
 from __future__ import annotations
 
@@ -53,6 +53,7 @@ def test_dashboard_shows_the_figures_and_resends_a_failed_postback(
 ) -> None:
     with Receiver() as buyer:
         buyer.script("/buyer", Answer(status=400, body="bad lead"), Answer(status=200))
+        buyer.script("/gone", Answer(status=410, body="moved away"))
         config = tmp_path / "shop.toml"
         config.write_text(f"""
 [server]
@@ -78,6 +79,10 @@ conversion = true
 [[campaigns.postbacks]]
 url = "{buyer.url}/buyer?conv={{conversion_id}}"
 
+[[campaigns.postbacks]]
+name = "partner"
+url = "{buyer.url}/gone?conv={{conversion_id}}"
+
 [[campaigns.caps]]
 metric = "conversions"
 period = "day"
@@ -86,7 +91,7 @@ limit = 1
         service = Served(tmp_path, "--config", str(config), "--db", str(tmp_path / "shop.db"))
         try:
             _seed(service.url)
-            wait_for(lambda: _failed(service.url))
+            wait_for(lambda: _failed(service.url) and buyer.of("/gone"))
             _look(browser, service, buyer)
         finally:
             service.kill()
@@ -132,9 +137,18 @@ def _look(chromium: Any, service: Served, buyer: Receiver) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
 
+    # The partner's 410 paused its endpoint; Resume sends its postback again.
+    page.locator('#paused tr[data-endpoint="partner"]').wait_for()
+    assert page.locator('#paused tr[data-endpoint="partner"] td').all_text_contents()[
+        2:5] == ["gone", "1", "HTTP 410"]
+    assert page.locator('[data-status="paused"] .value').text_content() == "1"
+    page.locator("#paused button", has_text="Resume").click()
+    wait_for(lambda: len(buyer.of("/gone")) == 2)
+    page.locator('#paused tr[data-endpoint="partner"]').wait_for(state="detached")
+
     page.locator("#failures button", has_text="Resend").click()
     wait_for(lambda: len(buyer.of("/buyer")) == 2)
-    page.locator('[data-status="delivered"] .value').filter(has_text="1").wait_for()
+    page.locator('[data-status="delivered"] .value').filter(has_text="2").wait_for()
     assert page.locator('[data-status="failed"] .value').text_content() == "0"
 
     # Narrow screen: one column.

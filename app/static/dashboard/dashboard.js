@@ -1,4 +1,4 @@
-// The dashboard: only /api/reports and /api/postbacks, with the admin token kept in
+// The dashboard: only /api/reports, /api/caps, /api/postbacks and /api/endpoints, with the admin token kept in
 // sessionStorage (gone when the tab closes). No build step, no other origin.
 "use strict";
 (function () {
@@ -162,7 +162,7 @@
     const counts = $("postback-counts");
     counts.replaceChildren();
     const failed = await api("/api/postbacks?status=failed&limit=500");
-    for (const status of ["pending", "delivered", "failed"]) {
+    for (const status of ["pending", "delivered", "failed", "paused"]) {
       const found = status === "failed" ? failed
         : await api("/api/postbacks?status=" + status + "&limit=500");
       const card = document.createElement("div");
@@ -198,6 +198,35 @@
       return tr;
     });
     $("failures").replaceChildren(head, ...lines);
+    await paused();
+  }
+
+  // Endpoints paused after failures in a row (or a 410): their postbacks wait for Resume.
+  async function paused() {
+    const found = (await api("/api/endpoints")).filter((e) => e.state === "paused");
+    const head = document.createElement("tr");
+    head.append(...["endpoint", "since", "why", "waiting", "last error", ""].map((t) => cell("th", t)));
+    const lines = found.map((endpoint) => {
+      const tr = document.createElement("tr");
+      tr.dataset.endpoint = endpoint.name;
+      const resume = document.createElement("button");
+      resume.type = "button"; resume.textContent = "Resume";
+      resume.addEventListener("click", async () => {
+        resume.disabled = true;
+        try {
+          await api("/api/endpoints/" + endpoint.name.split("/").map(encodeURIComponent).join("/")
+            + "/resume", {method: "POST"});
+        } catch (error) { show(error); }
+        setTimeout(refresh, 500);
+      });
+      const action = document.createElement("td");
+      action.append(resume);
+      tr.append(cell("td", endpoint.name, "wrap"), cell("td", endpoint.paused_at),
+        cell("td", endpoint.paused_reason), cell("td", endpoint.postbacks.paused ?? 0),
+        cell("td", endpoint.last_error, "wrap"), action);
+      return tr;
+    });
+    $("paused").replaceChildren(head, ...lines);
   }
 
   function show(error) {
