@@ -11,6 +11,7 @@ from app.routes import (
     caps,
     clicks,
     conversions,
+    endpoint_test,
     endpoints,
     events,
     health,
@@ -45,6 +46,8 @@ def routes(*, demo: bool = False) -> list[Route]:
         Route("/api/endpoints", endpoints.list_endpoints, methods=["GET"]),
         # A name defaults to the endpoint's host and path, slashes included.
         Route("/api/endpoints/{name:path}/resume", endpoints.resume_endpoint,
+              methods=["POST"]),
+        Route("/api/endpoints/{name:path}/test", endpoint_test.send_test_request,
               methods=["POST"]),
         Route("/api/postbacks/{postback_id:int}", postbacks.show_postback, methods=["GET"]),
         Route("/api/postbacks/{postback_id:int}/retry", postbacks.retry_postback,

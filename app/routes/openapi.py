@@ -18,6 +18,7 @@ import msgspec
 from app.conversions.payloads import BulkBody, ChangeBody, ConversionQuery
 from app.edge.envelope import ErrorEnvelope
 from app.events.payloads import ClickFields, EventFields, PostbackQuery
+from app.postbacks.probe import EndpointTestData
 from app.reports.figures import Report
 from app.reports.params import ReportQuery
 from app.routes.admin import BackupData
@@ -36,7 +37,8 @@ _STRUCTS: tuple[Any, ...] = (ClickFields, EventFields, PostbackQuery, ClickData,
                              TransactionView, PostbackView, BackupData, ReloadData, ReloadQuery,
                              HealthData, ErrorEnvelope, ConversionQuery, ConversionPage,
                              ConversionView, ChangeBody, BulkBody, BulkData, ReportQuery,
-                             Report, CapList, EndpointView, RequeueData, RecoverQuery)
+                             Report, CapList, EndpointView, RequeueData, RecoverQuery,
+                             EndpointTestData)
 _ADMIN: list[dict[str, list[str]]] = [{"adminToken": []}]
 # An event route takes a campaign's event token, or none (its anonymous policy decides).
 _EVENT_SENDER: list[dict[str, list[str]]] = [{}, {"eventToken": []}]

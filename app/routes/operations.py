@@ -11,6 +11,7 @@ from typing import Any
 
 from app.conversions.payloads import BulkBody, ChangeBody, ConversionQuery
 from app.events.payloads import ClickFields, EventFields, PostbackQuery
+from app.postbacks.probe import EndpointTestData
 from app.reports.figures import Report
 from app.reports.params import ReportQuery
 from app.routes.admin import BackupData
@@ -148,6 +149,19 @@ def operations(demo: bool) -> dict[str, dict[str, Op]]:
                 200: ("How many were re-queued", RequeueData),
                 404: ("Endpoint not found", None)},
                 path={"name": {"type": "string"}}, admin=True, tags=("postbacks",)),
+        },
+        "/api/endpoints/{name}/test": {
+            "post": Op("Send a sample conversion to an endpoint once, and show its answer", {
+                200: ("What was sent, and the answer or the transport error",
+                      EndpointTestData),
+                404: ("Endpoint not found", None)},
+                path={"name": {"type": "string"}}, admin=True, tags=("postbacks",),
+                description="Rendered through the endpoint's first configured entry with "
+                            "ids starting `test-`, revenue 1.00, payout 0.50 and status "
+                            "approved, signed as a delivery is, sent once without "
+                            "following a redirect. Nothing is stored: no postback, no "
+                            "attempt, no change to the endpoint's health. An endpoint "
+                            "that cannot be reached still answers 200, with `error`."),
         },
         "/api/conversions": {
             "get": Op("Conversions, newest first, a page at a time", {
