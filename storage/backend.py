@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from storage.pacing import Slot
 from storage.records import (
     AnswerRow,
     ConversionCounts,
@@ -169,6 +170,12 @@ class EventStore(Protocol):
     async def postback(self, postback_id: int) -> PostbackView | None: ...
 
     async def postback_counts(self) -> dict[PostbackStatus, int]: ...
+
+    async def take_send_slot(self, host: str, now: datetime, interval: float,
+                             horizon: float) -> Slot:
+        """The next slot to send to ``host`` at, one ``interval`` after the last one
+        taken by any process, granted only within ``horizon`` seconds of ``now``."""
+        ...
 
     async def endpoint_health(self, configured: list[str],
                               since: str) -> list[EndpointHealth]:

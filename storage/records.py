@@ -173,6 +173,9 @@ class PostbackChange(msgspec.Struct, frozen=True, kw_only=True, array_like=True)
     # on one not delivered and no longer leased.
     resend: bool = False
     lease: str | None = None
+    # Not sent yet, only due later (its host's send rate was used up): attempts as they
+    # were, under the lease it was read with.
+    deferred: bool = False
 
 
 class EndpointOutcome(msgspec.Struct, frozen=True, kw_only=True):

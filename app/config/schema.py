@@ -166,6 +166,9 @@ class DeliveryConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     # span at least pause_min_hours; its postbacks wait until an operator resumes it.
     pause_after: Annotated[int, Meta(ge=0, le=1_000_000)] = 10
     pause_min_hours: Annotated[float, Meta(ge=0, le=8760)] = 1.0
+    # At most this many postbacks a second to one host, across every process (none: no
+    # limit beyond per_host at once).
+    per_host_per_second: Annotated[float, Meta(ge=0.01, le=10_000)] | None = None
 
 
 class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

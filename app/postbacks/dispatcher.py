@@ -18,7 +18,7 @@ import random
 import ssl
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
@@ -48,6 +48,9 @@ RESPONSE_KEPT_BYTES = 1024
 POLL_SECONDS = 1.0
 # What the deliveries still out at shutdown are given before they are cancelled.
 SHUTDOWN_GRACE_SECONDS = 5.0
+# How far ahead of now a host's send slot may be handed out (per_host_per_second): a
+# delivery waits at most this long holding its postback.
+PACE_HORIZON_SECONDS = 1.0
 _HEADERS = {"User-Agent": "event-postback"}
 _JSON_BODY = {"Content-Type": "application/json"}
 _RETRY_AFTER = "retry-after"  # httpx's headers ignore case
@@ -71,6 +74,7 @@ class Dispatcher:
         client: httpx.AsyncClient | None = None,
         jitter: Callable[[], float] = random.random,
         timer: Callable[[], float] = time.perf_counter,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         poll_seconds: float = POLL_SECONDS,
         shutdown_grace_seconds: float = SHUTDOWN_GRACE_SECONDS,
     ) -> None:
@@ -81,12 +85,15 @@ class Dispatcher:
         self._owns_client = client is None
         self._jitter = jitter
         self._timer = timer  # seconds, for the latency; only differences mean anything
+        self._sleep = sleep  # the wait for a host's send slot
         self._poll_seconds = poll_seconds
         # The store did not answer the last pass (see _run).
         self._store_down = False
         self._grace = shutdown_grace_seconds
         self._in_flight: dict[int, asyncio.Task[None]] = {}
         self._host_load: Counter[str] = Counter()
+        # Hosts whose send rate is used up, until when (per_host_per_second).
+        self._paced: dict[str, datetime] = {}
         self._wake = asyncio.Event()
         # One pass at a time between reading what is due and starting it: on PostgreSQL a
         # read claims, so a drain looking beside another pass would find nothing to wait for.
@@ -193,7 +200,14 @@ class Dispatcher:
                 await asyncio.wait_for(self._wake.wait(), min(wait, self._poll_seconds))
 
     def _hosts(self) -> HostLoad:
-        return HostLoad(per_host=self._settings.per_host, in_flight=dict(self._host_load))
+        """What each host has in flight; a host whose send rate is used up for now
+        counts as full, so no read leases a postback for it."""
+        per_host, in_flight = self._settings.per_host, dict(self._host_load)
+        if self._paced:
+            now = self._clock.now()
+            self._paced = {host: until for host, until in self._paced.items() if until > now}
+            in_flight |= dict.fromkeys(self._paced, per_host)
+        return HostLoad(per_host=per_host, in_flight=in_flight)
 
     async def _start_due(self) -> None:
         async with self._starting:
@@ -226,13 +240,45 @@ class Dispatcher:
 
     async def _deliver(self, postback: DuePostback) -> None:
         try:
-            await self._attempt(postback)
+            if await self._slot_now(postback):
+                await self._attempt(postback)
         finally:
             del self._in_flight[postback.id]
             self._host_load[postback.host] -= 1
             if not self._host_load[postback.host]:
                 del self._host_load[postback.host]
             self._wake.set()
+
+    async def _slot_now(self, postback: DuePostback) -> bool:
+        """Whether the postback is sent now: with ``per_host_per_second``, once its host's
+        next slot comes (waiting a moment at most); a slot further off makes it due then,
+        its attempts as they were."""
+        rate = self._settings.per_host_per_second
+        if rate is None:
+            return True
+        now = self._clock.now()
+        try:
+            slot = await self._store.take_send_slot(postback.host, now, 1 / rate,
+                                                    PACE_HORIZON_SECONDS)
+        except (StoreUnavailable, StoreClosed):
+            return False  # not sent, nothing recorded: due again once its lease is over
+        except Exception:
+            log.exception("postback_slot_failed", postback_id=postback.id)
+            return False
+        if slot.granted:
+            wait = (slot.at - now).total_seconds()
+            if wait > 0:
+                await self._sleep(wait)
+            return True
+        self._paced[postback.host] = slot.at
+        change = PostbackChange(
+            postback_id=postback.id, status="pending", attempts=postback.attempts,
+            max_attempts=postback.max_attempts, next_attempt_at=utc_text(slot.at),
+            last_status_code=None, last_error=None, updated_at=utc_text(now),
+            lease=postback.lease, deferred=True)
+        with contextlib.suppress(StoreClosed):
+            await self._store.submit(WriteOp(postback_change=change), bounded=False)
+        return False
 
     async def _attempt(self, postback: DuePostback) -> None:
         assert self._client is not None

@@ -11,6 +11,7 @@ import msgspec
 
 from storage.errors import StoreUnavailable
 from storage.money import money_value
+from storage.pacing import Slot
 from storage.records import (
     DUE_SCAN,
     RESERVED,
@@ -166,6 +167,29 @@ async def lease_due_postbacks(pool: Pool, now: str, *, limit: int, skip_ids: lis
     # The lease's end is its token: a later lease of the row always ends later.
     return sorted((DuePostback(**dict(row) | {"lease": row["lease"].isoformat()})
                    for row in rows), key=lambda due: due.id)
+
+
+# The host's next free slot, taken (moved one interval on) only while it is within the
+# horizon; the row lock orders two processes taking slots of one host.
+_TAKE_SLOT = """
+INSERT INTO host_slots AS h (host, next_free)
+VALUES ($1, $2::timestamptz + make_interval(secs => $3))
+ON CONFLICT (host) DO UPDATE
+SET next_free = greatest(h.next_free, $2::timestamptz) + make_interval(secs => $3)
+WHERE h.next_free <= $2::timestamptz + make_interval(secs => $4)
+RETURNING next_free - make_interval(secs => $3)
+"""
+
+
+async def take_send_slot(pool: Pool, host: str, now: datetime, interval: float,
+                         horizon: float) -> Slot:
+    """storage.pacing.Slots.take, shared by every process on the database."""
+    slot: datetime | None = await pool.fetchval(_TAKE_SLOT, host, now, interval, horizon)
+    if slot is not None:
+        return Slot(True, slot)
+    free: datetime = await pool.fetchval(
+        "SELECT next_free FROM host_slots WHERE host = $1", host)
+    return Slot(False, free)
 
 
 async def next_postback_due_at(pool: Pool, skip_ids: list[int], skip_hosts: list[str],

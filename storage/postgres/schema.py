@@ -223,6 +223,11 @@ MIGRATIONS: tuple[str, ...] = (
         delivered INTEGER NOT NULL,
         PRIMARY KEY (endpoint, hour)
     );
+    -- each host's next free send slot ([delivery] per_host_per_second), for every node
+    CREATE TABLE host_slots (
+        host TEXT PRIMARY KEY,
+        next_free TIMESTAMPTZ NOT NULL
+    );
     """,
 )
 

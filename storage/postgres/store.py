@@ -22,6 +22,7 @@ from storage.backend import Unsupported, WindowClaims
 from storage.batched import BatchedStore
 from storage.errors import StoreBusy, StoreClosed, StoreUnavailable
 from storage.loader import BatchLoader
+from storage.pacing import Slot
 from storage.postgres import caps, endpoints, lead_keys, queries, reports
 from storage.postgres.bounded import CONNECTION_ERRORS, within
 from storage.postgres.schema import migrate
@@ -189,6 +190,10 @@ class PostgresStore(BatchedStore[PostgresWriter]):
 
     async def postback_counts(self) -> dict[PostbackStatus, int]:
         return await self._read(queries.postback_counts)
+
+    async def take_send_slot(self, host: str, now: datetime, interval: float,
+                             horizon: float) -> Slot:
+        return await self._read(queries.take_send_slot, host, now, interval, horizon)
 
     async def endpoint_health(self, configured: list[str],
                               since: str) -> list[EndpointHealth]:

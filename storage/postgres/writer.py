@@ -56,7 +56,7 @@ _TYPES = {
     "revenue_micro": "bigint", "payout_micro": "bigint", "max_attempts": "integer",
     "attempts": "integer", "postback_id": "bigint", "attempt": "integer",
     "status_code": "integer", "latency_ms": "double precision", "last_status_code": "integer",
-    "resend": "boolean", "lease": "timestamptz",
+    "resend": "boolean", "lease": "timestamptz", "deferred": "boolean",
 }
 
 
@@ -109,13 +109,18 @@ WHERE leads.transaction_id = c.transaction_id
 _UPDATE_POSTBACKS = f"""
 UPDATE postbacks SET
     status = c.status, attempts = c.attempts, max_attempts = c.max_attempts,
-    next_attempt_at = c.next_attempt_at, last_status_code = c.last_status_code,
-    last_error = c.last_error, updated_at = c.updated_at, claimed_until = NULL
+    next_attempt_at = c.next_attempt_at,
+    last_status_code = CASE WHEN c.deferred THEN postbacks.last_status_code
+                            ELSE c.last_status_code END,
+    last_error = CASE WHEN c.deferred THEN postbacks.last_error ELSE c.last_error END,
+    updated_at = c.updated_at, claimed_until = NULL
 FROM (SELECT {_columns(PostbackChange)} FROM jsonb_array_elements($1::jsonb) AS v) AS c
 WHERE postbacks.id = c.postback_id AND CASE WHEN c.resend
     THEN postbacks.status <> 'delivered' AND postbacks.attempts = c.attempts
          AND (postbacks.claimed_until IS NULL
               OR postbacks.claimed_until <= coalesce($2::timestamptz, now()))
+    WHEN c.deferred THEN postbacks.status = 'pending' AND postbacks.attempts = c.attempts
+         AND (c.lease IS NULL OR postbacks.claimed_until = c.lease)
     ELSE postbacks.status = 'pending' AND postbacks.attempts = c.attempts - 1
          AND (c.lease IS NULL OR postbacks.claimed_until = c.lease) END
 RETURNING postbacks.id

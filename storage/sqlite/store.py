@@ -13,6 +13,7 @@ import aiosqlite
 from storage.backend import WindowClaims
 from storage.batched import BatchedStore
 from storage.loader import BatchLoader
+from storage.pacing import Slot, Slots
 from storage.records import (
     AnswerRow,
     ConversionCounts,
@@ -75,6 +76,8 @@ class Store(BatchedStore[Writer]):
         self._list_conn: aiosqlite.Connection | None = None
         self._claim: Claim | None = None
         self._backups = Backups(self.path, free_space=free_space)
+        # One process sends from an SQLite file: its host slots live in memory.
+        self._slots = Slots()
 
     @property
     def location(self) -> str:
@@ -122,6 +125,10 @@ class Store(BatchedStore[Writer]):
 
     async def postback_counts(self) -> dict[PostbackStatus, int]:
         return await outbox.counts_by_status(self._lister())
+
+    async def take_send_slot(self, host: str, now: datetime, interval: float,
+                             horizon: float) -> Slot:
+        return self._slots.take(host, now, interval, horizon)
 
     async def endpoint_health(self, configured: list[str],
                               since: str) -> list[EndpointHealth]:

@@ -76,17 +76,21 @@ WHERE leads.transaction_id = c.transaction_id
 _UPDATE_POSTBACKS = """
 UPDATE postbacks SET
     status = c.status, attempts = c.attempts, max_attempts = c.max_attempts,
-    next_attempt_at = c.next_attempt_at, last_status_code = c.last_status_code,
-    last_error = c.last_error, updated_at = c.updated_at
+    next_attempt_at = c.next_attempt_at,
+    last_status_code = CASE WHEN c.deferred THEN postbacks.last_status_code
+                            ELSE c.last_status_code END,
+    last_error = CASE WHEN c.deferred THEN postbacks.last_error ELSE c.last_error END,
+    updated_at = c.updated_at
 FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS status,
              json_extract(value, '$[2]') AS attempts, json_extract(value, '$[3]') AS max_attempts,
              json_extract(value, '$[4]') AS next_attempt_at,
              json_extract(value, '$[5]') AS last_status_code,
              json_extract(value, '$[6]') AS last_error, json_extract(value, '$[7]') AS updated_at,
-             json_extract(value, '$[8]') AS resend
+             json_extract(value, '$[8]') AS resend, json_extract(value, '$[10]') AS deferred
       FROM json_each(?)) AS c
 WHERE postbacks.id = c.id AND CASE WHEN c.resend
     THEN postbacks.status <> 'delivered' AND postbacks.attempts = c.attempts
+    WHEN c.deferred THEN postbacks.status = 'pending' AND postbacks.attempts = c.attempts
     ELSE postbacks.status = 'pending' AND postbacks.attempts = c.attempts - 1 END
 RETURNING postbacks.id
 """
