@@ -5,17 +5,20 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Protocol
 
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from actors.clock import utc_text
+from actors.clock import Clock, utc_text
 from app.config.endpoints import endpoints_of
+from app.config.schema import Config
 from app.edge import errors
 from app.edge.envelope import success_response
 from app.routes.admin import require_admin
 from app.services import Services, services
+from storage.backend import EventStore
 from storage.records import EndpointHealth, EndpointView, Requeue, WriteOp
 
 DAY = timedelta(hours=24)
@@ -34,11 +37,22 @@ class RecoverQuery(msgspec.Struct, frozen=True, kw_only=True):
     endpoint: str | None = None
 
 
-def names_by_key(svc: Services) -> dict[str, str]:
+class Parts(Protocol):
+    """What reading endpoints takes: a request's Services, or the command line's store."""
+
+    @property
+    def config(self) -> Config: ...
+    @property
+    def store(self) -> EventStore: ...
+    @property
+    def clock(self) -> Clock: ...
+
+
+def names_by_key(svc: Parts) -> dict[str, str]:
     return {endpoint.key: name for name, endpoint in endpoints_of(svc.config).items()}
 
 
-async def endpoint_views(svc: Services) -> list[EndpointView]:
+async def endpoint_views(svc: Parts) -> list[EndpointView]:
     """Every configured or attempted endpoint's health, named as the config names it."""
     names = names_by_key(svc)
     since = utc_text(svc.clock.now() - DAY)
@@ -61,7 +75,7 @@ async def list_endpoints(request: Request) -> Response:
     return success_response(200, "OK", await endpoint_views(svc))
 
 
-async def _key_of(svc: Services, name: str) -> str:
+async def key_of(svc: Parts, name: str) -> str:
     """The endpoint a name (or a key, for one no longer configured) stands for."""
     configured = endpoints_of(svc.config).get(name)
     if configured is not None:
@@ -84,7 +98,7 @@ async def resume_endpoint(request: Request) -> Response:
     svc = services(request)
     require_admin(request, svc)
     name = request.path_params["name"]
-    key = await _key_of(svc, name)
+    key = await key_of(svc, name)
     count = await requeue(svc, Requeue(action="resume", endpoint=key,
                                        now=utc_text(svc.clock.now())))
     return success_response(200, "Endpoint resumed", RequeueData(requeued=count,
@@ -115,7 +129,7 @@ async def recover_postbacks(request: Request) -> Response:
     if start >= end:
         raise errors.invalid_fields({"to": "must be later than from"})
     name = query.get("endpoint") or None
-    key = None if name is None else await _key_of(svc, name)
+    key = None if name is None else await key_of(svc, name)
     count = await requeue(svc, Requeue(action="recover", endpoint=key, created_from=start,
                                        created_to=end, now=utc_text(svc.clock.now())))
     return success_response(200, "Postbacks recovered", RequeueData(requeued=count,

@@ -1,5 +1,6 @@
-"""The ``event-postback`` command: ``serve``, ``check-config``, ``conversions``, ``report``
-and ``--version``; its exit codes are those of app/serve/exits.py."""
+"""The ``event-postback`` command: ``serve``, ``check-config``, ``conversions``, ``report``,
+``endpoints``, ``postbacks`` and ``--version``; its exit codes are those of
+app/serve/exits.py."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from app.factory import build_store, create_app
 from app.observe.logs import configure_logging
 from app.serve import exits, supervisor, workers
 from app.serve.conversion_command import change_from_file
+from app.serve.endpoint_args import add_endpoint_parsers, run_endpoint_command
 from app.serve.exits import Refusal, check_database
 from app.serve.report_args import add_report_parser, report_params
 from app.serve.report_command import report_from_file
@@ -50,6 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _conversions(args)
         if args.command == "report":
             return _report(args)
+        if args.command in ("endpoints", "postbacks"):
+            return _endpoints(args)
         return _serve(args)
     except (ConfigError, Unsupported) as exc:
         sys.stderr.write(f"{exc}\n")
@@ -121,7 +125,14 @@ def _parser() -> argparse.ArgumentParser:
                              help="existing SQLite database file or postgresql:// URL "
                                   f"(default: {server.db})")
     add_report_parser(commands, server.db)
+    add_endpoint_parsers(commands, server.db)
     return parser
+
+
+def _endpoints(args: argparse.Namespace) -> int:
+    config = load_config(args.config) if args.config else demo_config()
+    config = with_server_overrides(config, "command line", db=args.db)
+    return run_endpoint_command(config, args)
 
 
 def _report(args: argparse.Namespace) -> int:
