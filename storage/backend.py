@@ -12,13 +12,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from storage.endpoints import EndpointHealth
 from storage.pacing import Slot
 from storage.records import (
     AnswerRow,
     ConversionCounts,
     ConversionView,
     DuePostback,
-    EndpointHealth,
     HostLoad,
     PostbackStatus,
     PostbackView,

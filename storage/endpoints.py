@@ -1,14 +1,93 @@
-"""What both stores share about postback endpoints: the key that names one."""
+"""What both stores share about postback endpoints: the key that names one, what an
+attempt tells of one's health, an operator's re-queue, and the health read back."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
+import msgspec
+
 from actors.clock import utc_text
-from storage.records import EndpointHealth
+
+
+class EndpointOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """One attempt's answer, as its endpoint's health counts it.
+
+    The database decides a pause in the attempt's own write, so every process sees the
+    same count: ``pause_after`` failures in a row (0: never), the first of them at or
+    before ``pause_since`` (the attempt's time less the minimum span), or at once when
+    ``gone`` (a 410).
+    """
+
+    endpoint: str
+    at: str
+    delivered: bool
+    status_code: int | None
+    error: str | None
+    pause_after: int
+    pause_since: str
+    gone: bool = False
+    # A 429/503's Retry-After: no postback to the endpoint is sent before this moment.
+    not_before: str | None = None
+
+
+class Requeue(msgspec.Struct, frozen=True, kw_only=True):
+    """Paused postbacks of an endpoint made pending again (``resume``), or dead letters
+    created in [``created_from``, ``created_to``) (``recover``), due at ``now``.
+
+    ``counted`` holds, once committed, how many postbacks it re-queued: the writer fills
+    it in (an op's future carries no value).
+    """
+
+    action: Literal["resume", "recover"]
+    now: str
+    endpoint: str | None = None
+    created_from: str | None = None
+    created_to: str | None = None
+    counted: list[int] = msgspec.field(default_factory=list)
+
+
+class EndpointView(msgspec.Struct, frozen=True, kw_only=True):
+    """An endpoint's health, as ``GET /api/endpoints`` shows it."""
+
+    name: str
+    endpoint: str
+    state: Literal["active", "paused"]
+    consecutive_failures: int
+    last_success_at: str | None
+    last_failure_at: str | None
+    last_status_code: int | None
+    last_error: str | None
+    paused_at: str | None
+    paused_reason: str | None
+    # Postbacks to it, by status.
+    postbacks: dict[str, int]
+    # Attempts and deliveries in the hourly buckets of the last 24 hours.
+    attempts_24h: int
+    delivered_24h: int
+    # delivered / attempts over those hours, as a decimal text; None with no attempt.
+    success_rate_24h: str | None
+
+
+class EndpointHealth(msgspec.Struct, frozen=True, kw_only=True):
+    """An endpoint's row as a store reads it (no name: the config gives that)."""
+
+    endpoint: str
+    state: Literal["active", "paused"]
+    consecutive_failures: int
+    last_success_at: str | None
+    last_failure_at: str | None
+    last_status_code: int | None
+    last_error: str | None
+    paused_at: str | None
+    paused_reason: str | None
+    postbacks: dict[str, int]
+    attempts_24h: int
+    delivered_24h: int
+
 
 # Hourly attempt counts older than this are of no use to the last day's success rate.
 KEEP_HOURS = timedelta(days=2)

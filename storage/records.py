@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from storage.endpoints import EndpointOutcome, Requeue
+
 # Lead and event fields are stored as JSON. Numbers keep their exact text both ways.
 _fields_encoder = msgspec.json.Encoder(decimal_format="number")
 _fields_decoder = msgspec.json.Decoder(dict[str, Any], float_hook=Decimal)
@@ -139,10 +141,8 @@ class PostbackRow(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     next_attempt_at: str
     created_at: str
     updated_at: str
-    # The configured host and path it goes to (see app.postbacks.endpoints).
-    endpoint: str = ""
-    # Standard Webhooks secrets, space-separated; each signs the POST (rotation).
-    signing_secrets: str | None = None
+    endpoint: str = ""  # the configured host and path it goes to (storage.endpoints)
+    signing_secrets: str | None = None  # Standard Webhooks secrets, space-separated
 
 
 class AttemptRow(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
@@ -176,43 +176,6 @@ class PostbackChange(msgspec.Struct, frozen=True, kw_only=True, array_like=True)
     # Not sent yet, only due later (its host's send rate was used up): attempts as they
     # were, under the lease it was read with.
     deferred: bool = False
-
-
-class EndpointOutcome(msgspec.Struct, frozen=True, kw_only=True):
-    """One attempt's answer, as its endpoint's health counts it.
-
-    The database decides a pause in the attempt's own write, so every process sees the
-    same count: ``pause_after`` failures in a row (0: never), the first of them at or
-    before ``pause_since`` (the attempt's time less the minimum span), or at once when
-    ``gone`` (a 410).
-    """
-
-    endpoint: str
-    at: str
-    delivered: bool
-    status_code: int | None
-    error: str | None
-    pause_after: int
-    pause_since: str
-    gone: bool = False
-    # A 429/503's Retry-After: no postback to the endpoint is sent before this moment.
-    not_before: str | None = None
-
-
-class Requeue(msgspec.Struct, frozen=True, kw_only=True):
-    """Paused postbacks of an endpoint made pending again (``resume``), or dead letters
-    created in [``created_from``, ``created_to``) (``recover``), due at ``now``.
-
-    ``counted`` holds, once committed, how many postbacks it re-queued: the writer fills
-    it in (an op's future carries no value).
-    """
-
-    action: Literal["resume", "recover"]
-    now: str
-    endpoint: str | None = None
-    created_from: str | None = None
-    created_to: str | None = None
-    counted: list[int] = msgspec.field(default_factory=list)
 
 
 class ConversionChange(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
@@ -422,45 +385,6 @@ class HostLoad(msgspec.Struct, frozen=True, kw_only=True):
 
     def full(self) -> list[str]:
         return [host for host, load in self.in_flight.items() if load >= self.per_host]
-
-
-class EndpointView(msgspec.Struct, frozen=True, kw_only=True):
-    """An endpoint's health, as ``GET /api/endpoints`` shows it."""
-
-    name: str
-    endpoint: str
-    state: Literal["active", "paused"]
-    consecutive_failures: int
-    last_success_at: str | None
-    last_failure_at: str | None
-    last_status_code: int | None
-    last_error: str | None
-    paused_at: str | None
-    paused_reason: str | None
-    # Postbacks to it, by status.
-    postbacks: dict[str, int]
-    # Attempts and deliveries in the hourly buckets of the last 24 hours.
-    attempts_24h: int
-    delivered_24h: int
-    # delivered / attempts over those hours, as a decimal text; None with no attempt.
-    success_rate_24h: str | None
-
-
-class EndpointHealth(msgspec.Struct, frozen=True, kw_only=True):
-    """An endpoint's row as a store reads it (no name: the config gives that)."""
-
-    endpoint: str
-    state: Literal["active", "paused"]
-    consecutive_failures: int
-    last_success_at: str | None
-    last_failure_at: str | None
-    last_status_code: int | None
-    last_error: str | None
-    paused_at: str | None
-    paused_reason: str | None
-    postbacks: dict[str, int]
-    attempts_24h: int
-    delivered_24h: int
 
 
 class TransactionView(msgspec.Struct, frozen=True, kw_only=True):

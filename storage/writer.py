@@ -22,6 +22,7 @@ from typing import Any
 import msgspec
 import structlog
 
+from storage.endpoints import EndpointOutcome
 from storage.errors import (
     CapReached,
     ConversionConflict,
@@ -35,7 +36,6 @@ from storage.records import (
     AnswerRow,
     AttemptRow,
     ConversionChange,
-    EndpointOutcome,
     EventRow,
     LeadChange,
     LeadKeyRow,

@@ -33,12 +33,12 @@ from app.config.reload import digest
 from app.config.schema import ORGANIC, Config
 from app.events.caps import CapUse
 from app.observe.logs import dropped_lines
+from storage.endpoints import EndpointView
 from storage.records import (
     HOLD_REASONS,
     ConversionCounts,
     ConversionStatus,
     ConversionView,
-    EndpointView,
     PostbackStatus,
     WriteOp,
 )

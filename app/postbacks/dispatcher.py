@@ -48,9 +48,6 @@ RESPONSE_KEPT_BYTES = 1024
 POLL_SECONDS = 1.0
 # What the deliveries still out at shutdown are given before they are cancelled.
 SHUTDOWN_GRACE_SECONDS = 5.0
-# How far ahead of now a host's send slot may be handed out (per_host_per_second): a
-# delivery waits at most this long holding its postback.
-PACE_HORIZON_SECONDS = 1.0
 _HEADERS = {"User-Agent": "event-postback"}
 _JSON_BODY = {"Content-Type": "application/json"}
 _RETRY_AFTER = "retry-after"  # httpx's headers ignore case
@@ -250,35 +247,11 @@ class Dispatcher:
             self._wake.set()
 
     async def _slot_now(self, postback: DuePostback) -> bool:
-        """Whether the postback is sent now: with ``per_host_per_second``, once its host's
-        next slot comes (waiting a moment at most); a slot further off makes it due then,
-        its attempts as they were."""
         rate = self._settings.per_host_per_second
         if rate is None:
             return True
-        now = self._clock.now()
-        try:
-            slot = await self._store.take_send_slot(postback.host, now, 1 / rate,
-                                                    PACE_HORIZON_SECONDS)
-        except (StoreUnavailable, StoreClosed):
-            return False  # not sent, nothing recorded: due again once its lease is over
-        except Exception:
-            log.exception("postback_slot_failed", postback_id=postback.id)
-            return False
-        if slot.granted:
-            wait = (slot.at - now).total_seconds()
-            if wait > 0:
-                await self._sleep(wait)
-            return True
-        self._paced[postback.host] = slot.at
-        change = PostbackChange(
-            postback_id=postback.id, status="pending", attempts=postback.attempts,
-            max_attempts=postback.max_attempts, next_attempt_at=utc_text(slot.at),
-            last_status_code=None, last_error=None, updated_at=utc_text(now),
-            lease=postback.lease, deferred=True)
-        with contextlib.suppress(StoreClosed):
-            await self._store.submit(WriteOp(postback_change=change), bounded=False)
-        return False
+        return await pacing.slot_now(postback, self._store, self._clock.now(), 1 / rate,
+                                     sleep=self._sleep, paced=self._paced)
 
     async def _attempt(self, postback: DuePostback) -> None:
         assert self._client is not None

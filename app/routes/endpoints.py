@@ -19,7 +19,8 @@ from app.edge.envelope import success_response
 from app.routes.admin import require_admin
 from app.services import Services, services
 from storage.backend import EventStore
-from storage.records import EndpointHealth, EndpointView, Requeue, WriteOp
+from storage.endpoints import EndpointHealth, EndpointView, Requeue
+from storage.records import WriteOp
 
 DAY = timedelta(hours=24)
 

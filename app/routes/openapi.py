@@ -30,7 +30,8 @@ from app.routes.events import EventData
 from app.routes.health import HealthData
 from app.routes.operate import ReloadData, ReloadQuery
 from app.routes.operations import TEXT, UNAUTHORIZED, Op, operations
-from storage.records import ConversionView, EndpointView, PostbackView, TransactionView
+from storage.endpoints import EndpointView
+from storage.records import ConversionView, PostbackView, TransactionView
 
 _REF = "#/components/schemas/{name}"
 _STRUCTS: tuple[Any, ...] = (ClickFields, EventFields, PostbackQuery, ClickData, EventData,

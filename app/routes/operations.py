@@ -22,7 +22,8 @@ from app.routes.endpoints import RecoverQuery, RequeueData
 from app.routes.events import EventData
 from app.routes.health import HealthData
 from app.routes.operate import ReloadData, ReloadQuery
-from storage.records import ConversionView, EndpointView, PostbackView, TransactionView
+from storage.endpoints import EndpointView
+from storage.records import ConversionView, PostbackView, TransactionView
 
 
 @dataclass(frozen=True)

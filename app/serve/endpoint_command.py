@@ -27,7 +27,8 @@ from app.routes.endpoints import endpoint_views, key_of, moment
 from app.serve import exits
 from app.serve.exits import check_database, claim
 from storage.backend import EventStore
-from storage.records import EndpointView, Requeue, WriteOp
+from storage.endpoints import EndpointView, Requeue
+from storage.records import WriteOp
 
 T = TypeVar("T")
 # The postback statuses shown as columns, in a postback's life order.

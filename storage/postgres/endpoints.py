@@ -9,8 +9,15 @@ from __future__ import annotations
 
 from asyncpg.pool import Pool, PoolConnectionProxy
 
-from storage.endpoints import forget_before, health_of, hour_of
-from storage.records import EndpointHealth, EndpointOutcome, PostbackRow, Requeue
+from storage.endpoints import (
+    EndpointHealth,
+    EndpointOutcome,
+    Requeue,
+    forget_before,
+    health_of,
+    hour_of,
+)
+from storage.records import PostbackRow
 
 _TYPES = {"max_attempts": "integer"}
 

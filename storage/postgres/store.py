@@ -20,6 +20,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from storage.backend import Unsupported, WindowClaims
 from storage.batched import BatchedStore
+from storage.endpoints import EndpointHealth
 from storage.errors import StoreBusy, StoreClosed, StoreUnavailable
 from storage.loader import BatchLoader
 from storage.pacing import Slot
@@ -33,7 +34,6 @@ from storage.records import (
     ConversionCounts,
     ConversionView,
     DuePostback,
-    EndpointHealth,
     HostLoad,
     PostbackStatus,
     PostbackView,

@@ -19,6 +19,7 @@ import msgspec
 import structlog
 from asyncpg.pool import PoolConnectionProxy
 
+from storage.endpoints import EndpointOutcome
 from storage.errors import (
     CapReached,
     ConversionConflict,
@@ -34,7 +35,6 @@ from storage.records import (
     AnswerRow,
     AttemptRow,
     ConversionChange,
-    EndpointOutcome,
     EventRow,
     LeadChange,
     LeadRow,

@@ -6,8 +6,15 @@ from __future__ import annotations
 import aiosqlite
 import msgspec
 
-from storage.endpoints import forget_before, health_of, hour_of
-from storage.records import EndpointHealth, EndpointOutcome, PostbackRow, Requeue
+from storage.endpoints import (
+    EndpointHealth,
+    EndpointOutcome,
+    Requeue,
+    forget_before,
+    health_of,
+    hour_of,
+)
+from storage.records import PostbackRow
 
 
 def insert_postbacks() -> str:

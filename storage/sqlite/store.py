@@ -12,6 +12,7 @@ import aiosqlite
 
 from storage.backend import WindowClaims
 from storage.batched import BatchedStore
+from storage.endpoints import EndpointHealth
 from storage.loader import BatchLoader
 from storage.pacing import Slot, Slots
 from storage.records import (
@@ -19,7 +20,6 @@ from storage.records import (
     ConversionCounts,
     ConversionView,
     DuePostback,
-    EndpointHealth,
     HostLoad,
     PostbackStatus,
     PostbackView,

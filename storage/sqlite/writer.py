@@ -9,12 +9,12 @@ import aiosqlite
 import msgspec
 import structlog
 
+from storage.endpoints import EndpointOutcome
 from storage.errors import CapReached, PostbackBeingSent
 from storage.records import (
     AnswerRow,
     AttemptRow,
     ConversionChange,
-    EndpointOutcome,
     EventRow,
     LeadRow,
     WriteOp,
