@@ -166,7 +166,9 @@ def digest(config: Config) -> str:
     for campaign in shown["campaigns"]:
         campaign["event_tokens"] = []
         for postback in campaign["postbacks"]:
-            postback["secret"] = None
+            postback["secret"] = postback["signing_secrets"] = None
+    for source in shown["sources"]:
+        source["signing_secrets"] = None
     return hashlib.sha256(msgspec.json.encode(shown)).hexdigest()
 
 

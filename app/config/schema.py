@@ -26,6 +26,7 @@ from app.config.money_rules import (
     payout_problem,
 )
 from app.config.urls import known_macros, landing_url_problem, postback_url_problem
+from app.postbacks.signing import webhook_key
 from storage.backend import is_postgres_url
 from storage.money import MAX_MONEY
 
@@ -54,6 +55,8 @@ class SourceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     postback_url: str | None = None
     # GET sent when such a conversion is reversed after its approval was sent.
     retraction_url: str | None = None
+    # Standard Webhooks secrets (whsec_...) that sign both; several while rotating.
+    signing_secrets: list[str] | None = None
 
 
 class PostbackConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -64,6 +67,8 @@ class PostbackConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     events: list[Id] | None = None
     method: Literal["GET", "POST"] = "GET"
     secret: str | None = None
+    # Standard Webhooks secrets (whsec_...); each signs every request, so one can be rotated.
+    signing_secrets: list[str] | None = None
     # When it is sent: as the conversion fires, and/or as its status changes.
     on: list[PostbackTrigger] = msgspec.field(default_factory=lambda: ["conversion"])
     # The endpoint's name in the API and metrics (default: its host and path).
@@ -251,6 +256,24 @@ def _network_problem(value: str) -> str | None:
     return None
 
 
+def _signing_secrets_problem(secrets: list[str] | None) -> tuple[str, str] | None:
+    """The first rule ``signing_secrets`` breaks, or None. The value is never shown: a
+    diagnosis is logged when a reload refuses it."""
+    for k, secret in enumerate(secrets or ()):
+        try:
+            size = len(webhook_key(secret))
+        except ValueError:
+            size = 0
+        if not 24 <= size <= 64:
+            return (f"signing_secrets[{k}]", "is not a whsec_ secret (whsec_ followed by "
+                                             "base64 of 24 to 64 bytes)")
+    if secrets is not None and len(secrets) > 5:
+        return "signing_secrets", "at most 5 (two are enough to rotate one)"
+    if secrets is not None and len(set(secrets)) != len(secrets):
+        return "signing_secrets", "a secret is listed twice"
+    return None
+
+
 def _sender_problem(campaign: CampaignConfig) -> tuple[str, str] | None:
     """The first rule the campaign's event_tokens, server_ips or anonymous breaks."""
     for token in campaign.event_tokens:
@@ -306,6 +329,8 @@ def first_problem(config: Config) -> tuple[str, str] | None:
             url = getattr(source, key)
             if url is not None and (problem := postback_url_problem(url, macros)):
                 return f"{place}.{key}", problem
+        if (found := _signing_secrets_problem(source.signing_secrets)) is not None:
+            return f"{place}.{found[0]}", found[1]
 
     seen_cids: dict[str, int] = {}
     for i, campaign in enumerate(config.campaigns):
@@ -377,4 +402,6 @@ def first_problem(config: Config) -> tuple[str, str] | None:
                             f"{event_id!r} is not an event of campaign {campaign.cid!r}")
             if postback.secret is not None and not postback.secret.strip():
                 return f"{place}.postbacks[{j}].secret", "must not be empty"
+            if (found := _signing_secrets_problem(postback.signing_secrets)) is not None:
+                return f"{place}.postbacks[{j}].{found[0]}", found[1]
     return endpoint_names_problem(config)

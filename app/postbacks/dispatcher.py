@@ -28,7 +28,7 @@ import structlog
 from actors.clock import Clock, utc_text
 from app.config.schema import DeliveryConfig
 from app.postbacks.retry import GONE, Outcome, asked_wait, outcome_of_status, retry_delay
-from app.postbacks.signing import signature_headers
+from app.postbacks.signing import signature_headers, webhook_headers
 from storage.backend import EventStore
 from storage.errors import StoreClosed, StoreUnavailable
 from storage.records import (
@@ -264,6 +264,11 @@ class Dispatcher:
             signed = body if body is not None else postback.url.encode()
             headers = headers | signature_headers(postback.secret, int(started.timestamp()),
                                                   signed)
+        if postback.signing_secrets:
+            # The postback's id, the same on every retry, lets a receiver drop a repeat.
+            headers = headers | webhook_headers(postback.signing_secrets.split(),
+                                                str(postback.id), int(started.timestamp()),
+                                                body if body is not None else b"")
 
         status_code: int | None = None
         error: str | None = None

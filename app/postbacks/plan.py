@@ -27,6 +27,8 @@ class Target:
     on: frozenset[str]
     # Its endpoint's key (app.config.endpoints): the template's host and path.
     endpoint: str
+    # Standard Webhooks secrets, each signing every request (app.postbacks.signing).
+    signing_secrets: tuple[str, ...] = ()
 
 
 # When a status change sends a source its postback: approval pays, reversal claws back.
@@ -49,12 +51,13 @@ class Planner:
             conversions = [event.event_id for event in campaign.events if event.conversion]
             for postback in campaign.postbacks:
                 target = Target("buyer", postback.url, postback.method, postback.secret,
-                                frozenset(postback.on), endpoint_of(postback.url))
+                                frozenset(postback.on), endpoint_of(postback.url),
+                                tuple(postback.signing_secrets or ()))
                 for event_id in postback.events if postback.events is not None else conversions:
                     self._buyers[(campaign.cid, event_id)].append(target)
         self._sources: dict[tuple[str, str], Target] = {
             (source.pid, status): Target("source", url, "GET", None, frozenset({status}),
-                                         endpoint_of(url))
+                                         endpoint_of(url), tuple(source.signing_secrets or ()))
             for source in config.sources
             for status, key in _SOURCE_KEYS.items()
             if (url := getattr(source, key)) is not None
@@ -145,6 +148,7 @@ class Planner:
                 created_at=now,
                 updated_at=now,
                 endpoint=target.endpoint,
+                signing_secrets=" ".join(target.signing_secrets) or None,
             ))
         return tuple(rows)
 
