@@ -7,6 +7,7 @@ Served through the app with a real local receiver, on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta
@@ -19,9 +20,20 @@ import pytest
 from actors.clock import utc_text
 from app.config.schema import Config, ConfigError, parse_config, with_server_overrides
 from storage.sqlite.schema import MIGRATIONS, migrate
-from tests.conftest import BACKENDS, FakeClock, Harness, postgres_store, running, running_on
+from tests.conftest import (
+    ADMIN_TOKEN,
+    BACKENDS,
+    CID,
+    PID,
+    FakeClock,
+    Harness,
+    postgres_store,
+    running,
+    running_on,
+)
 from tests.receiver import Answer, Receiver
 from tests.test_postbacks import AUTH, convert, postback_config, postbacks
+from tests.test_reload import reload, serving_on
 
 BUYER = "/buyer"
 SERVER_ERROR = Answer(500)
@@ -349,3 +361,54 @@ def test_the_upgrade_keeps_every_postback_and_names_its_endpoint(tmp_path: Path)
     assert conn.execute("SELECT count(*) FROM postback_attempts").fetchone() == (1,)
     conn.execute("UPDATE postbacks SET status = 'paused'")  # the new status is allowed
     assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+
+
+# After a reload
+
+
+async def test_a_reload_changes_when_an_endpoint_pauses_and_what_it_is_called(
+    tmp_path: Path, db: str, receiver: Receiver
+) -> None:
+    def text(pause_after: int, name: str) -> str:
+        return (f'[server]\nadmin_token = "{ADMIN_TOKEN}"\n'
+                f"[delivery]\nmax_attempts = 1\npause_after = {pause_after}\n"
+                f'pause_min_hours = 0\n[[sources]]\npid = "{PID}"\n'
+                f'[[campaigns]]\ncid = "{CID}"\n'
+                '[[campaigns.events]]\nevent_id = "sale"\nconversion = true\n'
+                f'[[campaigns.postbacks]]\nname = "{name}"\nurl = "{receiver.url}/buyer"\n')
+
+    receiver.script(BUYER, *[SERVER_ERROR] * 3)
+    async with serving_on(tmp_path, text(5, "acme"), db) as (client, path):
+        async def failures(name: str) -> tuple[str, int]:
+            found = (await client.get("/api/endpoints", headers=AUTH)).json()["data"]
+            [view] = [view for view in found if view["name"] == name]
+            return view["state"], view["consecutive_failures"]
+
+        async def one_sale(name: str, expected: tuple[str, int]) -> None:
+            click = await client.post("/api/click", json={"cid": CID, "pid": PID})
+            await client.post("/api/event/trigger", json={
+                "cid": CID, "event_id": "sale", "pid": PID, "revenue": "5",
+                "transaction_id": click.json()["data"]["transaction_id"]})
+            for _ in range(200):
+                if await failures(name) == expected:
+                    return
+                await asyncio.sleep(0.02)
+            raise AssertionError(await failures(name))
+
+        await one_sale("acme", ("active", 1))
+        await one_sale("acme", ("active", 2))
+        path.write_text(text(3, "buyer"))
+        assert (await reload(client)).status_code == 200
+        # The count is the endpoint's, whatever it is called; the new limit applies.
+        await one_sale("buyer", ("paused", 3))
+        await one_sale("buyer", ("paused", 3))  # stored paused, not sent
+        assert len(receiver.of(BUYER)) == 3
+        resumed = await client.post("/api/endpoints/buyer/resume", headers=AUTH)
+        assert resumed.json()["data"]["requeued"] == 1
+        await one_sale("buyer", ("active", 0))
+        for _ in range(200):  # the resumed postback and the new sale's, each once
+            if len(receiver.of(BUYER)) >= 5:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)
+        assert len(receiver.of(BUYER)) == 5
