@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from structlog.testing import capture_logs
 
 from actors.clock import utc_text
 from app.config.schema import Config, ConfigError, parse_config, with_server_overrides
@@ -159,15 +160,21 @@ async def test_resume_delivers_every_paused_postback_once(
 async def test_a_410_pauses_its_endpoint_at_once_and_its_postback_waits_with_it(
     api: Harness, receiver: Receiver
 ) -> None:
-    await failing(api, receiver, 1, Answer(410))
+    with capture_logs() as logs:
+        await failing(api, receiver, 1, Answer(410))
+        await convert(api)  # stored paused, unsent: no second warning
+        await api.services.dispatcher.drain()
+    assert [(line["log_level"], line["endpoint"]) for line in logs
+            if line["event"] == "postback_endpoint_paused"] == [
+        ("warning", receiver.url.split("://", 1)[1] + "/buyer")]
     health = await endpoint(api)
     assert (health["state"], health["paused_reason"], health["last_status_code"]) == (
         "paused", "gone", 410)
-    assert await buyer_statuses(api) == ["paused"]
-    assert (await resume(api))["requeued"] == 1
+    assert await buyer_statuses(api) == ["paused", "paused"]
+    assert (await resume(api))["requeued"] == 2
     await api.services.dispatcher.drain()
-    assert await buyer_statuses(api) == ["delivered"]
-    assert [r.path for r in receiver.requests].count(BUYER) == 2
+    assert await buyer_statuses(api) == ["delivered", "delivered"]
+    assert len(receiver.of(BUYER)) == 3
 
 
 async def test_pause_after_0_never_pauses_and_a_410_is_a_dead_letter(
