@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import msgspec
@@ -29,6 +30,7 @@ from app.config.reload import ConfigFile, digest
 from app.config.schema import Config, ConfigError, parse_config, with_server_overrides
 from app.factory import create_app
 from storage.backend import is_postgres_url
+from storage.endpoints import endpoint_of
 from tests.conftest import ADMIN_TOKEN, CID, PID, FakeClock, Harness, postgres_store, running_on
 from tests.receiver import Answer, Received, Receiver
 from tests.test_postbacks import convert, postbacks
@@ -313,3 +315,20 @@ def test_the_public_config_digest_leaves_signing_secrets_out(receiver: Receiver)
             msgspec.structs.replace(config.campaigns[0].postbacks[0],
                                     signing_secrets=[NEXT_KEY])])])
     assert digest(rotated) == digest(config)
+
+
+async def test_an_endpoint_test_request_is_signed_as_a_delivery(
+    backend: pytest.FixtureRequest, receiver: Receiver, db_path: Path
+) -> None:
+    config = signed_config(receiver, db_path, buyer=secrets_line(KEY, NEXT_KEY),
+                           source=secrets_line(NEXT_KEY))
+    async with running_on(backend, config) as api:
+        for name in (endpoint_of(f"{receiver.url}/buyer"), endpoint_of(f"{receiver.url}/source")):
+            response = await api.client.post(f"/api/endpoints/{quote(name)}/test", headers=AUTH)
+            assert response.status_code == 200, response.text
+            shown = response.json()["data"]["request"]["headers"]
+            assert shown["webhook-id"].startswith("test-")
+        [buyer], [source] = receiver.of("/buyer"), receiver.of("/source")
+        assert verifies(KEY, buyer, api.clock) and verifies(NEXT_KEY, buyer, api.clock)
+        assert verifies(NEXT_KEY, source, api.clock, payload=b"")
+        assert not verifies(KEY, source, api.clock, payload=b"")

@@ -29,6 +29,8 @@ class Endpoint:
     pid: str | None
     # Where it is configured, for a diagnosis.
     place: str
+    # Standard Webhooks secrets (app.postbacks.signing), for a test request signed as sent.
+    signing_secrets: tuple[str, ...] = ()
 
 
 def _entries(config: Config) -> list[tuple[Endpoint, bool]]:
@@ -40,7 +42,9 @@ def _entries(config: Config) -> list[tuple[Endpoint, bool]]:
             found.append((Endpoint(
                 name=postback.name or key, key=key, kind="buyer", url=postback.url,
                 method=postback.method, secret=postback.secret, cid=campaign.cid, pid=None,
-                place=f"campaigns[{i}].postbacks[{j}]"), postback.name is not None))
+                place=f"campaigns[{i}].postbacks[{j}]",
+                signing_secrets=tuple(postback.signing_secrets or ())),
+                postback.name is not None))
     for i, source in enumerate(config.sources):
         for attribute in ("postback_url", "retraction_url"):
             url = getattr(source, attribute)
@@ -48,7 +52,8 @@ def _entries(config: Config) -> list[tuple[Endpoint, bool]]:
                 key = endpoint_of(url)
                 found.append((Endpoint(
                     name=key, key=key, kind="source", url=url, method="GET", secret=None,
-                    cid=None, pid=source.pid, place=f"sources[{i}].{attribute}"), False))
+                    cid=None, pid=source.pid, place=f"sources[{i}].{attribute}",
+                    signing_secrets=tuple(source.signing_secrets or ())), False))
     return found
 
 

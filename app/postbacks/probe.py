@@ -22,7 +22,7 @@ from actors.messages import FireEvent
 from app.config.endpoints import Endpoint
 from app.config.schema import Config, DeliveryConfig
 from app.postbacks.macros import macro_values, render_body, render_url
-from app.postbacks.signing import signature_headers
+from app.postbacks.signing import signature_headers, webhook_headers
 
 # What a delivery's client sends (app/postbacks/dispatcher.py); a test pins them equal.
 USER_AGENT = "event-postback"
@@ -92,6 +92,9 @@ def sample(endpoint: Endpoint, config: Config, now: datetime, test_id: str) -> S
     if endpoint.secret:
         signed = body.encode() if body is not None else url.encode()
         headers |= signature_headers(endpoint.secret, int(now.timestamp()), signed)
+    if endpoint.signing_secrets:
+        headers |= webhook_headers(endpoint.signing_secrets, test_id, int(now.timestamp()),
+                                   body.encode() if body is not None else b"")
     return Sample(endpoint.method, url, headers, body)
 
 
