@@ -27,14 +27,15 @@ import structlog
 
 from actors.clock import Clock, utc_text
 from app.config.schema import DeliveryConfig
+from app.postbacks import pacing
 from app.postbacks.retry import GONE, Outcome, asked_wait, outcome_of_status, retry_delay
 from app.postbacks.signing import signature_headers, webhook_headers
 from storage.backend import EventStore
+from storage.endpoints import EndpointOutcome
 from storage.errors import StoreClosed, StoreUnavailable
 from storage.records import (
     AttemptRow,
     DuePostback,
-    EndpointOutcome,
     HostLoad,
     PostbackChange,
     PostbackStatus,
