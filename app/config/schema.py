@@ -26,7 +26,7 @@ from app.config.money_rules import (
     payout_problem,
 )
 from app.config.urls import known_macros, landing_url_problem, postback_url_problem
-from app.postbacks.signing import webhook_key
+from app.postbacks.signing import signing_secrets_problem
 from storage.backend import is_postgres_url
 from storage.money import MAX_MONEY
 
@@ -256,24 +256,6 @@ def _network_problem(value: str) -> str | None:
     return None
 
 
-def _signing_secrets_problem(secrets: list[str] | None) -> tuple[str, str] | None:
-    """The first rule ``signing_secrets`` breaks, or None. The value is never shown: a
-    diagnosis is logged when a reload refuses it."""
-    for k, secret in enumerate(secrets or ()):
-        try:
-            size = len(webhook_key(secret))
-        except ValueError:
-            size = 0
-        if not 24 <= size <= 64:
-            return (f"signing_secrets[{k}]", "is not a whsec_ secret (whsec_ followed by "
-                                             "base64 of 24 to 64 bytes)")
-    if secrets is not None and len(secrets) > 5:
-        return "signing_secrets", "at most 5 (two are enough to rotate one)"
-    if secrets is not None and len(set(secrets)) != len(secrets):
-        return "signing_secrets", "a secret is listed twice"
-    return None
-
-
 def _sender_problem(campaign: CampaignConfig) -> tuple[str, str] | None:
     """The first rule the campaign's event_tokens, server_ips or anonymous breaks."""
     for token in campaign.event_tokens:
@@ -329,7 +311,7 @@ def first_problem(config: Config) -> tuple[str, str] | None:
             url = getattr(source, key)
             if url is not None and (problem := postback_url_problem(url, macros)):
                 return f"{place}.{key}", problem
-        if (found := _signing_secrets_problem(source.signing_secrets)) is not None:
+        if (found := signing_secrets_problem(source.signing_secrets)) is not None:
             return f"{place}.{found[0]}", found[1]
 
     seen_cids: dict[str, int] = {}
@@ -402,6 +384,6 @@ def first_problem(config: Config) -> tuple[str, str] | None:
                             f"{event_id!r} is not an event of campaign {campaign.cid!r}")
             if postback.secret is not None and not postback.secret.strip():
                 return f"{place}.postbacks[{j}].secret", "must not be empty"
-            if (found := _signing_secrets_problem(postback.signing_secrets)) is not None:
+            if (found := signing_secrets_problem(postback.signing_secrets)) is not None:
                 return f"{place}.postbacks[{j}].{found[0]}", found[1]
     return endpoint_names_problem(config)

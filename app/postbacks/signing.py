@@ -64,3 +64,21 @@ def webhook_headers(secrets: Sequence[str], message_id: str, timestamp: int,
                     payload: bytes) -> dict[str, str]:
     return {"webhook-id": message_id, "webhook-timestamp": str(timestamp),
             "webhook-signature": webhook_signature(secrets, message_id, timestamp, payload)}
+
+
+def signing_secrets_problem(secrets: list[str] | None) -> tuple[str, str] | None:
+    """The first rule ``signing_secrets`` breaks, or None. The value is never shown: a
+    diagnosis is logged when a reload refuses it."""
+    for k, secret in enumerate(secrets or ()):
+        try:
+            size = len(webhook_key(secret))
+        except ValueError:
+            size = 0
+        if not 24 <= size <= 64:
+            return (f"signing_secrets[{k}]", "is not a whsec_ secret (whsec_ followed by "
+                                             "base64 of 24 to 64 bytes)")
+    if secrets is not None and len(secrets) > 5:
+        return "signing_secrets", "at most 5 (two are enough to rotate one)"
+    if secrets is not None and len(set(secrets)) != len(secrets):
+        return "signing_secrets", "a secret is listed twice"
+    return None
