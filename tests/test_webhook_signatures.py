@@ -12,7 +12,8 @@ import base64
 import hashlib
 import hmac
 import re
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from datetime import datetime, tzinfo
 from pathlib import Path
@@ -332,3 +333,39 @@ async def test_an_endpoint_test_request_is_signed_as_a_delivery(
         assert verifies(KEY, buyer, api.clock) and verifies(NEXT_KEY, buyer, api.clock)
         assert verifies(NEXT_KEY, source, api.clock, payload=b"")
         assert not verifies(KEY, source, api.clock, payload=b"")
+
+
+def readme_verify() -> Callable[[str, dict[str, str], bytes], bool]:
+    """The ``verify`` of the README's "Verifying postbacks", run as printed."""
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    section = text.split("## Verifying postbacks", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    found: dict[str, Any] = {}
+    exec(code, found)
+    verify: Callable[[str, dict[str, str], bytes], bool] = found["verify"]
+    return verify
+
+
+async def test_the_readme_receiver_verifies_a_post_and_a_get_and_refuses_the_rest(
+    backend: pytest.FixtureRequest, receiver: Receiver, db_path: Path
+) -> None:
+    verify = readme_verify()
+    config = signed_config(receiver, db_path, buyer=secrets_line(KEY, NEXT_KEY),
+                           source=secrets_line(KEY))
+    async with running_on(backend, config) as api:
+        await convert(api)
+        await api.services.dispatcher.drain()
+        [post], [get] = receiver.of("/buyer"), receiver.of("/source")
+
+        def verified(secret: str, request: Received, body: bytes, late: float = 0) -> bool:
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(time, "time", lambda: api.clock.now().timestamp() + late)
+                return verify(secret, request.headers, body)
+
+        assert verified(KEY, post, post.body) and verified(NEXT_KEY, post, post.body)
+        assert verified(KEY, get, b"")
+        assert not verified(UNRELATED_KEY, post, post.body)
+        assert not verified(KEY, post, post.body + b" ")
+        assert verified(KEY, post, post.body, late=300)
+        assert not verified(KEY, post, post.body, late=301)
+        assert not verified(KEY, post, post.body, late=-301)
