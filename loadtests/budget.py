@@ -8,7 +8,8 @@ because the profiler slows many small calls more than a few big ones. Read the f
 as shares of a measured total, not as stopwatch readings. The loop's time also holds
 the writer task (building each batch's statements) and the loop's own callbacks; the
 driver's own time is left out. SQLite's work and the log flushing run in threads and
-are counted apart.
+are counted apart. So are the round trips the writer makes to its SQLite thread, per
+batch: each one hands the interpreter lock to that thread and back.
 
 HTTP itself (uvicorn and httptools parsing the request, the socket writes) is not in
 here: the bench prints it beside these figures as the bare endpoint A's time per request.
@@ -167,8 +168,10 @@ async def _run(events: int, durability: str, db: Path,
         await app.stop()
     main_cpu = time.thread_time() - main_cpu
     all_cpu = time.process_time() - all_cpu
+    writer = app.state["current"].services.store.writer
     # The writer's SQLite work and the log flushing run in threads of their own.
-    return {"loop": loop_cpu / events * 1e6, "threads": (all_cpu - main_cpu) / events * 1e6}
+    return {"loop": loop_cpu / events * 1e6, "threads": (all_cpu - main_cpu) / events * 1e6,
+            "round_trips_per_batch": writer.round_trips / writer.batches_committed}
 
 
 def _cumulative(stats: pstats.Stats, probes: list[tuple[str, str]]) -> float:
@@ -223,7 +226,8 @@ def measure(events: int, durability: str = "write-behind") -> dict[str, Any]:
         uvloop.run(_run(events, durability, Path(work) / "profiled.db", profile))
     budget = stages(pstats.Stats(profile), timed["loop"])
     return {"events": events, "durability": durability, "loop_us": sum(budget.values()),
-            "threads_us": timed["threads"], "stages_us": budget}
+            "threads_us": timed["threads"], "stages_us": budget,
+            "round_trips_per_batch": timed["round_trips_per_batch"]}
 
 
 def line(budget: dict[str, Any], http_us: float | None) -> str:
@@ -233,6 +237,7 @@ def line(budget: dict[str, Any], http_us: float | None) -> str:
               for name, value in budget["stages_us"].items()]
     parts.append(f"= {budget['loop_us']:.0f} on the event loop")
     parts.append(f"+ SQLite and log threads {budget['threads_us']:.0f}")
+    parts.append(f"loop<->SQLite round trips per batch {budget['round_trips_per_batch']:.1f}")
     return f"budget, us per event request ({budget['durability']}): " + ", ".join(parts)
 
 

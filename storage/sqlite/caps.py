@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 import aiosqlite
@@ -40,31 +41,31 @@ _FORGET = "DELETE FROM cap_charges WHERE conversion_id IN (SELECT value FROM jso
 _json = msgspec.json.Encoder()
 
 
-async def charge(conn: aiosqlite.Connection, charges: list[CapCharge]) -> None:
+def charge(conn: sqlite3.Connection, charges: list[CapCharge]) -> None:
     """Add every charge, or raise CapReached (for the first that does not fit) with
     nothing added: the writer then retries each op alone, so only its op is refused."""
     if not charges:
         return
     summed = by_period(charges)
-    rows = list(await conn.execute_fetchall(_CHARGE, (_json.encode(
+    rows = conn.execute(_CHARGE, (_json.encode(
         [[cap, period, amount, limit] for (cap, period), (amount, limit) in summed.items()]
-    ).decode(),)))
+    ).decode(),)).fetchall()
     used: dict[tuple[str, str], Any] = {(cap, period): use for cap, period, use in rows}
     missing = first_left_out(charges, used)
     if missing is not None:
         raise CapReached(missing)
-    await conn.execute(_RECORD, (_json.encode(
+    conn.execute(_RECORD, (_json.encode(
         [[each.conversion_id, each.cap, each.period, each.amount] for each in charges]
     ).decode(),))
     note_uses(summed, used)
 
 
-async def give_back(conn: aiosqlite.Connection, conversion_ids: list[str]) -> None:
+def give_back(conn: sqlite3.Connection, conversion_ids: list[str]) -> None:
     """Take what these conversions added off every cap they were charged to."""
     if conversion_ids:
         ids = _json.encode(conversion_ids).decode()
-        await conn.execute(_GIVE_BACK, (ids,))
-        await conn.execute(_FORGET, (ids,))
+        conn.execute(_GIVE_BACK, (ids,))
+        conn.execute(_FORGET, (ids,))
 
 
 async def usage(conn: aiosqlite.Connection,

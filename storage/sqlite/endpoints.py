@@ -3,6 +3,8 @@ decided there, operators' re-queues, and the health read for the API."""
 
 from __future__ import annotations
 
+import sqlite3
+
 import aiosqlite
 import msgspec
 
@@ -82,35 +84,35 @@ WHERE status = 'failed' AND created_at >= ?2 AND created_at < ?3
 """
 
 
-async def record(conn: aiosqlite.Connection, outcomes: list[EndpointOutcome]) -> list[str]:
+def record(conn: sqlite3.Connection, outcomes: list[EndpointOutcome]) -> list[str]:
     """Count each outcome against its endpoint; the endpoints this pauses."""
     paused = []
     for outcome in outcomes:
         failed_as = None if outcome.delivered else (
             outcome.error or f"HTTP {outcome.status_code}")
-        await conn.execute(_COUNT, (outcome.endpoint, outcome.delivered, outcome.at,
-                                    outcome.status_code, failed_as, outcome.not_before))
-        await conn.execute(_HOUR, (outcome.endpoint, hour_of(outcome.at), outcome.delivered))
-        await conn.execute(_FORGET_HOURS, (outcome.endpoint, forget_before(outcome.at)))
+        conn.execute(_COUNT, (outcome.endpoint, outcome.delivered, outcome.at,
+                              outcome.status_code, failed_as, outcome.not_before))
+        conn.execute(_HOUR, (outcome.endpoint, hour_of(outcome.at), outcome.delivered))
+        conn.execute(_FORGET_HOURS, (outcome.endpoint, forget_before(outcome.at)))
         if outcome.not_before is not None:
-            await conn.execute(_WAIT, (outcome.endpoint, outcome.not_before))
-        rows = await conn.execute_fetchall(_PAUSE, (
+            conn.execute(_WAIT, (outcome.endpoint, outcome.not_before))
+        rows = conn.execute(_PAUSE, (
             outcome.endpoint, outcome.at, outcome.gone, outcome.pause_after,
-            outcome.pause_since))
+            outcome.pause_since)).fetchall()
         if rows:
-            await conn.execute(_HOLD, (outcome.endpoint,))
+            conn.execute(_HOLD, (outcome.endpoint,))
             paused.append(outcome.endpoint)
     return paused
 
 
-async def requeue(conn: aiosqlite.Connection, requeues: list[Requeue]) -> None:
+def requeue(conn: sqlite3.Connection, requeues: list[Requeue]) -> None:
     """Apply each re-queue, and note in it how many postbacks it made pending."""
     for order in requeues:
         if order.action == "resume":
-            await conn.execute(_RESUME, (order.endpoint,))
-            cursor = await conn.execute(_REQUEUE_PAUSED, (order.now, order.endpoint))
+            conn.execute(_RESUME, (order.endpoint,))
+            cursor = conn.execute(_REQUEUE_PAUSED, (order.now, order.endpoint))
         else:
-            cursor = await conn.execute(_REQUEUE_FAILED, (
+            cursor = conn.execute(_REQUEUE_FAILED, (
                 order.now, order.created_from, order.created_to, order.endpoint))
         order.counted[:] = [cursor.rowcount]
 

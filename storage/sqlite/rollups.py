@@ -14,7 +14,6 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-import aiosqlite
 import msgspec
 
 from storage.records import ConversionChange, EventRow, LeadChange, LeadRow
@@ -129,7 +128,7 @@ def recount(conn: sqlite3.Connection) -> int:
 _ids = msgspec.json.Encoder()
 
 
-async def record(conn: aiosqlite.Connection, leads: Sequence[LeadRow],
+def record(conn: sqlite3.Connection, leads: Sequence[LeadRow],
                  events: Sequence[EventRow], lead_changes: Sequence[LeadChange],
                  conversion_changes: Sequence[ConversionChange]) -> None:
     """Add a batch to the roll-ups, inside the batch's transaction.
@@ -140,20 +139,20 @@ async def record(conn: aiosqlite.Connection, leads: Sequence[LeadRow],
     deltas = new_rows(leads, events)
     costed = [change for change in lead_changes if change.cost_micro is not None]
     if costed:
-        rows = await conn.execute_fetchall(
+        rows = conn.execute(
             "SELECT transaction_id, created_at, cid, pid, cost_micro FROM leads"
             " WHERE transaction_id IN (SELECT value FROM json_each(?))",
-            (_ids.encode([change.transaction_id for change in costed]).decode(),))
+            (_ids.encode([change.transaction_id for change in costed]).decode(),)).fetchall()
         cost_changes(deltas, costed, {row[0]: tuple(row[1:]) for row in rows})
     if conversion_changes:
         ids = list({change.conversion_id: None for change in conversion_changes})
-        rows = await conn.execute_fetchall(
+        rows = conn.execute(
             "SELECT conversion_id, status, cid, pid, event_id, converted_at, revenue_micro,"
             " payout_micro FROM events WHERE conversion_id IN"
-            " (SELECT value FROM json_each(?))", (_ids.encode(ids).decode(),))
+            " (SELECT value FROM json_each(?))", (_ids.encode(ids).decode(),)).fetchall()
         status_changes(deltas, conversion_changes, {row[0]: tuple(row[1:]) for row in rows})
     if deltas:
-        await conn.execute(UPSERT, (encoded(deltas),))
+        conn.execute(UPSERT, (encoded(deltas),))
 
 
 def encoded(deltas: Deltas) -> str:

@@ -38,7 +38,7 @@ from storage.sqlite import (
 )
 from storage.sqlite.backup import Backups, FreeSpace, free_bytes
 from storage.sqlite.claim import Claim
-from storage.sqlite.connection import open_reader, open_writer, prepare
+from storage.sqlite.connection import WriteConnection, open_reader, open_writer, prepare
 from storage.sqlite.loader import query_sqlite
 from storage.sqlite.writer import Writer
 
@@ -68,7 +68,7 @@ class Store(BatchedStore[Writer]):
         self._synchronous = synchronous
         self._max_pending = max_pending
         self._gather_seconds = gather_seconds
-        self._write_conn: aiosqlite.Connection | None = None
+        self._write_conn: WriteConnection | None = None
         self._read_conn: aiosqlite.Connection | None = None
         # Lists, counts and the read API's views read on a connection of their own:
         # aiosqlite runs one call at a time per connection, so a long list or a metrics

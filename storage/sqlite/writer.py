@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
-import aiosqlite
 import msgspec
 import structlog
 
@@ -20,6 +21,7 @@ from storage.records import (
     WriteOp,
 )
 from storage.sqlite import caps, endpoints, rollups
+from storage.sqlite.connection import WriteConnection
 from storage.sqlite.lead_keys import INSERT as _INSERT_LEAD_KEYS
 from storage.writer import (
     BatchRows,
@@ -37,7 +39,7 @@ def _bulk_insert(table: str, row: type[msgspec.Struct]) -> str:
     """INSERT of a whole batch passed as one JSON array of rows (one array per row).
 
     SQLite unpacks it with json_each in a single statement step, so the batch costs one
-    round trip to the connection's thread and one handoff of the GIL, not one per row.
+    statement and one conversion of its rows, not one per row.
     """
     columns = row.__struct_fields__
     values = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(columns)))
@@ -107,73 +109,66 @@ WHERE events.conversion_id = c.conversion_id
 _rows = msgspec.json.Encoder()
 
 
+@dataclass(frozen=True, slots=True)
+class _Written:
+    """What a committed batch leaves for the event loop to report."""
+
+    paused: list[str]
+    not_recorded: list[int]
+
+
 class Writer(BatchWriter):
-    """SQLite's writer, on its one write connection."""
+    """SQLite's writer, on its one write connection.
+
+    A batch is one call to the connection's thread: BEGIN, every statement, COMMIT (or
+    ROLLBACK), as plain sqlite3 code. Each call is a round trip through the event loop
+    and a handoff of the interpreter lock between the two threads; with a call per
+    statement, commit mode's small batches made five or more.
+    """
 
     task_name = "sqlite-writer"
     permanent = (CapReached, PostbackBeingSent, sqlite3.IntegrityError, sqlite3.DataError,
                  sqlite3.ProgrammingError, sqlite3.InterfaceError, ValueError, TypeError)
 
-    def __init__(self, conn: aiosqlite.Connection, **options: Any) -> None:
+    def __init__(self, conn: WriteConnection, **options: Any) -> None:
         super().__init__(**options)
         self._conn = conn
+        # A rollback that failed inside a batch's call, for _rollback to report.
+        self._rollback_error: Exception | None = None
+
+    @property
+    def round_trips(self) -> int:
+        """Calls made to the connection's thread so far."""
+        return self._conn.round_trips
 
     async def _apply(self, ops: list[WriteOp]) -> None:
-        batch = BatchRows.of(ops)
-        changes, answers = batch.changes, batch.answers
-        last_changes = list({change.conversion_id: change
-                             for change in batch.conversion_changes}.values())
-        lead_changes = merge_lead_changes(changes)
-        conn = self._conn
-        await conn.execute(_BEGIN)
-        if answers:
-            await conn.execute(_PURGE_ANSWERS, (min(row.created_at for row in answers),))
-        # Fixed order: a row is inserted before rows that refer to it and changes to it.
-        for sql, inserted in ((_INSERT_LEADS, batch.leads), (_INSERT_EVENTS, batch.events),
-                              (_INSERT_LEAD_KEYS, batch.lead_keys)):
-            if inserted:
-                await conn.execute(sql, (_rows.encode(inserted).decode(),))
-        await caps.charge(conn, [charge for op in ops for charge in op.cap_charges])
-        # The roll-ups, in this transaction: between the new rows and the changes to them.
-        await rollups.record(conn, batch.leads, batch.events, lead_changes,
-                             batch.conversion_changes)
-        steps: tuple[tuple[str, list[Any]], ...] = (
-            (_UPDATE_LEADS, lead_changes), (_INSERT_POSTBACKS, batch.postbacks))
-        for sql, rows in steps:
-            if rows:
-                await conn.execute(sql, (_rows.encode(rows).decode(),))
-        outcomes = await self._change_postbacks(ops)
-        paused = await endpoints.record(conn, outcomes)
-        await endpoints.requeue(conn, [op.requeue for op in ops if op.requeue is not None])
-        for sql, rows in (
-            (_INSERT_ATTEMPTS, [op.attempt for op in ops
-                                if op.attempt is not None and op.postback_change is None]),
-            (_INSERT_CONVERSION_CHANGES, batch.conversion_changes),
-            (_UPDATE_CONVERSIONS, last_changes),
-            (_INSERT_ANSWERS, answers),
-        ):
-            if rows:
-                await conn.execute(sql, (_rows.encode(rows).decode(),))
-        await caps.give_back(conn, [change.conversion_id for change in last_changes
-                                    if change.to_status in ("rejected", "reversed")])
-        await conn.commit()
-        note_paused(paused)
+        written = await self._conn.run(partial(self._transaction, ops))
+        for postback_id in written.not_recorded:
+            log.warning("postback_attempt_not_recorded", postback_id=postback_id,
+                        reason="changed_since_sent")
+        note_paused(written.paused)
 
-    async def _change_postbacks(self, ops: list[WriteOp]) -> list[EndpointOutcome]:
-        """Each postback change that still finds its state, with its attempt; an attempt
-        whose change found another state is not recorded (its outcome no longer counts),
-        a resend that did not apply refuses its op. The recorded attempts' outcomes come
-        back, for their endpoints' health."""
-        outcomes = []
-        for round_ops in postback_rounds(ops):
-            changes = [op.postback_change for op in round_ops]
-            applied = {row[0] for row in await self._conn.execute_fetchall(
-                _UPDATE_POSTBACKS, (_rows.encode(changes).decode(),))}
-            await _record_attempts(self._conn, round_ops, applied)
-            outcomes += recorded_outcomes(round_ops, applied)
-        return outcomes
+    def _transaction(self, ops: list[WriteOp], conn: sqlite3.Connection) -> _Written:
+        """In the connection's thread: the batch in one transaction, or nothing."""
+        try:
+            conn.execute(_BEGIN)
+            written = _write(conn, ops)
+            conn.commit()
+        except BaseException:
+            try:
+                if conn.in_transaction:
+                    conn.rollback()
+            except Exception as exc:  # the connection itself may be gone
+                self._rollback_error = exc
+            raise
+        return written
 
     async def _rollback(self) -> None:
+        """The batch's own call rolled back already. A rollback that failed there is
+        reported here and tried once more, as is a transaction left open otherwise."""
+        failed, self._rollback_error = self._rollback_error, None
+        if failed is not None:
+            log.error("rollback_failed", error=repr(failed))
         try:
             if self._conn.in_transaction:
                 await self._conn.rollback()
@@ -181,18 +176,75 @@ class Writer(BatchWriter):
             log.error("rollback_failed", error=repr(exc))
 
 
-async def _record_attempts(conn: aiosqlite.Connection, ops: list[WriteOp],
-                           applied: set[int]) -> None:
+def _write(conn: sqlite3.Connection, ops: list[WriteOp]) -> _Written:
+    batch = BatchRows.of(ops)
+    changes, answers = batch.changes, batch.answers
+    last_changes = list({change.conversion_id: change
+                         for change in batch.conversion_changes}.values())
+    lead_changes = merge_lead_changes(changes)
+    if answers:
+        conn.execute(_PURGE_ANSWERS, (min(row.created_at for row in answers),))
+    # Fixed order: a row is inserted before rows that refer to it and changes to it.
+    for sql, inserted in ((_INSERT_LEADS, batch.leads), (_INSERT_EVENTS, batch.events),
+                          (_INSERT_LEAD_KEYS, batch.lead_keys)):
+        if inserted:
+            conn.execute(sql, (_rows.encode(inserted).decode(),))
+    caps.charge(conn, [charge for op in ops for charge in op.cap_charges])
+    # The roll-ups, in this transaction: between the new rows and the changes to them.
+    rollups.record(conn, batch.leads, batch.events, lead_changes, batch.conversion_changes)
+    steps: tuple[tuple[str, list[Any]], ...] = (
+        (_UPDATE_LEADS, lead_changes), (_INSERT_POSTBACKS, batch.postbacks))
+    for sql, rows in steps:
+        if rows:
+            conn.execute(sql, (_rows.encode(rows).decode(),))
+    outcomes, not_recorded = _change_postbacks(conn, ops)
+    paused = endpoints.record(conn, outcomes)
+    endpoints.requeue(conn, [op.requeue for op in ops if op.requeue is not None])
+    for sql, rows in (
+        (_INSERT_ATTEMPTS, [op.attempt for op in ops
+                            if op.attempt is not None and op.postback_change is None]),
+        (_INSERT_CONVERSION_CHANGES, batch.conversion_changes),
+        (_UPDATE_CONVERSIONS, last_changes),
+        (_INSERT_ANSWERS, answers),
+    ):
+        if rows:
+            conn.execute(sql, (_rows.encode(rows).decode(),))
+    caps.give_back(conn, [change.conversion_id for change in last_changes
+                          if change.to_status in ("rejected", "reversed")])
+    return _Written(paused=paused, not_recorded=not_recorded)
+
+
+def _change_postbacks(conn: sqlite3.Connection,
+                      ops: list[WriteOp]) -> tuple[list[EndpointOutcome], list[int]]:
+    """Each postback change that still finds its state, with its attempt; an attempt
+    whose change found another state is not recorded (its outcome no longer counts),
+    a resend that did not apply refuses its op. The recorded attempts' outcomes come
+    back, for their endpoints' health, with the postbacks whose attempt was not."""
+    outcomes: list[EndpointOutcome] = []
+    not_recorded: list[int] = []
+    for round_ops in postback_rounds(ops):
+        changes = [op.postback_change for op in round_ops]
+        applied = {row[0] for row in conn.execute(
+            _UPDATE_POSTBACKS, (_rows.encode(changes).decode(),)).fetchall()}
+        not_recorded += _record_attempts(conn, round_ops, applied)
+        outcomes += recorded_outcomes(round_ops, applied)
+    return outcomes, not_recorded
+
+
+def _record_attempts(conn: sqlite3.Connection, ops: list[WriteOp],
+                     applied: set[int]) -> list[int]:
+    """Insert the attempts of the changes that applied; the postbacks of the others."""
     attempts = []
+    not_recorded = []
     for op in ops:
         change = op.postback_change
         assert change is not None
         if change.postback_id not in applied:
             if change.resend:
                 raise PostbackBeingSent
-            log.warning("postback_attempt_not_recorded", postback_id=change.postback_id,
-                        reason="changed_since_sent")
+            not_recorded.append(change.postback_id)
         elif op.attempt is not None:
             attempts.append(op.attempt)
     if attempts:
-        await conn.execute(_INSERT_ATTEMPTS, (_rows.encode(attempts).decode(),))
+        conn.execute(_INSERT_ATTEMPTS, (_rows.encode(attempts).decode(),))
+    return not_recorded
