@@ -123,7 +123,7 @@ class Writer(BatchWriter):
     A batch is one call to the connection's thread: BEGIN, every statement, COMMIT (or
     ROLLBACK), as plain sqlite3 code. Each call is a round trip through the event loop
     and a handoff of the interpreter lock between the two threads; with a call per
-    statement, commit mode's small batches made five or more.
+    statement, a commit-mode batch of events made four, one touching postbacks ten or more.
     """
 
     task_name = "sqlite-writer"
