@@ -18,6 +18,7 @@ from app.config.schema import Config, ConfigError, parse_config, with_server_ove
 from storage.postgres.store import PostgresStore
 from tests.conftest import ADMIN_TOKEN, CID, PID, Harness, error, running_on
 from tests.receiver import Receiver
+from tests.test_endpoint_health import UNDO_ENDPOINTS_POSTGRES, UNDO_ENDPOINTS_SQLITE
 from tests.test_metrics import scrape, value
 from tests.test_reload import reload, serving_on
 
@@ -221,9 +222,9 @@ async def test_a_reload_that_adds_the_hold_holds_the_next_conversion(
 _UNDO_LATER = ("DROP TABLE cap_usage; DROP TABLE cap_charges; DROP TABLE lead_keys;"
                " ALTER TABLE events DROP COLUMN payout_rule;"
                " ALTER TABLE events DROP COLUMN duplicate_of;")
-_UNDO_SQLITE = (_UNDO_LATER + " ALTER TABLE events DROP COLUMN hold_reason;"
+_UNDO_SQLITE = (UNDO_ENDPOINTS_SQLITE + _UNDO_LATER + " ALTER TABLE events DROP COLUMN hold_reason;"
                 " PRAGMA user_version = 7;")
-_UNDO_POSTGRES = (_UNDO_LATER + " DROP TABLE committed_batches;"
+_UNDO_POSTGRES = (UNDO_ENDPOINTS_POSTGRES + _UNDO_LATER + " DROP TABLE committed_batches;"
                   " ALTER TABLE events DROP COLUMN hold_reason;"
                   " DELETE FROM schema_version WHERE version >= 5;")
 

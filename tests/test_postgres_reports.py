@@ -19,6 +19,7 @@ from storage.postgres.store import PostgresStore
 from storage.records import ConversionChange, LeadChange, LeadRow
 from storage.reports import ReportSpan
 from tests.conftest import FakeClock, Harness, postgres_store, running
+from tests.test_endpoint_health import UNDO_ENDPOINTS_POSTGRES
 from tests.test_reports import CONFIG, Scenario, get, play
 from tests.test_rollups import rollups_match
 from tests.test_writer import event, lead
@@ -104,7 +105,7 @@ async def test_the_exact_queries_agree_with_the_rollups_on_whole_hours(
 
 
 # Back to version 2: what migration 3 and every later one added goes.
-_UNDO_MIGRATION_3 = """
+_UNDO_MIGRATION_3 = UNDO_ENDPOINTS_POSTGRES + """
 DROP TABLE stats;
 DROP INDEX leads_by_created, events_by_fired, events_by_converted,
     conversion_changes_by_changed;
