@@ -184,7 +184,7 @@ class TransactionActor:
     async def _committed(self, written: asyncio.Future[None]) -> None:
         """Wait for ``written`` to commit; StoreUnavailable past the write timeout."""
         if not written.done():
-            await asyncio.wait((written,), timeout=self._rt.write_timeout)
+            await _within(written, self._rt.write_timeout)
             if not written.done():
                 raise StoreUnavailable
         written.result()
@@ -372,3 +372,23 @@ def _key_rows(cid: str, digests: tuple[str, ...], created_at: str,
     the lead's click, whenever a field arrived."""
     return tuple(LeadKeyRow(cid=cid, digest=digest, created_at=created_at,
                             transaction_id=transaction_id) for digest in digests)
+
+
+async def _within(future: asyncio.Future[None], timeout: float) -> None:
+    """Wait until ``future`` is done or ``timeout`` seconds have passed, never cancelling
+    it: what ``asyncio.wait((future,), timeout=...)`` does, without the set, the generator
+    and the second pass over its futures that made it ~8 % of commit mode's loop time
+    (one wait per event)."""
+    waiter = future.get_loop().create_future()
+
+    def wake(_: object = None) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    future.add_done_callback(wake)
+    timer = future.get_loop().call_later(timeout, wake)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+        future.remove_done_callback(wake)
