@@ -15,7 +15,10 @@ from typing import Any, Literal
 
 import msgspec
 
-Key = Literal["cid", "pid", "event_id", "status", "reason"]
+# The lead tracking fields a report may be grouped by (the value stored on the lead).
+TagKey = Literal["sub1", "sub2", "sub3", "sub4", "sub5", "utm_source", "utm_medium",
+                 "utm_campaign", "utm_term", "utm_content"]
+Key = Literal["cid", "pid", "event_id", "status", "reason", TagKey]
 # Keys only a conversion has: leads and plain events belong to none of their groups.
 CONVERSION_KEYS: tuple[Key, ...] = ("status", "reason")
 # What a conversion approved as it fired, which has no hold reason, is grouped under.
@@ -78,7 +81,8 @@ class ReportSpan(msgspec.Struct, frozen=True, kw_only=True):
     ``width`` is how many leading characters of a time make its bucket: 13 for UTC hours,
     16 for minutes, 0 for no time buckets at all. ``hourly``: the period starts and ends
     on UTC hours, ``width`` is 13 or 0 and no key is a conversion's status or reason, so
-    the hourly roll-ups answer it exactly.
+    the hourly roll-ups answer it exactly. ``status_counts``: count conversions by status
+    too, rejected ones included, which only the rows can (never ``hourly``).
     """
 
     start: str
@@ -89,10 +93,15 @@ class ReportSpan(msgspec.Struct, frozen=True, kw_only=True):
     cids: tuple[str, ...] = ()
     pids: tuple[str, ...] = ()
     event_ids: tuple[str, ...] = ()
+    status_counts: bool = False
 
 
 class RawFigures(msgspec.Struct, frozen=True, kw_only=True):
-    """Rows of (bucket, *keys, *counts) from each source; see the queries for the counts."""
+    """Rows of (bucket, *keys, *counts) from each source; see the queries for the counts.
+
+    A conversions row from the exact queries ends with its approved, reversed and rejected
+    counts; one from the roll-ups stops before them (they keep no status).
+    """
 
     leads: list[tuple[Any, ...]] | None  # None: leads do not apply (event ids in play)
     events: list[tuple[Any, ...]] | None  # None: grouped by status or reason
@@ -148,7 +157,7 @@ def hourly_span(span: ReportSpan) -> ReportSpan:
     """``span`` with its ends cut to the hours the ``stats`` rows are keyed by."""
     if not span.hourly or span.width not in (0, 13):
         raise ValueError("the roll-ups hold whole UTC hours only")
-    if not with_events(span):
+    if not with_events(span) or span.status_counts:
         raise ValueError("the roll-ups hold no conversion status or hold reason")
     return msgspec.structs.replace(span, start=span.start[:13], end=span.end[:13])
 

@@ -29,6 +29,7 @@ from app.config.urls import known_macros, landing_url_problem, postback_url_prob
 from app.postbacks.signing import signing_secrets_problem
 from storage.backend import is_postgres_url
 from storage.money import MAX_MONEY
+from storage.reports import TagKey
 
 Id = Annotated[str, Meta(min_length=1, max_length=255)]
 Durability = Literal["commit", "write-behind"]
@@ -176,9 +177,18 @@ class DeliveryConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     per_host_per_second: Annotated[float, Meta(ge=0.01, le=10_000)] | None = None
 
 
+class ReportsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How reports are counted."""
+
+    # Lead fields whose hourly roll-ups the writer keeps, so reports grouped by them read
+    # the roll-ups; a report by another field counts the raw rows (exact, slower).
+    breakdowns: Annotated[list[TagKey], Meta(max_length=10)] = []
+
+
 class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     delivery: DeliveryConfig = msgspec.field(default_factory=DeliveryConfig)
+    reports: ReportsConfig = msgspec.field(default_factory=ReportsConfig)
     # Extra lead fields (beyond the standard ones) that postback URLs may name as macros.
     lead_fields: list[Id] = []
     sources: list[SourceConfig] = []
