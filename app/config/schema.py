@@ -25,11 +25,12 @@ from app.config.money_rules import (
     money_rules_problem,
     payout_problem,
 )
+from app.config.rates import RateConfig, rates_problem
+from app.config.reports import ReportsConfig as ReportsConfig
 from app.config.urls import known_macros, landing_url_problem, postback_url_problem
 from app.postbacks.signing import signing_secrets_problem
 from storage.backend import is_postgres_url
 from storage.money import MAX_MONEY
-from storage.reports import TagKey
 
 Id = Annotated[str, Meta(min_length=1, max_length=255)]
 Durability = Literal["commit", "write-behind"]
@@ -177,14 +178,6 @@ class DeliveryConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     per_host_per_second: Annotated[float, Meta(ge=0.01, le=10_000)] | None = None
 
 
-class ReportsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """How reports are counted."""
-
-    # Lead fields whose hourly roll-ups the writer keeps, so reports grouped by them read
-    # the roll-ups; a report by another field counts the raw rows (exact, slower).
-    breakdowns: Annotated[list[TagKey], Meta(max_length=10)] = []
-
-
 class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     delivery: DeliveryConfig = msgspec.field(default_factory=DeliveryConfig)
@@ -193,6 +186,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     lead_fields: list[Id] = []
     sources: list[SourceConfig] = []
     campaigns: list[CampaignConfig] = []
+    # Rates into the report currency for amounts sent in another (app/config/rates.py).
+    rates: list[RateConfig] = []
 
 
 def load_config(path: str | Path) -> Config:
@@ -303,6 +298,8 @@ def first_problem(config: Config) -> tuple[str, str] | None:
         return "delivery.max_retry_seconds", "must not be less than first_retry_seconds"
     if delivery.per_host > delivery.concurrency:
         return "delivery.per_host", "must not be more than concurrency"
+    if (found := rates_problem(config.reports.currency, config.rates)) is not None:
+        return found
 
     macros = known_macros(config.lead_fields)
     seen_pids: dict[str, int] = {}
