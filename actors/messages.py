@@ -79,6 +79,11 @@ class FireEvent(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     # With an Idempotency-Key: the stored answer, given the conversion id, its status and
     # reason, written with the event.
     answer: Callable[[str, str, str | None], AnswerRow] | None = None
+    # Amounts sent in another currency (app/events/currency.py): revenue and cost above
+    # are converted; the revenue as sent, its currency and the rate are kept beside them.
+    original_revenue: Decimal | None = None
+    currency: str | None = None
+    rate: Decimal | None = None
 
 
 class CreateLead(msgspec.Struct, frozen=True, kw_only=True, tag=True):

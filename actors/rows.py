@@ -38,6 +38,9 @@ def event_row(transaction_id: str, event: FireEvent, conversion_id: str, moment:
         hold_reason=why,
         payout_rule=event.payout_rule if conversion else None,
         duplicate_of=event.duplicate_of if conversion else None,
+        original_revenue=money_text(event.original_revenue),
+        currency=event.currency,
+        rate=None if event.rate is None else format(event.rate, "f"),
     )
 
 

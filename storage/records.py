@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from storage.currency import Sent, SentColumns
 from storage.endpoints import EndpointOutcome, Requeue
 
 # Lead and event fields are stored as JSON. Numbers keep their exact text both ways.
@@ -51,7 +52,7 @@ class LeadRow(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     cost_micro: int | None = None
 
 
-class EventRow(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+class EventRow(SentColumns, frozen=True, kw_only=True, array_like=True):
     transaction_id: str
     cid: str
     event_id: str
@@ -259,7 +260,7 @@ class StoredTransaction(msgspec.Struct, frozen=True, kw_only=True):
     created_at: str | None = None
 
 
-class EventView(msgspec.Struct, frozen=True, kw_only=True):
+class EventView(Sent, frozen=True):
     event_id: str
     pid: str
     conversion: bool
@@ -298,7 +299,7 @@ class HistoryEntry(msgspec.Struct, frozen=True, kw_only=True):
     source: str
 
 
-class ConversionView(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+class ConversionView(Sent, frozen=True, omit_defaults=True):
     conversion_id: str
     transaction_id: str
     cid: str
@@ -313,8 +314,7 @@ class ConversionView(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
     converted_at: str
     decided_at: str | None
     fired_at: str
-    # The payout rule that priced it (app/events/payouts.py), and for a duplicate lead's
-    # conversion the earlier lead it repeats.
+    # The payout rule that priced it, and the earlier lead a duplicate lead repeats.
     payout_rule: str | None = None
     duplicate_of: str | None = None
     # Only when one conversion is shown on its own.

@@ -9,6 +9,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from storage.currency import SENT_COLUMNS, sent_fields
 from storage.money import money_value, round_money
 from storage.records import (
     ConversionView,
@@ -20,7 +21,8 @@ from storage.records import (
 
 CONVERSION_COLUMNS = (
     "id, conversion_id, transaction_id, cid, pid, event_id, revenue, payout, status,"
-    " converted_at, decided_at, fired_at, hold_reason, payout_rule, duplicate_of"
+    " converted_at, decided_at, fired_at, hold_reason, payout_rule, duplicate_of, "
+    + SENT_COLUMNS
 )
 POSTBACK_COLUMNS = (
     "id, transaction_id, cid, pid, event_id, conversion_id, kind, method, url, status,"
@@ -31,12 +33,14 @@ POSTBACK_COLUMNS = (
 
 def conversion_row(row: Any) -> tuple[int, ConversionView]:
     (id_, conversion_id, transaction_id, cid, pid, event_id, revenue, payout, status,
-     converted_at, decided_at, fired_at, hold_reason, payout_rule, duplicate_of) = row
+     converted_at, decided_at, fired_at, hold_reason, payout_rule, duplicate_of,
+     *sent) = row
     return id_, ConversionView(
         conversion_id=conversion_id, transaction_id=transaction_id, cid=cid, pid=pid,
         event_id=event_id, revenue=money_value(revenue), payout=money_value(payout),
         status=status, reason=hold_reason, converted_at=converted_at, decided_at=decided_at,
-        fired_at=fired_at, payout_rule=payout_rule, duplicate_of=duplicate_of)
+        fired_at=fired_at, payout_rule=payout_rule, duplicate_of=duplicate_of,
+        **sent_fields(*sent))
 
 
 def postback_row(row: Any) -> PostbackView:

@@ -37,15 +37,20 @@ from tests.test_postbacks import AUTH, convert, postback_config, postbacks
 from tests.test_reload import reload, serving_on
 
 BUYER = "/buyer"
-# A database as it was before endpoint health (the tests of earlier migrations start there).
+# A database as it was before endpoint health and the migrations after it (the tests of
+# earlier migrations start there).
 UNDO_ENDPOINTS_SQLITE = (
     "DROP INDEX postbacks_by_endpoint; ALTER TABLE postbacks DROP COLUMN endpoint;"
     " ALTER TABLE postbacks DROP COLUMN signing_secrets;"
-    " DROP TABLE endpoints; DROP TABLE endpoint_hours;")
+    " DROP TABLE endpoints; DROP TABLE endpoint_hours;"
+    " ALTER TABLE events DROP COLUMN original_revenue; ALTER TABLE events DROP COLUMN currency;"
+    " ALTER TABLE events DROP COLUMN rate;")
 UNDO_ENDPOINTS_POSTGRES = (
     "ALTER TABLE postbacks DROP COLUMN endpoint, DROP COLUMN signing_secrets;"
     " DROP INDEX postbacks_failed_by_created;"
-    " DROP TABLE endpoints, endpoint_hours, host_slots;")
+    " DROP TABLE endpoints, endpoint_hours, host_slots;"
+    " ALTER TABLE events DROP COLUMN original_revenue, DROP COLUMN currency,"
+    " DROP COLUMN rate;")
 SERVER_ERROR = Answer(500)
 NAMED = """
 [[campaigns.postbacks]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from app.config.rates import RateTable
 from app.config.schema import ORGANIC, CampaignConfig, Config, EventConfig, SourceConfig
 from app.edge import errors
 from app.events.caps import CapRules
@@ -20,6 +21,7 @@ class Catalog:
         self._sources.update((source.pid, source) for source in config.sources)
         self.payouts = PayoutRules(config)
         self.caps = CapRules(config)
+        self.rates = RateTable(config.reports.currency, config.rates)
 
     def campaign(self, cid: str) -> CampaignConfig:
         campaign = self._campaigns.get(cid)

@@ -17,12 +17,16 @@ import msgspec
 from msgspec import Meta
 
 from actors.messages import CostOperation
+from app.config.rates import CURRENCY, CURRENCY_FORM
 from app.config.schema import ORGANIC
 from app.edge import errors
 from app.events.lead_fields import EVENT_LEAD_FIELDS, LeadFields, Text
 from storage.money import MoneyError, parse_money
 
 MONEY_FIELDS = ("revenue", "amount", "cost", "adSpend", "min_price")
+# The amounts sent in ``currency`` that are converted into the report currency as they
+# arrive: those that are paid, capped and reported (app/events/currency.py).
+CONVERTED_FIELDS = ("revenue", "amount", "cost")
 # Extra numbers are rendered into postbacks as fixed-point text: bound that text.
 MAX_EXTRA_NUMBER_TEXT = 64
 
@@ -61,6 +65,8 @@ class EventFields(LeadFields, frozen=True, kw_only=True):
     cost_operation: Literal["add", "substract", "subtract", "override"] | None = None
     adSpend: Decimal | None = None  # the API's own spelling
     min_price: Decimal | None = None
+    # What revenue, amount and cost are in (ISO 4217); None: the report currency.
+    currency: Text | None = None
 
 
 class PostbackQuery(msgspec.Struct, frozen=True, kw_only=True):
@@ -86,6 +92,9 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     converted_at: dt.datetime | None
     # Fields that failed their check and were left out, each with why, in field order.
     invalid: dict[str, str] = {}
+    # Report-currency units per one ``fields.currency`` on the conversion's day, when its
+    # amounts are converted (app/events/currency.py); None: sent in the report currency.
+    rate: Decimal | None = None
 
     @property
     def revenue_field(self) -> str:
@@ -97,13 +106,25 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
         """The invalid fields that refuse the event even where bad optional fields are dropped.
 
         The ids are checked before the event is parsed; on a conversion, so is the money
-        field that carries its revenue.
+        field that carries its revenue; and a currency that cannot be converted refuses an
+        event with an amount in it, which could be neither priced nor left out.
         """
         carrier = self.revenue_field
-        if not conversion or carrier not in self.invalid:
+        if conversion and carrier in self.invalid:
+            first = carrier
+        elif "currency" in self.invalid and any(
+                getattr(self.fields, name) is not None for name in CONVERTED_FIELDS):
+            first = "currency"
+        else:
             return {}
         # Named first, so the answer's message names what refused the event.
-        return {carrier: self.invalid[carrier]} | self.invalid
+        return {first: self.invalid[first]} | self.invalid
+
+    def dropping(self, name: str, why: str) -> Event:
+        """The event with field ``name`` left out, and listed as invalid for ``why``."""
+        return msgspec.structs.replace(
+            self, fields=msgspec.structs.replace(self.fields, **{name: None}),
+            invalid=_in_field_order(self.invalid | {name: why}, EventFields))
 
     @property
     def revenue(self) -> Decimal | None:
@@ -208,6 +229,10 @@ def _conversion_date_problem(value: str) -> str | None:
     return None
 
 
+def _currency_problem(value: str) -> str | None:
+    return None if CURRENCY.fullmatch(value) else CURRENCY_FORM
+
+
 def _date_problem(value: str) -> str | None:
     try:
         if not _DATE.fullmatch(value):
@@ -225,6 +250,7 @@ _EVENT_CHECKS: dict[str, Check] = {
     "conversion_date": _conversion_date_problem,
     "conversion_timezone": _timezone_problem,
     "tcpa_consent_date": _date_problem,
+    "currency": _currency_problem,
 }
 
 S = TypeVar("S", bound=msgspec.Struct)

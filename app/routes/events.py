@@ -27,6 +27,7 @@ from app.edge.request_info import bind_ids, client_ip, header, user_agent
 from app.events import dedupe, idempotency
 from app.events.caps import Owed
 from app.events.catalog import Catalog
+from app.events.currency import in_report_currency, with_rate
 from app.events.idempotency import Answer
 from app.events.limits import over_limit
 from app.events.payloads import Event, parse_event
@@ -241,7 +242,7 @@ def _checked(request: Request, svc: Services, raw: dict[str, Any], path_cid: str
             raise errors.cid_mismatch()
         raw["cid"] = path_cid
     bind_ids(raw)
-    event = parse_event(raw)
+    event = with_rate(parse_event(raw), svc.catalog.rates, svc.clock.now())
     dropped = _dropped(svc.catalog, event)
     return event, dropped, _sender_hold(request, svc, event, token)
 
@@ -296,11 +297,13 @@ async def _fire(request: Request, svc: Services, event: Event, dropped: dict[str
     ``sender_hold`` is why check 4c holds the conversion.
     """
     fields = event.fields
+    # Paid, capped, bounded and stored in the report currency from here on.
+    amounts = in_report_currency(fields, event.rate)
 
     campaign = svc.catalog.campaign(fields.cid)
     svc.catalog.check_origin(campaign, header(request, b"origin"))
     configured = svc.catalog.event(fields.cid, fields.event_id)
-    over = over_limit(fields, configured, svc.config.server)
+    over = over_limit(amounts, configured, svc.config.server)
     if over:
         raise errors.invalid_fields(over)
     create = campaign.unknown_transactions == "create"
@@ -317,7 +320,7 @@ async def _fire(request: Request, svc: Services, event: Event, dropped: dict[str
     source = svc.catalog.source(pid)
 
     event_fields, lead_fields = event.stored_fields()
-    revenue = event.revenue
+    revenue = amounts.revenue if amounts.revenue is not None else amounts.amount
     payout = rule = None
     if configured.conversion and revenue is not None:
         priced, rule = svc.catalog.payouts.payout(fields.cid, source, fields.event_id)
@@ -351,7 +354,7 @@ async def _fire(request: Request, svc: Services, event: Event, dropped: dict[str
         once=not configured.allow_duplicates,
         revenue=revenue,
         payout=payout,
-        cost=fields.cost,
+        cost=amounts.cost,
         cost_operation=event.cost_operation,
         lead_fields=lead_fields,
         lead_keys=screened.keys,
@@ -372,6 +375,9 @@ async def _fire(request: Request, svc: Services, event: Event, dropped: dict[str
         caps=Owed(svc.catalog.caps, capped, revenue, payout) if capped else None,
         min_seconds_after_click=configured.min_seconds_after_click,
         max_days_after_click=configured.max_days_after_click,
+        original_revenue=event.revenue if event.rate is not None else None,
+        currency=fields.currency if event.rate is not None else None,
+        rate=event.rate,
     )
     reply = await svc.registry.fire(message)
     refusal = _REFUSALS.get(reply.verdict)

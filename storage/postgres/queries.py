@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from storage.currency import SENT_COLUMNS, sent_fields
 from storage.errors import StoreUnavailable
 from storage.money import money_value
 from storage.pacing import Slot
@@ -76,11 +77,12 @@ async def transaction_view(pool: Pool, transaction_id: str) -> TransactionView |
                   converted_at=row["converted_at"], fired_at=row["fired_at"],
                   fields=decode_fields(row["fields"]), status=row["status"],
                   decided_at=row["decided_at"], reason=row["hold_reason"],
-                  payout_rule=row["payout_rule"], duplicate_of=row["duplicate_of"])
+                  payout_rule=row["payout_rule"], duplicate_of=row["duplicate_of"],
+                  **sent_fields(row["original_revenue"], row["currency"], row["rate"]))
         for row in await pool.fetch(
             "SELECT event_id, pid, conversion, conversion_id, revenue, payout, converted_at,"
-            " fired_at, fields, status, decided_at, hold_reason, payout_rule, duplicate_of"
-            " FROM events"
+            " fired_at, fields, status, decided_at, hold_reason, payout_rule, duplicate_of, "
+            + SENT_COLUMNS + " FROM events"
             " WHERE transaction_id = $1 ORDER BY id", transaction_id)
     ]
     postbacks = [postback_row(row) for row in await pool.fetch(

@@ -229,6 +229,11 @@ MIGRATIONS: tuple[str, ...] = (
         next_free TIMESTAMPTZ NOT NULL
     );
     """,
+    # 10: amounts sent in another currency (storage/sqlite/schema.py's migration 12).
+    """
+    ALTER TABLE events ADD COLUMN original_revenue TEXT, ADD COLUMN currency TEXT,
+        ADD COLUMN rate TEXT;
+    """,
 )
 
 # Any fixed number: every process that starts migrates under this lock, one at a time.

@@ -6,6 +6,7 @@ from typing import Any
 
 import aiosqlite
 
+from storage.currency import SENT_COLUMNS, sent_fields
 from storage.money import money_value
 from storage.records import (
     EventView,
@@ -22,7 +23,8 @@ _LEAD = (
 _FIELDS = "SELECT fields FROM leads WHERE transaction_id = ?"
 _EVENTS = (
     "SELECT event_id, pid, conversion, conversion_id, revenue, payout, converted_at, fired_at,"
-    " fields, status, decided_at, hold_reason, payout_rule, duplicate_of FROM events"
+    " fields, status, decided_at, hold_reason, payout_rule, duplicate_of, " + SENT_COLUMNS
+    + " FROM events"
     " WHERE transaction_id = ?"
     " ORDER BY id"
 )
@@ -56,9 +58,11 @@ async def transaction_view(
             reason=hold_reason,
             payout_rule=payout_rule,
             duplicate_of=duplicate_of,
+            **sent_fields(*sent),
         )
         for (event_id, event_pid, conversion, conversion_id, revenue, payout, converted_at,
-             fired_at, event_fields, status, decided_at, hold_reason, payout_rule, duplicate_of)
+             fired_at, event_fields, status, decided_at, hold_reason, payout_rule, duplicate_of,
+             *sent)
         in await conn.execute_fetchall(_EVENTS, (transaction_id,))
     ]
     return TransactionView(

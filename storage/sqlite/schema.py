@@ -309,6 +309,14 @@ MIGRATIONS: tuple[Step, ...] = (
     "CREATE INDEX lead_keys_by_lead ON lead_keys(transaction_id);",
     # 11: endpoint health (app/postbacks/endpoints.py).
     _endpoints,
+    # 12: an event sent in another currency keeps its revenue as sent, the currency and
+    # the rate it was converted at (storage/currency.py); earlier ones were sent in the
+    # report currency.
+    """
+    ALTER TABLE events ADD COLUMN original_revenue TEXT;
+    ALTER TABLE events ADD COLUMN currency TEXT;
+    ALTER TABLE events ADD COLUMN rate TEXT;
+    """,
 )
 
 
