@@ -1,5 +1,5 @@
 """The ``event-postback`` command: ``serve``, ``check-config``, ``conversions``, ``report``,
-``endpoints``, ``postbacks`` and ``--version``; its exit codes are those of
+``endpoints``, ``postbacks``, ``rates`` and ``--version``; its exit codes are those of
 app/serve/exits.py."""
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from app.serve import exits, supervisor, workers
 from app.serve.conversion_command import change_from_file
 from app.serve.endpoint_args import add_endpoint_parsers, run_endpoint_command
 from app.serve.exits import Refusal, check_database
+from app.serve.rates_command import add_rates_parser, run_rates_command
 from app.serve.report_args import add_report_parser, report_params
 from app.serve.report_command import report_from_file
 from storage.backend import Unsupported, is_postgres_url
@@ -54,6 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _report(args)
         if args.command in ("endpoints", "postbacks"):
             return _endpoints(args)
+        if args.command == "rates":
+            return run_rates_command(args)
         return _serve(args)
     except (ConfigError, Unsupported) as exc:
         sys.stderr.write(f"{exc}\n")
@@ -126,6 +129,7 @@ def _parser() -> argparse.ArgumentParser:
                                   f"(default: {server.db})")
     add_report_parser(commands, server.db)
     add_endpoint_parsers(commands, server.db)
+    add_rates_parser(commands)
     return parser
 
 
