@@ -27,6 +27,7 @@ from app.config.money_rules import (
 )
 from app.config.rates import RateConfig, rates_problem
 from app.config.reports import ReportsConfig as ReportsConfig
+from app.config.tokens import TokenConfig, tokens_problem
 from app.config.urls import known_macros, landing_url_problem, postback_url_problem
 from app.postbacks.signing import signing_secrets_problem
 from storage.backend import is_postgres_url
@@ -188,6 +189,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     campaigns: list[CampaignConfig] = []
     # Rates into the report currency for amounts sent in another (app/config/rates.py).
     rates: list[RateConfig] = []
+    # API tokens with roles (app/config/tokens.py); admin_token stays an admin token.
+    tokens: list[TokenConfig] = []
 
 
 def load_config(path: str | Path) -> Config:
@@ -393,4 +396,4 @@ def first_problem(config: Config) -> tuple[str, str] | None:
                 return f"{place}.postbacks[{j}].secret", "must not be empty"
             if (found := signing_secrets_problem(postback.signing_secrets)) is not None:
                 return f"{place}.postbacks[{j}].{found[0]}", found[1]
-    return endpoint_names_problem(config)
+    return endpoint_names_problem(config) or tokens_problem(config, {ORGANIC, *seen_pids})

@@ -151,6 +151,11 @@ def unauthorized() -> ApiError:
                     headers={"WWW-Authenticate": "Bearer"})
 
 
+def forbidden() -> ApiError:
+    """A known token whose role does not reach the route."""
+    return ApiError(403, "Forbidden", "forbidden", coded=True)
+
+
 def transaction_not_found() -> ApiError:
     return ApiError(404, "Transaction not found", "not_found")
 

@@ -1,11 +1,8 @@
-"""The read API and backups, behind the admin bearer token; 404 when no token is configured."""
+"""A transaction's view and backups, behind a bearer token (app/routes/access.py)."""
 
 from __future__ import annotations
 
-import hmac
-
 import msgspec
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -13,26 +10,15 @@ from actors.clock import utc_text
 from app.edge import errors
 from app.edge.envelope import success_response
 from app.observe.logs import annotate
-from app.services import Services, services
+from app.routes.access import require
+from app.services import services
 from storage.errors import BackupInProgress, NoRoomForBackup
-
-
-def require_admin(request: Request, svc: Services) -> None:
-    token = svc.config.server.admin_token
-    if token is None:
-        raise HTTPException(status_code=404)
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    # compare_digest on bytes: constant time, and no error on non-ASCII input.
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        given.strip().encode(), token.encode()
-    ):
-        raise errors.unauthorized()
 
 
 async def transaction(request: Request) -> Response:
     """GET /api/transactions/{id}: the lead and its events, in the order they fired."""
     svc = services(request)
-    require_admin(request, svc)
+    require(request, svc, "viewer")
     # Read what was acknowledged, even in write-behind mode.
     await svc.store.flush()
     view = await svc.store.transaction_view(request.path_params["transaction_id"])
@@ -56,7 +42,7 @@ async def backup(request: Request) -> Response:
     backup_keep`` as in force for this request says how many stay afterwards.
     """
     svc = services(request)
-    require_admin(request, svc)
+    require(request, svc, "admin")
     await svc.store.flush()
     moment = svc.clock.now()
     target = svc.store.backup_target(moment)

@@ -8,7 +8,7 @@ from starlette.responses import Response
 
 from app.edge.envelope import success_response
 from app.events.caps import CapUse, cap_uses
-from app.routes.admin import require_admin
+from app.routes.access import require
 from app.services import services
 
 
@@ -18,7 +18,7 @@ class CapList(msgspec.Struct, frozen=True):
 
 async def list_caps(request: Request) -> Response:
     svc = services(request)
-    require_admin(request, svc)
+    require(request, svc, "viewer")
     await svc.store.flush()
     uses = await cap_uses(svc.catalog.caps, svc.store, svc.clock.now())
     return success_response(200, "OK", CapList(caps=uses))

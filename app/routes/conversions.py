@@ -16,7 +16,7 @@ from app.edge import errors
 from app.edge.bodies import form_fields
 from app.edge.envelope import success_response
 from app.observe.logs import annotate
-from app.routes.admin import require_admin
+from app.routes.access import require
 from app.services import services
 from storage.records import ConversionView
 
@@ -37,7 +37,7 @@ class BulkData(msgspec.Struct):
 async def list_conversions(request: Request) -> Response:
     """GET /api/conversions: newest first, one page at a time."""
     svc = services(request)
-    require_admin(request, svc)
+    require(request, svc, "viewer")
     # As in every other query and body, a filter sent empty (`?status=&cid=`) is not sent.
     sent = {name: value for name, value in form_fields(request.url.query).items() if value}
     query = _convert(sent, ConversionQuery)
@@ -58,7 +58,7 @@ async def list_conversions(request: Request) -> Response:
 async def show_conversion(request: Request) -> Response:
     """GET /api/conversions/{id}: the conversion and its history."""
     svc = services(request)
-    require_admin(request, svc)
+    require(request, svc, "viewer")
     await svc.store.flush()
     found = await svc.store.conversion(request.path_params["conversion_id"])
     if found is None:
@@ -81,7 +81,7 @@ async def reverse(request: Request) -> Response:
 async def bulk(request: Request) -> Response:
     """POST /api/conversions/bulk: one action on up to 1,000 conversions, atomically."""
     svc = services(request)
-    require_admin(request, svc)
+    require(request, svc, "operator")
     body = _decode(await request.body(), BulkBody)
     results = await svc.conversions.change(body.conversion_ids, body.action, body.reason,
                                            "bulk")
@@ -92,7 +92,7 @@ async def bulk(request: Request) -> Response:
 
 async def _change(request: Request, action: Action) -> Response:
     svc = services(request)
-    require_admin(request, svc)
+    require(request, svc, "operator")
     body = await request.body()
     reason = _decode(body, ChangeBody).reason if body.strip() else None
     conversion_id: str = request.path_params["conversion_id"]

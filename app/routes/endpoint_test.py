@@ -12,7 +12,7 @@ from app.config.endpoints import endpoints_of
 from app.edge import errors
 from app.edge.envelope import success_response
 from app.postbacks.probe import client_for, probe
-from app.routes.admin import require_admin
+from app.routes.access import require
 from app.services import services
 
 log = structlog.get_logger("app.postbacks")
@@ -23,7 +23,7 @@ async def send_test_request(request: Request) -> Response:
     send it once and show both sides; nothing of it is stored, the endpoint's health
     included (a failing test must not pause the endpoint)."""
     svc = services(request)
-    require_admin(request, svc)
+    require(request, svc, "operator")
     name = request.path_params["name"]
     endpoint = endpoints_of(svc.config).get(name)
     if endpoint is None:

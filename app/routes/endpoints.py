@@ -16,7 +16,7 @@ from app.config.endpoints import endpoints_of
 from app.config.schema import Config
 from app.edge import errors
 from app.edge.envelope import success_response
-from app.routes.admin import require_admin
+from app.routes.access import require
 from app.services import Services, services
 from storage.backend import EventStore
 from storage.endpoints import EndpointHealth, EndpointView, Requeue
@@ -71,7 +71,7 @@ def _view(health: EndpointHealth, name: str) -> EndpointView:
 async def list_endpoints(request: Request) -> Response:
     """GET /api/endpoints: each endpoint's state, postbacks by status, last day's rate."""
     svc = services(request)
-    require_admin(request, svc)
+    require(request, svc, "viewer")
     await svc.store.flush()
     return success_response(200, "OK", await endpoint_views(svc))
 
@@ -97,7 +97,7 @@ async def requeue(svc: Services, order: Requeue) -> int:
 async def resume_endpoint(request: Request) -> Response:
     """POST /api/endpoints/{name}/resume: active again, its paused postbacks due now."""
     svc = services(request)
-    require_admin(request, svc)
+    require(request, svc, "operator")
     name = request.path_params["name"]
     key = await key_of(svc, name)
     count = await requeue(svc, Requeue(action="resume", endpoint=key,
@@ -124,7 +124,7 @@ async def recover_postbacks(request: Request) -> Response:
     """POST /api/postbacks/recover?from=&to=&endpoint=: dead letters created in
     [from, to) due again now (of one endpoint, if named)."""
     svc = services(request)
-    require_admin(request, svc)
+    require(request, svc, "operator")
     query = request.query_params
     start, end = moment(query.get("from"), "from"), moment(query.get("to"), "to")
     if start >= end:

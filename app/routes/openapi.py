@@ -29,7 +29,7 @@ from app.routes.endpoints import RecoverQuery, RequeueData
 from app.routes.events import EventData
 from app.routes.health import HealthData
 from app.routes.operate import ReloadData, ReloadQuery
-from app.routes.operations import TEXT, UNAUTHORIZED, Op, operations
+from app.routes.operations import FORBIDDEN, TEXT, UNAUTHORIZED, Op, operations
 from storage.endpoints import EndpointView
 from storage.records import ConversionView, PostbackView, TransactionView
 
@@ -91,6 +91,7 @@ def _operation(path: str, method: str, op: Op, refs: dict[Any, dict[str, Any]],
     answers = dict(op.answers)
     if op.admin:
         answers[401] = UNAUTHORIZED[1]
+        answers[403] = FORBIDDEN[1]
     if path != "/healthz":
         answers.setdefault(503, ("Server busy or store unavailable; retry after Retry-After",
                                  None))
@@ -109,6 +110,10 @@ def _operation(path: str, method: str, op: Op, refs: dict[Any, dict[str, Any]],
     }
     if op.description:
         out["description"] = op.description
+    if op.admin:
+        reach = f"Role: {op.role} or above" + (", or a partner (its own source)"
+                                                if op.partner else "") + "."
+        out["description"] = f"{op.description}\n\n{reach}" if op.description else reach
     if op.admin:
         out["security"] = _ADMIN
     elif path.startswith(_EVENT_PREFIX):

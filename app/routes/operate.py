@@ -15,7 +15,7 @@ from app.edge.envelope import success_response
 from app.edge.errors import ApiError, invalid_from
 from app.events.caps import cap_uses
 from app.observe.logs import annotate
-from app.routes.admin import require_admin
+from app.routes.access import require
 from app.routes.endpoints import endpoint_views
 from app.services import services
 
@@ -24,7 +24,7 @@ async def metrics(request: Request) -> Response:
     """GET /metrics: the Prometheus text format; admin token unless metrics_public."""
     svc = services(request)
     if not svc.config.server.metrics_public:
-        require_admin(request, svc)
+        require(request, svc, "viewer")
     svc.metrics.set_postbacks(await svc.store.postback_counts())
     svc.metrics.set_conversions(await svc.store.conversion_counts())
     svc.metrics.set_caps(await cap_uses(svc.catalog.caps, svc.store, svc.clock.now()))
@@ -50,7 +50,7 @@ class ReloadData(msgspec.Struct):
 async def reload_config(request: Request) -> Response:
     """POST /api/admin/reload: read the config file again; 400 and no change if it is wrong."""
     svc = services(request)
-    require_admin(request, svc)
+    require(request, svc, "admin")
     try:
         query = msgspec.convert(dict(request.query_params), ReloadQuery, strict=False)
     except msgspec.ValidationError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.config.tokens import Role
 from app.conversions.payloads import BulkBody, ChangeBody, ConversionQuery
 from app.events.payloads import ClickFields, EventFields, PostbackQuery
 from app.postbacks.probe import EndpointTestData
@@ -35,6 +36,10 @@ class Op:
     query: type | None = None
     path: dict[str, dict[str, Any]] = field(default_factory=dict)
     admin: bool = False
+    # The least role that reaches it (app/routes/access.py): every admin route names one.
+    role: Role | None = None
+    # A partner token reaches it too, limited to its own source.
+    partner: bool = False
     description: str = ""
     media: dict[int, dict[str, Any]] = field(default_factory=dict)
     tags: tuple[str, ...] = ()
@@ -46,7 +51,8 @@ _GIF = {"image/gif": {"schema": {"type": "string", "format": "binary"}}}
 _BAD = (400, ("Missing or invalid fields, or an id the configuration does not know",
               None))
 _FORBIDDEN = (403, ("Source inactive, origin not allowed, or a concurrent event", None))
-UNAUTHORIZED = (401, ("No or wrong admin bearer token", None))
+UNAUTHORIZED = (401, ("No or wrong bearer token", None))
+FORBIDDEN = (403, ("The token's role does not reach this route (code forbidden)", None))
 _NO_TOKEN = (404, ("Not found (also: the read API is off because no admin_token is set)",
                    None))
 
@@ -110,29 +116,30 @@ def operations(demo: bool) -> dict[str, dict[str, Op]]:
         "/api/transactions/{transaction_id}": {
             "get": Op("A lead and its events, in the order they fired", {
                 200: ("The transaction", TransactionView), 404: _NO_TOKEN[1]},
-                path={"transaction_id": {"type": "string"}}, admin=True, tags=("read",)),
+                path={"transaction_id": {"type": "string"}}, admin=True, role="viewer",
+                tags=("read",)),
         },
         "/api/postbacks": {
             "get": Op("Postbacks, newest first", {
                 200: ("Postbacks", list[PostbackView]), 400: _BAD[1], 404: _NO_TOKEN[1]},
-                query=PostbackQuery, admin=True, tags=("postbacks",)),
+                query=PostbackQuery, admin=True, role="viewer", tags=("postbacks",)),
         },
         "/api/postbacks/{postback_id}": {
             "get": Op("A postback and every attempt to deliver it", {
                 200: ("The postback", PostbackView), 404: _NO_TOKEN[1]},
-                path=postback_id, admin=True, tags=("postbacks",)),
+                path=postback_id, admin=True, role="viewer", tags=("postbacks",)),
         },
         "/api/postbacks/{postback_id}/retry": {
             "post": Op("Send a failed or waiting postback now", {
                 202: ("Retry scheduled", PostbackView), 404: _NO_TOKEN[1],
                 409: ("Already delivered, or being delivered", None)},
-                path=postback_id, admin=True, tags=("postbacks",)),
+                path=postback_id, admin=True, role="operator", tags=("postbacks",)),
         },
         "/api/postbacks/recover": {
             "post": Op("Re-queue the dead letters created in a time range", {
                 200: ("How many were re-queued", RequeueData), 400: _BAD[1],
                 404: _NO_TOKEN[1]},
-                query=RecoverQuery, admin=True, tags=("postbacks",),
+                query=RecoverQuery, admin=True, role="operator", tags=("postbacks",),
                 description="`from` and `to` are ISO 8601 times with their offset, such "
                             "as `2026-12-02T15:00:00Z`; `from` is included, `to` is not. "
                             "`endpoint` (a name from GET /api/endpoints) limits it to one "
@@ -141,7 +148,7 @@ def operations(demo: bool) -> dict[str, dict[str, Op]]:
         "/api/endpoints": {
             "get": Op("Each postback endpoint's health", {
                 200: ("Endpoints", list[EndpointView]), 404: _NO_TOKEN[1]},
-                admin=True, tags=("postbacks",),
+                admin=True, role="viewer", tags=("postbacks",),
                 description="An endpoint is a configured postback's host and path; its "
                             "name is the entry's `name`, else the host and path."),
         },
@@ -149,14 +156,15 @@ def operations(demo: bool) -> dict[str, dict[str, Op]]:
             "post": Op("Resume a paused endpoint: its paused postbacks are due at once", {
                 200: ("How many were re-queued", RequeueData),
                 404: ("Endpoint not found", None)},
-                path={"name": {"type": "string"}}, admin=True, tags=("postbacks",)),
+                path={"name": {"type": "string"}}, admin=True, role="operator",
+                tags=("postbacks",)),
         },
         "/api/endpoints/{name}/test": {
             "post": Op("Send a sample conversion to an endpoint once, and show its answer", {
                 200: ("What was sent, and the answer or the transport error",
                       EndpointTestData),
                 404: ("Endpoint not found", None)},
-                path={"name": {"type": "string"}}, admin=True, tags=("postbacks",),
+                path={"name": {"type": "string"}}, admin=True, role="operator", tags=("postbacks",),
                 description="Rendered through the endpoint's first configured entry with "
                             "ids starting `test-`, revenue 1.00, payout 0.50 and status "
                             "approved, signed as a delivery is, sent once without "
@@ -167,17 +175,17 @@ def operations(demo: bool) -> dict[str, dict[str, Op]]:
         "/api/conversions": {
             "get": Op("Conversions, newest first, a page at a time", {
                 200: ("Conversions", ConversionPage), 400: _BAD[1], 404: _NO_TOKEN[1]},
-                query=ConversionQuery, admin=True, tags=("conversions",)),
+                query=ConversionQuery, admin=True, role="viewer", tags=("conversions",)),
         },
         "/api/conversions/bulk": {
             "post": Op("One status change on up to 1,000 conversions, in one transaction", {
                 200: ("One result per id", BulkData), 400: _BAD[1], 404: _NO_TOKEN[1]},
-                body=BulkBody, admin=True, tags=("conversions",)),
+                body=BulkBody, admin=True, role="operator", tags=("conversions",)),
         },
         "/api/conversions/{conversion_id}": {
             "get": Op("A conversion and its history", {
                 200: ("The conversion", ConversionView), 404: ("Conversion not found", None)},
-                path={"conversion_id": {"type": "string"}}, admin=True,
+                path={"conversion_id": {"type": "string"}}, admin=True, role="viewer",
                 tags=("conversions",)),
         },
         **{
@@ -188,18 +196,18 @@ def operations(demo: bool) -> dict[str, dict[str, Op]]:
                     409: ("Conversion already in a status this change does not leave, or "
                           "(code cap_reached) approving it would pass a cap", None)},
                 body=ChangeBody, path={"conversion_id": {"type": "string"}}, admin=True,
-                tags=("conversions",), optional_body=True)}
+                role="operator", tags=("conversions",), optional_body=True)}
             for action in ("approve", "reject", "reverse")
         },
         "/api/caps": {
             "get": Op("Each cap with its use in the period now running", {
                 200: ("The caps", CapList), 404: _NO_TOKEN[1]},
-                admin=True, tags=("reports",)),
+                admin=True, role="viewer", tags=("reports",)),
         },
         "/api/reports": {
             "get": Op("Clicks, events, conversions, money and profit over a period", {
                 200: ("The report", Report), 400: _BAD[1], 404: _NO_TOKEN[1]},
-                query=ReportQuery, admin=True, tags=("reports",),
+                query=ReportQuery, admin=True, role="viewer", tags=("reports",),
                 description="format=csv answers text/csv with the same columns.",
                 media={200: {"text/csv; charset=utf-8": {"schema": TEXT}}}),
         },
@@ -227,7 +235,7 @@ def operations(demo: bool) -> dict[str, dict[str, Op]]:
                 507: ("Insufficient storage: the backup directory's disk has less free "
                       "space than twice the database, or filled up during the copy; "
                       "nothing of it is left", None)},
-                admin=True, tags=("operations",)),
+                admin=True, role="admin", tags=("operations",)),
         },
         "/api/admin/reload": {
             "post": Op("Read the config file again and swap it in", {
@@ -238,7 +246,7 @@ def operations(demo: bool) -> dict[str, dict[str, Op]]:
                 404: _NO_TOKEN[1],
                 503: ("serve --workers N: a restarted worker did not start; the message "
                       "names it and how many workers serve the new config", None)},
-                query=ReloadQuery, admin=True, tags=("operations",),
+                query=ReloadQuery, admin=True, role="admin", tags=("operations",),
                 description="force=true applies a config that removes every campaign or "
                             "the admin token; SIGHUP never forces."),
         },
@@ -249,7 +257,7 @@ def operations(demo: bool) -> dict[str, dict[str, Op]]:
         },
         "/metrics": {
             "get": Op("Prometheus metrics (text format)", {
-                200: ("Metrics", TEXT), 404: _NO_TOKEN[1]}, admin=True,
+                200: ("Metrics", TEXT), 404: _NO_TOKEN[1]}, admin=True, role="viewer",
                 description="Needs the admin token unless [server] metrics_public = true.",
                 media={200: {"text/plain": {"schema": TEXT}}}, tags=("operations",)),
         },

@@ -11,7 +11,7 @@ from app.edge.bodies import form_fields
 from app.edge.envelope import success_response
 from app.events.payloads import parse_postback_query
 from app.postbacks.retry import manual_retry
-from app.routes.admin import require_admin
+from app.routes.access import require
 from app.services import services
 from storage.errors import PostbackBeingSent
 from storage.records import WriteOp
@@ -30,7 +30,7 @@ def _postback_id(request: Request) -> int:
 async def list_postbacks(request: Request) -> Response:
     """GET /api/postbacks?status=&cid=&limit=: newest first."""
     svc = services(request)
-    require_admin(request, svc)
+    require(request, svc, "viewer")
     query = parse_postback_query(form_fields(request.url.query))
     await svc.store.flush()
     found = await svc.store.postbacks(status=query.status, cid=query.cid, limit=query.limit)
@@ -40,7 +40,7 @@ async def list_postbacks(request: Request) -> Response:
 async def show_postback(request: Request) -> Response:
     """GET /api/postbacks/{id}: the postback and every attempt to deliver it."""
     svc = services(request)
-    require_admin(request, svc)
+    require(request, svc, "viewer")
     await svc.store.flush()
     found = await svc.store.postback(_postback_id(request))
     if found is None:
@@ -52,7 +52,7 @@ async def retry_postback(request: Request) -> Response:
     """POST /api/postbacks/{id}/retry: send a failed (or waiting) postback now; 409 while
     one is being delivered (by any process) or once delivered."""
     svc = services(request)
-    require_admin(request, svc)
+    require(request, svc, "operator")
     postback_id = _postback_id(request)
     await svc.store.flush()
     found = await svc.store.postback(postback_id)

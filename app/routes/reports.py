@@ -10,14 +10,14 @@ from app.edge.envelope import success_response
 from app.reports.export import to_csv
 from app.reports.params import params_from_query
 from app.reports.report import report
-from app.routes.admin import require_admin
+from app.routes.access import require
 from app.routes.static import StaticFile
 from app.services import services
 
 
 async def reports(request: Request) -> Response:
     svc = services(request)
-    require_admin(request, svc)
+    require(request, svc, "viewer")
     params = params_from_query(request.url.query)
     with svc.report_gate.admit(svc.config.server.max_concurrent_reports):
         # Read what was acknowledged, even in write-behind mode.

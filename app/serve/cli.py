@@ -29,6 +29,7 @@ from app.config.schema import (
     with_server_overrides,
 )
 from app.config.summary import summary
+from app.config.tokens import hash_token, token_problem
 from app.conversions.rules import Action
 from app.events.senders import exposure_warnings
 from app.factory import build_store, create_app
@@ -57,6 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _endpoints(args)
         if args.command == "rates":
             return run_rates_command(args)
+        if args.command == "hash-token":
+            return _hash_token(args.token)
         return _serve(args)
     except (ConfigError, Unsupported) as exc:
         sys.stderr.write(f"{exc}\n")
@@ -130,7 +133,24 @@ def _parser() -> argparse.ArgumentParser:
     add_report_parser(commands, server.db)
     add_endpoint_parsers(commands, server.db)
     add_rates_parser(commands)
+    hashing = commands.add_parser(
+        "hash-token", help="print the hash of an API token, for [[tokens]]",
+        description="Print the line a [[tokens]] entry keeps for TOKEN (its SHA-256). "
+                    "TOKEN - reads it from the standard input, so it stays out of the "
+                    "process list and the shell history.")
+    hashing.add_argument("token", metavar="TOKEN", help="the token, or - to read it")
     return parser
+
+
+def _hash_token(token: str) -> int:
+    if token == "-":
+        token = sys.stdin.readline().strip()
+    problem = token_problem(token)
+    if problem is not None:
+        sys.stderr.write(f"TOKEN {problem}\n")
+        return exits.USAGE
+    sys.stdout.write(f"{hash_token(token)}\n")
+    return exits.OK
 
 
 def _endpoints(args: argparse.Namespace) -> int:

@@ -1,0 +1,137 @@
+"""Roles and tokens: every route behind a token answers 403 to a role below its own.
+
+The table is the OpenAPI document's own (app/routes/operations.py): every admin route
+names its least role there, and each is called here with a token of every role, so a
+route whose handler checks another role, or a new route that names none, fails.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from app.config.schema import ConfigError, parse_config, with_server_overrides
+from app.config.tokens import hash_token
+from app.observe.logs import merge_request_fields
+from app.routes.access import RANK
+from app.routes.operations import operations
+from tests.conftest import ADMIN_TOKEN, CID, PID, Harness, running
+
+TOKENS = {role: f"{role}-token-0123456789abcdef" for role in RANK}
+CONFIG = f"""
+[server]
+admin_token = "{ADMIN_TOKEN}"
+
+[[sources]]
+pid = "{PID}"
+
+[[campaigns]]
+cid = "{CID}"
+
+[[campaigns.events]]
+event_id = "sale"
+conversion = true
+""" + "".join(f"""
+[[tokens]]
+name = "{role} desk"
+token = "{hash_token(token)}"
+role = "{role}"
+""" + (f'pid = "{PID}"\n' if role == "partner" else "") for role, token in TOKENS.items())
+SAMPLE = {"postback_id": "1", "conversion_id": "conv_x", "transaction_id": "txn_x",
+          "name": "buyer.example/pb"}
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[Harness]:
+    config = with_server_overrides(parse_config(CONFIG, origin="roles"), "test",
+                                   db=str(tmp_path / "roles.db"))
+    async with running(config) as harness:
+        yield harness
+
+
+def _routes() -> list[tuple[str, str, str, bool]]:
+    found = []
+    for path, methods in operations(demo=False).items():
+        for method, op in methods.items():
+            if op.admin:
+                assert op.role is not None, f"{method.upper()} {path} names no role"
+                url = path.format(**{name: SAMPLE[name] for name in SAMPLE
+                                     if f"{{{name}}}" in path})
+                found.append((method, url, op.role, op.partner))
+    return found
+
+
+ROUTES = _routes()
+
+
+@pytest.mark.parametrize(("method", "url", "least", "partner"), ROUTES,
+                         ids=[f"{method} {url}" for method, url, _, _ in ROUTES])
+async def test_each_role_below_the_routes_own_gets_403(
+    api: Harness, method: str, url: str, least: str, partner: bool
+) -> None:
+    for role, token in TOKENS.items():
+        kwargs = {"json": {}} if method == "post" else {}
+        response = await api.client.request(
+            method.upper(), url, headers={"Authorization": f"Bearer {token}"}, **kwargs)
+        reaches = partner if role == "partner" else RANK[role] >= RANK[least]  # type: ignore[index]
+        if reaches:
+            assert response.status_code not in (401, 403), (role, response.text)
+        else:
+            assert response.status_code == 403, (role, response.status_code, response.text)
+            assert response.json()["code"] == "forbidden"
+
+
+def test_the_route_table_gives_every_role_something_to_refuse() -> None:
+    """The reads are a viewer's, the changes an operator's, backups and reloads an admin's."""
+    least = {(method, url): role for method, url, role, _ in ROUTES}
+    assert least[("get", "/api/reports")] == "viewer"
+    assert least[("post", "/api/conversions/conv_x/approve")] == "operator"
+    assert least[("post", "/api/admin/reload")] == "admin"
+
+
+async def test_a_token_not_configured_is_401_and_the_caller_is_on_the_log_line(
+    api: Harness
+) -> None:
+    wrong = await api.client.get("/api/caps", headers={"Authorization": "Bearer nope-" * 4})
+    assert wrong.status_code == 401
+    with capture_logs(processors=[merge_request_fields]) as logs:
+        await api.client.get("/api/caps",
+                             headers={"Authorization": f"Bearer {TOKENS['viewer']}"})
+        await api.client.post("/api/admin/backup",
+                              headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert [line.get("token") for line in logs if line["event"] == "request"] == [
+        "viewer desk", "admin_token"]
+    # The token itself is never logged, nor its hash.
+    assert not any(TOKENS["viewer"] in str(line) or hash_token(TOKENS["viewer"]) in str(line)
+                   for line in logs)
+
+
+@pytest.mark.parametrize(("entry", "diagnosis"), [
+    ('name = "a"\ntoken = "plain-text-token-123456"\nrole = "viewer"',
+     "tokens[0].token: must be the token's hash"),
+    (f'name = "a"\ntoken = "{hash_token("x" * 20)}"\nrole = "partner"',
+     "tokens[0].pid: a partner token names the source it sees"),
+    (f'name = "a"\ntoken = "{hash_token("x" * 20)}"\nrole = "viewer"\npid = "{PID}"',
+     "tokens[0].pid: only a partner token is limited to one source"),
+    (f'name = "a"\ntoken = "{hash_token("x" * 20)}"\nrole = "partner"\npid = "nope"',
+     "tokens[0].pid: 'nope' is not a configured source"),
+])
+def test_a_token_entry_that_breaks_a_rule_is_named(entry: str, diagnosis: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_config(f'[[sources]]\npid = "{PID}"\n[[tokens]]\n{entry}\n', origin="t")
+    assert diagnosis in str(raised.value)
+
+
+def test_hash_token_prints_the_line_the_config_keeps() -> None:
+    token = "a-token-of-the-desk-0123456789"
+    done = subprocess.run([sys.executable, "-m", "app", "hash-token", "-"], input=token,
+                          capture_output=True, text=True, check=False)
+    assert (done.returncode, done.stdout) == (0, hash_token(token) + "\n")
+    short = subprocess.run([sys.executable, "-m", "app", "hash-token", "short"],
+                           capture_output=True, text=True, check=False)
+    assert short.returncode == 2 and "16 to 255" in short.stderr
