@@ -99,8 +99,8 @@ class ReportSpan(msgspec.Struct, frozen=True, kw_only=True):
 class RawFigures(msgspec.Struct, frozen=True, kw_only=True):
     """Rows of (bucket, *keys, *counts) from each source; see the queries for the counts.
 
-    A conversions row from the exact queries ends with its approved, reversed and rejected
-    counts; one from the roll-ups stops before them (they keep no status).
+    Asked for (``status_counts``, never from the roll-ups: they keep no status), a
+    conversions row ends with its approved, reversed and rejected counts.
     """
 
     leads: list[tuple[Any, ...]] | None  # None: leads do not apply (event ids in play)

@@ -36,19 +36,23 @@ def test_report_prints_a_table_or_the_csv_of_the_api(tmp_path: Path) -> None:
     assert lines[0].split() == [
         "cid", "clicks", "events", "conversions", "revenue", "payout", "reversals",
         "reversed_revenue", "reversed_payout", "net_revenue", "net_payout",
-        "pending_conversions", "pending_revenue", "cost", "profit", "conversion_rate", "epc"]
+        "pending_conversions", "pending_revenue", "cost", "profit", "conversion_rate_pct",
+        "epc", "cpc", "roi_pct", "approved_conversions", "reversed_conversions",
+        "rejected_conversions"]
     assert lines[1].split() == ["cmp_a", "3", "6", "2", "145.10", "35.05", "1", "100.00",
                                 "12.50", "45.10", "22.55", "0", "0.00", "9.00", "13.55",
-                                "0.6667", "15.0333"]
+                                "66.67", "15.0333", "3.0000", "42.95"]
     assert lines[3].split()[:3] == ["totals", "4", "10"]
     csv = _report(db, "--from", "2026-11-28", "--to", "2026-11-30", "--tz",
                   "America/New_York", "--csv")
     assert csv.returncode == 0, csv.stderr
     assert csv.stdout.splitlines()[1:4] == [
-        "2026-11-28,3,5,1,100.00,12.50,0,0.00,0.00,100.00,12.50,0,0.00,7.25,80.25,0.3333,"
-        "33.3333",
-        "2026-11-29,0,2,1,45.10,22.55,1,100.00,12.50,-54.90,10.05,1,30.00,0.00,-64.95,,",
-        "2026-11-30,2,4,0,0.00,0.00,0,0.00,0.00,0.00,0.00,0,0.00,5.00,-5.00,0.0000,0.0000",
+        "2026-11-28,3,5,1,100.00,12.50,0,0.00,0.00,100.00,12.50,0,0.00,7.25,80.25,33.33,"
+        "33.3333,2.4167,406.33,,,",
+        "2026-11-29,0,2,1,45.10,22.55,1,100.00,12.50,-54.90,10.05,1,30.00,0.00,-64.95,,,,"
+        "-646.27,,,",
+        "2026-11-30,2,4,0,0.00,0.00,0,0.00,0.00,0.00,0.00,0,0.00,5.00,-5.00,0.00,0.0000,"
+        "2.5000,-100.00,,,",
     ]
 
 

@@ -134,6 +134,8 @@ def brute_force(path: Path, params: ReportParams) -> tuple[list[dict[str, Any]],
                 tally = bucket(moment, keys)
                 tally["pending_conversions"] += 1
                 tally["pending_revenue"] += Decimal(revenue)
+            if (moment := local(converted)) and params.status_counts and status != "pending":
+                bucket(moment, keys)[f"{status}_conversions"] += 1
             for (changed,) in conn.execute(
                     "SELECT changed_at FROM conversion_changes WHERE conversion_id = ?"
                     " AND to_status = 'reversed'", (cv,)):
@@ -149,12 +151,13 @@ def brute_force(path: Path, params: ReportParams) -> tuple[list[dict[str, Any]],
             total[name] += value
         shown = {name: part[1] if isinstance(part, tuple) else part
                  for name, part in zip(params.group_by, key, strict=True)}
-        rows.append(shown | expected_figures(sums[key], no_leads, no_events))
-    return rows, expected_figures(total, no_leads, no_events)
+        rows.append(shown | expected_figures(sums[key], no_leads, no_events,
+                                             params.status_counts))
+    return rows, expected_figures(total, no_leads, no_events, params.status_counts)
 
 
 def expected_figures(tally: dict[str, Decimal], no_leads: bool,
-                     no_events: bool = False) -> dict[str, Any]:
+                     no_events: bool = False, statuses: bool = False) -> dict[str, Any]:
     def money(amount: Decimal) -> str:
         text = format(amount.quantize(Decimal("0.000001")).normalize(), "f")
         whole, _, cents = text.partition(".")
@@ -170,7 +173,11 @@ def expected_figures(tally: dict[str, Decimal], no_leads: bool,
     net_revenue = tally["revenue"] - tally["reversed_revenue"]
     net_payout = tally["payout"] - tally["reversed_payout"]
     cost = Decimal(0) if no_leads else tally["cost"]
+    spent = net_payout + cost
+    profit = net_revenue - net_payout - cost
     return counts | {
+        f"{status}_conversions": int(tally[f"{status}_conversions"]) if statuses else None
+        for status in ("approved", "reversed", "rejected")} | {
         "events": None if no_events else counts["events"],
         "clicks": None if no_leads else int(tally["clicks"]),
         "revenue": money(tally["revenue"]), "payout": money(tally["payout"]),
@@ -179,9 +186,12 @@ def expected_figures(tally: dict[str, Decimal], no_leads: bool,
         "net_revenue": money(net_revenue), "net_payout": money(net_payout),
         "pending_revenue": money(tally["pending_revenue"]),
         "cost": None if no_leads else money(tally["cost"]),
-        "profit": money(net_revenue - net_payout - cost),
+        "profit": money(profit),
         "conversion_rate": ratio(tally["conversions"], tally["clicks"]),
         "epc": ratio(net_revenue, tally["clicks"]),
+        "cpc": ratio(tally["cost"], tally["clicks"]),
+        "roi": format((profit / spent).quantize(Decimal("0.0001"), ROUND_HALF_EVEN), "f")
+        if spent > 0 else None,
     }
 
 
@@ -190,15 +200,16 @@ def expected_figures(tally: dict[str, Decimal], no_leads: bool,
        group_by=st.lists(st.sampled_from(KEYS), min_size=1, max_size=3, unique=True),
        first=st.integers(0, 10), days=st.integers(1, 30),
        cids=st.sampled_from([(), (), ("c1",)]), pids=st.sampled_from([(), (), ("p1", "p3")]),
-       event_ids=st.sampled_from([(), (), ("e2",)]))
+       event_ids=st.sampled_from([(), (), ("e2",)]), status_counts=st.booleans())
 def test_report_equals_a_recount_of_the_stored_rows(
     lead_rows: list[Any], event_rows: list[Any], zone: str, group_by: list[str], first: int,
     days: int, cids: tuple[str, ...], pids: tuple[str, ...], event_ids: tuple[str, ...],
+    status_counts: bool,
 ) -> None:
     start = EPOCH.date() + dt.timedelta(days=first)
     params = ReportParams(first=start, last=start + dt.timedelta(days=days - 1), tz=zone,
                           group_by=tuple(group_by), cids=cids, pids=pids,  # type: ignore[arg-type]
-                          event_ids=event_ids)
+                          event_ids=event_ids, status_counts=status_counts)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "r.db"
         store(path, lead_rows, event_rows)

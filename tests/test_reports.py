@@ -64,19 +64,36 @@ approval = "manual"
 FIGURES_ZERO: dict[str, Any] = {
     "clicks": 0, "events": 0, "conversions": 0, "revenue": "0.00", "payout": "0.00",
     "reversals": 0, "reversed_revenue": "0.00", "reversed_payout": "0.00",
-    "pending_conversions": 0, "pending_revenue": "0.00", "cost": "0.00"}
+    "pending_conversions": 0, "pending_revenue": "0.00", "cost": "0.00",
+    # Counted only when asked for with status_counts.
+    "approved_conversions": None, "reversed_conversions": None, "rejected_conversions": None}
 
 
 def row(**given: Any) -> dict[str, Any]:
-    """A report row: unnamed counts are zero; the net figures follow from the named ones."""
+    """A report row: unnamed counts are zero; the net figures, cpc and roi follow from the
+    named ones."""
     found = FIGURES_ZERO | given
     found["net_revenue"] = _text(Decimal(found["revenue"]) - Decimal(found["reversed_revenue"]))
     found["net_payout"] = _text(Decimal(found["payout"]) - Decimal(found["reversed_payout"]))
+    return with_ratios(found)
+
+
+def with_ratios(found: dict[str, Any]) -> dict[str, Any]:
+    """cpc = cost / clicks and roi = profit / (net_payout + cost), as docs/api.md says."""
+    clicks, cost = found["clicks"], found["cost"]
+    found["cpc"] = _ratio(Decimal(cost) / clicks) if clicks else None
+    if "profit" in found:
+        spent = Decimal(found["net_payout"]) + Decimal(cost or 0)
+        found["roi"] = _ratio(Decimal(found["profit"]) / spent) if spent > 0 else None
     return found
 
 
 def _text(amount: Decimal) -> str:
     return format(amount.quantize(Decimal("0.01")), "f")
+
+
+def _ratio(amount: Decimal) -> str:
+    return format(amount.quantize(Decimal("0.0001")), "f")
 
 
 class Scenario:
@@ -254,7 +271,8 @@ async def test_by_source_counts_conversions_for_the_event_source(played: Harness
     ]
 
 
-NO_LEADS = {"clicks": None, "cost": None, "conversion_rate": None, "epc": None}
+NO_LEADS = {"clicks": None, "cost": None, "conversion_rate": None, "epc": None,
+            "cpc": None}
 
 
 @both_stores
@@ -269,7 +287,7 @@ async def test_by_event_leaves_clicks_and_cost_out(played: Harness) -> None:
                                    reversals=1, reversed_revenue="100.00",
                                    reversed_payout="12.50", profit="22.55") | NO_LEADS,
     ]
-    assert data["totals"] == UTC_TOTALS | NO_LEADS | {"profit": "22.55"}
+    assert data["totals"] == with_ratios(UTC_TOTALS | NO_LEADS | {"profit": "22.55"})
 
 
 @both_stores
@@ -320,20 +338,23 @@ async def test_csv_has_the_same_columns_and_the_totals_last(played: Harness) -> 
     assert lines[0] == (
         "day,clicks,events,conversions,revenue,payout,reversals,reversed_revenue,"
         "reversed_payout,net_revenue,net_payout,pending_conversions,pending_revenue,cost,"
-        "profit,conversion_rate,epc")
+        "profit,conversion_rate_pct,epc,cpc,roi_pct,approved_conversions,"
+        "reversed_conversions,rejected_conversions")
+    # Ratios as percentages; the 30th's reversal took back more payout than it paid: no roi.
     assert lines[1:] == [
-        "2026-11-28,2,2,0,0.00,0.00,0,0.00,0.00,0.00,0.00,0,0.00,4.00,-4.00,0.0000,0.0000",
+        "2026-11-28,2,2,0,0.00,0.00,0,0.00,0.00,0.00,0.00,0,0.00,4.00,-4.00,0.00,0.0000,"
+        "2.0000,-100.00,,,",
         "2026-11-29,1,5,2,145.10,35.05,0,0.00,0.00,145.10,35.05,1,30.00,3.25,106.80,"
-        "2.0000,145.1000",
+        "200.00,145.1000,3.2500,278.85,,,",
         "2026-11-30,1,3,0,0.00,0.00,1,100.00,12.50,-100.00,-12.50,0,0.00,5.00,-92.50,"
-        "0.0000,-100.0000",
+        "0.00,-100.0000,5.0000,,,,",
         "totals,4,10,2,145.10,35.05,1,100.00,12.50,45.10,22.55,1,30.00,12.25,10.30,"
-        "0.5000,11.2750",
+        "50.00,11.2750,3.0625,29.60,,,",
         "",
     ]
     events = await get(played, format="csv", group_by="event_id,day", tz="America/New_York")
     assert events.text.split("\r\n")[-2] == (
-        "totals,,,11,2,145.10,35.05,1,100.00,12.50,45.10,22.55,1,30.00,,22.55,,")
+        "totals,,,11,2,145.10,35.05,1,100.00,12.50,45.10,22.55,1,30.00,,22.55,,,,100.00,,,")
 
 
 @pytest.mark.parametrize(("params", "field", "message"), [

@@ -18,7 +18,7 @@ from storage.postgres.store import PostgresStore
 from storage.sqlite.store import Store
 from tests.conftest import ADMIN_TOKEN, BACKENDS, FakeClock, Harness, error, running, running_on
 from tests.served import EXECUTABLE
-from tests.test_reports import Scenario, get, report, row
+from tests.test_reports import Scenario, get, report, row, with_ratios
 
 CONFIG = f"""
 [server]
@@ -101,14 +101,14 @@ async def played(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
 
 # Leads and plain events have no status or hold reason: they belong to no group.
 NO_LEADS = {"clicks": None, "cost": None, "conversion_rate": None, "epc": None,
-            "events": None}
+            "cpc": None, "events": None}
 
 
 def conversions(**given: Any) -> dict[str, Any]:
     """A row of conversion figures: profit is what they leave, cost left out."""
     found = row(**given) | NO_LEADS
     found["profit"] = str(Decimal(found["net_revenue"]) - Decimal(found["net_payout"]))
-    return found
+    return with_ratios(found)
 
 
 APPROVED_AT_ONCE = conversions(conversions=1, revenue="100.00", payout="50.00")
@@ -180,9 +180,10 @@ async def test_csv_has_the_status_and_reason_columns(played: Harness) -> None:
     assert response.status_code == 200
     lines = response.text.split("\r\n")
     assert lines[0].startswith("status,reason,clicks,events,conversions,revenue,")
-    assert lines[1] == "approved,none,,,1,100.00,50.00,0,0.00,0.00,100.00,50.00,0,0.00,,50.00,,"
+    assert lines[1] == (
+        "approved,none,,,1,100.00,50.00,0,0.00,0.00,100.00,50.00,0,0.00,,50.00,,,,100.00,,,")
     assert lines[-2] == (
-        "totals,,,,4,970.00,110.00,2,270.00,47.50,700.00,62.50,1,40.00,,637.50,,")
+        "totals,,,,4,970.00,110.00,2,270.00,47.50,700.00,62.50,1,40.00,,637.50,,,,1020.00,,,")
 
 
 async def _add_to_rollups(api: Harness, sql: str) -> None:

@@ -11,7 +11,12 @@ Definitions (docs/api.md's "Reports" section states them for users):
 - net_revenue, net_payout: the above less what was reversed;
 - pending_conversions, pending_revenue: conversions dated in the period still pending;
 - profit = net_revenue - net_payout - cost; conversion_rate = conversions / clicks and
-  epc = net_revenue / clicks, to 4 decimals.
+  epc = net_revenue / clicks, to 4 decimals; cpc = cost / clicks, to 4 decimals;
+- roi = profit / (net_payout + cost), a ratio to 4 decimals, null unless something was
+  spent (a period whose reversals took back more payout than it paid has no roi);
+- approved_conversions, reversed_conversions, rejected_conversions: conversions dated in
+  the period by their status now (approved + reversed = conversions), counted from the
+  rows, so only when asked for (``status_counts``): the roll-ups keep no status.
 
 Leads have no event id: grouped or filtered by event id, clicks, cost, the rate and epc
 are null and profit leaves cost out. Only conversions have a status and a hold reason:
@@ -55,6 +60,9 @@ class Tally:
     reversed_payout: int = 0
     pending_conversions: int = 0
     pending_revenue: int = 0
+    approved_conversions: int = 0
+    reversed_conversions: int = 0
+    rejected_conversions: int = 0
 
     def add(self, other: Tally) -> None:
         for field in fields(self):
@@ -74,15 +82,23 @@ class Report(msgspec.Struct, kw_only=True):
 FIGURES: tuple[str, ...] = (
     "clicks", "events", "conversions", "revenue", "payout", "reversals", "reversed_revenue",
     "reversed_payout", "net_revenue", "net_payout", "pending_conversions", "pending_revenue",
-    "cost", "profit", "conversion_rate", "epc")
+    "cost", "profit", "conversion_rate", "epc", "cpc", "roi", "approved_conversions",
+    "reversed_conversions", "rejected_conversions")
+# The figures that are ratios: the CSV shows them as percentages, in a column named *_pct.
+RATIOS = frozenset({"conversion_rate", "roi"})
+STATUS_COUNTS = ("approved_conversions", "reversed_conversions", "rejected_conversions")
 
 
-def figures(tally: Tally, *, with_leads: bool, with_events: bool = True) -> dict[str, Any]:
+def figures(tally: Tally, *, with_leads: bool, with_events: bool = True,
+            with_statuses: bool = False) -> dict[str, Any]:
     """Every figure of one row, money as exact text, ratios to 4 decimals or null."""
     net_revenue = tally.revenue - tally.reversed_revenue
     net_payout = tally.payout - tally.reversed_payout
     clicks = tally.clicks if with_leads else None
-    profit = net_revenue - net_payout - (tally.cost if with_leads else 0)
+    cost = tally.cost if with_leads else 0
+    profit = net_revenue - net_payout - cost
+    statuses = {name: getattr(tally, name) if with_statuses else None
+                for name in STATUS_COUNTS}
     return {
         "clicks": clicks,
         "events": tally.events if with_events else None,
@@ -100,7 +116,9 @@ def figures(tally: Tally, *, with_leads: bool, with_events: bool = True) -> dict
         "profit": _money(profit),
         "conversion_rate": _ratio(Decimal(tally.conversions), clicks),
         "epc": _ratio(Decimal(net_revenue) / _MILLION, clicks),
-    }
+        "cpc": _ratio(Decimal(cost) / _MILLION, clicks),
+        "roi": _roi(profit, net_payout + cost),
+    } | statuses
 
 
 def _money(units: int) -> str:
@@ -113,6 +131,14 @@ def _ratio(numerator: Decimal, clicks: int | None) -> str | None:
     if not clicks:
         return None
     return format((numerator / clicks).quantize(_RATIO, rounding=ROUND_HALF_EVEN), "f")
+
+
+def _roi(profit: int, spent: int) -> str | None:
+    # Nothing spent has no return; neither has a negative spend (reversals that took back
+    # more payout than the period paid), whose ratio would turn a loss into a gain.
+    if spent <= 0:
+        return None
+    return format((Decimal(profit) / spent).quantize(_RATIO, rounding=ROUND_HALF_EVEN), "f")
 
 
 class _Buckets:
@@ -174,13 +200,18 @@ def build(params: ReportParams, raw: RawFigures) -> Report:
         tally.payout += row[width + 2]
         tally.pending_conversions += row[width + 3]
         tally.pending_revenue += row[width + 4]
+        if params.status_counts:  # only the exact queries count these (see RawFigures)
+            tally.approved_conversions += row[width + 5]
+            tally.reversed_conversions += row[width + 6]
+            tally.rejected_conversions += row[width + 7]
     for row in raw.reversals:
         tally = tally_of(row)
         tally.reversals += row[width]
         tally.reversed_revenue += row[width + 1]
         tally.reversed_payout += row[width + 2]
 
-    shown_as = {"with_leads": raw.leads is not None, "with_events": raw.events is not None}
+    shown_as = {"with_leads": raw.leads is not None, "with_events": raw.events is not None,
+                "with_statuses": params.status_counts}
     total = Tally()
     rows = []
     for key in sorted(groups):

@@ -32,6 +32,9 @@ class ReportQuery(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     pid: Names = []
     event_id: Names = []
     format: Literal["json", "csv"] = "json"
+    status_counts: Annotated[bool, Meta(
+        description="Count conversions by status (approved, reversed, rejected) too: read"
+                    " from the rows, not the hourly roll-ups")] = False
 
 
 class ReportParams(msgspec.Struct, frozen=True, kw_only=True):
@@ -45,6 +48,7 @@ class ReportParams(msgspec.Struct, frozen=True, kw_only=True):
     pids: tuple[str, ...] = ()
     event_ids: tuple[str, ...] = ()
     format: Literal["json", "csv"] = "json"
+    status_counts: bool = False
 
     @property
     def zone(self) -> ZoneInfo:
@@ -77,7 +81,7 @@ def checked(raw: dict[str, Any]) -> ReportParams:
     return ReportParams(first=first, last=last, tz=_zone(query.tz),
                         group_by=_group_by(query.group_by), cids=tuple(query.cid),
                         pids=tuple(query.pid), event_ids=tuple(query.event_id),
-                        format=query.format)
+                        format=query.format, status_counts=query.status_counts)
 
 
 def _date(text: str, name: str) -> dt.date:

@@ -59,9 +59,11 @@ def span_of(params: ReportParams) -> ReportSpan:
         start=utc_text(start), end=utc_text(end),
         width=width if timed else 0,
         keys=tuple(_SQL_KEYS[key] for key in params.group_by if key in _SQL_KEYS),
-        cids=params.cids, pids=params.pids, event_ids=params.event_ids)
+        cids=params.cids, pids=params.pids, event_ids=params.event_ids,
+        status_counts=params.status_counts)
     # The hourly roll-ups answer exactly when no hour is cut (both ends on a UTC hour and
     # every local hour of the period a whole UTC hour) and they hold every key asked for:
     # they have no conversion status or hold reason.
-    hourly = width == HOUR and _on_hour(start) and _on_hour(end) and with_events(span)
+    hourly = (width == HOUR and _on_hour(start) and _on_hour(end) and with_events(span)
+              and not params.status_counts)
     return msgspec.structs.replace(span, hourly=hourly)

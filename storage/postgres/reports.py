@@ -88,6 +88,9 @@ async def raw_figures(conn: Connection, span: ReportSpan) -> RawFigures:
 
 # Every sum is one exact column (numeric or bigint) on PostgreSQL.
 _RAW_SHAPES = {"leads": (COUNT,) * 2, "conversions": (COUNT,) * 5, "reversals": (COUNT,) * 3}
+# Asked for with the status counts: each conversion by its status now, rejected ones too.
+_STATUS_COUNTS = "".join(f", count(*) FILTER (WHERE status = '{status}')"
+                         for status in ("approved", "reversed", "rejected"))
 
 
 async def rollup_rows(conn: Connection, span: ReportSpan) -> ReportRows:
@@ -122,16 +125,20 @@ async def raw_rows(conn: Connection, span: ReportSpan) -> ReportRows:
             events = await _rows(conn, f"SELECT {select}, count(*) FROM events"
                                        f" WHERE {where.sql} GROUP BY {group}", where)
         # Approved conversions (reversed ones included) count on their conversion date;
-        # pending ones are shown apart; rejected ones never count.
+        # pending ones are shown apart; rejected ones count only in rejected_conversions,
+        # asked for with the status counts.
         select, group = bucket_select(span, "converted_at")
         where = _where(span, "converted_at")
+        if not span.status_counts:
+            where.add("status != 'rejected'")
         conversions = await _rows(
             conn, f"SELECT {select}, count(*) FILTER (WHERE {counted}),"
                   f" coalesce(sum(revenue_micro) FILTER (WHERE {counted}), 0),"
                   f" coalesce(sum(payout_micro) FILTER (WHERE {counted}), 0),"
                   " count(*) FILTER (WHERE status = 'pending'),"
                   " coalesce(sum(revenue_micro) FILTER (WHERE status = 'pending'), 0)"
-                  f" FROM events WHERE conversion AND status != 'rejected' AND {where.sql}"
+                  f"{_STATUS_COUNTS if span.status_counts else ''}"
+                  f" FROM events WHERE conversion AND {where.sql}"
                   f" GROUP BY {group}", where)
         # Reversals count when they happened, against the conversion's own keys.
         select, group = bucket_select(span, "changed_at", "c.", key_prefix="e.")
@@ -142,5 +149,7 @@ async def raw_rows(conn: Connection, span: ReportSpan) -> ReportRows:
                   " FROM conversion_changes AS c"
                   " JOIN events AS e ON e.conversion_id = c.conversion_id"
                   f" WHERE c.to_status = 'reversed' AND {where.sql} GROUP BY {group}", where)
-    return ReportRows(shapes=_RAW_SHAPES, leads=leads, events=events,
+    shapes = _RAW_SHAPES if not span.status_counts else _RAW_SHAPES | {
+        "conversions": (*_RAW_SHAPES["conversions"], COUNT, COUNT, COUNT)}
+    return ReportRows(shapes=shapes, leads=leads, events=events,
                       conversions=conversions, reversals=reversals)

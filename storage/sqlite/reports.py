@@ -113,6 +113,9 @@ def raw_figures(conn: sqlite3.Connection, span: ReportSpan) -> RawFigures:
 # How the raw queries' figures join: split_sum's two columns for money.
 _RAW_SHAPES = {"leads": (COUNT, SPLIT), "conversions": (COUNT, SPLIT, SPLIT, COUNT, SPLIT),
                "reversals": (COUNT, SPLIT, SPLIT)}
+# Asked for with the status counts: each conversion by its status now, rejected ones too.
+_STATUS_COUNTS = (", sum(status = 'approved'), sum(status = 'reversed'),"
+                  " sum(status = 'rejected')")
 
 
 def raw_rows(conn: sqlite3.Connection, span: ReportSpan) -> ReportRows:
@@ -135,9 +138,12 @@ def raw_rows(conn: sqlite3.Connection, span: ReportSpan) -> ReportRows:
                 f"SELECT {select}, count(*) FROM events INDEXED BY events_by_fired"
                 f" WHERE {where} GROUP BY {group}", params).fetchall()
         # Conversions that were approved (and may since have been reversed) count on their
-        # conversion date; pending ones are shown apart; rejected ones never count.
+        # conversion date; pending ones are shown apart; rejected ones count only in
+        # rejected_conversions, asked for with the status counts.
         select, group = bucket_select(span, "converted_at")
         where, params = _where(span, "converted_at")
+        if not span.status_counts:
+            where += " AND status != 'rejected'"
         counted, pending = "status IN ('approved', 'reversed')", "status = 'pending'"
         conversions = conn.execute(
             f"SELECT {select}, sum({counted}),"
@@ -145,8 +151,9 @@ def raw_rows(conn: sqlite3.Connection, span: ReportSpan) -> ReportRows:
             f" {split_sum(f'CASE WHEN {counted} THEN payout_micro END')},"
             f" sum({pending}),"
             f" {split_sum(f'CASE WHEN {pending} THEN revenue_micro END')}"
+            f"{_STATUS_COUNTS if span.status_counts else ''}"
             " FROM events INDEXED BY events_by_converted"
-            f" WHERE conversion = 1 AND status != 'rejected' AND {where} GROUP BY {group}",
+            f" WHERE conversion = 1 AND {where} GROUP BY {group}",
             params).fetchall()
         # Reversals count when they happened, against the conversion's own keys.
         select, group = bucket_select(span, "changed_at", "c.", key_prefix="e.")
@@ -160,5 +167,7 @@ def raw_rows(conn: sqlite3.Connection, span: ReportSpan) -> ReportRows:
             params).fetchall()
     finally:
         conn.execute("COMMIT")
-    return ReportRows(shapes=_RAW_SHAPES, leads=leads, events=events,
+    shapes = _RAW_SHAPES if not span.status_counts else _RAW_SHAPES | {
+        "conversions": (*_RAW_SHAPES["conversions"], COUNT, COUNT, COUNT)}
+    return ReportRows(shapes=shapes, leads=leads, events=events,
                       conversions=conversions, reversals=reversals)
