@@ -28,10 +28,12 @@ ARTIFACTS = Path(__file__).parent / "artifacts"
 
 
 def _seed(url: str) -> None:
-    """Three clicks from two sources, one sale (its buyer postback fails), one cost."""
+    """Three clicks from two sources and two ads (sub1), one sale (its buyer postback
+    fails), one cost."""
     with httpx.Client(base_url=url) as client:
-        ids = [client.post("/api/click", json={"cid": "cmp_shop", "pid": pid}).json()["data"][
-            "transaction_id"] for pid in ("src_a", "src_a", "src_b")]
+        ids = [client.post("/api/click", json={"cid": "cmp_shop", "pid": pid, "sub1": ad})
+               .json()["data"]["transaction_id"]
+               for pid, ad in (("src_a", "ad_red"), ("src_a", "ad_blue"), ("src_b", "ad_red"))]
         for transaction_id, pid in zip(ids, ("src_a", "src_a", "src_b"), strict=True):
             client.post("/api/event/trigger", json={
                 "cid": "cmp_shop", "event_id": "visit", "transaction_id": transaction_id,
@@ -117,14 +119,27 @@ def _look(chromium: Any, service: Served, buyer: Receiver) -> None:
         return text
 
     page.locator('#headline [data-figure="clicks"] .value').filter(has_text="3").wait_for()
+    # Ratios as percentages: roi = 21.30 / (22.50 paid + 1.20 spent).
     assert [figure(name) for name in ("clicks", "conversions", "net_revenue", "net_payout",
-                                      "profit", "conversion_rate")] == [
-        "3", "1", "45.00", "22.50", "21.30", "0.3333"]
-    rows = page.locator("#by-pid tr")
-    assert rows.nth(1).locator("td").all_text_contents()[:4] == ["src_a", "2", "1", "45.00"]
-    assert rows.nth(2).locator("td").all_text_contents()[:4] == ["src_b", "1", "0", "0.00"]
-    page.locator("#by-pid th", has_text="clicks").click()  # sorted by clicks, most first
-    assert page.locator("#by-pid tr").nth(1).locator("td").first.text_content() == "src_a"
+                                      "profit", "conversion_rate", "roi")] == [
+        "3", "1", "45.00", "22.50", "21.30", "33.33 %", "89.87 %"]
+    # The breakdown picker: one row per source, conversions counted by status beside.
+    page.select_option("#breakdown", "pid")
+    rows = page.locator("#by-key tr")
+    rows.nth(1).locator("td").first.filter(has_text="src_a").wait_for()
+    assert rows.nth(1).locator("td").all_text_contents()[:8] == [
+        "src_a", "2", "1", "1", "0", "0", "0", "45.00"]
+    assert rows.nth(2).locator("td").all_text_contents()[:3] == ["src_b", "1", "0"]
+    page.locator('#by-key th[data-figure="clicks"]').click()  # sorted by clicks, most first
+    assert page.locator("#by-key tr").nth(1).locator("td").first.text_content() == "src_a"
+    with page.expect_download() as download:
+        page.click("#csv")
+    csv_lines = Path(download.value.path()).read_text().splitlines()
+    assert csv_lines[0].startswith("pid,clicks,")
+    assert csv_lines[1].startswith("src_a,2,")
+    # 24 hours of the day, the sale's shaded.
+    hours = page.locator("#hours td").all_text_contents()
+    assert len(hours) == 24 and sorted(hours) == ["0"] * 23 + ["1"]
     assert page.locator('[data-status="failed"] .value').text_content() == "1"
     assert page.locator("#updated").text_content().startswith("updated at ")
     # The sale by status and reason, and the cap it filled.
@@ -159,3 +174,4 @@ def _look(chromium: Any, service: Served, buyer: Receiver) -> None:
     page.close()
     assert errors == []
     assert requested and all(url.startswith(service.url + "/") for url in requested)
+    assert not any(TOKEN in url for url in requested)

@@ -1,5 +1,6 @@
-// The dashboard: only /api/reports, /api/caps, /api/postbacks and /api/endpoints, with the admin token kept in
-// sessionStorage (gone when the tab closes). No build step, no other origin.
+// The dashboard: only /api/reports, /api/caps, /api/postbacks and /api/endpoints, with the
+// admin token kept in sessionStorage (gone when the tab closes). No build step, no other
+// origin.
 "use strict";
 (function () {
   const KEY = "event-postback-admin-token";
@@ -7,10 +8,18 @@
   const $ = (id) => document.getElementById(id);
   const HEADLINE = [["clicks", "Clicks"], ["conversions", "Conversions"],
     ["net_revenue", "Revenue (net)"], ["net_payout", "Payout (net)"], ["profit", "Profit"],
-    ["conversion_rate", "Conversion rate"]];
-  const COLUMNS = ["clicks", "conversions", "net_revenue", "net_payout", "cost", "profit",
-    "conversion_rate", "epc"];
+    ["conversion_rate", "Conversion rate"], ["roi", "ROI"]];
+  // The breakdown's columns: [figure, heading]. How each figure is shown comes from KINDS.
+  const COLUMNS = [["clicks", "clicks"], ["conversions", "conversions"],
+    ["approved_conversions", "approved"], ["pending_conversions", "pending"],
+    ["rejected_conversions", "rejected"], ["reversed_conversions", "reversed"],
+    ["net_revenue", "revenue"], ["net_payout", "payout"], ["cost", "cost"],
+    ["profit", "profit"], ["conversion_rate", "conv. rate"], ["epc", "EPC"], ["cpc", "CPC"],
+    ["roi", "ROI"]];
+  const KINDS = {net_revenue: "money", net_payout: "money", cost: "money", profit: "money",
+    epc: "per-click", cpc: "per-click", conversion_rate: "percent", roi: "percent"};
   let timer = null;
+  let currency = null;  // the report's currency code, when it carries one
   const charts = {};
   const sorted = {};  // table id -> [column, direction]
 
@@ -54,6 +63,30 @@
     return params;
   }
 
+  // A ratio with 4 decimals ("0.4720") as a percentage with 2 ("47.20 %"): the decimal
+  // point moves two places in the text itself, so nothing is rounded through a float.
+  function percent(text) {
+    const found = /^(-?)(\d+)\.(\d{2})(\d{2})$/.exec(text ?? "");
+    if (!found) return text;
+    const [, sign, whole, cents, rest] = found;
+    return sign + String(BigInt(whole + cents)) + "." + rest + " %";
+  }
+
+  // Money in the report's currency when it names one (Intl formats the exact decimal
+  // text), else the API's own text: 2 decimals, 4 for the per-click figures.
+  function money(text, perClick) {
+    if (text === null || text === undefined || !currency) return text;
+    return new Intl.NumberFormat(undefined, {style: "currency", currency,
+      maximumFractionDigits: perClick ? 4 : 2}).format(text);
+  }
+
+  function shown(name, value) {
+    const kind = KINDS[name];
+    if (kind === "percent") return percent(value);
+    if (kind === "money" || kind === "per-click") return money(value, kind === "per-click");
+    return value;
+  }
+
   function cell(row, text, className) {
     const td = document.createElement(row === "th" ? "th" : "td");
     td.textContent = text === null || text === undefined ? "–" : String(text);
@@ -71,9 +104,10 @@
       const title = document.createElement("div");
       title.className = "name"; title.textContent = label;
       const value = document.createElement("div");
-      value.className = "value"; value.textContent = now[name] ?? "–";
+      value.className = "value"; value.textContent = shown(name, now[name]) ?? "–";
       const prior = document.createElement("div");
-      prior.className = "before"; prior.textContent = "previous: " + (before[name] ?? "–");
+      prior.className = "before";
+      prior.textContent = "previous: " + (shown(name, before[name]) ?? "–");
       card.append(title, value, prior);
       box.append(card);
     }
@@ -108,8 +142,9 @@
       return (x < y ? -1 : x > y ? 1 : 0) * direction;
     });
     const head = document.createElement("tr");
-    for (const name of [key, ...COLUMNS]) {
-      const th = cell("th", name);
+    for (const [name, label] of [[key, key], ...COLUMNS]) {
+      const th = cell("th", label);
+      th.dataset.figure = name;
       if (name === column) th.setAttribute("aria-sort", direction > 0 ? "ascending" : "descending");
       th.addEventListener("click", () => {
         sorted[id] = [name, name === column ? -direction : (name === key ? 1 : -1)];
@@ -119,10 +154,45 @@
     }
     const lines = rows.map((row) => {
       const tr = document.createElement("tr");
-      tr.append(...[key, ...COLUMNS].map((name) => cell("td", row[name])));
+      tr.append(cell("td", row[key]),
+        ...COLUMNS.map(([name]) => cell("td", shown(name, row[name]))));
       return tr;
     });
     element.replaceChildren(head, ...lines);
+  }
+
+  // The chosen breakdown, with every conversion counted by status (read from the rows).
+  async function breakdown() {
+    const key = $("breakdown").value;
+    const found = await api("/api/reports?" + query({group_by: key, status_counts: "true"}));
+    $("breakdown-name").textContent = $("breakdown").selectedOptions[0].textContent;
+    table("by-key", key, found.rows);
+  }
+
+  // 24 cells, one per local hour of the report's zone, shaded by its conversions.
+  async function hours() {
+    const byHourOfDay = [...$("breakdown").options].some((o) => o.value === "hour_of_day");
+    const found = await api("/api/reports?" + query({group_by: byHourOfDay ? "hour_of_day" : "hour"}));
+    const conversions = new Array(24).fill(0), clicks = new Array(24).fill(0);
+    for (const row of found.rows) {
+      // A local hour is "2026-11-28T07:00-05:00": its hour of day is the local one.
+      const hour = byHourOfDay ? Number(row.hour_of_day) : Number(row.hour.slice(11, 13));
+      conversions[hour] += row.conversions;
+      clicks[hour] += row.clicks ?? 0;
+    }
+    const most = Math.max(1, ...conversions);
+    const head = document.createElement("tr"), line = document.createElement("tr");
+    for (let hour = 0; hour < 24; hour++) {
+      head.append(cell("th", String(hour).padStart(2, "0")));
+      const td = cell("td", conversions[hour]);
+      td.dataset.hour = String(hour);
+      td.title = clicks[hour] + " clicks, " + conversions[hour] + " conversions";
+      td.style.background = "rgba(21, 128, 61, " + (conversions[hour] / most).toFixed(2) + ")";
+      if (conversions[hour] / most > 0.5) td.className = "dark";
+      line.append(td);
+    }
+    $("hours-zone").textContent = "(" + found.tz + ")";
+    $("hours").replaceChildren(head, line);
   }
 
   // Held and rejected conversions apart from the approved ones, with why.
@@ -240,20 +310,19 @@
     $("error").textContent = "";
     const from = $("from").value, to = $("to").value, days = span(from, to);
     try {
-      const [now, before, cids, pids] = await Promise.all([
+      // Two at a time: the service answers max_concurrent_reports (2 by default) at once.
+      const [now, before] = await Promise.all([
         api("/api/reports?" + query({group_by: "day"})),
         api("/api/reports?" + query({group_by: "day", from: shift(from, -days),
                                       to: shift(from, -1)})),
-        api("/api/reports?" + query({group_by: "cid"})),
-        api("/api/reports?" + query({group_by: "pid"})),
       ]);
+      currency = now.currency || null;
       headline(now.totals, before.totals);
       chart("chart-counts", now.rows, [["clicks", "Clicks", "#2563eb"],
                                        ["conversions", "Conversions", "#15803d"]]);
       chart("chart-money", now.rows, [["net_revenue", "Revenue", "#7c3aed"],
                                       ["net_payout", "Payout", "#ea580c"]]);
-      table("by-cid", "cid", cids.rows);
-      table("by-pid", "pid", pids.rows);
+      await Promise.all([breakdown(), hours()]);
       statuses((await api("/api/reports?" + query({group_by: "status,reason"}))).rows);
       await caps();
       await postbacks();
@@ -261,14 +330,17 @@
     } catch (error) { show(error); }
   }
 
-  async function download(group) {
+  // The breakdown on screen as the API's CSV: fetched with the token in a header (never in
+  // a URL), then saved from a blob link.
+  async function download() {
+    const key = $("breakdown").value;
     try {
-      const response = await fetch("/api/reports?" + query({group_by: "day," + group,
+      const response = await fetch("/api/reports?" + query({group_by: key, status_counts: "true",
         format: "csv"}), {headers: {Authorization: "Bearer " + sessionStorage.getItem(KEY)}});
       if (!response.ok) throw new Error("CSV: HTTP " + response.status);
       const link = document.createElement("a");
       link.href = URL.createObjectURL(await response.blob());
-      link.download = "report-" + group + "-" + $("from").value + "-" + $("to").value + ".csv";
+      link.download = "report-" + key + "-" + $("from").value + "-" + $("to").value + ".csv";
       link.click();
       URL.revokeObjectURL(link.href);
     } catch (error) { show(error); }
@@ -295,6 +367,7 @@
   $("tz").value = page.get("tz") || Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
   $("cid").value = page.get("cid") || "";
   $("pid").value = page.get("pid") || "";
+  if (page.get("breakdown")) $("breakdown").value = page.get("breakdown");
   $("login").addEventListener("submit", (event) => {
     event.preventDefault();
     sessionStorage.setItem(KEY, $("token").value.trim());
@@ -303,8 +376,11 @@
   });
   $("filters").addEventListener("submit", (event) => { event.preventDefault(); refresh(); });
   $("logout").addEventListener("click", () => logout(""));
-  for (const button of document.querySelectorAll("button.csv")) {
-    button.addEventListener("click", () => download(button.dataset.group));
-  }
+  $("breakdown").addEventListener("change", () => {
+    delete sorted["by-key"];
+    $("error").textContent = "";
+    breakdown().catch(show);
+  });
+  $("csv").addEventListener("click", download);
   if (sessionStorage.getItem(KEY)) start(); else logout("");
 })();
