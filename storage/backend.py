@@ -164,8 +164,12 @@ class EventStore(Protocol):
     ) -> str | None: ...
 
     async def postbacks(
-        self, *, status: PostbackStatus | None, cid: str | None, limit: int
-    ) -> list[PostbackView]: ...
+        self, *, status: PostbackStatus | None, cid: str | None, limit: int,
+        source: str | None = None,
+    ) -> list[PostbackView]:
+        """The newest first; with ``source``, only that source's own postbacks (a
+        partner's view: none of the buyers')."""
+        ...
 
     async def postback(self, postback_id: int) -> PostbackView | None: ...
 

@@ -20,7 +20,7 @@ from app.config.tokens import hash_token
 from app.observe.logs import merge_request_fields
 from app.routes.access import RANK
 from app.routes.operations import operations
-from tests.conftest import ADMIN_TOKEN, CID, PID, Harness, running
+from tests.conftest import ADMIN_TOKEN, CID, PID, Harness, running, running_on
 
 TOKENS = {role: f"{role}-token-0123456789abcdef" for role in RANK}
 CONFIG = f"""
@@ -135,3 +135,50 @@ def test_hash_token_prints_the_line_the_config_keeps() -> None:
     short = subprocess.run([sys.executable, "-m", "app", "hash-token", "short"],
                            capture_output=True, text=True, check=False)
     assert short.returncode == 2 and "16 to 255" in short.stderr
+
+
+OTHER = "src_other"
+PARTNER_CONFIG = CONFIG.replace(f'[[sources]]\npid = "{PID}"\n', f"""[[sources]]
+pid = "{PID}"
+payout = {{ type = "percent", value = 50 }}
+postback_url = "http://127.0.0.1:9/partner?c={{conversion_id}}"
+
+[[sources]]
+pid = "{OTHER}"
+""").replace('conversion = true\n', 'conversion = true\n\n[[campaigns.postbacks]]\n'
+             'url = "http://127.0.0.1:9/buyer?rev={revenue}"\n', 1)
+
+
+@pytest.mark.both_stores
+async def test_a_partner_sees_only_its_source_and_never_the_revenue(
+    tmp_path: Path, backend: pytest.FixtureRequest
+) -> None:
+    config = with_server_overrides(parse_config(PARTNER_CONFIG, origin="roles"), "test",
+                                   db=str(tmp_path / "roles.db"))
+    async with running_on(backend, config) as api:
+        own, other = [], []
+        for pid, kept in ((PID, own), (OTHER, other), (PID, own)):
+            transaction_id = await api.click(pid=pid)
+            fired = await api.fire(transaction_id, "sale", pid=pid, revenue="80")
+            kept.append(fired.json()["data"]["conversion_id"])
+        partner = {"Authorization": f"Bearer {TOKENS['partner']}"}
+        viewer = {"Authorization": f"Bearer {TOKENS['viewer']}"}
+
+        listed = (await api.client.get("/api/conversions", headers=partner,
+                                       params={"pid": OTHER})).json()["data"]["conversions"]
+        assert sorted(c["conversion_id"] for c in listed) == sorted(own)
+        assert all(c["payout"] == "40.00" and "revenue" not in c for c in listed), listed
+        shown = await api.client.get(f"/api/conversions/{own[0]}", headers=partner)
+        assert shown.status_code == 200 and "revenue" not in shown.json()["data"]
+        hidden = await api.client.get(f"/api/conversions/{other[0]}", headers=partner)
+        assert (hidden.status_code, hidden.json()["message"]) == (404, "Conversion not found")
+
+        everyone = (await api.client.get("/api/postbacks", headers=viewer)).json()["data"]
+        assert {p["kind"] for p in everyone} == {"buyer", "source"}
+        seen = (await api.client.get("/api/postbacks", headers=partner)).json()["data"]
+        assert len(seen) == 2 and {(p["kind"], p["pid"]) for p in seen} == {("source", PID)}
+        [buyer] = [p for p in everyone if p["kind"] == "buyer"][:1]
+        refused = await api.client.get(f"/api/postbacks/{buyer['id']}", headers=partner)
+        assert refused.status_code == 404
+        # Everything else stays out of reach.
+        assert (await api.client.get("/api/caps", headers=partner)).status_code == 403

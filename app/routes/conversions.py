@@ -17,6 +17,7 @@ from app.edge.bodies import form_fields
 from app.edge.envelope import success_response
 from app.observe.logs import annotate
 from app.routes.access import require
+from app.routes.partner import conversion_for, is_partner, sees_conversion
 from app.services import services
 from storage.records import ConversionView
 
@@ -37,10 +38,12 @@ class BulkData(msgspec.Struct):
 async def list_conversions(request: Request) -> Response:
     """GET /api/conversions: newest first, one page at a time."""
     svc = services(request)
-    require(request, svc, "viewer")
+    caller = require(request, svc, "viewer", partner=True)
     # As in every other query and body, a filter sent empty (`?status=&cid=`) is not sent.
     sent = {name: value for name, value in form_fields(request.url.query).items() if value}
     query = _convert(sent, ConversionQuery)
+    if is_partner(caller):
+        query = msgspec.structs.replace(query, pid=caller.pid)
     first = _day(query.from_day, "from")
     last = _day(query.to_day, "to")
     await svc.store.flush()
@@ -52,18 +55,20 @@ async def list_conversions(request: Request) -> Response:
     page = found[:query.limit]
     next_cursor = page[-1][0] if len(found) > query.limit else None
     return success_response(200, "OK", ConversionPage(
-        conversions=[view for _, view in page], next_cursor=next_cursor))
+        conversions=[conversion_for(caller, view) for _, view in page],
+        next_cursor=next_cursor))
 
 
 async def show_conversion(request: Request) -> Response:
     """GET /api/conversions/{id}: the conversion and its history."""
     svc = services(request)
-    require(request, svc, "viewer")
+    caller = require(request, svc, "viewer", partner=True)
     await svc.store.flush()
     found = await svc.store.conversion(request.path_params["conversion_id"])
-    if found is None:
+    # Another source's conversion is no partner's to know of.
+    if found is None or not sees_conversion(caller, found):
         raise errors.conversion_not_found()
-    return success_response(200, "OK", found)
+    return success_response(200, "OK", conversion_for(caller, found))
 
 
 async def approve(request: Request) -> Response:

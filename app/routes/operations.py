@@ -122,12 +122,14 @@ def operations(demo: bool) -> dict[str, dict[str, Op]]:
         "/api/postbacks": {
             "get": Op("Postbacks, newest first", {
                 200: ("Postbacks", list[PostbackView]), 400: _BAD[1], 404: _NO_TOKEN[1]},
-                query=PostbackQuery, admin=True, role="viewer", tags=("postbacks",)),
+                query=PostbackQuery, admin=True, role="viewer", partner=True,
+                tags=("postbacks",)),
         },
         "/api/postbacks/{postback_id}": {
             "get": Op("A postback and every attempt to deliver it", {
                 200: ("The postback", PostbackView), 404: _NO_TOKEN[1]},
-                path=postback_id, admin=True, role="viewer", tags=("postbacks",)),
+                path=postback_id, admin=True, role="viewer", partner=True,
+                tags=("postbacks",)),
         },
         "/api/postbacks/{postback_id}/retry": {
             "post": Op("Send a failed or waiting postback now", {
@@ -175,7 +177,8 @@ def operations(demo: bool) -> dict[str, dict[str, Op]]:
         "/api/conversions": {
             "get": Op("Conversions, newest first, a page at a time", {
                 200: ("Conversions", ConversionPage), 400: _BAD[1], 404: _NO_TOKEN[1]},
-                query=ConversionQuery, admin=True, role="viewer", tags=("conversions",)),
+                query=ConversionQuery, admin=True, role="viewer", partner=True,
+                tags=("conversions",)),
         },
         "/api/conversions/bulk": {
             "post": Op("One status change on up to 1,000 conversions, in one transaction", {
@@ -185,7 +188,7 @@ def operations(demo: bool) -> dict[str, dict[str, Op]]:
         "/api/conversions/{conversion_id}": {
             "get": Op("A conversion and its history", {
                 200: ("The conversion", ConversionView), 404: ("Conversion not found", None)},
-                path={"conversion_id": {"type": "string"}}, admin=True, role="viewer",
+                path={"conversion_id": {"type": "string"}}, admin=True, role="viewer", partner=True,
                 tags=("conversions",)),
         },
         **{

@@ -12,6 +12,7 @@ from app.edge.envelope import success_response
 from app.events.payloads import parse_postback_query
 from app.postbacks.retry import manual_retry
 from app.routes.access import require
+from app.routes.partner import is_partner, sees_postback
 from app.services import services
 from storage.errors import PostbackBeingSent
 from storage.records import WriteOp
@@ -30,20 +31,21 @@ def _postback_id(request: Request) -> int:
 async def list_postbacks(request: Request) -> Response:
     """GET /api/postbacks?status=&cid=&limit=: newest first."""
     svc = services(request)
-    require(request, svc, "viewer")
+    caller = require(request, svc, "viewer", partner=True)
     query = parse_postback_query(form_fields(request.url.query))
     await svc.store.flush()
-    found = await svc.store.postbacks(status=query.status, cid=query.cid, limit=query.limit)
+    found = await svc.store.postbacks(status=query.status, cid=query.cid, limit=query.limit,
+                                      source=caller.pid if is_partner(caller) else None)
     return success_response(200, "OK", found)
 
 
 async def show_postback(request: Request) -> Response:
     """GET /api/postbacks/{id}: the postback and every attempt to deliver it."""
     svc = services(request)
-    require(request, svc, "viewer")
+    caller = require(request, svc, "viewer", partner=True)
     await svc.store.flush()
     found = await svc.store.postback(_postback_id(request))
-    if found is None:
+    if found is None or not sees_postback(caller, found):
         raise errors.postback_not_found()
     return success_response(200, "OK", found)
 

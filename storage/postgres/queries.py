@@ -207,11 +207,12 @@ async def next_postback_due_at(pool: Pool, skip_ids: list[int], skip_hosts: list
 
 
 async def postbacks(pool: Pool, *, status: PostbackStatus | None, cid: str | None,
-                    limit: int) -> list[PostbackView]:
+                    limit: int, source: str | None = None) -> list[PostbackView]:
     rows = await pool.fetch(
         f"SELECT {POSTBACK_COLUMNS} FROM postbacks"
         " WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR cid = $2)"
-        " ORDER BY id DESC LIMIT $3", status, cid, limit)
+        " AND ($4::text IS NULL OR (kind = 'source' AND pid = $4))"
+        " ORDER BY id DESC LIMIT $3", status, cid, limit, source)
     return [postback_row(row) for row in rows]
 
 

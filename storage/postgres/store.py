@@ -182,8 +182,9 @@ class PostgresStore(BatchedStore[PostgresWriter]):
         return None if self._db_clock is None else self._db_clock()
 
     async def postbacks(self, *, status: PostbackStatus | None, cid: str | None,
-                        limit: int) -> list[PostbackView]:
-        return await self._read(queries.postbacks, status=status, cid=cid, limit=limit)
+                        limit: int, source: str | None = None) -> list[PostbackView]:
+        return await self._read(queries.postbacks, status=status, cid=cid, limit=limit,
+                                source=source)
 
     async def postback(self, postback_id: int) -> PostbackView | None:
         return await self._read(queries.postback, postback_id)

@@ -41,6 +41,7 @@ _NEXT_DUE_AT = (
 _POSTBACKS = (
     f"SELECT {POSTBACK_COLUMNS} FROM postbacks"
     " WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR cid = ?2)"
+    " AND (?4 IS NULL OR (kind = 'source' AND pid = ?4))"
     " ORDER BY id DESC LIMIT ?3"
 )
 _OF_TRANSACTION = f"SELECT {POSTBACK_COLUMNS} FROM postbacks WHERE transaction_id = ? ORDER BY id"
@@ -90,9 +91,11 @@ async def postbacks(
     status: PostbackStatus | None,
     cid: str | None,
     limit: int,
+    source: str | None = None,
 ) -> list[PostbackView]:
-    """The newest postbacks first, optionally of one status and one campaign."""
-    rows = await conn.execute_fetchall(_POSTBACKS, (status, cid, limit))
+    """The newest postbacks first, optionally of one status and one campaign, or only a
+    source's own."""
+    rows = await conn.execute_fetchall(_POSTBACKS, (status, cid, limit, source))
     return [postback_row(row) for row in rows]
 
 

@@ -185,9 +185,11 @@ class Store(BatchedStore[Writer]):
         return await outbox.next_due_at(self._reader(), skip_ids, skip_hosts)
 
     async def postbacks(
-        self, *, status: PostbackStatus | None, cid: str | None, limit: int
+        self, *, status: PostbackStatus | None, cid: str | None, limit: int,
+        source: str | None = None,
     ) -> list[PostbackView]:
-        return await outbox.postbacks(self._lister(), status=status, cid=cid, limit=limit)
+        return await outbox.postbacks(self._lister(), status=status, cid=cid, limit=limit,
+                                      source=source)
 
     async def postback(self, postback_id: int) -> PostbackView | None:
         return await outbox.postback(self._lister(), postback_id)
