@@ -10,8 +10,8 @@ storage/postgres/reports.py). Times are grouped by a prefix of their stored UTC 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any, Literal
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Literal, get_args
 
 import msgspec
 
@@ -19,6 +19,7 @@ import msgspec
 TagKey = Literal["sub1", "sub2", "sub3", "sub4", "sub5", "utm_source", "utm_medium",
                  "utm_campaign", "utm_term", "utm_content"]
 Key = Literal["cid", "pid", "event_id", "status", "reason", TagKey]
+TAG_KEYS: tuple[TagKey, ...] = get_args(TagKey)
 # Keys only a conversion has: leads and plain events belong to none of their groups.
 CONVERSION_KEYS: tuple[Key, ...] = ("status", "reason")
 # What a conversion approved as it fired, which has no hold reason, is grouped under.
@@ -143,12 +144,23 @@ def fold(span: ReportSpan, rows: ReportRows) -> RawFigures:
 
 
 def bucket_select(span: ReportSpan, time_column: str, prefix: str = "",
-            key_prefix: str | None = None) -> tuple[str, str]:
-    """The bucket-and-keys select list and its GROUP BY (the same SQL on both stores)."""
+                  key_prefix: str | None = None,
+                  tag: Callable[[TagKey], str] | None = None) -> tuple[str, str]:
+    """The bucket-and-keys select list and its GROUP BY (the same SQL on both stores).
+
+    ``tag`` gives the store's SQL for a lead's tracking field (``''`` when the lead has
+    none), read from the lead of the row being counted.
+    """
     bucket = f"substr({prefix}{time_column}, 1, {span.width})" if span.width else "''"
     key_prefix = prefix if key_prefix is None else key_prefix
-    columns = [bucket, *(_COLUMNS.get(key, "{}" + key).format(key_prefix)
-                         for key in span.keys)]
+    columns = [bucket]
+    for key in span.keys:
+        if key in TAG_KEYS:
+            if tag is None:
+                raise ValueError(f"no SQL given for the lead field {key}")
+            columns.append(tag(key))
+        else:
+            columns.append(_COLUMNS.get(key, "{}" + key).format(key_prefix))
     group = ", ".join(str(n) for n in range(1, len(columns) + 1))
     return ", ".join(columns), group
 
@@ -160,6 +172,11 @@ def hourly_span(span: ReportSpan) -> ReportSpan:
     if not with_events(span) or span.status_counts:
         raise ValueError("the roll-ups hold no conversion status or hold reason")
     return msgspec.structs.replace(span, start=span.start[:13], end=span.end[:13])
+
+
+def tagged(span: ReportSpan) -> bool:
+    """Grouped by a lead's tracking field: the rows must be joined to their leads."""
+    return any(key in TAG_KEYS for key in span.keys)
 
 
 def with_leads(span: ReportSpan) -> bool:

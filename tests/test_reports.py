@@ -212,7 +212,8 @@ UTC_TOTALS = row(clicks=4, cost="12.25", events=10, conversions=2, revenue="145.
 async def test_days_in_utc(played: Harness) -> None:
     data = await report(played)
     assert data == {"from": "2026-11-28", "to": "2026-11-30", "tz": "UTC",
-                    "group_by": ["day"], "rows": UTC_DAYS, "totals": UTC_TOTALS}
+                    "group_by": ["day"], "rows": UTC_DAYS, "totals": UTC_TOTALS,
+                    "truncated": False}
 
 
 @both_stores

@@ -213,8 +213,10 @@ async def test_status_groups_read_the_rows_and_other_groups_the_rollups(
 async def test_unknown_group_keys_are_refused(played: Harness) -> None:
     response = await get(played, group_by="status,state")
     assert response.json() == error(400, "Invalid group_by", invalidFields={
-        "group_by": "Expected a comma list of distinct keys among day, hour, cid, pid,"
-                    " event_id, status, reason"})
+        "group_by": "Expected a comma list of at most 3 distinct keys among day, hour,"
+                    " hour_of_day, day_of_week, cid, pid, event_id, status, reason, sub1,"
+                    " sub2, sub3, sub4, sub5, utm_source, utm_medium, utm_campaign, utm_term,"
+                    " utm_content"})
     twice = await get(played, group_by="reason,day,reason")
     assert twice.json()["message"] == "Invalid group_by"
 
@@ -297,4 +299,6 @@ async def test_the_openapi_document_names_every_group_key(played: Harness) -> No
     [group_by] = [parameter for parameter in spec["paths"]["/api/reports"]["get"]["parameters"]
                   if parameter["name"] == "group_by"]
     assert group_by["schema"]["description"] == (
-        "Comma list of distinct keys among day, hour, cid, pid, event_id, status, reason")
+        "Comma list of at most 3 distinct keys among day, hour, hour_of_day, day_of_week,"
+        " cid, pid, event_id, status, reason, sub1, sub2, sub3, sub4, sub5, utm_source,"
+        " utm_medium, utm_campaign, utm_term, utm_content")

@@ -37,9 +37,10 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
-from app.reports.params import ReportParams
+from app.reports.limit import OTHER, bounded
+from app.reports.params import TIME_KEYS, ReportParams
 from storage.money import from_micro, money_text
-from storage.reports import RawFigures
+from storage.reports import TAG_KEYS, RawFigures
 
 _RATIO = Decimal("0.0001")
 _MILLION = 1_000_000
@@ -77,6 +78,8 @@ class Report(msgspec.Struct, kw_only=True):
     group_by: list[str]
     rows: list[dict[str, Any]]
     totals: dict[str, Any]
+    # More groups than the limit: the smallest were folded into the last row (OTHER).
+    truncated: bool = False
 
 
 FIGURES: tuple[str, ...] = (
@@ -146,7 +149,7 @@ class _Buckets:
 
     def __init__(self, zone: ZoneInfo, keys: Sequence[str]) -> None:
         self._zone = zone
-        self._keys = keys  # "day" and "hour", in the order asked for
+        self._keys = keys  # the time keys (params.TIME_KEYS), in the order asked for
         self._seen: dict[str, tuple[Any, ...]] = {}
 
     def local(self, bucket: str) -> tuple[Any, ...]:
@@ -163,14 +166,15 @@ class _Buckets:
         hour = moment.replace(minute=0, second=0, microsecond=0)
         # An hour sorts by its instant: a local hour repeats when clocks go back.
         named = {"day": moment.date().isoformat(),
-                 "hour": (hour.astimezone(UTC), hour.isoformat(timespec="minutes"))}
+                 "hour": (hour.astimezone(UTC), hour.isoformat(timespec="minutes")),
+                 "hour_of_day": moment.hour, "day_of_week": moment.isoweekday()}
         return tuple(named[key] for key in self._keys)
 
 
 def build(params: ReportParams, raw: RawFigures) -> Report:
     """Fold raw counts into the requested groups, sorted by their keys, with totals."""
-    time_keys = [key for key in params.group_by if key in ("day", "hour")]
-    sql_keys = [key for key in params.group_by if key not in ("day", "hour")]
+    time_keys = [key for key in params.group_by if key in TIME_KEYS]
+    sql_keys = [key for key in params.group_by if key not in TIME_KEYS]
     buckets = _Buckets(params.zone, time_keys)
     # Where each group key sits: in the folded time keys or among the SQL keys.
     order = [("time", time_keys.index(key)) if key in time_keys
@@ -214,11 +218,24 @@ def build(params: ReportParams, raw: RawFigures) -> Report:
                 "with_statuses": params.status_counts}
     total = Tally()
     rows = []
-    for key in sorted(groups):
+    kept, folded = bounded(groups, params.limit,
+                           lambda tally: (tally.clicks, tally.conversions))
+    for key in kept:
         total.add(groups[key])
-        shown = {name: value[1] if isinstance(value, tuple) else value
-                 for name, value in zip(params.group_by, key, strict=True)}
-        rows.append(shown | figures(groups[key], **shown_as))
+        rows.append(_shown(params.group_by, key) | figures(groups[key], **shown_as))
+    if folded:
+        other = Tally()
+        for tally in folded:
+            other.add(tally)
+        total.add(other)
+        rows.append(dict.fromkeys(params.group_by, OTHER) | figures(other, **shown_as))
     return Report(from_day=params.first.isoformat(), to_day=params.last.isoformat(),
                   tz=params.tz, group_by=list(params.group_by), rows=rows,
-                  totals=figures(total, **shown_as))
+                  totals=figures(total, **shown_as), truncated=bool(folded))
+
+
+def _shown(group_by: Sequence[str], key: tuple[Any, ...]) -> dict[str, Any]:
+    """A group's keys as a row shows them; a lead without a tracking field shows null."""
+    return {name: value[1] if isinstance(value, tuple)
+            else None if value == "" and name in TAG_KEYS else value
+            for name, value in zip(group_by, key, strict=True)}

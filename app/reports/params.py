@@ -11,10 +11,17 @@ import msgspec
 from msgspec import Meta
 
 from app.edge import errors
+from storage.reports import TagKey
 
-GroupKey = Literal["day", "hour", "cid", "pid", "event_id", "status", "reason"]
+# day_of_week is ISO: 1 Monday to 7 Sunday; hour_of_day 0 to 23; both local to the zone.
+TimeKey = Literal["day", "hour", "hour_of_day", "day_of_week"]
+TIME_KEYS: tuple[str, ...] = get_args(TimeKey)
+GroupKey = Literal[TimeKey, "cid", "pid", "event_id", "status", "reason", TagKey]
 GROUP_KEYS: tuple[str, ...] = get_args(GroupKey)
+MAX_KEYS = 3
 MAX_DAYS = 366
+# Rows past the limit fold into one row (see app/reports/limit.py).
+MAX_LIMIT = 10_000
 _REPEATABLE = ("cid", "pid", "event_id")
 Day = Annotated[str, Meta(pattern=r"^\d{4}-\d{2}-\d{2}$")]
 Name = Annotated[str, Meta(min_length=1, max_length=255)]
@@ -27,11 +34,13 @@ class ReportQuery(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     tz: Annotated[str, Meta(min_length=1, max_length=64)] = "UTC"
     group_by: Annotated[str, Meta(
         max_length=64,
-        description=f"Comma list of distinct keys among {', '.join(GROUP_KEYS)}")] = "day"
+        description=f"Comma list of at most {MAX_KEYS} distinct keys among"
+                    f" {', '.join(GROUP_KEYS)}")] = "day"
     cid: Names = []
     pid: Names = []
     event_id: Names = []
     format: Literal["json", "csv"] = "json"
+    limit: Annotated[int, Meta(ge=1, le=MAX_LIMIT)] = 1000
     status_counts: Annotated[bool, Meta(
         description="Count conversions by status (approved, reversed, rejected) too: read"
                     " from the rows, not the hourly roll-ups")] = False
@@ -49,6 +58,7 @@ class ReportParams(msgspec.Struct, frozen=True, kw_only=True):
     event_ids: tuple[str, ...] = ()
     format: Literal["json", "csv"] = "json"
     status_counts: bool = False
+    limit: int = 1000
 
     @property
     def zone(self) -> ZoneInfo:
@@ -81,7 +91,8 @@ def checked(raw: dict[str, Any]) -> ReportParams:
     return ReportParams(first=first, last=last, tz=_zone(query.tz),
                         group_by=_group_by(query.group_by), cids=tuple(query.cid),
                         pids=tuple(query.pid), event_ids=tuple(query.event_id),
-                        format=query.format, status_counts=query.status_counts)
+                        format=query.format, status_counts=query.status_counts,
+                        limit=query.limit)
 
 
 def _date(text: str, name: str) -> dt.date:
@@ -107,12 +118,15 @@ def _zone(name: str) -> str:
     return name
 
 
+_GROUP_BY_RULE = (f"Expected a comma list of at most {MAX_KEYS} distinct keys among"
+                  f" {', '.join(GROUP_KEYS)}")
+
+
 def _group_by(text: str) -> tuple[GroupKey, ...]:
     keys = [key.strip() for key in text.split(",") if key.strip()]
     unknown = [key for key in keys if key not in GROUP_KEYS]
-    if not keys or unknown or len(set(keys)) != len(keys):
-        raise errors.invalid_fields(
-            {"group_by": f"Expected a comma list of distinct keys among {', '.join(GROUP_KEYS)}"})
+    if not keys or unknown or len(set(keys)) != len(keys) or len(keys) > MAX_KEYS:
+        raise errors.invalid_fields({"group_by": _GROUP_BY_RULE})
     return tuple(keys)  # type: ignore[arg-type]
 
 

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import msgspec
 
 from actors.clock import utc_text
-from app.reports.params import ReportParams
+from app.reports.params import TIME_KEYS, ReportParams
 from storage.reports import Key, ReportSpan, with_events
 
 # Stored times are "2026-11-28T17:05:09.123456Z": these prefixes are one hour, minute, second.
@@ -53,7 +53,7 @@ def span_of(params: ReportParams) -> ReportSpan:
     """What the SQL reads for ``params``."""
     zone = params.zone
     start, end = bounds(params.first, params.last, zone)
-    timed = "day" in params.group_by or "hour" in params.group_by
+    timed = any(key in TIME_KEYS for key in params.group_by)
     width = bucket_width(start, end, zone)
     span = ReportSpan(
         start=utc_text(start), end=utc_text(end),

@@ -8,7 +8,7 @@ Sums are numeric, exact at any size, and come back as Python integers of million
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -20,9 +20,11 @@ from storage.reports import (
     RawFigures,
     ReportRows,
     ReportSpan,
+    TagKey,
     bucket_select,
     fold,
     hourly_span,
+    tagged,
     with_events,
     with_leads,
 )
@@ -62,6 +64,22 @@ def _where(span: ReportSpan, time_column: str, prefix: str = "",
     return where
 
 
+def rolled_up(span: ReportSpan) -> bool:
+    """The roll-ups answer ``span`` exactly: whole UTC hours, keys they keep."""
+    return span.hourly and not tagged(span)
+
+
+def _tag(table: str | None) -> Callable[[TagKey], str]:
+    """A lead field's SQL, as text ('' for none): on the lead row itself (``table`` None)
+    or on the lead of ``table``'s row, found by its primary key."""
+    def sql(key: TagKey) -> str:
+        if table is None:
+            return f"coalesce(fields::jsonb ->> '{key}', '')"
+        return (f"coalesce((SELECT l.fields::jsonb ->> '{key}' FROM leads AS l"
+                f" WHERE l.transaction_id = {table}.transaction_id), '')")
+    return sql
+
+
 async def _rows(conn: Connection, sql: str, where: _Where) -> list[tuple[Any, ...]]:
     return [tuple(row) for row in await conn.fetch(sql, *where.params)]
 
@@ -73,7 +91,7 @@ async def report_figures(conn: Connection, span: ReportSpan) -> RawFigures:
 
 async def report_rows(conn: Connection, span: ReportSpan) -> ReportRows:
     """What ``report_figures`` reads, before it is folded."""
-    return await (rollup_rows(conn, span) if span.hourly else raw_rows(conn, span))
+    return await (rollup_rows(conn, span) if rolled_up(span) else raw_rows(conn, span))
 
 
 async def rollup_figures(conn: Connection, span: ReportSpan) -> RawFigures:
@@ -113,21 +131,21 @@ async def raw_rows(conn: Connection, span: ReportSpan) -> ReportRows:
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         leads = None
         if with_leads(span):
-            select, group = bucket_select(span, "created_at")
+            select, group = bucket_select(span, "created_at", tag=_tag(None))
             where = _where(span, "created_at", keys=("cid", "pid"))
             leads = await _rows(
                 conn, f"SELECT {select}, count(*), coalesce(sum(cost_micro), 0)"
                       f" FROM leads WHERE {where.sql} GROUP BY {group}", where)
         events = None
         if with_events(span):
-            select, group = bucket_select(span, "fired_at")
+            select, group = bucket_select(span, "fired_at", tag=_tag("events"))
             where = _where(span, "fired_at")
             events = await _rows(conn, f"SELECT {select}, count(*) FROM events"
                                        f" WHERE {where.sql} GROUP BY {group}", where)
         # Approved conversions (reversed ones included) count on their conversion date;
         # pending ones are shown apart; rejected ones count only in rejected_conversions,
         # asked for with the status counts.
-        select, group = bucket_select(span, "converted_at")
+        select, group = bucket_select(span, "converted_at", tag=_tag("events"))
         where = _where(span, "converted_at")
         if not span.status_counts:
             where.add("status != 'rejected'")
@@ -141,7 +159,8 @@ async def raw_rows(conn: Connection, span: ReportSpan) -> ReportRows:
                   f" FROM events WHERE conversion AND {where.sql}"
                   f" GROUP BY {group}", where)
         # Reversals count when they happened, against the conversion's own keys.
-        select, group = bucket_select(span, "changed_at", "c.", key_prefix="e.")
+        select, group = bucket_select(span, "changed_at", "c.", key_prefix="e.",
+                                      tag=_tag("e"))
         where = _where(span, "changed_at", "c.", key_prefix="e.")
         reversals = await _rows(
             conn, f"SELECT {select}, count(*), coalesce(sum(e.revenue_micro), 0),"

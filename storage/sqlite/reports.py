@@ -10,7 +10,7 @@ millionth columns: exact sums.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +23,12 @@ from storage.reports import (
     RawFigures,
     ReportRows,
     ReportSpan,
+    TagKey,
     bucket_select,
     fold,
     hourly_span,
     split_sum,
+    tagged,
     with_events,
     with_leads,
 )
@@ -51,6 +53,22 @@ def _where(span: ReportSpan, time_column: str, prefix: str = "",
     return " AND ".join(clauses), params
 
 
+def rolled_up(span: ReportSpan) -> bool:
+    """The roll-ups answer ``span`` exactly: whole UTC hours, keys they keep."""
+    return span.hourly and not tagged(span)
+
+
+def _tag(table: str | None) -> Callable[[TagKey], str]:
+    """A lead field's SQL, as text ('' for none): on the lead row itself (``table`` None)
+    or on the lead of ``table``'s row, found by its primary key."""
+    def sql(key: TagKey) -> str:
+        if table is None:
+            return f"coalesce(CAST(json_extract(fields, '$.{key}') AS TEXT), '')"
+        return (f"coalesce((SELECT CAST(json_extract(l.fields, '$.{key}') AS TEXT)"
+                f" FROM leads AS l WHERE l.transaction_id = {table}.transaction_id), '')")
+    return sql
+
+
 def read_figures(path: str | Path, span: ReportSpan) -> RawFigures:
     """``raw_figures`` on a connection opened for it (blocking)."""
     conn = connect_reader_sync(path)
@@ -69,7 +87,7 @@ def read_report_rows(path: str | Path, span: ReportSpan) -> ReportRows:
     """What ``read_report_figures`` reads, before it is folded (blocking)."""
     conn = connect_reader_sync(path)
     try:
-        return rollup_rows(conn, span) if span.hourly else raw_rows(conn, span)
+        return rollup_rows(conn, span) if rolled_up(span) else raw_rows(conn, span)
     finally:
         conn.close()
 
@@ -124,7 +142,7 @@ def raw_rows(conn: sqlite3.Connection, span: ReportSpan) -> ReportRows:
     try:
         leads = None
         if with_leads(span):
-            select, group = bucket_select(span, "created_at")
+            select, group = bucket_select(span, "created_at", tag=_tag(None))
             where, params = _where(span, "created_at", keys=("cid", "pid"))
             leads = conn.execute(
                 f"SELECT {select}, count(*), {split_sum('cost_micro')}"
@@ -132,7 +150,7 @@ def raw_rows(conn: sqlite3.Connection, span: ReportSpan) -> ReportRows:
                 params).fetchall()
         events = None
         if with_events(span):
-            select, group = bucket_select(span, "fired_at")
+            select, group = bucket_select(span, "fired_at", tag=_tag("events"))
             where, params = _where(span, "fired_at")
             events = conn.execute(
                 f"SELECT {select}, count(*) FROM events INDEXED BY events_by_fired"
@@ -140,7 +158,7 @@ def raw_rows(conn: sqlite3.Connection, span: ReportSpan) -> ReportRows:
         # Conversions that were approved (and may since have been reversed) count on their
         # conversion date; pending ones are shown apart; rejected ones count only in
         # rejected_conversions, asked for with the status counts.
-        select, group = bucket_select(span, "converted_at")
+        select, group = bucket_select(span, "converted_at", tag=_tag("events"))
         where, params = _where(span, "converted_at")
         if not span.status_counts:
             where += " AND status != 'rejected'"
@@ -156,7 +174,8 @@ def raw_rows(conn: sqlite3.Connection, span: ReportSpan) -> ReportRows:
             f" WHERE conversion = 1 AND {where} GROUP BY {group}",
             params).fetchall()
         # Reversals count when they happened, against the conversion's own keys.
-        select, group = bucket_select(span, "changed_at", "c.", key_prefix="e.")
+        select, group = bucket_select(span, "changed_at", "c.", key_prefix="e.",
+                                      tag=_tag("e"))
         where, params = _where(span, "changed_at", "c.", key_prefix="e.")
         reversals = conn.execute(
             f"SELECT {select}, count(*), {split_sum('e.revenue_micro')},"
