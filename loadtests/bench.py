@@ -17,7 +17,8 @@ Scenarios (closed loop with wrk, 64 connections, after a warm-up, unless said ot
      is for a transaction not in memory (each request loads one)
   E  memory: events for 1,000,000 distinct transactions in all; peak RSS at the end
   R  GET /api/reports by day and cid over 31 days of D's 1,000,000 leads and events,
-     one request at a time (--only-report runs just R and RE)
+     one request at a time (--only-report runs just R, R-sub1 and RE)
+  R-sub1 the same month by sub1 (50 values over the leads): counted from the rows
   RE events at the first open-loop rate on the same server, alone and then while 20
      clients ask for that report without pause: the event p99 with them beside it
 
@@ -106,6 +107,9 @@ TARGETS = {"B": 0.40, "C": 0.55, "D": 0.35}
 RATIOS = {*TARGETS, "P1", "P2", "S", "SR"}
 REPORT_TARGET_MS = 300
 REPORT_QUERY = {"from": "2026-01-01", "to": "2026-01-31", "group_by": "day,cid"}
+# The same month by a lead's tracking field: counted from the rows, each joined to its lead.
+SUB1_QUERY = REPORT_QUERY | {"group_by": "sub1"}
+SUB1_VALUES = 50
 
 
 @dataclass
@@ -230,8 +234,9 @@ def prefill(db: Path, leads: int) -> list[str]:
         conn.execute("PRAGMA synchronous = OFF")
         conn.executemany(
             "INSERT INTO leads (transaction_id, cid, pid, fields, cost, ip, user_agent,"
-            " created_at) VALUES (?, ?, ?, '{}', NULL, '127.0.0.1', 'bench', ?)",
-            ((txn, CID, PID, stamp(n)) for n, txn in enumerate(ids)))
+            " created_at) VALUES (?, ?, ?, ?, NULL, '127.0.0.1', 'bench', ?)",
+            ((txn, CID, PID, f'{{"sub1": "s{n % SUB1_VALUES}"}}', stamp(n))
+             for n, txn in enumerate(ids)))
         conn.executemany(
             "INSERT INTO events (transaction_id, cid, event_id, pid, once, conversion,"
             " conversion_id, revenue, payout, converted_at, fields, ip, user_agent, fired_at)"
@@ -245,7 +250,7 @@ def prefill(db: Path, leads: int) -> list[str]:
 
 def cold_template(settings: Settings) -> tuple[Path, list[str]]:
     """The pre-filled database, built once and kept under results/ for later runs."""
-    template = settings.out / f"cold-v3-{settings.cold_leads}.db"
+    template = settings.out / f"cold-v4-{settings.cold_leads}.db"
     ids = [f"txn_cold_{n:08d}" for n in range(settings.cold_leads)]
     if not template.exists():
         partial = template.with_suffix(".partial")
@@ -256,14 +261,15 @@ def cold_template(settings: Settings) -> tuple[Path, list[str]]:
     return template, ids
 
 
-def report_run(url: str, requests: int) -> dict[str, Any]:
+def report_run(url: str, requests: int,
+               query: dict[str, str] = REPORT_QUERY) -> dict[str, Any]:
     """Reports one at a time after two warm-up ones; latency of each whole answer."""
     times: list[float] = []
     with httpx.Client(base_url=url, timeout=60,
                       headers={"Authorization": "Bearer bench"}) as client:
         for index in range(requests + 2):
             started = time.perf_counter()
-            response = client.get("/api/reports", params=REPORT_QUERY)
+            response = client.get("/api/reports", params=query)
             elapsed = time.perf_counter() - started
             if response.status_code != 200:
                 raise RuntimeError(f"report failed: {response.text[:300]}")
@@ -350,10 +356,13 @@ def report_only(settings: Settings) -> dict[str, Any]:
             row = report_run(server.url, settings.reports)
             row["rss_mb"] = server.peak_rss_mb()
             print_row("R", row, {}, flush=True)
+            by_sub1 = report_run(server.url, max(1, settings.reports // 4), SUB1_QUERY)
+            by_sub1["rss_mb"] = server.peak_rss_mb()
+            print_row("R-sub1", by_sub1, {}, flush=True)
             beside = events_beside(server.url, settings)
             beside["rss_mb"] = server.peak_rss_mb()
         print_row("RE", beside, {}, flush=True)
-        return {"R": row, "RE": beside}
+        return {"R": row, "R-sub1": by_sub1, "RE": beside}
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -458,10 +467,13 @@ def run(settings: Settings) -> dict[str, Any]:
             # (SQLite's in-memory sorting), which E must not be charged with.
             report["R"] = report_run(server.url, settings.reports)
             report["R"]["rss_mb"] = server.peak_rss_mb()
+            report["R-sub1"] = report_run(server.url, max(1, settings.reports // 4), SUB1_QUERY)
+            report["R-sub1"]["rss_mb"] = server.peak_rss_mb()
             report["RE"] = events_beside(server.url, settings)
             report["RE"]["rss_mb"] = server.peak_rss_mb()
         print_row("E", report["E"], report, flush=True)
         print_row("R", report["R"], report, flush=True)
+        print_row("R-sub1", report["R-sub1"], report, flush=True)
         print_row("RE", report["RE"], report, flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
