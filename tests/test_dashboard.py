@@ -123,20 +123,21 @@ def _look(chromium: Any, service: Served, buyer: Receiver) -> None:
     assert [figure(name) for name in ("clicks", "conversions", "net_revenue", "net_payout",
                                       "profit", "conversion_rate", "roi")] == [
         "3", "1", "45.00", "22.50", "21.30", "33.33 %", "89.87 %"]
-    # The breakdown picker: one row per source, conversions counted by status beside.
-    page.select_option("#breakdown", "pid")
+    # The breakdown picker: one row per ad (sub1), conversions counted by status beside.
+    page.select_option("#breakdown", "sub1")
     rows = page.locator("#by-key tr")
-    rows.nth(1).locator("td").first.filter(has_text="src_a").wait_for()
-    assert rows.nth(1).locator("td").all_text_contents()[:8] == [
-        "src_a", "2", "1", "1", "0", "0", "0", "45.00"]
-    assert rows.nth(2).locator("td").all_text_contents()[:3] == ["src_b", "1", "0"]
+    rows.nth(1).locator("td").first.filter(has_text="ad_blue").wait_for()
+    assert rows.nth(1).locator("td").all_text_contents()[:3] == ["ad_blue", "1", "0"]
+    assert rows.nth(2).locator("td").all_text_contents()[:8] == [
+        "ad_red", "2", "1", "1", "0", "0", "0", "45.00"]
     page.locator('#by-key th[data-figure="clicks"]').click()  # sorted by clicks, most first
-    assert page.locator("#by-key tr").nth(1).locator("td").first.text_content() == "src_a"
+    assert page.locator("#by-key tr").nth(1).locator("td").first.text_content() == "ad_red"
     with page.expect_download() as download:
         page.click("#csv")
     csv_lines = Path(download.value.path()).read_text().splitlines()
-    assert csv_lines[0].startswith("pid,clicks,")
-    assert csv_lines[1].startswith("src_a,2,")
+    assert csv_lines[0].startswith("sub1,clicks,")
+    assert [line.split(",")[:4] for line in csv_lines[1:3]] == [
+        ["ad_blue", "1", "1", "0"], ["ad_red", "2", "3", "1"]]
     # 24 hours of the day, the sale's shaded.
     hours = page.locator("#hours td").all_text_contents()
     assert len(hours) == 24 and sorted(hours) == ["0"] * 23 + ["1"]
