@@ -180,5 +180,20 @@ async def test_a_partner_sees_only_its_source_and_never_the_revenue(
         [buyer] = [p for p in everyone if p["kind"] == "buyer"][:1]
         refused = await api.client.get(f"/api/postbacks/{buyer['id']}", headers=partner)
         assert refused.status_code == 404
+        # Its own numbers, whatever pid it asks for, with the buyer's money left empty.
+        day = api.clock.now().date().isoformat()
+        query = {"from": day, "to": day, "group_by": "pid", "pid": OTHER}
+        report = (await api.client.get("/api/reports", headers=partner,
+                                       params=query)).json()["data"]
+        [row] = report["rows"]
+        assert (row["pid"], row["conversions"], row["net_payout"]) == (PID, 2, "80.00")
+        assert row["revenue"] is None and row["profit"] is None and row["roi"] is None
+        assert report["totals"]["net_revenue"] is None
+        full = (await api.client.get("/api/reports", headers=viewer, params=query | {
+            "pid": [PID, OTHER]})).json()["data"]
+        assert full["totals"]["revenue"] == "240.00"
+        csv = await api.client.get("/api/reports", headers=partner,
+                                   params=query | {"format": "csv"})
+        assert "160.00" not in csv.text and "80.00" in csv.text
         # Everything else stays out of reach.
         assert (await api.client.get("/api/caps", headers=partner)).status_code == 403

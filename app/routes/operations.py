@@ -210,7 +210,7 @@ def operations(demo: bool) -> dict[str, dict[str, Op]]:
         "/api/reports": {
             "get": Op("Clicks, events, conversions, money and profit over a period", {
                 200: ("The report", Report), 400: _BAD[1], 404: _NO_TOKEN[1]},
-                query=ReportQuery, admin=True, role="viewer", tags=("reports",),
+                query=ReportQuery, admin=True, role="viewer", partner=True, tags=("reports",),
                 description="format=csv answers text/csv with the same columns.",
                 media={200: {"text/csv; charset=utf-8": {"schema": TEXT}}}),
         },

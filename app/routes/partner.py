@@ -8,8 +8,13 @@ from typing import Any
 
 import msgspec
 
+from app.reports.figures import Report
 from app.routes.access import Caller
 from storage.records import ConversionStatus, ConversionView, PostbackView
+
+# What a partner's report leaves empty: the buyer's money and what the network made.
+HIDDEN_FIGURES = ("revenue", "reversed_revenue", "net_revenue", "pending_revenue", "cost",
+                  "profit", "epc", "cpc", "roi")
 
 
 class PartnerConversion(msgspec.Struct, frozen=True, kw_only=True):
@@ -49,3 +54,13 @@ def conversion_for(caller: Caller, view: ConversionView) -> Any:
         pid=view.pid, event_id=view.event_id, payout=view.payout, status=view.status,
         reason=view.reason, converted_at=view.converted_at, decided_at=view.decided_at,
         fired_at=view.fired_at)
+
+
+def report_for(caller: Caller, report: Report) -> Report:
+    """The report, or for a partner the same with the buyer's money left empty (null in
+    JSON, an empty CSV cell); it was already limited to the partner's pid."""
+    if not is_partner(caller):
+        return report
+    hidden = dict.fromkeys(HIDDEN_FIGURES)
+    return msgspec.structs.replace(report, rows=[row | hidden for row in report.rows],
+                                   totals=report.totals | hidden)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -11,18 +12,22 @@ from app.reports.export import to_csv
 from app.reports.params import params_from_query
 from app.reports.report import report
 from app.routes.access import require
+from app.routes.partner import is_partner, report_for
 from app.routes.static import StaticFile
 from app.services import services
 
 
 async def reports(request: Request) -> Response:
     svc = services(request)
-    require(request, svc, "viewer")
+    caller = require(request, svc, "viewer", partner=True)
     params = params_from_query(request.url.query)
+    if is_partner(caller):
+        assert caller.pid is not None  # a partner token names its source (config check)
+        params = msgspec.structs.replace(params, pids=(caller.pid,))
     with svc.report_gate.admit(svc.config.server.max_concurrent_reports):
         # Read what was acknowledged, even in write-behind mode.
         await svc.store.flush()
-        found = await report(svc.store, params, svc.report_processes)
+        found = report_for(caller, await report(svc.store, params, svc.report_processes))
     if params.format == "csv":
         name = f"report-{found.from_day}-{found.to_day}.csv"
         return Response(to_csv(found), media_type="text/csv; charset=utf-8",
