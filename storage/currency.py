@@ -16,12 +16,6 @@ import msgspec
 from storage.money import money_value
 
 
-class SentColumns(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
-    original_revenue: str | None = None
-    currency: str | None = None
-    rate: str | None = None
-
-
 class Sent(msgspec.Struct, frozen=True, kw_only=True):
     original_revenue: Decimal | None = None
     currency: str | None = None

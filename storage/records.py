@@ -10,7 +10,10 @@ from typing import Any, Literal
 
 import msgspec
 
-from storage.currency import Sent, SentColumns
+from storage.currency import Sent
+from storage.due import DUE_SCAN as DUE_SCAN
+from storage.due import DuePostback as DuePostback
+from storage.due import HostLoad as HostLoad
 from storage.endpoints import EndpointOutcome, Requeue
 
 # Lead and event fields are stored as JSON. Numbers keep their exact text both ways.
@@ -52,7 +55,7 @@ class LeadRow(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     cost_micro: int | None = None
 
 
-class EventRow(SentColumns, frozen=True, kw_only=True, array_like=True):
+class EventRow(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     transaction_id: str
     cid: str
     event_id: str
@@ -80,6 +83,11 @@ class EventRow(SentColumns, frozen=True, kw_only=True, array_like=True):
     payout_rule: str | None = None
     # A duplicate lead's conversion: the earlier lead it repeats (its transaction id).
     duplicate_of: str | None = None
+    # Sent in another currency (storage/currency.py): the revenue as sent, its currency
+    # and the rate; last, so a row's first places stay what they were.
+    original_revenue: str | None = None
+    currency: str | None = None
+    rate: str | None = None
 
 
 class LeadKeyRow(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
@@ -351,40 +359,6 @@ class PostbackView(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     updated_at: str
     # Only when one postback is shown on its own.
     attempt_log: list[AttemptView] | None = None
-
-
-class DuePostback(msgspec.Struct, frozen=True, kw_only=True):
-    """What the dispatcher needs to send a postback."""
-
-    id: int
-    method: Literal["GET", "POST"]
-    url: str
-    host: str
-    body: str | None
-    secret: str | None
-    attempts: int
-    max_attempts: int
-    endpoint: str = ""
-    signing_secrets: str | None = None
-    # On PostgreSQL, the lease this process holds it under: its outcome is recorded only
-    # while no other process has taken it since.
-    lease: str | None = None
-
-
-# How many due postbacks a read looks through, oldest first, for those their hosts have
-# room for: what a read costs stays bounded however large the backlog.
-DUE_SCAN = 1024
-
-
-class HostLoad(msgspec.Struct, frozen=True, kw_only=True):
-    """Deliveries in flight per host, and how many one host may have at once: a read for
-    due postbacks returns no more for a host than it has room for."""
-
-    per_host: int
-    in_flight: dict[str, int]
-
-    def full(self) -> list[str]:
-        return [host for host, load in self.in_flight.items() if load >= self.per_host]
 
 
 class TransactionView(msgspec.Struct, frozen=True, kw_only=True):
