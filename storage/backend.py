@@ -181,10 +181,10 @@ class EventStore(Protocol):
         taken by any process, granted only within ``horizon`` seconds of ``now``."""
         ...
 
-    async def endpoint_health(self, configured: list[str],
-                              since: str) -> list[EndpointHealth]:
+    async def endpoint_health(self, configured: list[str], since: str, *,
+                              counts: bool = True) -> list[EndpointHealth]:
         """Every endpoint attempted or in ``configured`` (keys), with its attempts in the
-        hourly buckets from ``since`` on."""
+        hourly buckets from ``since`` on and, with ``counts``, its postbacks by status."""
         ...
 
     async def conversions(self, **filters: Any) -> list[tuple[int, ConversionView]]: ...

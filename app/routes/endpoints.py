@@ -53,12 +53,13 @@ def names_by_key(svc: Parts) -> dict[str, str]:
     return {endpoint.key: name for name, endpoint in endpoints_of(svc.config).items()}
 
 
-async def endpoint_views(svc: Parts) -> list[EndpointView]:
-    """Every configured or attempted endpoint's health, named as the config names it."""
+async def endpoint_views(svc: Parts, *, counts: bool = True) -> list[EndpointView]:
+    """Every configured or attempted endpoint's health, named as the config names it;
+    ``counts`` adds its postbacks by status."""
     names = names_by_key(svc)
     since = utc_text(svc.clock.now() - DAY)
     return [_view(health, names.get(health.endpoint, health.endpoint))
-            for health in await svc.store.endpoint_health(list(names), since)]
+            for health in await svc.store.endpoint_health(list(names), since, counts=counts)]
 
 
 def _view(health: EndpointHealth, name: str) -> EndpointView:
@@ -82,7 +83,8 @@ async def key_of(svc: Parts, name: str) -> str:
     if configured is not None:
         return configured.key
     if any(health.endpoint == name
-           for health in await svc.store.endpoint_health([], utc_text(svc.clock.now()))):
+           for health in await svc.store.endpoint_health([], utc_text(svc.clock.now()),
+                                                         counts=False)):
         return name
     raise errors.endpoint_not_found()
 

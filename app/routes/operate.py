@@ -28,7 +28,7 @@ async def metrics(request: Request) -> Response:
     svc.metrics.set_postbacks(await svc.store.postback_counts())
     svc.metrics.set_conversions(await svc.store.conversion_counts())
     svc.metrics.set_caps(await cap_uses(svc.catalog.caps, svc.store, svc.clock.now()))
-    svc.metrics.set_endpoints(await endpoint_views(svc))
+    svc.metrics.set_endpoints(await endpoint_views(svc, counts=False))
     annotate(outcome="scraped")
     return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 

@@ -129,16 +129,17 @@ _DAY = ("SELECT endpoint, sum(attempts), sum(delivered) FROM endpoint_hours"
         " WHERE hour >= $1 GROUP BY endpoint")
 
 
-async def health(pool: Pool, endpoints: list[str], since: str) -> list[EndpointHealth]:
+async def health(pool: Pool, endpoints: list[str], since: str, *,
+                 counts: bool = True) -> list[EndpointHealth]:
     """storage.sqlite.endpoints.health, on PostgreSQL."""
     stored = {row[0]: tuple(row) for row in await pool.fetch(_HEALTH)}
     keys = sorted(set(stored) | set(endpoints))
-    counts: dict[str, dict[str, int]] = {key: {} for key in keys}
-    for endpoint, status, count in await pool.fetch(_BY_STATUS, keys):
-        counts[endpoint][status] = count
+    by_status: dict[str, dict[str, int]] = {key: {} for key in keys}
+    for endpoint, status, count in await pool.fetch(_BY_STATUS, keys) if counts else ():
+        by_status[endpoint][status] = count
     day = {endpoint: (int(attempts), int(delivered)) for endpoint, attempts, delivered
            in await pool.fetch(_DAY, hour_of(since))}
-    return [health_of(key, stored.get(key), counts[key], day.get(key, (0, 0)))
+    return [health_of(key, stored.get(key), by_status[key], day.get(key, (0, 0)))
             for key in keys]
 
 

@@ -196,9 +196,9 @@ class PostgresStore(BatchedStore[PostgresWriter]):
                              horizon: float) -> Slot:
         return await self._read(queries.take_send_slot, host, now, interval, horizon)
 
-    async def endpoint_health(self, configured: list[str],
-                              since: str) -> list[EndpointHealth]:
-        return await self._read(endpoints.health, configured, since)
+    async def endpoint_health(self, configured: list[str], since: str, *,
+                              counts: bool = True) -> list[EndpointHealth]:
+        return await self._read(endpoints.health, configured, since, counts=counts)
 
     async def conversions(self, **filters: Any) -> list[tuple[int, ConversionView]]:
         return await self._read(queries.conversions, **filters)

@@ -127,18 +127,19 @@ _DAY = ("SELECT endpoint, sum(attempts), sum(delivered) FROM endpoint_hours"
         " WHERE hour >= ?1 GROUP BY endpoint")
 
 
-async def health(conn: aiosqlite.Connection, endpoints: list[str],
-                 since: str) -> list[EndpointHealth]:
+async def health(conn: aiosqlite.Connection, endpoints: list[str], since: str, *,
+                 counts: bool = True) -> list[EndpointHealth]:
     """Every endpoint with a row or among ``endpoints`` (those configured), with its
-    postbacks by status and its attempts since the hour ``since``."""
+    attempts since the hour ``since`` and, with ``counts``, its postbacks by status (an
+    index scan over all of them: the metrics and name lookups go without)."""
     stored = {row[0]: row for row in await conn.execute_fetchall(_HEALTH)}
     keys = sorted(set(stored) | set(endpoints))
-    counts: dict[str, dict[str, int]] = {key: {} for key in keys}
+    by_status: dict[str, dict[str, int]] = {key: {} for key in keys}
     for endpoint, status, count in await conn.execute_fetchall(
-            _BY_STATUS, (msgspec.json.encode(keys).decode(),)):
-        counts[endpoint][status] = count
+            _BY_STATUS, (msgspec.json.encode(keys).decode(),)) if counts else ():
+        by_status[endpoint][status] = count
     day = {endpoint: (attempts, delivered) for endpoint, attempts, delivered
            in await conn.execute_fetchall(_DAY, (hour_of(since),))}
-    return [health_of(key, stored.get(key), counts[key], day.get(key, (0, 0)))
+    return [health_of(key, stored.get(key), by_status[key], day.get(key, (0, 0)))
             for key in keys]
 

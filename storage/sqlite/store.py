@@ -130,9 +130,9 @@ class Store(BatchedStore[Writer]):
                              horizon: float) -> Slot:
         return self._slots.take(host, now, interval, horizon)
 
-    async def endpoint_health(self, configured: list[str],
-                              since: str) -> list[EndpointHealth]:
-        return await endpoints.health(self._lister(), configured, since)
+    async def endpoint_health(self, configured: list[str], since: str, *,
+                              counts: bool = True) -> list[EndpointHealth]:
+        return await endpoints.health(self._lister(), configured, since, counts=counts)
 
     async def healthy(self, timeout: float = 2.0) -> bool:
         """True when an (empty) write transaction commits within ``timeout`` seconds."""
