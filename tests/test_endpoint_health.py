@@ -272,6 +272,8 @@ async def test_recover_requeues_exactly_the_dead_letters_created_in_the_range(
     ({"to": "2026-12-02T15:00:00Z"}, "from is required"),
     ({"from": "2026-12-02T15:00:00", "to": "2026-12-02T16:00:00Z"}, "Invalid from"),
     ({"from": "yesterday", "to": "2026-12-02T16:00:00Z"}, "Invalid from"),
+    ({"from": "0001-01-01T00:00:00+01:00", "to": "2026-12-02T16:00:00Z"}, "Invalid from"),
+    ({"from": "2026-12-02T15:00:00Z", "to": "9999-12-31T23:59:59-01:00"}, "Invalid to"),
     ({"from": "2026-12-02T16:00:00Z", "to": "2026-12-02T15:00:00Z"}, "Invalid to"),
     ({"from": "2026-12-02T15:00:00Z", "to": "2026-12-02T16:00:00Z", "endpoint": "nope"},
      "Endpoint not found"),

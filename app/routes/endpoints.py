@@ -114,12 +114,14 @@ def moment(raw: str | None, name: str) -> str:
         raise errors.required([name])
     try:
         parsed = datetime.fromisoformat(raw)
-    except ValueError:
-        parsed = None
-    if parsed is None or parsed.tzinfo is None:
+        # In UTC, a time at either end of the calendar passes it (0001-01-01T00:00+01:00).
+        text = None if parsed.tzinfo is None else utc_text(parsed)
+    except (ValueError, OverflowError):
+        text = None
+    if text is None:
         raise errors.invalid_fields({name: "expected an ISO 8601 time with its offset, "
                                            "such as 2026-12-02T15:00:00Z"})
-    return utc_text(parsed)
+    return text
 
 
 async def recover_postbacks(request: Request) -> Response:
