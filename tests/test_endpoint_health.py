@@ -191,6 +191,22 @@ async def test_a_410_pauses_its_endpoint_at_once_and_its_postback_waits_with_it(
     assert len(receiver.of(BUYER)) == 3
 
 
+async def test_a_delivery_answered_while_its_endpoint_paused_counts_as_delivered(
+    api: Harness, receiver: Receiver
+) -> None:
+    # The first request to arrive is answered 200 half a second later; meanwhile the
+    # second gets a 410, which pauses the endpoint under the first one's feet.
+    receiver.script(BUYER, Answer(200, delay=0.5), Answer(410))
+    await convert(api)
+    await convert(api)
+    await api.services.dispatcher.drain()
+    assert sorted(await buyer_statuses(api)) == ["delivered", "paused"]
+    assert (await resume(api))["requeued"] == 1  # the 410's, not the one delivered
+    await api.services.dispatcher.drain()
+    assert await buyer_statuses(api) == ["delivered", "delivered"]
+    assert len(receiver.of(BUYER)) == 3
+
+
 async def test_pause_after_0_never_pauses_and_a_410_is_a_dead_letter(
     receiver: Receiver, db_path: Path, backend: pytest.FixtureRequest
 ) -> None:

@@ -104,11 +104,14 @@ WHERE leads.transaction_id = c.transaction_id
 # Only from the state the change was decided from (see PostbackChange), which every
 # process reads the same: an attempt's outcome lands while its lease is the one the
 # postback holds (a lease taken since by another process has another claimed_until), a
-# resend only once no lease is live ($2 stands in for the database's clock in tests). A
-# delivered postback is never made pending again.
+# resend only once no lease is live ($2 stands in for the database's clock in tests). An
+# outcome also lands on a postback its endpoint paused while it was being sent (see the
+# SQLite writer). A delivered postback is never made pending again.
 _UPDATE_POSTBACKS = f"""
 UPDATE postbacks SET
-    status = c.status, attempts = c.attempts, max_attempts = c.max_attempts,
+    status = CASE WHEN postbacks.status = 'paused' AND c.status = 'pending' AND NOT c.resend
+                  THEN 'paused' ELSE c.status END,
+    attempts = c.attempts, max_attempts = c.max_attempts,
     next_attempt_at = c.next_attempt_at,
     last_status_code = CASE WHEN c.deferred THEN postbacks.last_status_code
                             ELSE c.last_status_code END,
@@ -121,7 +124,7 @@ WHERE postbacks.id = c.postback_id AND CASE WHEN c.resend
               OR postbacks.claimed_until <= coalesce($2::timestamptz, now()))
     WHEN c.deferred THEN postbacks.status = 'pending' AND postbacks.attempts = c.attempts
          AND (c.lease IS NULL OR postbacks.claimed_until = c.lease)
-    ELSE postbacks.status = 'pending' AND postbacks.attempts = c.attempts - 1
+    ELSE postbacks.status IN ('pending', 'paused') AND postbacks.attempts = c.attempts - 1
          AND (c.lease IS NULL OR postbacks.claimed_until = c.lease) END
 RETURNING postbacks.id
 """

@@ -73,11 +73,14 @@ FROM (SELECT json_extract(value, '$[0]') AS transaction_id,
 WHERE leads.transaction_id = c.transaction_id
 """
 # Only from the state the change was decided from (see PostbackChange): an attempt's
-# outcome lands on the pending postback it was sent as, a resend on one not delivered; a
-# delivered postback is never made pending again.
+# outcome lands on the pending postback it was sent as (or one its endpoint paused while
+# it was being sent: delivered, it is delivered; failed, it waits paused), a resend on
+# one not delivered; a delivered postback is never made pending again.
 _UPDATE_POSTBACKS = """
 UPDATE postbacks SET
-    status = c.status, attempts = c.attempts, max_attempts = c.max_attempts,
+    status = CASE WHEN postbacks.status = 'paused' AND c.status = 'pending' AND NOT c.resend
+                  THEN 'paused' ELSE c.status END,
+    attempts = c.attempts, max_attempts = c.max_attempts,
     next_attempt_at = c.next_attempt_at,
     last_status_code = CASE WHEN c.deferred THEN postbacks.last_status_code
                             ELSE c.last_status_code END,
@@ -93,7 +96,7 @@ FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS s
 WHERE postbacks.id = c.id AND CASE WHEN c.resend
     THEN postbacks.status <> 'delivered' AND postbacks.attempts = c.attempts
     WHEN c.deferred THEN postbacks.status = 'pending' AND postbacks.attempts = c.attempts
-    ELSE postbacks.status = 'pending' AND postbacks.attempts = c.attempts - 1 END
+    ELSE postbacks.status IN ('pending', 'paused') AND postbacks.attempts = c.attempts - 1 END
 RETURNING postbacks.id
 """
 _INSERT_CONVERSION_CHANGES = _bulk_insert("conversion_changes", ConversionChange)
