@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 import structlog
 
-from storage.errors import CapReached
+from storage.errors import CapReached, StoreClosed
 from storage.records import AnswerRow, CapCharge, LeadKeyRow, WriteOp
 from storage.sqlite.connection import open_writer, prepare
 from storage.sqlite.writer import Writer
@@ -106,3 +107,49 @@ async def test_a_batch_that_fails_leaves_no_transaction_open(
     await asyncio.wait_for(writer.submit(lead("a"), bounded=True), 20)
     await writer.close(5)
     assert count(tmp_path / "r.db", "leads") == 1
+
+
+class SlowThread(ThreadPoolExecutor):
+    """A one-thread pool whose calls take ``before`` seconds to start (a disk that stalls
+    before the commit) or ``after`` seconds to come back once done (one that stalls
+    after it)."""
+
+    def __init__(self, *, before: float = 0.0, after: float = 0.0) -> None:
+        super().__init__(max_workers=1)
+        self.before, self.after = before, after
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        def slowly() -> Any:
+            time.sleep(self.before)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                time.sleep(self.after)
+        return super().submit(slowly)
+
+
+@pytest.mark.parametrize("stall", ["before", "after"])
+async def test_a_batch_given_up_at_shutdown_is_reported_lost_only_if_it_is(
+    tmp_path: Path, stall: str
+) -> None:
+    """close() past its timeout gives up on the batch in the writer's thread: one not yet
+    committed rolls back and is reported lost; one that committed is not reported, and
+    its caller learns it was stored."""
+    path = tmp_path / "s.db"
+    prepare(path)
+    conn = await open_writer(path, synchronous="NORMAL",
+                             thread=SlowThread(**{stall: 0.5}))
+    writer = Writer(conn, max_pending=100, gather_seconds=0)
+    writer.start()
+    written = writer.submit(lead("t1"), bounded=True)
+    await asyncio.sleep(0.05)  # the batch is in the thread
+    with structlog.testing.capture_logs() as logs:
+        await writer.close(0.1)
+    await conn.close()
+    lost = [line for line in logs if line["event"] == "write_abandoned"]
+    if stall == "before":
+        assert isinstance(written.exception(), StoreClosed)
+        assert (len(lost), count(path, "leads")) == (1, 0)
+    else:
+        assert written.exception() is None
+        assert (len(lost), count(path, "leads")) == (0, 1)

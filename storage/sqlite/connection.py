@@ -107,6 +107,11 @@ class WriteConnection:
     async def rollback(self) -> None:
         await self.run(_roll_back)
 
+    def interrupt(self) -> None:
+        """Abort the statement the thread is running, if any (safe from any thread)."""
+        if not self._closed:
+            self._conn.interrupt()
+
     async def close(self) -> None:
         """Close the connection, then stop its thread. Idempotent."""
         if self._closed:

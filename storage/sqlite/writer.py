@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import threading
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -145,17 +147,42 @@ class Writer(BatchWriter):
         return self._conn.round_trips
 
     async def _apply(self, ops: list[WriteOp]) -> None:
-        written = await self._conn.run(partial(self._transaction, ops))
+        abandon = threading.Event()
+        call = asyncio.ensure_future(self._conn.run(partial(self._transaction, ops, abandon)))
+        try:
+            # Shielded: a cancelled await would not stop the thread, only forget it.
+            written = await asyncio.shield(call)
+        except asyncio.CancelledError:
+            await self._abandon(call, abandon)
+            raise
         for postback_id in written.not_recorded:
             log.warning("postback_attempt_not_recorded", postback_id=postback_id,
                         reason="changed_since_sent")
         note_paused(written.paused)
 
-    def _transaction(self, ops: list[WriteOp], conn: sqlite3.Connection) -> _Written:
+    async def _abandon(self, call: asyncio.Future[_Written], abandon: threading.Event) -> None:
+        """Shutdown gave up on the batch being written (close()'s timeout): it is rolled
+        back unless it has committed already, and then its ops are settled here, so
+        that only what was really lost is reported lost and failed."""
+        abandon.set()
+        self._conn.interrupt()
+        try:
+            await call
+        except BaseException:
+            return  # rolled back: close() logs and fails its ops
+        for _, future in self._committing:
+            if not future.done():
+                future.set_result(None)
+        self._committing = []
+
+    def _transaction(self, ops: list[WriteOp], abandon: threading.Event,
+                     conn: sqlite3.Connection) -> _Written:
         """In the connection's thread: the batch in one transaction, or nothing."""
         try:
             conn.execute(_BEGIN)
             written = _write(conn, ops)
+            if abandon.is_set():
+                raise _Abandoned
             conn.commit()
         except BaseException:
             try:
@@ -177,6 +204,10 @@ class Writer(BatchWriter):
                 await self._conn.rollback()
         except Exception as exc:  # the connection itself may be gone
             log.error("rollback_failed", error=repr(exc))
+
+
+class _Abandoned(Exception):
+    """The batch was given up on before its COMMIT: it rolls back."""
 
 
 def _write(conn: sqlite3.Connection, ops: list[WriteOp]) -> _Written:
