@@ -32,7 +32,7 @@ from app.reports.params import ReportParams
 from app.reports.period import span_of
 from storage.reports import TAG_KEYS
 from storage.sqlite.reports import read_report_figures
-from tests.conftest import BACKENDS, Harness, running_on
+from tests.conftest import BACKENDS, CID, Harness, running_on
 from tests.test_report_properties import EPOCH, ZONES, events, expected_figures, leads, store
 from tests.test_reports import AUTH, CONFIG, Scenario
 
@@ -271,3 +271,25 @@ async def test_bad_keys_four_keys_and_a_bad_limit_answer_400_naming_them(
         body = response.json()
         assert (body["message"], list(body["invalidFields"])) == (f"Invalid {field}", [field])
     assert (await _report(tagged, group_by="day,cid,sub1")).status_code == 200
+
+
+@pytest.mark.both_stores
+async def test_a_field_with_a_nul_character_is_refused_and_reports_stay_readable(
+    api: Harness
+) -> None:
+    """PostgreSQL's jsonb cannot hold a NUL and SQLite's text cuts at one: a click or an
+    event with one is refused (this campaign is strict_fields; a lenient one drops the
+    field), and a report by the field answers the same on both stores."""
+    click = await api.client.post("/api/click", json={"cid": CID, "sub1": "a\u0000b"})
+    assert (click.status_code, click.json()["invalidFields"]) == (
+        400, {"sub1": "Expected text without NUL characters"})
+    transaction_id = await api.click(sub1="kept")
+    fired = await api.fire(transaction_id, sub1="x\u0000y", note="z\u0000")
+    assert fired.json()["invalidFields"] == {
+        "sub1": "Expected text without NUL characters",
+        "note": "Expected text without NUL characters"}
+    day = api.clock.now().date().isoformat()
+    report = await api.client.get("/api/reports", headers=AUTH, params={
+        "from": day, "to": day, "group_by": "sub1"})
+    assert report.status_code == 200, report.text
+    assert [row["sub1"] for row in report.json()["data"]["rows"]] == ["kept"]

@@ -266,14 +266,20 @@ def _parse(
     known = kind.__struct_fields__
     typed: dict[str, Any] = {}
     extra: dict[str, Any] = {}
+    nul: dict[str, str] = {}
     for name, value in raw.items():
         if value is None or value == "":
             continue
+        if isinstance(value, str) and "\x00" in value:
+            # PostgreSQL's jsonb cannot hold one, and SQLite's text cuts at it: a field
+            # with one would break reports on one store and mean another thing on the other.
+            nul[name] = _NUL
         (typed if name in known else extra)[name] = value
     missing = [name for name in required if name not in typed]
     if missing:
         raise errors.required(missing)
-    invalid = {name: why for name, value in extra.items() if (why := _extra_problem(value))}
+    invalid = nul | {name: why for name, value in extra.items()
+                     if name not in nul and (why := _extra_problem(value))}
     # Money is read by its own rules before msgspec sees it: bounded before any arithmetic,
     # and text such as "null" or "NaN" is a wrong value, not an absent one.
     for name in MONEY_FIELDS:
@@ -340,6 +346,7 @@ def _extra_problem(value: Any) -> str | None:
 
 
 _LONG_NUMBER = f"Expected a number of at most {MAX_EXTRA_NUMBER_TEXT} characters"
+_NUL = "Expected text without NUL characters"
 
 
 def _in_field_order(invalid: dict[str, str], kind: type[msgspec.Struct]) -> dict[str, str]:
