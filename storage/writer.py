@@ -158,6 +158,16 @@ _BARRIER = WriteOp()
 _ANSWERS = (CapReached, ConversionConflict, DuplicateEvent, LeadExists, PostbackBeingSent)
 
 
+def _without_secrets(op: WriteOp) -> WriteOp:
+    """The op as an abandoned write is logged: its postbacks' signing secrets left out
+    (they are the config's, not the write's; the rest is what a recovery needs)."""
+    if not op.postbacks:
+        return op
+    return msgspec.structs.replace(op, postbacks=tuple(
+        msgspec.structs.replace(row, secret=None, signing_secrets=None)
+        for row in op.postbacks))
+
+
 def _named(op: WriteOp) -> dict[str, Any]:
     """What an op writes and which rows it is about, without their contents."""
     named: dict[str, Any] = {
@@ -289,7 +299,7 @@ class BatchWriter:
             ops = [op for op, _ in abandoned if op != _BARRIER]
             log.critical("writes_abandoned_at_shutdown", count=len(ops))
             for op in ops:
-                log.critical("write_abandoned", op=msgspec.to_builtins(op))
+                log.critical("write_abandoned", op=msgspec.to_builtins(_without_secrets(op)))
             for _, future in abandoned:
                 if not future.done():
                     future.set_exception(StoreClosed())

@@ -14,6 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import structlog
 
@@ -141,7 +142,10 @@ async def test_a_batch_given_up_at_shutdown_is_reported_lost_only_if_it_is(
                              thread=SlowThread(**{stall: 0.5}))
     writer = Writer(conn, max_pending=100, gather_seconds=0)
     writer.start()
-    written = writer.submit(lead("t1"), bounded=True)
+    signed = msgspec.structs.replace(postback_row("t1"), secret="legacy-s3cret",
+                                     signing_secrets="whsec_c2lnbmluZy1zM2NyZXQ=")
+    written = writer.submit(msgspec.structs.replace(lead("t1"), postbacks=(signed,)),
+                            bounded=True)
     await asyncio.sleep(0.05)  # the batch is in the thread
     with structlog.testing.capture_logs() as logs:
         await writer.close(0.1)
@@ -150,6 +154,8 @@ async def test_a_batch_given_up_at_shutdown_is_reported_lost_only_if_it_is(
     if stall == "before":
         assert isinstance(written.exception(), StoreClosed)
         assert (len(lost), count(path, "leads")) == (1, 0)
+        # What a recovery needs is logged, the config's secrets are not.
+        assert "t1" in str(lost) and "s3cr" not in str(lost) and "whsec" not in str(lost)
     else:
         assert written.exception() is None
         assert (len(lost), count(path, "leads")) == (0, 1)
