@@ -33,6 +33,13 @@ class EndpointOutcome(msgspec.Struct, frozen=True, kw_only=True):
     # A 429/503's Retry-After: no postback to the endpoint is sent before this moment.
     not_before: str | None = None
 
+    @property
+    def failure(self) -> str | None:
+        """What the endpoint's ``last_error`` becomes: None for a delivery."""
+        if self.delivered:
+            return None
+        return self.error or f"HTTP {self.status_code}"
+
 
 class Requeue(msgspec.Struct, frozen=True, kw_only=True):
     """Paused postbacks of an endpoint made pending again (``resume``), or dead letters
@@ -50,10 +57,9 @@ class Requeue(msgspec.Struct, frozen=True, kw_only=True):
     counted: list[int] = msgspec.field(default_factory=list)
 
 
-class EndpointView(msgspec.Struct, frozen=True, kw_only=True):
-    """An endpoint's health, as ``GET /api/endpoints`` shows it."""
+class EndpointHealth(msgspec.Struct, frozen=True, kw_only=True):
+    """An endpoint's row as a store reads it (no name: the config gives that)."""
 
-    name: str
     endpoint: str
     state: Literal["active", "paused"]
     consecutive_failures: int
@@ -68,25 +74,14 @@ class EndpointView(msgspec.Struct, frozen=True, kw_only=True):
     # Attempts and deliveries in the hourly buckets of the last 24 hours.
     attempts_24h: int
     delivered_24h: int
-    # delivered / attempts over those hours, as a decimal text; None with no attempt.
+
+
+class EndpointView(EndpointHealth, frozen=True, kw_only=True):
+    """An endpoint's health, as ``GET /api/endpoints`` shows it: named by the config."""
+
+    name: str
+    # delivered / attempts over the last 24 hours, as a decimal text; None with no attempt.
     success_rate_24h: str | None
-
-
-class EndpointHealth(msgspec.Struct, frozen=True, kw_only=True):
-    """An endpoint's row as a store reads it (no name: the config gives that)."""
-
-    endpoint: str
-    state: Literal["active", "paused"]
-    consecutive_failures: int
-    last_success_at: str | None
-    last_failure_at: str | None
-    last_status_code: int | None
-    last_error: str | None
-    paused_at: str | None
-    paused_reason: str | None
-    postbacks: dict[str, int]
-    attempts_24h: int
-    delivered_24h: int
 
 
 # Hourly attempt counts older than this are of no use to the last day's success rate.

@@ -92,10 +92,8 @@ async def record(conn: PoolConnectionProxy, outcomes: list[EndpointOutcome]) -> 
     """Count each outcome against its endpoint; the endpoints this pauses."""
     paused = []
     for outcome in outcomes:
-        failed_as = None if outcome.delivered else (
-            outcome.error or f"HTTP {outcome.status_code}")
         await conn.execute(_COUNT, outcome.endpoint, outcome.delivered, outcome.at,
-                           outcome.status_code, failed_as, outcome.not_before)
+                           outcome.status_code, outcome.failure, outcome.not_before)
         await conn.execute(_HOUR, outcome.endpoint, hour_of(outcome.at), outcome.delivered)
         await conn.execute(_FORGET_HOURS, outcome.endpoint, forget_before(outcome.at))
         if outcome.not_before is not None:

@@ -88,10 +88,8 @@ def record(conn: sqlite3.Connection, outcomes: list[EndpointOutcome]) -> list[st
     """Count each outcome against its endpoint; the endpoints this pauses."""
     paused = []
     for outcome in outcomes:
-        failed_as = None if outcome.delivered else (
-            outcome.error or f"HTTP {outcome.status_code}")
         conn.execute(_COUNT, (outcome.endpoint, outcome.delivered, outcome.at,
-                              outcome.status_code, failed_as, outcome.not_before))
+                              outcome.status_code, outcome.failure, outcome.not_before))
         conn.execute(_HOUR, (outcome.endpoint, hour_of(outcome.at), outcome.delivered))
         conn.execute(_FORGET_HOURS, (outcome.endpoint, forget_before(outcome.at)))
         if outcome.not_before is not None:
