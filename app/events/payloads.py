@@ -128,8 +128,7 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def revenue(self) -> Decimal | None:
-        """``amount`` stands in for ``revenue`` when revenue is absent."""
-        return self.fields.revenue if self.fields.revenue is not None else self.fields.amount
+        return revenue_of(self.fields)
 
     @property
     def cost_operation(self) -> CostOperation:
@@ -150,6 +149,11 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
         return event | self.extra, lead | self.extra
 
 
+
+
+def revenue_of(fields: EventFields) -> Decimal | None:
+    """``amount`` stands in for ``revenue`` when revenue is absent."""
+    return fields.revenue if fields.revenue is not None else fields.amount
 
 
 def parse_click(raw: dict[str, Any]) -> Click:

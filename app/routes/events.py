@@ -30,7 +30,7 @@ from app.events.catalog import Catalog
 from app.events.currency import in_report_currency, with_rate
 from app.events.idempotency import Answer
 from app.events.limits import over_limit
-from app.events.payloads import Event, parse_event
+from app.events.payloads import Event, parse_event, revenue_of
 from app.events.senders import sender_verdict, token_of
 from app.observe.logs import annotate
 from app.services import Services, services
@@ -320,7 +320,7 @@ async def _fire(request: Request, svc: Services, event: Event, dropped: dict[str
     source = svc.catalog.source(pid)
 
     event_fields, lead_fields = event.stored_fields()
-    revenue = amounts.revenue if amounts.revenue is not None else amounts.amount
+    revenue = revenue_of(amounts)
     payout = rule = None
     if configured.conversion and revenue is not None:
         priced, rule = svc.catalog.payouts.payout(fields.cid, source, fields.event_id)
