@@ -51,10 +51,10 @@ class ConfigError(Exception):
 
 class SourceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     pid: Id
+    name: str = ""
     active: bool = True
     payout: Payout | None = None
-    # GET sent when a conversion attributed to this source is approved (at once, unless
-    # its event needs manual approval).
+    # GET sent when this source's conversion is approved (at once, unless held for approval).
     postback_url: str | None = None
     # GET sent when such a conversion is reversed after its approval was sent.
     retraction_url: str | None = None
