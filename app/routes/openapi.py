@@ -28,6 +28,7 @@ from app.routes.conversions import BulkData, ConversionPage
 from app.routes.endpoints import RecoverQuery, RequeueData
 from app.routes.events import EventData
 from app.routes.health import HealthData
+from app.routes.names import CatalogNames
 from app.routes.operate import ReloadData, ReloadQuery
 from app.routes.operations import FORBIDDEN, TEXT, UNAUTHORIZED, Op, operations
 from storage.endpoints import EndpointView
@@ -39,7 +40,7 @@ _STRUCTS: tuple[Any, ...] = (ClickFields, EventFields, PostbackQuery, ClickData,
                              HealthData, ErrorEnvelope, ConversionQuery, ConversionPage,
                              ConversionView, ChangeBody, BulkBody, BulkData, ReportQuery,
                              Report, CapList, EndpointView, RequeueData, RecoverQuery,
-                             EndpointTestData)
+                             EndpointTestData, CatalogNames)
 _ADMIN: list[dict[str, list[str]]] = [{"adminToken": []}]
 # An event route takes a campaign's event token, or none (its anonymous policy decides).
 _EVENT_SENDER: list[dict[str, list[str]]] = [{}, {"eventToken": []}]

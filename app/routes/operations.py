@@ -22,6 +22,7 @@ from app.routes.conversions import BulkData, ConversionPage
 from app.routes.endpoints import RecoverQuery, RequeueData
 from app.routes.events import EventData
 from app.routes.health import HealthData
+from app.routes.names import CatalogNames
 from app.routes.operate import ReloadData, ReloadQuery
 from storage.endpoints import EndpointView
 from storage.records import ConversionView, PostbackView, TransactionView
@@ -206,6 +207,13 @@ def operations(demo: bool) -> dict[str, dict[str, Op]]:
             "get": Op("Each cap with its use in the period now running", {
                 200: ("The caps", CapList), 404: _NO_TOKEN[1]},
                 admin=True, role="viewer", tags=("reports",)),
+        },
+        "/api/catalog/names": {
+            "get": Op("The caller's role, and each campaign's and source's name", {
+                200: ("Ids and names", CatalogNames), 404: _NO_TOKEN[1]},
+                admin=True, role="viewer", partner=True, tags=("reports",),
+                description="What the dashboard shows instead of ids: no payout, URL or "
+                            "secret. A partner gets its own source only, and its pid."),
         },
         "/api/reports": {
             "get": Op("Clicks, events, conversions, money and profit over a period", {
