@@ -1,9 +1,9 @@
-// The dashboard: only /api/reports, /api/caps, /api/postbacks and /api/endpoints, with the
-// admin token kept in sessionStorage (gone when the tab closes). No build step, no other
-// origin.
+// The dashboard: only /api/catalog/names, /api/reports, /api/caps, /api/postbacks and
+// /api/endpoints, with the token kept in sessionStorage (gone when the tab closes, never in
+// localStorage or a URL). No build step, no other origin.
 "use strict";
 (function () {
-  const KEY = "event-postback-admin-token";
+  const KEY = "event-postback-token";
   const REFRESH_MS = 30000;
   const $ = (id) => document.getElementById(id);
   const HEADLINE = [["clicks", "Clicks"], ["conversions", "Conversions"],
@@ -18,8 +18,14 @@
     ["roi", "ROI"]];
   const KINDS = {net_revenue: "money", net_payout: "money", cost: "money", profit: "money",
     epc: "per-click", cpc: "per-click", conversion_rate: "percent", roi: "percent"};
+  // What a partner's report leaves null (app/routes/partner.py): not shown to a partner.
+  const BUYER_FIGURES = new Set(["revenue", "reversed_revenue", "net_revenue",
+    "pending_revenue", "cost", "profit", "epc", "cpc", "roi"]);
+  const RANK = {partner: 0, viewer: 1, operator: 2, admin: 3};
   let timer = null;
-  let currency = null;  // the report's currency code, when it carries one
+  let currency = null;  // [reports] currency, the one every amount is in
+  // Who the token is, and the names of the catalog (GET /api/catalog/names).
+  let who = {role: "viewer", pid: null, campaigns: {}, sources: {}};
   const charts = {};
   const sorted = {};  // table id -> [column, direction]
 
@@ -54,7 +60,7 @@
   function query(extra) {
     const params = new URLSearchParams({from: $("from").value, to: $("to").value,
       tz: $("tz").value || "UTC"});
-    for (const name of ["cid", "pid"]) {
+    for (const name of who.role === "partner" ? ["cid"] : ["cid", "pid"]) {
       for (const value of $(name).value.split(",").map((v) => v.trim()).filter(Boolean)) {
         params.append(name, value);
       }
@@ -72,12 +78,56 @@
     return sign + String(BigInt(whole + cents)) + "." + rest + " %";
   }
 
-  // Money in the report's currency when it names one (Intl formats the exact decimal
-  // text), else the API's own text: 2 decimals, 4 for the per-click figures.
+  // Money with 2 decimals in [reports] currency (Intl formats the exact decimal text, never
+  // a float); a per-click figure keeps up to 4, so a cost of 0.004 a click is not nothing.
   function money(text, perClick) {
-    if (text === null || text === undefined || !currency) return text;
-    return new Intl.NumberFormat(undefined, {style: "currency", currency,
+    if (text === null || text === undefined) return text;
+    return new Intl.NumberFormat(undefined, {style: currency ? "currency" : "decimal",
+      currency: currency || undefined, minimumFractionDigits: 2,
       maximumFractionDigits: perClick ? 4 : 2}).format(text);
+  }
+
+  function reaches(role) { return RANK[who.role] >= RANK[role]; }
+  function figures(list) {
+    return list.filter(([name]) => reaches("viewer") || !BUYER_FIGURES.has(name));
+  }
+
+  // A campaign's or source's name where the catalog gives one, else its id.
+  function named(key, id) {
+    const names = key === "cid" ? who.campaigns : key === "pid" ? who.sources : null;
+    return (names && names[id]) || id;
+  }
+
+  function idCell(key, id) {
+    const td = cell("td", named(key, id), "named");
+    if (td.textContent !== String(id ?? "–")) td.title = id;
+    return td;
+  }
+
+  // The role picks the view: a partner sees its own numbers without the buyer's money, and
+  // only an operator is offered Resend and Resume.
+  async function identify() {
+    const found = await api("/api/catalog/names");
+    currency = found.currency;
+    const names = (list, key) => Object.fromEntries(
+      list.filter((entry) => entry.name).map((entry) => [entry[key], entry.name]));
+    who = {role: found.role, pid: found.pid, campaigns: names(found.campaigns, "cid"),
+      sources: names(found.sources, "pid")};
+    for (const element of document.querySelectorAll("[data-least]")) {
+      element.hidden = !reaches(element.dataset.least);
+    }
+    $("money-caption").textContent = reaches("viewer") ? "Revenue and payout" : "Payout";
+    options("cids", found.campaigns.map((c) => [c.cid, c.name]));
+    options("pids", found.sources.map((s) => [s.pid, s.name]));
+  }
+
+  function options(id, pairs) {
+    $(id).replaceChildren(...pairs.map(([value, label]) => {
+      const option = document.createElement("option");
+      option.value = value;
+      if (label) option.label = label;
+      return option;
+    }));
   }
 
   function shown(name, value) {
@@ -97,7 +147,7 @@
   function headline(now, before) {
     const box = $("headline");
     box.replaceChildren();
-    for (const [name, label] of HEADLINE) {
+    for (const [name, label] of figures(HEADLINE)) {
       const card = document.createElement("div");
       card.className = "card";
       card.dataset.figure = name;
@@ -142,7 +192,8 @@
       return (x < y ? -1 : x > y ? 1 : 0) * direction;
     });
     const head = document.createElement("tr");
-    for (const [name, label] of [[key, key], ...COLUMNS]) {
+    const columns = figures(COLUMNS);
+    for (const [name, label] of [[key, key], ...columns]) {
       const th = cell("th", label);
       th.dataset.figure = name;
       if (name === column) th.setAttribute("aria-sort", direction > 0 ? "ascending" : "descending");
@@ -154,8 +205,8 @@
     }
     const lines = rows.map((row) => {
       const tr = document.createElement("tr");
-      tr.append(cell("td", row[key]),
-        ...COLUMNS.map(([name]) => cell("td", shown(name, row[name]))));
+      tr.append(idCell(key, row[key]),
+        ...columns.map(([name]) => cell("td", shown(name, row[name]))));
       return tr;
     });
     element.replaceChildren(head, ...lines);
@@ -198,12 +249,15 @@
   // Held and rejected conversions apart from the approved ones, with why.
   function statuses(rows) {
     const head = document.createElement("tr");
-    head.append(...["status", "reason", "conversions", "pending", "revenue"].map((t) => cell("th", t)));
+    const buyer = reaches("viewer");
+    head.append(...["status", "reason", "conversions", "pending", ...(buyer ? ["revenue"] : [])]
+      .map((t) => cell("th", t)));
     const lines = rows.map((row) => {
       const tr = document.createElement("tr");
       tr.dataset.status = row.status;
       tr.append(cell("td", row.status), cell("td", row.reason), cell("td", row.conversions),
-        cell("td", row.pending_conversions), cell("td", row.revenue ?? row.pending_revenue));
+        cell("td", row.pending_conversions));
+      if (buyer) tr.append(cell("td", money(row.revenue ?? row.pending_revenue)));
       return tr;
     });
     $("by-status").replaceChildren(head, ...lines);
@@ -220,7 +274,8 @@
       const share = Number(cap.used) / Number(cap.limit);
       const use = cell("td", (share * 100).toFixed(0) + " %");
       if (share >= 0.9) use.className = "warn";
-      tr.append(cell("td", cap.cid), cell("td", cap.pid ?? "any"), cell("td", cap.event_id ?? "any"),
+      tr.append(idCell("cid", cap.cid), cap.pid ? idCell("pid", cap.pid) : cell("td", "any"),
+        cell("td", cap.event_id ?? "any"),
         cell("td", cap.metric), cell("td", cap.current), cell("td", cap.used),
         cell("td", cap.limit), use);
       return tr;
@@ -247,7 +302,9 @@
       counts.append(card);
     }
     const head = document.createElement("tr");
-    head.append(...["id", "campaign", "url", "attempts", "last error", ""].map((t) => cell("th", t)));
+    const operator = reaches("operator");
+    head.append(...["id", "campaign", "url", "attempts", "last error", ...(operator ? [""] : [])]
+      .map((t) => cell("th", t)));
     const lines = failed.slice(0, 10).map((postback) => {
       const tr = document.createElement("tr");
       tr.dataset.postback = postback.id;
@@ -262,20 +319,23 @@
       });
       const action = document.createElement("td");
       action.append(resend);
-      tr.append(cell("td", postback.id), cell("td", postback.cid),
+      tr.append(cell("td", postback.id), idCell("cid", postback.cid),
         cell("td", postback.url, "wrap"), cell("td", postback.attempts),
-        cell("td", postback.last_error ?? ("HTTP " + postback.last_status_code), "wrap"), action);
+        cell("td", postback.last_error ?? ("HTTP " + postback.last_status_code), "wrap"));
+      if (operator) tr.append(action);
       return tr;
     });
     $("failures").replaceChildren(head, ...lines);
-    await paused();
+    if (reaches("viewer")) await paused();
   }
 
   // Endpoints paused after failures in a row (or a 410): their postbacks wait for Resume.
   async function paused() {
     const found = (await api("/api/endpoints")).filter((e) => e.state === "paused");
+    const operator = reaches("operator");
     const head = document.createElement("tr");
-    head.append(...["endpoint", "since", "why", "waiting", "last error", ""].map((t) => cell("th", t)));
+    head.append(...["endpoint", "since", "why", "waiting", "last error", ...(operator ? [""] : [])]
+      .map((t) => cell("th", t)));
     const lines = found.map((endpoint) => {
       const tr = document.createElement("tr");
       tr.dataset.endpoint = endpoint.name;
@@ -293,7 +353,8 @@
       action.append(resume);
       tr.append(cell("td", endpoint.name, "wrap"), cell("td", endpoint.paused_at),
         cell("td", endpoint.paused_reason), cell("td", endpoint.postbacks.paused ?? 0),
-        cell("td", endpoint.last_error, "wrap"), action);
+        cell("td", endpoint.last_error, "wrap"));
+      if (operator) tr.append(action);
       return tr;
     });
     $("paused").replaceChildren(head, ...lines);
@@ -310,21 +371,21 @@
     $("error").textContent = "";
     const from = $("from").value, to = $("to").value, days = span(from, to);
     try {
+      await identify();
       // Two at a time: the service answers max_concurrent_reports (2 by default) at once.
       const [now, before] = await Promise.all([
         api("/api/reports?" + query({group_by: "day"})),
         api("/api/reports?" + query({group_by: "day", from: shift(from, -days),
                                       to: shift(from, -1)})),
       ]);
-      currency = now.currency || null;
       headline(now.totals, before.totals);
       chart("chart-counts", now.rows, [["clicks", "Clicks", "#2563eb"],
                                        ["conversions", "Conversions", "#15803d"]]);
-      chart("chart-money", now.rows, [["net_revenue", "Revenue", "#7c3aed"],
-                                      ["net_payout", "Payout", "#ea580c"]]);
+      chart("chart-money", now.rows, figures([["net_revenue", "Revenue", "#7c3aed"],
+                                              ["net_payout", "Payout", "#ea580c"]]));
       await Promise.all([breakdown(), hours()]);
       statuses((await api("/api/reports?" + query({group_by: "status,reason"}))).rows);
-      await caps();
+      if (reaches("viewer")) await caps();
       await postbacks();
       $("updated").textContent = "updated at " + new Date().toLocaleTimeString();
     } catch (error) { show(error); }
