@@ -35,7 +35,7 @@ async def test_names_of_campaigns_and_sources_without_their_settings(
         response = await client.get("/api/catalog/names", headers=_auth(ADMIN_TOKEN))
         assert response.status_code == 200, response.text
         data = response.json()["data"]
-        assert (data["role"], data["pid"]) == ("admin", None)
+        assert (data["role"], data["pid"], data["currency"]) == ("admin", None, "USD")
         assert data["campaigns"][0] == {"cid": CID, "name": "Auto insurance quotes"}
         assert {"cid": OTHER_CID, "name": ""} in data["campaigns"]
         assert data["sources"] == [

@@ -1,7 +1,8 @@
-"""GET /api/catalog/names: who the caller is, and the campaigns' and sources' names.
+"""GET /api/catalog/names: who the caller is, the report currency, and the campaigns' and
+sources' names.
 
-The dashboard shows names instead of ids and picks its view by the caller's role. Only
-ids and names leave here: no payout, URL, secret or token of the config.
+The dashboard shows names instead of ids, money in the report currency, and picks its view
+by the caller's role. Only these leave here: no payout, URL, secret or token of the config.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ class CatalogNames(msgspec.Struct, frozen=True, kw_only=True):
     role: Role
     # A partner's own source; null for every other role.
     pid: str | None
+    # [reports] currency: what every amount of a report is in.
+    currency: str
     campaigns: list[CampaignName]
     sources: list[SourceName]
 
@@ -43,7 +46,7 @@ async def catalog_names(request: Request) -> Response:
     sources = [SourceName(pid=source.pid, name=source.name) for source in config.sources
                if not is_partner(caller) or source.pid == caller.pid]
     return success_response(200, "OK", CatalogNames(
-        role=caller.role, pid=caller.pid,
+        role=caller.role, pid=caller.pid, currency=config.reports.currency,
         campaigns=[CampaignName(cid=campaign.cid, name=campaign.name)
                    for campaign in config.campaigns],
         sources=sources))

@@ -209,7 +209,8 @@ def operations(demo: bool) -> dict[str, dict[str, Op]]:
                 admin=True, role="viewer", tags=("reports",)),
         },
         "/api/catalog/names": {
-            "get": Op("The caller's role, and each campaign's and source's name", {
+            "get": Op("The caller's role, the report currency, and each campaign's and "
+                      "source's name", {
                 200: ("Ids and names", CatalogNames), 404: _NO_TOKEN[1]},
                 admin=True, role="viewer", partner=True, tags=("reports",),
                 description="What the dashboard shows instead of ids: no payout, URL or "
