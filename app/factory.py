@@ -40,6 +40,7 @@ from app.observe.logs import annotate
 from app.observe.metrics import Metrics
 from app.postbacks.dispatcher import Dispatcher
 from app.postbacks.plan import Planner
+from app.reports.breakdowns import Breakdowns
 from app.reports.gate import ReportGate
 from app.reports.processes import ReportProcesses
 from app.routes import LANDMARKS, docs, operate, routes
@@ -109,6 +110,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         await the_store.open()
+        breakdowns = Breakdowns(the_store)
+        await breakdowns.use(config.reports.breakdowns)
         the_store.writer.commit_observer = metrics.observe_commit
         the_store.on_commit(metrics.on_commit)
         registry = ActorRegistry(
@@ -134,6 +137,7 @@ def create_app(
             metrics.use_config(new)
             cors.use(new)
             processes.resize(new.server.max_concurrent_reports)
+            breakdowns.follow(new.reports.breakdowns)
             current.services = dataclasses.replace(
                 current.services, config=new, catalog=Catalog(new), planner=new_planner)
 
@@ -159,7 +163,7 @@ def create_app(
             log.warning("campaign_open_to_anyone", cid=cid)
         try:
             # "services" is the state as it was at start-up (tests read the store from it).
-            yield {"current": current, "services": current.services}
+            yield {"current": current, "services": current.services, "breakdowns": breakdowns}
         finally:
             if reload_on_sighup:
                 loop.remove_signal_handler(signal.SIGHUP)
@@ -168,6 +172,7 @@ def create_app(
             processes.close()
             await registry.close()
             await dispatcher.close()
+            await breakdowns.close()
             await the_store.close()
             log.info("store_closed", db=the_store.location)
 

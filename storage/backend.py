@@ -7,7 +7,7 @@ SQLite (``storage.sqlite.store.Store``) and PostgreSQL (``storage.postgres``) bo
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,7 +26,7 @@ from storage.records import (
     TransactionView,
     WriteOp,
 )
-from storage.reports import RawFigures, ReportRows, ReportSpan
+from storage.reports import RawFigures, ReportRows, ReportSpan, TagKey
 
 
 class WriteQueue(Protocol):
@@ -202,6 +202,12 @@ class EventStore(Protocol):
         self, wanted: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
         """What each (cap, period) asked for has counted; one not charged yet is left out
         (storage/caps.py)."""
+        ...
+
+    async def keep_breakdowns(
+            self, fields: Sequence[TagKey]) -> tuple[list[TagKey], list[TagKey]]:
+        """Keep roll-ups by exactly these tracking fields ([reports] breakdowns): the
+        fields newly counted from the rows, and those dropped."""
         ...
 
     async def report_rows(self, span: ReportSpan) -> ReportRows:

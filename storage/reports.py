@@ -174,6 +174,16 @@ def hourly_span(span: ReportSpan) -> ReportSpan:
     return msgspec.structs.replace(span, start=span.start[:13], end=span.end[:13])
 
 
+def tag_rolled_up(span: ReportSpan) -> TagKey | None:
+    """The tracking field whose roll-ups (storage/tag_rollups.py) would answer ``span``,
+    if that field is kept: an hourly span grouped by that one field (two fields need
+    their values together, which only the rows hold)."""
+    keys = [key for key in TAG_KEYS if key in span.keys]
+    if not span.hourly or span.status_counts or len(keys) != 1 or not with_events(span):
+        return None
+    return keys[0]
+
+
 def tagged(span: ReportSpan) -> bool:
     """Grouped by a lead's tracking field: the rows must be joined to their leads."""
     return any(key in TAG_KEYS for key in span.keys)

@@ -30,11 +30,18 @@ NO_EVENT = ""
 MONEY = frozenset({"cost", "revenue", "payout", "pending_revenue", "reversed_revenue",
                    "reversed_payout"})
 
-Key = tuple[str, str, str, str]  # UTC hour ("2026-11-28T17"), cid, pid, event id
+# UTC hour ("2026-11-28T17"), cid, pid, event id; counted per lead (``per_lead``), the
+# lead's transaction id last.
+Key = tuple[str, ...]
 Deltas = dict[Key, list[int]]
 
 def _counted(status: str | None) -> bool:
     return status in ("approved", "reversed")
+
+
+def _lead(found: tuple[Any, ...], per_lead: bool) -> tuple[str, ...]:
+    """The key's last part when counted per lead: the stored conversion's lead."""
+    return (found[7],) if per_lead else ()
 
 
 def _row(deltas: Deltas, key: Key) -> list[int]:
@@ -58,26 +65,42 @@ def _conversion(deltas: Deltas, key: Key, status: str | None, revenue: int | Non
         row[PENDING_REVENUE] += sign * (revenue or 0)
 
 
-def new_rows(leads: Sequence[LeadRow], events: Sequence[EventRow]) -> Deltas:
-    """What newly stored leads and events add (the hot path: no reads, a dict per batch)."""
+def new_rows(leads: Sequence[LeadRow], events: Sequence[EventRow], *,
+             per_lead: bool = False) -> Deltas:
+    """What newly stored leads and events add (the hot path: no reads, a dict per batch).
+
+    ``per_lead``: each key ends with the lead's transaction id (see ``hourly``).
+    """
     deltas: Deltas = {}
     for lead in leads:
-        row = _row(deltas, (lead.created_at[:13], lead.cid, lead.pid, NO_EVENT))
+        row = _row(deltas, (lead.created_at[:13], lead.cid, lead.pid, NO_EVENT,
+                            *((lead.transaction_id,) if per_lead else ())))
         row[CLICKS] += 1
         if lead.cost_micro:
             row[COST] += lead.cost_micro
     for event in events:
-        key = (event.fired_at[:13], event.cid, event.pid, event.event_id)
-        _row(deltas, key)[EVENTS] += 1
+        of = (event.transaction_id,) if per_lead else ()
+        _row(deltas, (event.fired_at[:13], event.cid, event.pid, event.event_id, *of)
+             )[EVENTS] += 1
         if event.conversion and event.converted_at is not None:
             _conversion(deltas, (event.converted_at[:13], event.cid, event.pid,
-                                 event.event_id),
+                                 event.event_id, *of),
                         event.status, event.revenue_micro, event.payout_micro, 1)
     return deltas
 
 
+def hourly(per_lead: Deltas) -> Deltas:
+    """Deltas counted per lead, summed over the leads: the ``stats`` table's."""
+    deltas: Deltas = {}
+    for key, figures in per_lead.items():
+        row = _row(deltas, key[:4])
+        for at, value in enumerate(figures):
+            row[at] += value
+    return deltas
+
+
 def cost_changes(deltas: Deltas, changes: Iterable[LeadChange],
-                 stored: dict[str, tuple[Any, ...]]) -> None:
+                 stored: dict[str, tuple[Any, ...]], *, per_lead: bool = False) -> None:
     """A lead's cost, moved from its stored value to the change's, at its creation hour.
 
     ``changes`` holds at most one change per lead (the writer merges them); ``stored`` is
@@ -86,32 +109,35 @@ def cost_changes(deltas: Deltas, changes: Iterable[LeadChange],
     for change in changes:
         if change.cost_micro is None or change.transaction_id not in stored:
             continue
-        created_at, cid, pid, before = stored[change.transaction_id]
-        _row(deltas, (created_at[:13], cid, pid, NO_EVENT))[COST] += (
+        created_at, cid, pid, before = stored[change.transaction_id][:4]
+        of = (change.transaction_id,) if per_lead else ()
+        _row(deltas, (created_at[:13], cid, pid, NO_EVENT, *of))[COST] += (
             change.cost_micro - (before or 0))
 
 
 def status_changes(deltas: Deltas, changes: Sequence[ConversionChange],
-                   stored: dict[str, tuple[Any, ...]]) -> None:
+                   stored: dict[str, tuple[Any, ...]], *, per_lead: bool = False) -> None:
     """A conversion moved from its stored status to the last one of the batch; reversals.
 
     ``stored`` is each conversion's (status, cid, pid, event_id, converted_at,
-    revenue_micro, payout_micro) before the batch changes it. Every change to "reversed"
-    counts a reversal when it happened, as the audit trail keeps one row per change.
+    revenue_micro, payout_micro) before the batch changes it, then, ``per_lead``, its
+    lead's transaction id. Every change to "reversed" counts a reversal when it happened,
+    as the audit trail keeps one row per change.
     """
     last = {change.conversion_id: change.to_status for change in changes}
     for conversion_id, status in last.items():
         if conversion_id not in stored:
             continue
-        before, cid, pid, event_id, converted_at, revenue, payout = stored[conversion_id]
-        key = (converted_at[:13], cid, pid, event_id)
+        before, cid, pid, event_id, converted_at, revenue, payout = stored[conversion_id][:7]
+        key = (converted_at[:13], cid, pid, event_id, *_lead(stored[conversion_id], per_lead))
         _conversion(deltas, key, before, revenue, payout, -1)
         _conversion(deltas, key, status, revenue, payout, 1)
     for change in changes:
         if change.to_status != "reversed" or change.conversion_id not in stored:
             continue
-        _, cid, pid, event_id, _, revenue, payout = stored[change.conversion_id]
-        row = _row(deltas, (change.changed_at[:13], cid, pid, event_id))
+        _, cid, pid, event_id, _, revenue, payout = stored[change.conversion_id][:7]
+        row = _row(deltas, (change.changed_at[:13], cid, pid, event_id,
+                            *_lead(stored[change.conversion_id], per_lead)))
         row[REVERSALS] += 1
         row[REVERSED_REVENUE] += revenue or 0
         row[REVERSED_PAYOUT] += payout or 0

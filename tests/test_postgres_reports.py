@@ -111,6 +111,7 @@ DROP INDEX leads_by_created, events_by_fired, events_by_converted,
     conversion_changes_by_changed;
 ALTER TABLE events DROP COLUMN hold_reason;
 DROP TABLE cap_usage, cap_charges, lead_keys, committed_batches;
+DROP TABLE tag_stats, tag_rollup_fields;
 ALTER TABLE events DROP COLUMN payout_rule, DROP COLUMN duplicate_of;
 DELETE FROM schema_version WHERE version >= 3;
 """

@@ -8,12 +8,13 @@ Sums are numeric, exact at any size, and come back as Python integers of million
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from storage.postgres.tag_rollups import kept, tag_sql
 from storage.reports import (
     COUNT,
     Key,
@@ -24,6 +25,7 @@ from storage.reports import (
     bucket_select,
     fold,
     hourly_span,
+    tag_rolled_up,
     tagged,
     with_events,
     with_leads,
@@ -69,17 +71,6 @@ def rolled_up(span: ReportSpan) -> bool:
     return span.hourly and not tagged(span)
 
 
-def _tag(table: str | None) -> Callable[[TagKey], str]:
-    """A lead field's SQL, as text ('' for none): on the lead row itself (``table`` None)
-    or on the lead of ``table``'s row, found by its primary key."""
-    def sql(key: TagKey) -> str:
-        if table is None:
-            return f"coalesce(fields::jsonb ->> '{key}', '')"
-        return (f"coalesce((SELECT l.fields::jsonb ->> '{key}' FROM leads AS l"
-                f" WHERE l.transaction_id = {table}.transaction_id), '')")
-    return sql
-
-
 async def _rows(conn: Connection, sql: str, where: _Where) -> list[tuple[Any, ...]]:
     return [tuple(row) for row in await conn.fetch(sql, *where.params)]
 
@@ -91,7 +82,11 @@ async def report_figures(conn: Connection, span: ReportSpan) -> RawFigures:
 
 async def report_rows(conn: Connection, span: ReportSpan) -> ReportRows:
     """What ``report_figures`` reads, before it is folded."""
-    return await (rollup_rows(conn, span) if rolled_up(span) else raw_rows(conn, span))
+    if rolled_up(span):
+        return await rollup_rows(conn, span)
+    if tag_rolled_up(span) is not None:
+        return await tag_rollup_rows(conn, span) or await raw_rows(conn, span)
+    return await raw_rows(conn, span)
 
 
 async def rollup_figures(conn: Connection, span: ReportSpan) -> RawFigures:
@@ -111,16 +106,39 @@ _STATUS_COUNTS = "".join(f", count(*) FILTER (WHERE status = '{status}')"
                          for status in ("approved", "reversed", "rejected"))
 
 
-async def rollup_rows(conn: Connection, span: ReportSpan) -> ReportRows:
-    """The ``stats`` rows of an hourly span, summed per bucket and keys."""
+async def _summed(conn: Connection, span: ReportSpan, table: str,
+                  tag: TagKey | None = None) -> list[tuple[Any, ...]]:
+    """The rows of ``table`` in an hourly span, summed per bucket and keys. ``tag``:
+    ``tag_stats``'s rows of that field, its value as the key."""
     hourly = hourly_span(span)
-    select, group = bucket_select(hourly, "hour")
+    select, group = bucket_select(hourly, "hour", tag=lambda key: "value")
     where = _where(hourly, "hour")
+    if tag is not None:
+        where.add("field = {}", tag)
     if not with_leads(span):
         where.add(f"event_id != '{NO_EVENT}'")
     sums = ", ".join(f"sum({name})" for name in FIGURES)
-    rows = await _rows(conn, f"SELECT {select}, {sums} FROM stats WHERE {where.sql}"
+    return await _rows(conn, f"SELECT {select}, {sums} FROM {table} WHERE {where.sql}"
                              f" GROUP BY {group}", where)
+
+
+async def rollup_rows(conn: Connection, span: ReportSpan) -> ReportRows:
+    """The ``stats`` rows of an hourly span, summed per bucket and keys."""
+    return ReportRows(shapes={"rollups": (COUNT,) * len(FIGURES)},
+                      rollups=await _summed(conn, span, "stats"))
+
+
+async def tag_rollup_rows(conn: Connection, span: ReportSpan) -> ReportRows | None:
+    """The ``tag_stats`` rows of an hourly span by one kept tracking field, like
+    ``rollup_rows``; None when the field is not kept (then the rows answer)."""
+    tag = tag_rolled_up(span)
+    if tag is None:
+        raise ValueError("the tag roll-ups answer a span by one tracking field only")
+    # One snapshot: the field is kept whole for the rows read.
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        if tag not in await kept(conn):
+            return None
+        rows = await _summed(conn, span, "tag_stats", tag)
     return ReportRows(shapes={"rollups": (COUNT,) * len(FIGURES)}, rollups=rows)
 
 
@@ -131,21 +149,21 @@ async def raw_rows(conn: Connection, span: ReportSpan) -> ReportRows:
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         leads = None
         if with_leads(span):
-            select, group = bucket_select(span, "created_at", tag=_tag(None))
+            select, group = bucket_select(span, "created_at", tag=tag_sql(None))
             where = _where(span, "created_at", keys=("cid", "pid"))
             leads = await _rows(
                 conn, f"SELECT {select}, count(*), coalesce(sum(cost_micro), 0)"
                       f" FROM leads WHERE {where.sql} GROUP BY {group}", where)
         events = None
         if with_events(span):
-            select, group = bucket_select(span, "fired_at", tag=_tag("events"))
+            select, group = bucket_select(span, "fired_at", tag=tag_sql("events"))
             where = _where(span, "fired_at")
             events = await _rows(conn, f"SELECT {select}, count(*) FROM events"
                                        f" WHERE {where.sql} GROUP BY {group}", where)
         # Approved conversions (reversed ones included) count on their conversion date;
         # pending ones are shown apart; rejected ones count only in rejected_conversions,
         # asked for with the status counts.
-        select, group = bucket_select(span, "converted_at", tag=_tag("events"))
+        select, group = bucket_select(span, "converted_at", tag=tag_sql("events"))
         where = _where(span, "converted_at")
         if not span.status_counts:
             where.add("status != 'rejected'")
@@ -160,7 +178,7 @@ async def raw_rows(conn: Connection, span: ReportSpan) -> ReportRows:
                   f" GROUP BY {group}", where)
         # Reversals count when they happened, against the conversion's own keys.
         select, group = bucket_select(span, "changed_at", "c.", key_prefix="e.",
-                                      tag=_tag("e"))
+                                      tag=tag_sql("e"))
         where = _where(span, "changed_at", "c.", key_prefix="e.")
         reversals = await _rows(
             conn, f"SELECT {select}, count(*), coalesce(sum(e.revenue_micro), 0),"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from storage.postgres import rollups
+from storage.postgres import rollups, tag_rollups
 
 # Each entry moves the schema one version forward; never edit one that has shipped.
 MIGRATIONS: tuple[str, ...] = (
@@ -234,6 +234,8 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE events ADD COLUMN original_revenue TEXT, ADD COLUMN currency TEXT,
         ADD COLUMN rate TEXT;
     """,
+    # 12: roll-ups by tracking field (storage/postgres/tag_rollups.py; SQLite's 14).
+    tag_rollups.CREATE,
 )
 
 # Any fixed number: every process that starts migrates under this lock, one at a time.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -24,7 +24,7 @@ from storage.endpoints import EndpointHealth
 from storage.errors import StoreBusy, StoreClosed, StoreUnavailable
 from storage.loader import BatchLoader
 from storage.pacing import Slot
-from storage.postgres import caps, endpoints, lead_keys, queries, reports
+from storage.postgres import caps, endpoints, lead_keys, queries, reports, tag_rollups
 from storage.postgres.bounded import CONNECTION_ERRORS, within
 from storage.postgres.schema import migrate
 from storage.postgres.windows import WindowClaimer
@@ -41,7 +41,7 @@ from storage.records import (
     TransactionView,
     WriteOp,
 )
-from storage.reports import RawFigures, ReportRows, ReportSpan
+from storage.reports import RawFigures, ReportRows, ReportSpan, TagKey
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -223,6 +223,14 @@ class PostgresStore(BatchedStore[PostgresWriter]):
     async def report_rows(self, span: ReportSpan) -> ReportRows:
         async with self._report_connection() as conn:
             return await reports.report_rows(conn, span)
+
+    async def keep_breakdowns(
+            self, fields: Sequence[TagKey]) -> tuple[list[TagKey], list[TagKey]]:
+        """Keep roll-ups by exactly ``fields`` (storage/postgres/tag_rollups.py): one
+        transaction, between other processes' batches, counts the new ones from the rows
+        and drops the others."""
+        async with self._report_connection() as conn:
+            return await tag_rollups.keep(conn, fields)
 
     @contextlib.asynccontextmanager
     async def _report_connection(self) -> AsyncIterator[PoolConnectionProxy]:

@@ -30,6 +30,7 @@ from storage.errors import (
 from storage.money import micro, money_text, money_value
 from storage.postgres import caps, endpoints, rollups
 from storage.postgres.lead_keys import INSERT as _INSERT_LEAD_KEYS
+from storage.postgres.tag_rollups import TagBatch
 from storage.records import (
     RESERVED,
     AnswerRow,
@@ -199,8 +200,11 @@ class PostgresWriter(BatchWriter):
             await caps.charge(conn, [charge for op in ops for charge in op.cap_charges])
             lead_changes = merge_lead_changes(await _decide_costs(conn, batch.changes))
             # The roll-ups count a change against the stored value it replaces.
-            await rollups.record(conn, batch.leads, batch.events, lead_changes,
-                                 batch.conversion_changes)
+            tags = await TagBatch.begin(conn)
+            counted = await rollups.record(conn, batch.leads, batch.events, lead_changes,
+                                           batch.conversion_changes, per_lead=tags is not None)
+            if tags is not None:
+                await tags.count(conn, counted, lead_changes)
             await _execute(conn, [
                 (_UPDATE_LEADS, lead_changes),
                 (_INSERT_POSTBACKS, batch.postbacks),
@@ -219,6 +223,8 @@ class PostgresWriter(BatchWriter):
             ])
             await caps.give_back(conn, [conversion_id for conversion_id, move in moves.items()
                                         if move[1] in ("rejected", "reversed")])
+            if tags is not None:
+                await tags.finish(conn)  # after every change: new field values are stored
         note_paused(paused)
 
     async def _change_postbacks(self, conn: PoolConnectionProxy,

@@ -10,7 +10,7 @@ millionth columns: exact sums.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from storage.reports import (
     fold,
     hourly_span,
     split_sum,
+    tag_rolled_up,
     tagged,
     with_events,
     with_leads,
@@ -35,6 +36,7 @@ from storage.reports import (
 from storage.rollups import FIGURES, MONEY, NO_EVENT
 from storage.sqlite.connection import connect_reader_sync
 from storage.sqlite.rollups import READ_SHAPE
+from storage.sqlite.tag_rollups import kept, tag_sql
 
 _filters = msgspec.json.Encoder()
 
@@ -58,17 +60,6 @@ def rolled_up(span: ReportSpan) -> bool:
     return span.hourly and not tagged(span)
 
 
-def _tag(table: str | None) -> Callable[[TagKey], str]:
-    """A lead field's SQL, as text ('' for none): on the lead row itself (``table`` None)
-    or on the lead of ``table``'s row, found by its primary key."""
-    def sql(key: TagKey) -> str:
-        if table is None:
-            return f"coalesce(CAST(json_extract(fields, '$.{key}') AS TEXT), '')"
-        return (f"coalesce((SELECT CAST(json_extract(l.fields, '$.{key}') AS TEXT)"
-                f" FROM leads AS l WHERE l.transaction_id = {table}.transaction_id), '')")
-    return sql
-
-
 def read_figures(path: str | Path, span: ReportSpan) -> RawFigures:
     """``raw_figures`` on a connection opened for it (blocking)."""
     conn = connect_reader_sync(path)
@@ -87,7 +78,11 @@ def read_report_rows(path: str | Path, span: ReportSpan) -> ReportRows:
     """What ``read_report_figures`` reads, before it is folded (blocking)."""
     conn = connect_reader_sync(path)
     try:
-        return rollup_rows(conn, span) if rolled_up(span) else raw_rows(conn, span)
+        if rolled_up(span):
+            return rollup_rows(conn, span)
+        if tag_rolled_up(span) is not None:
+            return tag_rollup_rows(conn, span) or raw_rows(conn, span)
+        return raw_rows(conn, span)
     finally:
         conn.close()
 
@@ -97,25 +92,49 @@ def rollup_figures(conn: sqlite3.Connection, span: ReportSpan) -> RawFigures:
     return fold(span, rollup_rows(conn, span))
 
 
-def rollup_rows(conn: sqlite3.Connection, span: ReportSpan) -> ReportRows:
-    """The ``stats`` rows of an hourly span, summed per bucket and keys.
-
-    One query reads every figure; ``split_rollups`` splits its rows into the four sources.
-    Each money figure is read as its low part's two split sums and its high part's sum.
-    """
+def _summed(conn: sqlite3.Connection, span: ReportSpan, table: str,
+            tag: TagKey | None = None) -> list[Any]:
+    """The rows of ``table`` in an hourly span, summed per bucket and keys: one query
+    reads every figure, each money figure as its low part's two split sums and its high
+    part's sum. ``tag``: ``tag_stats``'s rows of that field, its value as the key."""
     hourly = hourly_span(span)
-    select, group = bucket_select(hourly, "hour")
+    select, group = bucket_select(hourly, "hour", tag=lambda key: "value")
     where, params = _where(hourly, "hour")
+    if tag is not None:
+        where += " AND field = ?"
+        params.append(tag)
     if not with_leads(span):
         where += f" AND event_id != '{NO_EVENT}'"
     sums = ", ".join(f"{split_sum(name)}, sum({name}_high)" if name in MONEY
                      else f"sum({name})" for name in FIGURES)
-    rows = conn.execute(f"SELECT {select}, {sums} FROM stats WHERE {where} GROUP BY {group}",
-                        params).fetchall()
+    return conn.execute(f"SELECT {select}, {sums} FROM {table} WHERE {where}"
+                        f" GROUP BY {group}", params).fetchall()
+
+
+def rollup_rows(conn: sqlite3.Connection, span: ReportSpan) -> ReportRows:
+    """The ``stats`` rows of an hourly span, summed per bucket and keys (``split_rollups``
+    splits them into the four sources)."""
+    rows = _summed(conn, span, "stats")
     # A float is a cell an older version overflowed (migration 7 recounts those): never
     # report it, answer from the rows.
     if any(float in map(type, row) for row in rows):
         return raw_rows(conn, span)
+    return ReportRows(shapes={"rollups": READ_SHAPE}, rollups=rows)
+
+
+def tag_rollup_rows(conn: sqlite3.Connection, span: ReportSpan) -> ReportRows | None:
+    """The ``tag_stats`` rows of an hourly span by one kept tracking field, like
+    ``rollup_rows``; None when the field is not kept (then the rows answer)."""
+    tag = tag_rolled_up(span)
+    if tag is None:
+        raise ValueError("the tag roll-ups answer a span by one tracking field only")
+    conn.execute("BEGIN")  # one snapshot: the field is kept whole for the rows read
+    try:
+        if tag not in kept(conn):
+            return None
+        rows = _summed(conn, span, "tag_stats", tag)
+    finally:
+        conn.execute("COMMIT")
     return ReportRows(shapes={"rollups": READ_SHAPE}, rollups=rows)
 
 
@@ -142,7 +161,7 @@ def raw_rows(conn: sqlite3.Connection, span: ReportSpan) -> ReportRows:
     try:
         leads = None
         if with_leads(span):
-            select, group = bucket_select(span, "created_at", tag=_tag(None))
+            select, group = bucket_select(span, "created_at", tag=tag_sql(None))
             where, params = _where(span, "created_at", keys=("cid", "pid"))
             leads = conn.execute(
                 f"SELECT {select}, count(*), {split_sum('cost_micro')}"
@@ -150,7 +169,7 @@ def raw_rows(conn: sqlite3.Connection, span: ReportSpan) -> ReportRows:
                 params).fetchall()
         events = None
         if with_events(span):
-            select, group = bucket_select(span, "fired_at", tag=_tag("events"))
+            select, group = bucket_select(span, "fired_at", tag=tag_sql("events"))
             where, params = _where(span, "fired_at")
             events = conn.execute(
                 f"SELECT {select}, count(*) FROM events INDEXED BY events_by_fired"
@@ -158,7 +177,7 @@ def raw_rows(conn: sqlite3.Connection, span: ReportSpan) -> ReportRows:
         # Conversions that were approved (and may since have been reversed) count on their
         # conversion date; pending ones are shown apart; rejected ones count only in
         # rejected_conversions, asked for with the status counts.
-        select, group = bucket_select(span, "converted_at", tag=_tag("events"))
+        select, group = bucket_select(span, "converted_at", tag=tag_sql("events"))
         where, params = _where(span, "converted_at")
         if not span.status_counts:
             where += " AND status != 'rejected'"
@@ -175,7 +194,7 @@ def raw_rows(conn: sqlite3.Connection, span: ReportSpan) -> ReportRows:
             params).fetchall()
         # Reversals count when they happened, against the conversion's own keys.
         select, group = bucket_select(span, "changed_at", "c.", key_prefix="e.",
-                                      tag=_tag("e"))
+                                      tag=tag_sql("e"))
         where, params = _where(span, "changed_at", "c.", key_prefix="e.")
         reversals = conn.execute(
             f"SELECT {select}, count(*), {split_sum('e.revenue_micro')},"

@@ -24,6 +24,7 @@ from storage.rollups import (
     NO_EVENT,
     Deltas,
     cost_changes,
+    hourly,
     new_rows,
     status_changes,
 )
@@ -50,9 +51,6 @@ CREATE TABLE stats (
 ADD_HIGH = tuple(f"ALTER TABLE stats ADD COLUMN {name} INTEGER NOT NULL DEFAULT 0"
                  for name in HIGH)
 
-_COLUMNS = ("hour", "cid", "pid", "event_id", *FIGURES, *HIGH)
-
-
 def _added(name: str) -> str:
     if name not in MONEY:
         return f"{name} = {name} + excluded.{name}"
@@ -61,14 +59,18 @@ def _added(name: str) -> str:
             f" + excluded.{name}_high + ({name} + excluded.{name}) / {UNIT}")
 
 
-# One statement per batch: the rows travel as one JSON array, like the writer's inserts.
-# "WHERE true" lets SQLite parse the upsert clause after a SELECT.
-UPSERT = (
-    f"INSERT INTO stats ({', '.join(_COLUMNS)}) SELECT "
-    + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(_COLUMNS)))
-    + " FROM json_each(?) WHERE true ON CONFLICT (hour, cid, pid, event_id) DO UPDATE SET "
-    + ", ".join(_added(name) for name in FIGURES)
-)
+def upsert(table: str, keys: Sequence[str]) -> str:
+    """One statement per batch: the rows travel as one JSON array, like the writer's
+    inserts, each added to the row of its key ("WHERE true" lets SQLite parse the upsert
+    clause after a SELECT)."""
+    columns = (*keys, *FIGURES, *HIGH)
+    return (f"INSERT INTO {table} ({', '.join(columns)}) SELECT "
+            + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(columns)))
+            + f" FROM json_each(?) WHERE true ON CONFLICT ({', '.join(keys)}) DO UPDATE SET "
+            + ", ".join(_added(name) for name in FIGURES))
+
+
+UPSERT = upsert("stats", ("hour", "cid", "pid", "event_id"))
 
 
 def stats_row(key: Sequence[str], figures: Sequence[int]) -> list[object]:
@@ -85,40 +87,52 @@ def stats_row(key: Sequence[str], figures: Sequence[int]) -> list[object]:
     return [*key, *lows, *highs]
 
 
-# The recount from the stored rows: the same rules as the exact report queries.
-_PARTS = (
-    f"SELECT substr(created_at, 1, 13) AS hour, cid, pid, '{NO_EVENT}' AS event_id,"
-    " 1 AS clicks, coalesce(cost_micro, 0) AS cost, 0 AS events, 0 AS conversions,"
-    " 0 AS revenue, 0 AS payout, 0 AS pending_conversions, 0 AS pending_revenue,"
-    " 0 AS reversals, 0 AS reversed_revenue, 0 AS reversed_payout FROM leads",
-    "SELECT substr(fired_at, 1, 13), cid, pid, event_id, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0"
-    " FROM events",
-    "SELECT substr(converted_at, 1, 13), cid, pid, event_id, 0, 0, 0,"
-    " status IN ('approved', 'reversed'),"
-    " CASE WHEN status IN ('approved', 'reversed') THEN coalesce(revenue_micro, 0) ELSE 0 END,"
-    " CASE WHEN status IN ('approved', 'reversed') THEN coalesce(payout_micro, 0) ELSE 0 END,"
-    " status = 'pending',"
-    " CASE WHEN status = 'pending' THEN coalesce(revenue_micro, 0) ELSE 0 END, 0, 0, 0"
-    " FROM events WHERE conversion = 1 AND status != 'rejected'",
-    "SELECT substr(c.changed_at, 1, 13), e.cid, e.pid, e.event_id, 0, 0, 0, 0, 0, 0, 0, 0,"
-    " 1, coalesce(e.revenue_micro, 0), coalesce(e.payout_micro, 0)"
-    " FROM conversion_changes AS c JOIN events AS e ON e.conversion_id = c.conversion_id"
-    " WHERE c.to_status = 'reversed'",
-)
+def parts(leads: str = "") -> str:
+    """Every stored figure as a row of (transaction_id, hour, cid, pid, event_id,
+    *FIGURES): the same rules as the exact report queries. ``leads``: only those leads'
+    (SQL giving a list of transaction ids)."""
+    def only(column: str) -> str:
+        return f" AND {column} IN ({leads})" if leads else ""
+
+    return " UNION ALL ".join((
+        f"SELECT transaction_id, substr(created_at, 1, 13) AS hour, cid, pid,"
+        f" '{NO_EVENT}' AS event_id, 1 AS clicks, coalesce(cost_micro, 0) AS cost,"
+        " 0 AS events, 0 AS conversions, 0 AS revenue, 0 AS payout,"
+        " 0 AS pending_conversions, 0 AS pending_revenue, 0 AS reversals,"
+        f" 0 AS reversed_revenue, 0 AS reversed_payout FROM leads WHERE true"
+        f"{only('transaction_id')}",
+        "SELECT transaction_id, substr(fired_at, 1, 13), cid, pid, event_id, 0, 0, 1, 0, 0,"
+        f" 0, 0, 0, 0, 0, 0 FROM events WHERE true{only('transaction_id')}",
+        "SELECT transaction_id, substr(converted_at, 1, 13), cid, pid, event_id, 0, 0, 0,"
+        " status IN ('approved', 'reversed'),"
+        " CASE WHEN status IN ('approved', 'reversed') THEN coalesce(revenue_micro, 0)"
+        " ELSE 0 END,"
+        " CASE WHEN status IN ('approved', 'reversed') THEN coalesce(payout_micro, 0)"
+        " ELSE 0 END,"
+        " status = 'pending',"
+        " CASE WHEN status = 'pending' THEN coalesce(revenue_micro, 0) ELSE 0 END, 0, 0, 0"
+        f" FROM events WHERE conversion = 1 AND status != 'rejected'"
+        f"{only('transaction_id')}",
+        "SELECT e.transaction_id, substr(c.changed_at, 1, 13), e.cid, e.pid, e.event_id,"
+        " 0, 0, 0, 0, 0, 0, 0, 0, 1, coalesce(e.revenue_micro, 0),"
+        " coalesce(e.payout_micro, 0)"
+        " FROM conversion_changes AS c JOIN events AS e ON e.conversion_id = c.conversion_id"
+        f" WHERE c.to_status = 'reversed'{only('e.transaction_id')}",
+    ))
+
+
 # Each money figure's recount is split in two sums (see split_sum): a month of the
 # largest conversions sums past 2^63 in SQL, never in Python.
-_RECOUNT = (
-    "SELECT hour, cid, pid, event_id, "
-    + ", ".join(split_sum(name) if name in MONEY else f"sum({name})" for name in FIGURES)
-    + f" FROM ({' UNION ALL '.join(_PARTS)}) GROUP BY hour, cid, pid, event_id"
-)
-_RECOUNT_SHAPE = tuple(SPLIT if name in MONEY else COUNT for name in FIGURES)
+SUMS = ", ".join(split_sum(name) if name in MONEY else f"sum({name})" for name in FIGURES)
+RECOUNT_SHAPE = tuple(SPLIT if name in MONEY else COUNT for name in FIGURES)
+_RECOUNT = (f"SELECT hour, cid, pid, event_id, {SUMS} FROM ({parts()})"
+            " GROUP BY hour, cid, pid, event_id")
 
 
 def recount(conn: sqlite3.Connection) -> int:
     """Replace the roll-ups by a recount of the stored rows, exact; how many rows."""
     conn.execute("DELETE FROM stats")
-    rows = join_sums(conn.execute(_RECOUNT), 4, _RECOUNT_SHAPE)
+    rows = join_sums(conn.execute(_RECOUNT), 4, RECOUNT_SHAPE)
     for start in range(0, len(rows), 10_000):
         conn.execute(UPSERT, (_rows.encode(
             [stats_row(row[:4], row[4:]) for row in rows[start:start + 10_000]]).decode(),))
@@ -129,30 +143,35 @@ _ids = msgspec.json.Encoder()
 
 
 def record(conn: sqlite3.Connection, leads: Sequence[LeadRow],
-                 events: Sequence[EventRow], lead_changes: Sequence[LeadChange],
-                 conversion_changes: Sequence[ConversionChange]) -> None:
-    """Add a batch to the roll-ups, inside the batch's transaction.
+           events: Sequence[EventRow], lead_changes: Sequence[LeadChange],
+           conversion_changes: Sequence[ConversionChange], *,
+           per_lead: bool = False) -> Deltas:
+    """Add a batch to the roll-ups, inside the batch's transaction; its deltas come back,
+    counted per lead when ``per_lead`` (for storage/sqlite/tag_rollups.py).
 
     Call it once the batch's new rows are inserted and before its changes are applied:
     a cost or status change is counted against the value it replaces.
     """
-    deltas = new_rows(leads, events)
+    deltas = new_rows(leads, events, per_lead=per_lead)
     costed = [change for change in lead_changes if change.cost_micro is not None]
     if costed:
         rows = conn.execute(
             "SELECT transaction_id, created_at, cid, pid, cost_micro FROM leads"
             " WHERE transaction_id IN (SELECT value FROM json_each(?))",
             (_ids.encode([change.transaction_id for change in costed]).decode(),)).fetchall()
-        cost_changes(deltas, costed, {row[0]: tuple(row[1:]) for row in rows})
+        cost_changes(deltas, costed, {row[0]: tuple(row[1:]) for row in rows},
+                     per_lead=per_lead)
     if conversion_changes:
         ids = list({change.conversion_id: None for change in conversion_changes})
         rows = conn.execute(
             "SELECT conversion_id, status, cid, pid, event_id, converted_at, revenue_micro,"
-            " payout_micro FROM events WHERE conversion_id IN"
+            " payout_micro, transaction_id FROM events WHERE conversion_id IN"
             " (SELECT value FROM json_each(?))", (_ids.encode(ids).decode(),)).fetchall()
-        status_changes(deltas, conversion_changes, {row[0]: tuple(row[1:]) for row in rows})
+        status_changes(deltas, conversion_changes, {row[0]: tuple(row[1:]) for row in rows},
+                       per_lead=per_lead)
     if deltas:
-        conn.execute(UPSERT, (encoded(deltas),))
+        conn.execute(UPSERT, (encoded(hourly(deltas) if per_lead else deltas),))
+    return deltas
 
 
 def encoded(deltas: Deltas) -> str:

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from storage.endpoints import endpoint_of
 from storage.money import micro
-from storage.sqlite import rollups
+from storage.sqlite import rollups, tag_rollups
 
 # A step is SQL, or a function for what SQL cannot do exactly (it runs inside the
 # migration's transaction).
@@ -317,6 +317,9 @@ MIGRATIONS: tuple[Step, ...] = (
     ALTER TABLE events ADD COLUMN currency TEXT;
     ALTER TABLE events ADD COLUMN rate TEXT;
     """,
+    # 14: roll-ups by tracking field (storage/sqlite/tag_rollups.py), empty until the
+    # config's [reports] breakdowns names a field.
+    tag_rollups.CREATE,
 )
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from collections.abc import Sequence
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -25,7 +27,7 @@ from storage.records import (
     PostbackView,
     TransactionView,
 )
-from storage.reports import RawFigures, ReportRows, ReportSpan
+from storage.reports import RawFigures, ReportRows, ReportSpan, TagKey
 from storage.sqlite import (
     caps,
     conversions,
@@ -35,6 +37,7 @@ from storage.sqlite import (
     outbox,
     reader,
     reports,
+    tag_rollups,
 )
 from storage.sqlite.backup import Backups, FreeSpace, free_bytes
 from storage.sqlite.claim import Claim
@@ -220,6 +223,14 @@ class Store(BatchedStore[Writer]):
             raise RuntimeError("store is not open")
         return await asyncio.to_thread(reports.read_report_rows, self.path, span)
 
+    async def keep_breakdowns(
+            self, fields: Sequence[TagKey]) -> tuple[list[TagKey], list[TagKey]]:
+        """Keep roll-ups by exactly ``fields`` (storage/tag_rollups.py): one transaction
+        between two batches counts the new ones from the rows and drops the others."""
+        if self._write_conn is None:
+            raise RuntimeError("store is not open")
+        return await self._write_conn.run(partial(_keep_breakdowns, fields))
+
     def _lister(self) -> aiosqlite.Connection:
         if self._list_conn is None:
             raise RuntimeError("store is not open")
@@ -229,3 +240,15 @@ class Store(BatchedStore[Writer]):
         if self._read_conn is None:
             raise RuntimeError("store is not open")
         return self._read_conn
+
+
+def _keep_breakdowns(fields: Sequence[TagKey],
+                     conn: sqlite3.Connection) -> tuple[list[TagKey], list[TagKey]]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        changed = tag_rollups.keep(conn, fields)
+    except BaseException:
+        conn.rollback()
+        raise
+    conn.commit()
+    return changed

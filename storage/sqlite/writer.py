@@ -25,6 +25,7 @@ from storage.records import (
 from storage.sqlite import caps, endpoints, rollups
 from storage.sqlite.connection import WriteConnection
 from storage.sqlite.lead_keys import INSERT as _INSERT_LEAD_KEYS
+from storage.sqlite.tag_rollups import TagBatch
 from storage.writer import (
     BatchRows,
     BatchWriter,
@@ -225,7 +226,11 @@ def _write(conn: sqlite3.Connection, ops: list[WriteOp]) -> _Written:
             conn.execute(sql, (_rows.encode(inserted).decode(),))
     caps.charge(conn, [charge for op in ops for charge in op.cap_charges])
     # The roll-ups, in this transaction: between the new rows and the changes to them.
-    rollups.record(conn, batch.leads, batch.events, lead_changes, batch.conversion_changes)
+    tags = TagBatch.begin(conn)
+    counted = rollups.record(conn, batch.leads, batch.events, lead_changes,
+                             batch.conversion_changes, per_lead=tags is not None)
+    if tags is not None:
+        tags.count(conn, counted, lead_changes)
     steps: tuple[tuple[str, list[Any]], ...] = (
         (_UPDATE_LEADS, lead_changes), (_INSERT_POSTBACKS, batch.postbacks))
     for sql, rows in steps:
@@ -245,6 +250,8 @@ def _write(conn: sqlite3.Connection, ops: list[WriteOp]) -> _Written:
             conn.execute(sql, (_rows.encode(rows).decode(),))
     caps.give_back(conn, [change.conversion_id for change in last_changes
                           if change.to_status in ("rejected", "reversed")])
+    if tags is not None:
+        tags.finish(conn)  # after every change: a lead's new field values are stored
     return _Written(paused=paused, not_recorded=not_recorded)
 
 
