@@ -22,6 +22,7 @@ from actors.actor import Runtime
 from actors.clock import Clock, SystemClock
 from actors.messages import FireEvent
 from actors.registry import ActorRegistry
+from app.catalog.apply import CatalogFollower
 from app.config.reload import ConfigFile, Reloader
 from app.config.schema import Config, ConfigError
 from app.conversions.desk import ConversionDesk
@@ -129,8 +130,11 @@ def create_app(
         dispatcher.start()
         metrics.bind(_LiveValues(the_store, registry))
 
-        def apply(new: Config) -> None:
+        def apply(new: Config, catalog_version: int | None = None) -> None:
             # No await in here: no request runs between the first assignment and the last.
+            version = (current.services.catalog_version if catalog_version is None
+                       else catalog_version)
+            metrics.catalog_version.set(version)
             new_planner = Planner(new)
             planner.current = new_planner
             dispatcher.use_settings(new.delivery)
@@ -139,20 +143,26 @@ def create_app(
             processes.resize(new.server.max_concurrent_reports)
             breakdowns.follow(new.reports.breakdowns)
             current.services = dataclasses.replace(
-                current.services, config=new, catalog=Catalog(new), planner=new_planner)
+                current.services, config=new, catalog=Catalog(new), planner=new_planner,
+                catalog_version=version)
 
         processes = ReportProcesses(server.max_concurrent_reports)
-        reloader = Reloader(config_file, lambda: current.services.config, apply)
+        follower = (CatalogFollower(the_store, clock, lambda: current.services.config, apply)
+                    if server.catalog == "database" else None)
+        reloader = Reloader(config_file, lambda: current.services.config, apply,
+                            catalog=None if follower is None else follower.overlay)
         current = Current(Services(
             config=config, catalog=Catalog(config), planner=planner.current,
             store=the_store, registry=registry, dispatcher=dispatcher, clock=clock,
             metrics=metrics, reloader=reloader, report_gate=ReportGate(),
-            report_processes=processes,
+            report_processes=processes, follower=follower,
             # Status changes plan their postbacks with the config in force, like actors.
             conversions=ConversionDesk(the_store, lambda: planner.current, clock,
                                        on_changed=metrics.observe_conversion_changes,
                                        caps=lambda: current.services.catalog.caps),
             keys=IdempotencyKeys(the_store, clock, hours=server.idempotency_hours)))
+        if follower is not None:
+            await follower.start()
         loop = asyncio.get_running_loop()
         if reload_on_sighup:
             loop.add_signal_handler(signal.SIGHUP, _reload_logging_errors, reloader)
@@ -170,6 +180,8 @@ def create_app(
             # Requests are done by now; the dispatcher may still record attempts, then
             # the store commits everything queued.
             processes.close()
+            if follower is not None:
+                await follower.close()
             await registry.close()
             await dispatcher.close()
             await breakdowns.close()

@@ -8,6 +8,7 @@ from starlette.requests import Request
 
 from actors.clock import Clock
 from actors.registry import ActorRegistry
+from app.catalog.apply import CatalogFollower
 from app.config.reload import Reloader
 from app.config.schema import Config
 from app.conversions.desk import ConversionDesk
@@ -36,6 +37,10 @@ class Services:
     reloader: Reloader
     report_gate: ReportGate
     report_processes: ReportProcesses
+    # With [server] catalog = "database": what keeps this process on the newest version.
+    follower: CatalogFollower | None = None
+    # The catalog version of ``config`` (0: the config file's own catalog).
+    catalog_version: int = 0
 
 
 class Current:

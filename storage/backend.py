@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from storage.catalog import CatalogVersionInfo, CatalogVersionRow
 from storage.endpoints import EndpointHealth
 from storage.pacing import Slot
 from storage.records import (
@@ -202,6 +203,16 @@ class EventStore(Protocol):
         self, wanted: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
         """What each (cap, period) asked for has counted; one not charged yet is left out
         (storage/caps.py)."""
+        ...
+
+    async def catalog_head(self) -> int:
+        """The newest catalog version's number (storage/catalog.py); 0 before the first."""
+        ...
+
+    async def catalog_version(self, version: int) -> CatalogVersionRow | None: ...
+
+    async def catalog_versions(self) -> list[CatalogVersionInfo]:
+        """Every catalog version, the newest first, without their documents."""
         ...
 
     async def keep_breakdowns(

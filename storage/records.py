@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from storage.catalog import CatalogVersionRow
 from storage.currency import Sent
 from storage.due import DUE_SCAN as DUE_SCAN
 from storage.due import DuePostback as DuePostback
@@ -255,6 +256,8 @@ class WriteOp(msgspec.Struct, frozen=True, kw_only=True):
     endpoint_outcome: EndpointOutcome | None = None
     # An operator's resume of an endpoint or recovery of dead letters.
     requeue: Requeue | None = None
+    # A new version of the catalog managed through the API.
+    catalog: CatalogVersionRow | None = None
 
 
 class StoredTransaction(msgspec.Struct, frozen=True, kw_only=True):

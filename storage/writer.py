@@ -22,6 +22,7 @@ from typing import Any
 import msgspec
 import structlog
 
+from storage.catalog import CatalogVersionTaken
 from storage.endpoints import EndpointOutcome
 from storage.errors import (
     CapReached,
@@ -155,7 +156,8 @@ _BARRIER = WriteOp()
 
 
 # Refusals that are a rule's answer, which the caller turns into its own answer.
-_ANSWERS = (CapReached, ConversionConflict, DuplicateEvent, LeadExists, PostbackBeingSent)
+_ANSWERS = (CapReached, ConversionConflict, DuplicateEvent, LeadExists, PostbackBeingSent,
+            CatalogVersionTaken)
 
 
 def _without_secrets(op: WriteOp) -> WriteOp:

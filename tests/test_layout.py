@@ -13,7 +13,7 @@ PACKAGES = ("app", "actors", "storage")
 
 # app/'s capability folders, and what may sit beside them at its top.
 CAPABILITIES = {"edge", "events", "config", "observe", "serve", "routes", "postbacks",
-                "conversions", "reports"}
+                "conversions", "reports", "catalog"}
 TOP = {"__init__.py", "__main__.py", "factory.py", "services.py", "demo.toml", "static"}
 # Inside app/, a module imports only from its own rank or below: ``python -m app`` runs
 # the command line, the command line builds the app, the factory wires the routes, the

@@ -42,7 +42,8 @@ name = "{role} desk"
 token = "{hash_token(token)}"
 role = "{role}"
 """ + (f'pid = "{PID}"\n' if role == "partner" else "") for role, token in TOKENS.items())
-SAMPLE = {"postback_id": "1", "conversion_id": "conv_x", "transaction_id": "txn_x",
+SAMPLE = {"postback_id": "1", "conversion_id": "conv_x", "transaction_id": "txn_x", "cid": CID,
+          "pid": PID, "version": "1",
           "name": "buyer.example/pb"}
 
 

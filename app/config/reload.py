@@ -109,10 +109,13 @@ class Reloader:
     """
 
     def __init__(self, source: ConfigFile | None, current: Callable[[], Config],
-                 apply: Callable[[Config], None]) -> None:
+                 apply: Callable[[Config], None], *,
+                 catalog: Callable[[Config], Config] | None = None) -> None:
         self._source = source
         self._current = current
         self._apply = apply
+        # [server] catalog = "database": the file's settings, the database's catalog.
+        self._catalog = catalog
 
     def current(self) -> Config:
         return self._current()
@@ -124,6 +127,8 @@ class Reloader:
         if self._source is None:
             raise ConfigError("no config file was given at start-up: nothing to reload")
         new = self._source.read()
+        if self._catalog is not None:
+            new = self._catalog(new)
         old = self._current()
         reason = check(self._source.path, old, new, force=force)
         self._apply(new)

@@ -156,6 +156,7 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     # The key of the hashes a campaign's dedupe keeps of lead field values (HMAC-SHA256):
     # required once a campaign has dedupe, so a copied database lists no emails.
     dedupe_secret: str | None = None
+    catalog: Literal["file", "database"] = "file"  # "database": managed through the API
 
 
 Seconds = Annotated[float, Meta(gt=0, le=86_400)]

@@ -194,6 +194,31 @@ def insufficient_storage() -> ApiError:
     return ApiError(507, "Insufficient storage", "insufficient_storage")
 
 
+def catalog_in_file() -> ApiError:
+    """A change to the catalog while [server] catalog = "file"."""
+    return ApiError(409, "Catalog is managed by the config file", "catalog_in_file", coded=True)
+
+
+def catalog_refused(diagnosis: str) -> ApiError:
+    """A catalog change that breaks a rule of the config: check-config's one line."""
+    return ApiError(400, diagnosis, "catalog_refused", coded=True)
+
+
+def catalog_not_found(what: str) -> ApiError:
+    return ApiError(404, f"{what} not found", "not_found")
+
+
+def catalog_if_match_required() -> ApiError:
+    return ApiError(428, "If-Match required: the ETag of the catalog version the change is "
+                         "made on", "if_match_required", coded=True)
+
+
+def catalog_changed() -> ApiError:
+    """If-Match names a catalog version that is no longer the newest."""
+    return ApiError(412, "Catalog changed since that version: read it again",
+                    "catalog_changed", coded=True)
+
+
 def store_not_writable() -> ApiError:
     return ApiError(503, "Store not writable", "store_not_writable",
                     headers={"Retry-After": "1"})

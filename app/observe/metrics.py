@@ -17,7 +17,7 @@ from typing import Any, Protocol, get_args
 from urllib.parse import urlsplit
 
 import httpx
-from prometheus_client import CollectorRegistry, Counter, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -142,6 +142,9 @@ class Metrics:
         # Which config is in force: equal in every worker and node serving the same one.
         self._config_info = Info("event_postback_config", "The config in force.",
                                  registry=r)
+        self.catalog_version = Gauge(
+            "event_postback_catalog_version", "The catalog version this process serves "
+            "(0: the config file's campaigns and sources).", registry=r)
         self.use_config(config)
         ProcessCollector(registry=r)
         r.register(_LogCollector())

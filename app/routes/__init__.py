@@ -9,6 +9,7 @@ from starlette.routing import Route
 from app.routes import (
     admin,
     caps,
+    catalog,
     clicks,
     conversions,
     endpoint_test,
@@ -27,6 +28,24 @@ LANDMARKS = {"dashboard": "/dashboard", "docs": "/docs", "health": "/healthz"}
 
 async def home(request: Request) -> RedirectResponse:
     return RedirectResponse(LANDMARKS["dashboard"], status_code=302)
+
+
+def catalog_routes() -> list[Route]:
+    """The catalog managed through the API (app/routes/catalog.py)."""
+    return [
+        Route("/api/campaigns", catalog.list_campaigns, methods=["GET"]),
+        Route("/api/campaigns/{cid}", catalog.show_campaign, methods=["GET"]),
+        Route("/api/campaigns/{cid}", catalog.put_campaign, methods=["PUT"]),
+        Route("/api/campaigns/{cid}", catalog.delete_campaign, methods=["DELETE"]),
+        Route("/api/sources", catalog.list_sources, methods=["GET"]),
+        Route("/api/sources/{pid}", catalog.show_source, methods=["GET"]),
+        Route("/api/sources/{pid}", catalog.put_source, methods=["PUT"]),
+        Route("/api/sources/{pid}", catalog.delete_source, methods=["DELETE"]),
+        Route("/api/catalog", catalog.export, methods=["GET"]),
+        Route("/api/catalog/versions", catalog.list_versions, methods=["GET"]),
+        Route("/api/catalog/versions/{version:int}/restore", catalog.restore_version,
+              methods=["POST"]),
+    ]
 
 
 def routes(*, demo: bool = False) -> list[Route]:
@@ -67,6 +86,7 @@ def routes(*, demo: bool = False) -> list[Route]:
         Route("/api/reports", reports.reports, methods=["GET"]),
         Route("/api/caps", caps.list_caps, methods=["GET"]),
         Route("/api/catalog/names", names.catalog_names, methods=["GET"]),
+        *catalog_routes(),
         Route("/healthz", health.healthz, methods=["GET"]),
         Route("/", home, methods=["GET"]),
         *reports.dashboard_routes(),

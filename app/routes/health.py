@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
@@ -19,6 +21,10 @@ class HealthData(msgspec.Struct):
     live_actors: int
     # sha256 of the config in force (the same in /metrics' event_postback_config_info).
     config_sha256: str
+    # The catalog version this process serves (0: the config file's catalog).
+    catalog_version: int
+    # This process, one of several behind a port with serve --workers N.
+    process_id: int
 
 
 async def healthz(request: Request) -> Response:
@@ -31,4 +37,6 @@ async def healthz(request: Request) -> Response:
         pending_writes=svc.store.writer.pending,
         live_actors=len(svc.registry),
         config_sha256=svc.metrics.config_sha256,
+        catalog_version=svc.catalog_version,
+        process_id=os.getpid(),
     ))

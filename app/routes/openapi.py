@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from app.config.schema import CampaignConfig, SourceConfig
 from app.conversions.payloads import BulkBody, ChangeBody, ConversionQuery
 from app.edge.envelope import ErrorEnvelope
 from app.events.payloads import ClickFields, EventFields, PostbackQuery
@@ -23,6 +24,7 @@ from app.reports.figures import Report
 from app.reports.params import ReportQuery
 from app.routes.admin import BackupData
 from app.routes.caps import CapList
+from app.routes.catalog import CatalogData, CatalogQuery
 from app.routes.clicks import ClickData
 from app.routes.conversions import BulkData, ConversionPage
 from app.routes.endpoints import RecoverQuery, RequeueData
@@ -31,6 +33,7 @@ from app.routes.health import HealthData
 from app.routes.names import CatalogNames
 from app.routes.operate import ReloadData, ReloadQuery
 from app.routes.operations import FORBIDDEN, TEXT, UNAUTHORIZED, Op, operations
+from storage.catalog import CatalogVersionInfo
 from storage.endpoints import EndpointView
 from storage.records import ConversionView, PostbackView, TransactionView
 
@@ -40,7 +43,8 @@ _STRUCTS: tuple[Any, ...] = (ClickFields, EventFields, PostbackQuery, ClickData,
                              HealthData, ErrorEnvelope, ConversionQuery, ConversionPage,
                              ConversionView, ChangeBody, BulkBody, BulkData, ReportQuery,
                              Report, CapList, EndpointView, RequeueData, RecoverQuery,
-                             EndpointTestData, CatalogNames)
+                             EndpointTestData, CatalogNames, CampaignConfig, SourceConfig,
+                             CatalogData, CatalogQuery, CatalogVersionInfo)
 _ADMIN: list[dict[str, list[str]]] = [{"adminToken": []}]
 # An event route takes a campaign's event token, or none (its anonymous policy decides).
 _EVENT_SENDER: list[dict[str, list[str]]] = [{}, {"eventToken": []}]
@@ -96,7 +100,7 @@ def _operation(path: str, method: str, op: Op, refs: dict[Any, dict[str, Any]],
     if path != "/healthz":
         answers.setdefault(503, ("Server busy or store unavailable; retry after Retry-After",
                                  None))
-    if method == "post":
+    if method in ("post", "put"):
         answers[408] = ("The body did not arrive within body_timeout_seconds", None)
         answers[413] = ("The body is larger than the limit", None)
     if op.path or op.query is not None:
@@ -127,10 +131,10 @@ def _operation(path: str, method: str, op: Op, refs: dict[Any, dict[str, Any]],
         out["parameters"] = parameters
     if op.body is not None:
         ref = refs[op.body]
+        # A document (PUT) is JSON only; the event and click forms take both.
+        forms = {} if method == "put" else {"application/x-www-form-urlencoded": {"schema": ref}}
         out["requestBody"] = {"required": not op.optional_body, "content": {
-            "application/json": {"schema": ref},
-            "application/x-www-form-urlencoded": {"schema": ref},
-        }}
+            "application/json": {"schema": ref}, **forms}}
     return out
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.config.schema import CampaignConfig, SourceConfig
 from app.config.tokens import Role
 from app.conversions.payloads import BulkBody, ChangeBody, ConversionQuery
 from app.events.payloads import ClickFields, EventFields, PostbackQuery
@@ -17,6 +18,7 @@ from app.reports.figures import Report
 from app.reports.params import ReportQuery
 from app.routes.admin import BackupData
 from app.routes.caps import CapList
+from app.routes.catalog import CatalogData, CatalogQuery
 from app.routes.clicks import ClickData
 from app.routes.conversions import BulkData, ConversionPage
 from app.routes.endpoints import RecoverQuery, RequeueData
@@ -24,6 +26,7 @@ from app.routes.events import EventData
 from app.routes.health import HealthData
 from app.routes.names import CatalogNames
 from app.routes.operate import ReloadData, ReloadQuery
+from storage.catalog import CatalogVersionInfo
 from storage.endpoints import EndpointView
 from storage.records import ConversionView, PostbackView, TransactionView
 
@@ -72,6 +75,66 @@ def _event_answers(success: int) -> dict[int, tuple[str, Any]]:
 _IDEMPOTENCY = ("An optional Idempotency-Key header (1-255 printable ASCII characters) makes "
                 "a retry safe: a repeat with the same key and fields gets the stored answer "
                 "with Idempotent-Replayed: true.")
+
+
+_CATALOG_WRITE: dict[int, tuple[str, Any]] = {
+    400: ("The change breaks a rule of the config: check-config's one-line diagnosis "
+          "(code catalog_refused)", None),
+    409: ("[server] catalog = \"file\": the config file manages the catalog (code "
+          "catalog_in_file)", None),
+    412: ("If-Match names a version that is no longer the newest (code catalog_changed)",
+          None),
+    428: ("No If-Match (code if_match_required)", None)}
+_IF_MATCH = ("Send If-Match with the ETag of the version the change is made on (a read "
+             "answers it); the answer's ETag is the new version.")
+
+
+def catalog_operations() -> dict[str, dict[str, Op]]:
+    """The campaigns and sources managed through the API (app/routes/catalog.py)."""
+    table: dict[str, dict[str, Op]] = {}
+    every: Any
+    for kind, key, entry, every in (("campaigns", "cid", CampaignConfig, list[CampaignConfig]),
+                                    ("sources", "pid", SourceConfig, list[SourceConfig])):
+        name = kind[:-1]
+        path = {key: {"type": "string", "maxLength": 255}}
+        table[f"/api/{kind}"] = {"get": Op(
+            f"Every {name}, as its TOML table is in JSON", {
+                200: (f"The {kind}; ETag: the catalog version", every),
+                404: _NO_TOKEN[1]}, admin=True, role="operator", tags=("catalog",))}
+        table[f"/api/{kind}/{{{key}}}"] = {
+            "get": Op(f"A {name}, as its TOML table is in JSON", {
+                200: (f"The {name}; ETag: the catalog version", entry),
+                404: (f"{name.capitalize()} not found", None)},
+                path=path, admin=True, role="operator", tags=("catalog",)),
+            "put": Op(f"Create or replace a {name}: a new catalog version", {
+                200: (f"{name.capitalize()} replaced", entry),
+                201: (f"{name.capitalize()} created", entry), **_CATALOG_WRITE},
+                body=entry, path=path, admin=True, role="admin", tags=("catalog",),
+                description=f"The body is the {name}'s TOML table as JSON; its `{key}` may "
+                            f"be left out. {_IF_MATCH}"),
+            "delete": Op(f"Delete a {name}: a new catalog version", {
+                200: (f"{name.capitalize()} deleted", CatalogVersionInfo),
+                404: (f"{name.capitalize()} not found", None), **_CATALOG_WRITE},
+                path=path, admin=True, role="admin", tags=("catalog",),
+                description=_IF_MATCH),
+        }
+    table["/api/catalog"] = {"get": Op("The whole catalog: JSON, or a config file's TOML", {
+        200: ("The catalog; ETag: its version", CatalogData), 400: _BAD[1],
+        404: _NO_TOKEN[1]}, query=CatalogQuery, admin=True, role="operator",
+        tags=("catalog",), media={200: {"application/toml; charset=utf-8": {"schema": TEXT}}},
+        description="format=toml answers the [[sources]] and [[campaigns]] of a config "
+                    "file: loaded as one, or imported into an empty database, it gives "
+                    "the same catalog.")}
+    table["/api/catalog/versions"] = {"get": Op("Every catalog version, newest first", {
+        200: ("Who made each version, when, and what it changed", list[CatalogVersionInfo]),
+        404: _NO_TOKEN[1]}, admin=True, role="operator", tags=("catalog",))}
+    table["/api/catalog/versions/{version}/restore"] = {"post": Op(
+        "Restore an earlier catalog: a new version holding it", {
+            200: ("Catalog version restored: the new version", CatalogVersionInfo),
+            **_CATALOG_WRITE, 404: ("Catalog version not found", None)},
+        path={"version": {"type": "integer", "minimum": 0}}, admin=True, role="admin",
+        tags=("catalog",), description=_IF_MATCH)}
+    return table
 
 
 def operations(demo: bool) -> dict[str, dict[str, Op]]:
@@ -239,6 +302,7 @@ def operations(demo: bool) -> dict[str, dict[str, Op]]:
                 ("uplot.js", "JavaScript (uPlot, vendored)", "application/javascript"),
                 ("uplot.css", "CSS (uPlot, vendored)", "text/css"))
         },
+        **catalog_operations(),
         "/api/admin/backup": {
             "post": Op("Write a consistent copy of the database beside it", {
                 201: ("Backup written", BackupData), 404: _NO_TOKEN[1],

@@ -234,8 +234,18 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE events ADD COLUMN original_revenue TEXT, ADD COLUMN currency TEXT,
         ADD COLUMN rate TEXT;
     """,
-    # 12: roll-ups by tracking field (storage/postgres/tag_rollups.py; SQLite's 14).
+    # 11: roll-ups by tracking field (storage/postgres/tag_rollups.py; SQLite's 13).
     tag_rollups.CREATE,
+    # 12: the catalog's versions (storage/sqlite/schema.py's migration 14).
+    """
+    CREATE TABLE catalog_versions (
+        version INTEGER PRIMARY KEY,
+        created_at TEXT NOT NULL,
+        token TEXT NOT NULL,
+        changes TEXT NOT NULL,
+        document TEXT NOT NULL
+    );
+    """,
 )
 
 # Any fixed number: every process that starts migrates under this lock, one at a time.

@@ -20,11 +20,20 @@ from asyncpg.pool import PoolConnectionProxy
 
 from storage.backend import Unsupported, WindowClaims
 from storage.batched import BatchedStore
+from storage.catalog import CatalogVersionInfo, CatalogVersionRow
 from storage.endpoints import EndpointHealth
 from storage.errors import StoreBusy, StoreClosed, StoreUnavailable
 from storage.loader import BatchLoader
 from storage.pacing import Slot
-from storage.postgres import caps, endpoints, lead_keys, queries, reports, tag_rollups
+from storage.postgres import (
+    caps,
+    catalog,
+    endpoints,
+    lead_keys,
+    queries,
+    reports,
+    tag_rollups,
+)
 from storage.postgres.bounded import CONNECTION_ERRORS, within
 from storage.postgres.schema import migrate
 from storage.postgres.windows import WindowClaimer
@@ -223,6 +232,15 @@ class PostgresStore(BatchedStore[PostgresWriter]):
     async def report_rows(self, span: ReportSpan) -> ReportRows:
         async with self._report_connection() as conn:
             return await reports.report_rows(conn, span)
+
+    async def catalog_head(self) -> int:
+        return await self._read(catalog.head)
+
+    async def catalog_version(self, version: int) -> CatalogVersionRow | None:
+        return await self._read(catalog.version, version)
+
+    async def catalog_versions(self) -> list[CatalogVersionInfo]:
+        return await self._read(catalog.versions)
 
     async def keep_breakdowns(
             self, fields: Sequence[TagKey]) -> tuple[list[TagKey], list[TagKey]]:

@@ -28,7 +28,7 @@ from storage.errors import (
     PostbackBeingSent,
 )
 from storage.money import micro, money_text, money_value
-from storage.postgres import caps, endpoints, rollups
+from storage.postgres import caps, catalog, endpoints, rollups
 from storage.postgres.lead_keys import INSERT as _INSERT_LEAD_KEYS
 from storage.postgres.tag_rollups import TagBatch
 from storage.records import (
@@ -212,6 +212,7 @@ class PostgresWriter(BatchWriter):
             outcomes = await self._change_postbacks(conn, ops)
             paused = await endpoints.record(conn, outcomes)
             await endpoints.requeue(conn, [op.requeue for op in ops if op.requeue is not None])
+            await catalog.insert(conn, [op.catalog for op in ops if op.catalog is not None])
             await _execute(conn, [
                 (_INSERT_ATTEMPTS, [op.attempt for op in ops
                                     if op.attempt is not None and op.postback_change is None]),

@@ -317,9 +317,19 @@ MIGRATIONS: tuple[Step, ...] = (
     ALTER TABLE events ADD COLUMN currency TEXT;
     ALTER TABLE events ADD COLUMN rate TEXT;
     """,
-    # 14: roll-ups by tracking field (storage/sqlite/tag_rollups.py), empty until the
+    # 13: roll-ups by tracking field (storage/sqlite/tag_rollups.py), empty until the
     # config's [reports] breakdowns names a field.
     tag_rollups.CREATE,
+    # 14: the catalog's versions, with [server] catalog = "database" (storage/catalog.py).
+    """
+    CREATE TABLE catalog_versions (
+        version INTEGER PRIMARY KEY,
+        created_at TEXT NOT NULL,
+        token TEXT NOT NULL,
+        changes TEXT NOT NULL,
+        document TEXT NOT NULL
+    );
+    """,
 )
 
 

@@ -14,6 +14,7 @@ import aiosqlite
 
 from storage.backend import WindowClaims
 from storage.batched import BatchedStore
+from storage.catalog import CatalogVersionInfo, CatalogVersionRow
 from storage.endpoints import EndpointHealth
 from storage.loader import BatchLoader
 from storage.pacing import Slot, Slots
@@ -30,6 +31,7 @@ from storage.records import (
 from storage.reports import RawFigures, ReportRows, ReportSpan, TagKey
 from storage.sqlite import (
     caps,
+    catalog,
     conversions,
     endpoints,
     idempotency,
@@ -222,6 +224,15 @@ class Store(BatchedStore[Writer]):
         if self._write_conn is None:
             raise RuntimeError("store is not open")
         return await asyncio.to_thread(reports.read_report_rows, self.path, span)
+
+    async def catalog_head(self) -> int:
+        return await catalog.head(self._reader())
+
+    async def catalog_version(self, version: int) -> CatalogVersionRow | None:
+        return await catalog.version(self._reader(), version)
+
+    async def catalog_versions(self) -> list[CatalogVersionInfo]:
+        return await catalog.versions(self._lister())
 
     async def keep_breakdowns(
             self, fields: Sequence[TagKey]) -> tuple[list[TagKey], list[TagKey]]:

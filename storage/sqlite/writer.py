@@ -22,7 +22,7 @@ from storage.records import (
     LeadRow,
     WriteOp,
 )
-from storage.sqlite import caps, endpoints, rollups
+from storage.sqlite import caps, catalog, endpoints, rollups
 from storage.sqlite.connection import WriteConnection
 from storage.sqlite.lead_keys import INSERT as _INSERT_LEAD_KEYS
 from storage.sqlite.tag_rollups import TagBatch
@@ -239,6 +239,7 @@ def _write(conn: sqlite3.Connection, ops: list[WriteOp]) -> _Written:
     outcomes, not_recorded = _change_postbacks(conn, ops)
     paused = endpoints.record(conn, outcomes)
     endpoints.requeue(conn, [op.requeue for op in ops if op.requeue is not None])
+    catalog.insert(conn, [op.catalog for op in ops if op.catalog is not None])
     for sql, rows in (
         (_INSERT_ATTEMPTS, [op.attempt for op in ops
                             if op.attempt is not None and op.postback_change is None]),
