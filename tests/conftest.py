@@ -28,7 +28,7 @@ from app.services import Services
 from storage.backend import EventStore
 from storage.postgres.store import PostgresStore
 from storage.sqlite.store import Store
-from tests import mutation_order
+from tests import mutation_order, schedule
 from tests.pg_cluster import Cluster, ClusterUnavailable
 
 CID = "cmp_9z8y7x6w"
@@ -202,6 +202,10 @@ def pytest_configure(config: pytest.Config) -> None:
                                       exception_formatter=structlog.dev.plain_traceback),
     ])
     mutation_order.register(config)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    schedule.by_file_length(items)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
