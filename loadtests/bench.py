@@ -19,6 +19,8 @@ Scenarios (closed loop with wrk, 64 connections, after a warm-up, unless said ot
   R  GET /api/reports by day and cid over 31 days of D's 1,000,000 leads and events,
      one request at a time (--only-report runs just R, R-sub1 and RE)
   R-sub1 the same month by sub1 (50 values over the leads): counted from the rows
+  R-sub1r the same from roll-ups: the server restarted on that database with
+          [reports] breakdowns = ["sub1"] (start-up counts the field from the rows once)
   RE events at the first open-loop rate on the same server, alone and then while 20
      clients ask for that report without pause: the event p99 with them beside it
 
@@ -110,6 +112,8 @@ REPORT_QUERY = {"from": "2026-01-01", "to": "2026-01-31", "group_by": "day,cid"}
 # The same month by a lead's tracking field: counted from the rows, each joined to its lead.
 SUB1_QUERY = REPORT_QUERY | {"group_by": "sub1"}
 SUB1_VALUES = 50
+# R-sub1r: the bench config with roll-ups kept by sub1.
+BREAKDOWN_CONFIG = CONFIG + '\n[reports]\nbreakdowns = ["sub1"]\n'
 
 
 @dataclass
@@ -129,8 +133,8 @@ class Settings:
 
 
 @contextmanager
-def serving(command: list[str], port: int, log: Path) -> Any:
-    server = Server(command, port, log)
+def serving(command: list[str], port: int, log: Path, ready_within: float = 60) -> Any:
+    server = Server(command, port, log, ready_within)
     try:
         yield server
     finally:
@@ -362,9 +366,28 @@ def report_only(settings: Settings) -> dict[str, Any]:
             beside = events_beside(server.url, settings)
             beside["rss_mb"] = server.peak_rss_mb()
         print_row("RE", beside, {}, flush=True)
-        return {"R": row, "R-sub1": by_sub1, "RE": beside}
+        by_rollups = sub1_from_rollups(settings, work, db)
+        print_row("R-sub1r", by_rollups, {}, flush=True)
+        return {"R": row, "R-sub1": by_sub1, "RE": beside, "R-sub1r": by_rollups}
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def sub1_from_rollups(settings: Settings, work: Path, db: Path) -> dict[str, Any]:
+    """R-sub1 again after a restart with roll-ups kept by sub1; ``startup_s`` is how long
+    the server took to answer, counting the field from every stored row once."""
+    config = work / "breakdowns.toml"
+    config.write_text(BREAKDOWN_CONFIG)
+    port = free_port()
+    started = time.perf_counter()
+    # Start-up counts the field over every stored row before it listens.
+    with serving(service_command(config, db, port, "commit"), port,
+                 work / "R-sub1r.log", ready_within=900) as server:
+        startup = time.perf_counter() - started
+        row = report_run(server.url, settings.reports, SUB1_QUERY)
+        row["rss_mb"] = server.peak_rss_mb()
+        row["startup_s"] = round(startup, 2)
+    return row
 
 
 def open_loop_run(url: str, ids: list[str], rate: int, seconds: int) -> dict[str, Any]:
@@ -475,6 +498,8 @@ def run(settings: Settings) -> dict[str, Any]:
         print_row("R", report["R"], report, flush=True)
         print_row("R-sub1", report["R-sub1"], report, flush=True)
         print_row("RE", report["RE"], report, flush=True)
+        report["R-sub1r"] = sub1_from_rollups(settings, work, db)
+        print_row("R-sub1r", report["R-sub1r"], report, flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return report

@@ -22,12 +22,13 @@ class Server:
     Its peak resident memory is read from /proc before it stops.
     """
 
-    def __init__(self, command: list[str], port: int, log: Path) -> None:
+    def __init__(self, command: list[str], port: int, log: Path,
+                 ready_within: float = 60) -> None:
         self.url = f"http://127.0.0.1:{port}"
         self.port = port
         self._log = log.open("wb")
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + ready_within
         while True:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{command[0]} exited: see {log}")

@@ -76,8 +76,13 @@ def test_bench_runs_every_scenario(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads((tmp_path / "bench-latest.json").read_text())
     for scenario in ("A", "B", "B@100/s", "B@200/s", "B@256c", "C", "S", "SR", "D", "E", "R",
-                     "RE"):
+                     "R-sub1", "R-sub1r", "RE"):
         assert report[scenario]["requests"] > 0, scenario
+    # By sub1 from roll-ups (after a restart that counted them) as from the rows: the same
+    # month, the same figures.
+    assert report["R-sub1r"]["startup_s"] > 0
+    assert report["R-sub1r"]["events"] == report["R-sub1"]["events"] > 0
+    assert report["R-sub1r"]["clicks"] == report["R-sub1"]["clicks"] > 0
     # Every sale answered 200: no cap reached, no lead a duplicate of another.
     assert report["S"]["errors"] == report["SR"]["errors"] == 0
     assert report["E"]["transactions"] == 30_000
