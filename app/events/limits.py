@@ -13,17 +13,26 @@ from app.config.schema import EventConfig, ServerConfig
 from app.events.payloads import MONEY_FIELDS, EventFields
 
 _REVENUE = ("revenue", "amount")
+# A money field, its bound, and the reason an amount past it is refused.
+Bound = tuple[str, Decimal, str]
 
 
-def over_limit(fields: EventFields, event: EventConfig,
-               server: ServerConfig) -> dict[str, str]:
-    """Each money field past its bound, with why, in field order; empty when none is."""
-    found = {}
+def bounds(event: EventConfig, server: ServerConfig) -> tuple[Bound, ...]:
+    """Each money field's bound for ``event``, in field order, with its refusal."""
+    found = []
     for name in MONEY_FIELDS:
-        value: Decimal | None = getattr(fields, name)
         bound = server.max_revenue
         if name in _REVENUE and event.max_revenue is not None:
             bound = event.max_revenue
+        found.append((name, bound, f"Expected a number <= {bound:f}"))
+    return tuple(found)
+
+
+def over_limit(fields: EventFields, limits: tuple[Bound, ...]) -> dict[str, str]:
+    """Each money field past its bound, with why, in field order; empty when none is."""
+    found = {}
+    for name, bound, why in limits:
+        value: Decimal | None = getattr(fields, name)
         if value is not None and value > bound:
-            found[name] = f"Expected a number <= {bound:f}"
+            found[name] = why
     return found

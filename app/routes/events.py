@@ -300,13 +300,12 @@ async def _fire(request: Request, svc: Services, event: Event, dropped: dict[str
     # Paid, capped, bounded and stored in the report currency from here on.
     amounts = in_report_currency(fields, event.rate)
 
-    campaign = svc.catalog.campaign(fields.cid)
-    svc.catalog.check_origin(campaign, header(request, b"origin"))
-    configured = svc.catalog.event(fields.cid, fields.event_id)
-    over = over_limit(amounts, configured, svc.config.server)
+    plan = svc.catalog.plan(fields.cid, fields.event_id, header(request, b"origin"))
+    campaign, configured = plan.campaign, plan.event
+    over = over_limit(amounts, plan.bounds)
     if over:
         raise errors.invalid_fields(over)
-    create = campaign.unknown_transactions == "create"
+    create = plan.create
     if create and not _FOREIGN_ID.fullmatch(fields.transaction_id):
         raise errors.malformed_transaction()
     pid = fields.pid
@@ -317,17 +316,16 @@ async def _fire(request: Request, svc: Services, event: Event, dropped: dict[str
             lead = await svc.registry.lead_of(fields.transaction_id)
             if lead is not None and lead[0] == fields.cid:
                 pid = lead[1]
-    source = svc.catalog.source(pid)
+    owed = plan.priced(pid)
 
     event_fields, lead_fields = event.stored_fields()
     revenue = revenue_of(amounts)
     payout = rule = None
     if configured.conversion and revenue is not None:
-        priced, rule = svc.catalog.payouts.payout(fields.cid, source, fields.event_id)
-        payout = None if priced is None else priced.amount(revenue)
-    pending = configured.conversion and configured.approval == "manual"
-    capped = svc.catalog.caps.matching(fields.cid, pid, fields.event_id) if (
-        configured.conversion) else ()
+        rule = owed.rule
+        payout = None if owed.payout is None else owed.payout.amount(revenue)
+    pending = plan.pending
+    capped = owed.caps
 
     def data(conversion_id: str, status: str, reason: str | None) -> EventData:
         """The answer's data, with the status and reason the actor fired it with."""
