@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from app.config.schema import Config
+from storage.postgres.bounded import acquire_within
 from storage.postgres.store import PostgresStore
 from tests.conftest import ADMIN_TOKEN, FakeClock, Harness, error, make_config_for, running
 
@@ -184,3 +185,31 @@ async def test_backends_killed_under_requests_give_200_or_503_never_500(pg_url: 
         assert statuses <= {200, 503}
         await _recovered(api)
         await _still_served(api)
+
+
+
+async def test_a_connection_acquired_as_its_caller_is_cancelled_goes_back_to_the_pool(
+    pg_url: str,
+) -> None:
+    # A report connection asked for just before shutdown has its task cancelled: the pool
+    # must get the connection back, or closing the pool waits for it for ever. The
+    # cancellation lands after 0, 1, 2, ... turns of the loop, so one of them falls
+    # between the pool handing the connection over and the caller taking it.
+    pool = await asyncpg.create_pool(pg_url, min_size=1, max_size=1)
+    try:
+        for turns in range(40):
+            caller = asyncio.ensure_future(acquire_within(5.0, pool))
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            caller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                conn = await caller
+                await pool.release(conn)  # the caller got it first: it gives it back
+            # Giving a connection back resets it: a round trip to the database.
+            for _ in range(500):
+                if pool.get_idle_size() == 1:
+                    break
+                await asyncio.sleep(0.01)
+            assert pool.get_idle_size() == 1, turns
+    finally:
+        await asyncio.wait_for(pool.close(), 10)

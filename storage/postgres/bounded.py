@@ -10,8 +10,9 @@ by itself once the database is back.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 import structlog
@@ -59,6 +60,26 @@ async def within(seconds: float, call: Awaitable[T]) -> T:
     except CONNECTION_ERRORS as exc:
         log.warning("store_unreachable", error=repr(exc))
         raise StoreUnavailable from exc
+
+
+async def acquire_within(seconds: float, pool: asyncpg.Pool) -> Any:
+    """A connection of ``pool``, had within ``seconds`` (as ``within``). One acquired just
+    as its caller was cancelled or gave up goes back to the pool instead of being lost:
+    the pool's close would wait for it for ever."""
+    task = asyncio.ensure_future(pool.acquire())
+    try:
+        return await within(seconds, task)
+    except BaseException:
+        task.add_done_callback(functools.partial(_release_unused, pool))
+        raise
+
+
+def _release_unused(pool: asyncpg.Pool, task: asyncio.Future[Any]) -> None:
+    if task.cancelled() or task.exception() is not None:
+        return
+    release = asyncio.ensure_future(pool.release(task.result()))
+    _abandoned.add(release)
+    release.add_done_callback(_forget)
 
 
 def _forget(task: asyncio.Task[T]) -> None:

@@ -34,7 +34,7 @@ from storage.postgres import (
     reports,
     tag_rollups,
 )
-from storage.postgres.bounded import CONNECTION_ERRORS, within
+from storage.postgres.bounded import CONNECTION_ERRORS, acquire_within, within
 from storage.postgres.schema import migrate
 from storage.postgres.windows import WindowClaimer
 from storage.postgres.writer import PostgresWriter
@@ -254,7 +254,7 @@ class PostgresStore(BatchedStore[PostgresWriter]):
     async def _report_connection(self) -> AsyncIterator[PoolConnectionProxy]:
         """A connection for a report: had within the write timeout, and a database lost
         meanwhile is StoreUnavailable; the report itself may take as long as it takes."""
-        conn = await within(self.write_timeout, self._db().acquire())
+        conn = await acquire_within(self.write_timeout, self._db())
         try:
             yield conn
         except CONNECTION_ERRORS as exc:
