@@ -60,3 +60,25 @@ async def test_a_reload_renames(tmp_path: Path, db: str) -> None:
         data = (await client.get("/api/catalog/names",
                                  headers=_auth(PARTNER_TOKEN))).json()["data"]
         assert data["sources"] == [{"pid": PID, "name": "Quotes partner"}]
+
+
+async def test_names_say_where_the_catalog_is_kept_and_follow_its_changes(
+    tmp_path: Path, db: str
+) -> None:
+    (tmp_path / "file").mkdir()
+    async with serving_on(tmp_path / "file", NAMED, db) as (client, _):
+        data = (await client.get("/api/catalog/names", headers=_auth(ADMIN_TOKEN))).json()
+        assert data["data"]["catalog"] == "file"
+    in_database = NAMED.replace("[server]\n", '[server]\ncatalog = "database"\n', 1)
+    async with serving_on(tmp_path, in_database, db) as (client, path):
+        created = await client.put("/api/sources/src_new", json={"name": "New partner"},
+                                   headers={**_auth(ADMIN_TOKEN), "If-Match": '"1"'})
+        assert created.status_code == 201, created.text
+        path.write_text(in_database.replace("Comparison partner", "Quotes partner"))
+        assert (await reload(client)).status_code == 200
+        data = (await client.get("/api/catalog/names",
+                                 headers=_auth(ADMIN_TOKEN))).json()["data"]
+        assert data["catalog"] == "database"
+        # The database's catalog stays in force: the file's rename is not taken.
+        assert {"pid": "src_new", "name": "New partner"} in data["sources"]
+        assert {"pid": PID, "name": "Comparison partner"} in data["sources"]

@@ -1,11 +1,14 @@
-"""GET /api/catalog/names: who the caller is, the report currency, and the campaigns' and
-sources' names.
+"""GET /api/catalog/names: who the caller is, the report currency, where the catalog is
+kept, and the campaigns' and sources' names.
 
-The dashboard shows names instead of ids, money in the report currency, and picks its view
-by the caller's role. Only these leave here: no payout, URL, secret or token of the config.
+The dashboard shows names instead of ids, money in the report currency, picks its view
+by the caller's role, and offers to edit the catalog only where the API takes changes.
+Only these leave here: no payout, URL, secret or token of the config.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import msgspec
 from starlette.requests import Request
@@ -34,6 +37,8 @@ class CatalogNames(msgspec.Struct, frozen=True, kw_only=True):
     pid: str | None
     # [reports] currency: what every amount of a report is in.
     currency: str
+    # [server] catalog: "database" takes changes through /api/campaigns and /api/sources.
+    catalog: Literal["file", "database"]
     campaigns: list[CampaignName]
     sources: list[SourceName]
 
@@ -47,6 +52,7 @@ async def catalog_names(request: Request) -> Response:
                if not is_partner(caller) or source.pid == caller.pid]
     return success_response(200, "OK", CatalogNames(
         role=caller.role, pid=caller.pid, currency=config.reports.currency,
+        catalog=config.server.catalog,
         campaigns=[CampaignName(cid=campaign.cid, name=campaign.name)
                    for campaign in config.campaigns],
         sources=sources))
