@@ -9,6 +9,8 @@ from starlette.requests import Request
 from app.observe.logs import annotate
 
 _USER_AGENT_LIMIT = 512
+# Where a request's headers are kept as a dict, built once per request.
+HEADERS = "event_postback.headers"
 
 
 def header(request: Request, name: bytes) -> str | None:
@@ -18,9 +20,9 @@ def header(request: Request, name: bytes) -> str | None:
     absent (Origin, on every server-to-server call); the hot path asks for four.
     """
     scope = request.scope
-    found = scope.get("event_postback.headers")
+    found = scope.get(HEADERS)
     if found is None:
-        found = scope["event_postback.headers"] = dict(scope["headers"])
+        found = scope[HEADERS] = dict(scope["headers"])
     value = found.get(name)
     return None if value is None else value.decode("latin-1")
 
