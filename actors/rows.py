@@ -12,9 +12,14 @@ from storage.records import ConversionStatus, EventRow, LeadChange, LeadRow, enc
 
 
 def event_row(transaction_id: str, event: FireEvent, conversion_id: str, moment: datetime,
-              status: ConversionStatus | None, why: str | None) -> EventRow:
-    """The event as stored; ``status`` and ``why`` as actors.rules.fire_status gave them."""
-    fired_at = utc_text(moment)
+              status: ConversionStatus | None, why: str | None,
+              fired_at: str | None = None) -> EventRow:
+    """The event as stored; ``status`` and ``why`` as actors.rules.fire_status gave them.
+
+    ``fired_at``: ``moment`` as utc_text gives it, when the caller has it already.
+    """
+    if fired_at is None:
+        fired_at = utc_text(moment)
     conversion = event.conversion
     return EventRow(
         transaction_id=transaction_id,
@@ -26,7 +31,8 @@ def event_row(transaction_id: str, event: FireEvent, conversion_id: str, moment:
         conversion_id=conversion_id or None,
         revenue=money_text(event.revenue),
         payout=money_text(event.payout) if conversion else None,
-        converted_at=utc_text(event.converted_at or moment) if conversion else None,
+        converted_at=(fired_at if event.converted_at is None else utc_text(event.converted_at))
+        if conversion else None,
         fields=encode_fields(event.event_fields),
         ip=event.ip,
         user_agent=event.user_agent,
