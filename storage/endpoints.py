@@ -55,6 +55,9 @@ class Requeue(msgspec.Struct, frozen=True, kw_only=True):
     created_from: str | None = None
     created_to: str | None = None
     counted: list[int] = msgspec.field(default_factory=list)
+    # The name of the token that asked for it, kept on each postback it re-queues (and,
+    # for a resume, on the endpoint).
+    token: str | None = None
 
 
 class EndpointHealth(msgspec.Struct, frozen=True, kw_only=True):
@@ -74,6 +77,8 @@ class EndpointHealth(msgspec.Struct, frozen=True, kw_only=True):
     # Attempts and deliveries in the hourly buckets of the last 24 hours.
     attempts_24h: int
     delivered_24h: int
+    # The name of the token that last resumed it.
+    resumed_by: str | None = None
 
 
 class EndpointView(EndpointHealth, frozen=True, kw_only=True):
@@ -112,13 +117,13 @@ def health_of(key: str, row: Sequence[Any] | None, counts: dict[str, int],
               day: tuple[int, int]) -> EndpointHealth:
     """An endpoint's health from its stored row (None: never attempted, so active)."""
     if row is None:
-        row = (key, "active", 0, None, None, None, None, None, None)
+        row = (key, "active", 0, None, None, None, None, None, None, None)
     (_, state, failures, success_at, failure_at, status_code, error, paused_at,
-     paused_reason) = row
+     paused_reason, resumed_by) = row
     return EndpointHealth(
         endpoint=key, state="paused" if state == "paused" else "active",
         consecutive_failures=failures,
         last_success_at=success_at, last_failure_at=failure_at,
         last_status_code=status_code, last_error=error, paused_at=paused_at,
         paused_reason=paused_reason, postbacks=counts, attempts_24h=day[0],
-        delivered_24h=day[1])
+        delivered_24h=day[1], resumed_by=resumed_by)

@@ -186,6 +186,8 @@ class PostbackChange(msgspec.Struct, frozen=True, kw_only=True, array_like=True)
     # Not sent yet, only due later (its host's send rate was used up): attempts as they
     # were, under the lease it was read with.
     deferred: bool = False
+    # A resend's token name, kept on the postback as ``requeued_by``.
+    token: str | None = None
 
 
 class ConversionChange(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
@@ -197,6 +199,10 @@ class ConversionChange(msgspec.Struct, frozen=True, kw_only=True, array_like=Tru
     reason: str | None
     source: ChangeSource
     changed_at: str
+    # The name of the token that made it ("cli" from the command line); last, as the
+    # column was added after the others. Rows stored before it have none.
+    token: str | None = None
+
 # The status of an AnswerRow that only reserves its key for a request still in progress.
 RESERVED = 0
 
@@ -308,6 +314,9 @@ class HistoryEntry(msgspec.Struct, frozen=True, kw_only=True):
     at: str
     reason: str | None
     source: str
+    # Who made the change: its token's name, "cli", or null (the firing, or a change
+    # stored before names were kept).
+    token: str | None = None
 
 
 class ConversionView(Sent, frozen=True, omit_defaults=True):
@@ -360,6 +369,8 @@ class PostbackView(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     last_error: str | None
     created_at: str
     updated_at: str
+    # The name of the token that last resent or re-queued it (retry, recover, resume).
+    requeued_by: str | None = None
     # Only when one postback is shown on its own.
     attempt_log: list[AttemptView] | None = None
 

@@ -27,7 +27,7 @@ CONVERSION_COLUMNS = (
 POSTBACK_COLUMNS = (
     "id, transaction_id, cid, pid, event_id, conversion_id, kind, method, url, status,"
     " attempts, max_attempts, next_attempt_at, last_status_code, last_error, created_at,"
-    " updated_at"
+    " updated_at, requeued_by"
 )
 
 
@@ -46,7 +46,7 @@ def conversion_row(row: Any) -> tuple[int, ConversionView]:
 def postback_row(row: Any) -> PostbackView:
     (id_, transaction_id, cid, pid, event_id, conversion_id, kind, method, url, status,
      attempts, max_attempts, next_attempt_at, last_status_code, last_error, created_at,
-     updated_at) = row
+     updated_at, requeued_by) = row
     return PostbackView(
         id=id_, transaction_id=transaction_id, cid=cid, pid=pid, event_id=event_id,
         conversion_id=conversion_id_text(conversion_id), kind=kind, method=method, url=url,
@@ -54,7 +54,7 @@ def postback_row(row: Any) -> PostbackView:
         attempts=attempts, max_attempts=max_attempts,
         next_attempt_at=next_attempt_at if status == "pending" else None,
         last_status_code=last_status_code, last_error=last_error, created_at=created_at,
-        updated_at=updated_at,
+        updated_at=updated_at, requeued_by=requeued_by,
     )
 
 

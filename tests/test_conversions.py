@@ -211,11 +211,11 @@ async def test_history_records_every_change_with_time_reason_and_source(
     found = await show(api, conversion_id)
     assert found["history"] == [
         {"from": None, "to": "pending", "at": fired_at, "reason": "manual_approval",
-         "source": "fire"},
+         "source": "fire", "token": None},
         {"from": "pending", "to": "approved", "at": "2026-11-28T12:01:00.000000Z",
-         "reason": "looks good", "source": "api"},
+         "reason": "looks good", "source": "api", "token": "admin_token"},
         {"from": "approved", "to": "reversed", "at": "2026-11-29T12:01:00.000000Z",
-         "reason": "returned", "source": "bulk"},
+         "reason": "returned", "source": "bulk", "token": "admin_token"},
     ]
     assert found["decided_at"] == "2026-11-29T12:01:00.000000Z"
 

@@ -44,7 +44,8 @@ UNDO_ENDPOINTS_SQLITE = (
     " ALTER TABLE postbacks DROP COLUMN signing_secrets;"
     " DROP TABLE endpoints; DROP TABLE endpoint_hours;"
     " ALTER TABLE events DROP COLUMN original_revenue; ALTER TABLE events DROP COLUMN currency;"
-    " ALTER TABLE events DROP COLUMN rate;")
+    " ALTER TABLE events DROP COLUMN rate; ALTER TABLE postbacks DROP COLUMN requeued_by;"
+    " ALTER TABLE conversion_changes DROP COLUMN token;")
 UNDO_ENDPOINTS_POSTGRES = (
     "ALTER TABLE postbacks DROP COLUMN endpoint, DROP COLUMN signing_secrets;"
     " DROP INDEX postbacks_failed_by_created;"

@@ -68,18 +68,21 @@ class ConversionDesk:
 
     async def change(
         self, conversion_ids: list[str], action: Action, reason: str | None,
-        source: ChangeSource,
+        source: ChangeSource, *, token: str,
     ) -> list[ChangeResult]:
-        """Apply ``action`` to each conversion, all in one transaction; one result per id."""
+        """Apply ``action`` to each conversion, all in one transaction; one result per id.
+
+        ``token`` names who asked (a token's configured name, or "cli"): each change is
+        stored with it."""
         async with self._lock:
             for _ in range(_DECISIONS - 1):
                 with contextlib.suppress(ConversionConflict):
-                    return await self._decide(conversion_ids, action, reason, source)
-            return await self._decide(conversion_ids, action, reason, source)
+                    return await self._decide(conversion_ids, action, reason, source, token)
+            return await self._decide(conversion_ids, action, reason, source, token)
 
     async def _decide(
         self, conversion_ids: list[str], action: Action, reason: str | None,
-        source: ChangeSource,
+        source: ChangeSource, token: str,
     ) -> list[ChangeResult]:
         await self._store.flush()
         current = await self._store.conversion_statuses(list(dict.fromkeys(conversion_ids)))
@@ -102,7 +105,7 @@ class ConversionDesk:
                 continue
             changes.append(ConversionChange(
                 conversion_id=conversion_id, from_status=view.status, to_status=status,
-                reason=reason, source=source, changed_at=now))
+                reason=reason, source=source, changed_at=now, token=token))
             postbacks += await self._postbacks(view, status, reason, now)
             if status == "approved" and view.reason == "cap_reached" and self._caps:
                 charges += self._caps().charges_for(view)

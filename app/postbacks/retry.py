@@ -77,8 +77,10 @@ def retry_delay(attempt: int, *, status_code: int | None, retry_after: str | Non
     return delay if asked is None else max(delay, asked)
 
 
-def manual_retry(postback: PostbackView, now: str) -> PostbackChange:
-    """An operator's resend: due now, with one more attempt if it had used them all."""
+def manual_retry(postback: PostbackView, now: str, *,
+                 token: str | None = None) -> PostbackChange:
+    """An operator's resend: due now, with one more attempt if it had used them all,
+    kept with the name of the token that asked for it."""
     return PostbackChange(
         postback_id=postback.id,
         status="pending",
@@ -89,4 +91,5 @@ def manual_retry(postback: PostbackView, now: str) -> PostbackChange:
         last_error=postback.last_error,
         updated_at=now,
         resend=True,
+        token=token,
     )

@@ -86,10 +86,10 @@ async def reverse(request: Request) -> Response:
 async def bulk(request: Request) -> Response:
     """POST /api/conversions/bulk: one action on up to 1,000 conversions, atomically."""
     svc = services(request)
-    require(request, svc, "operator")
+    caller = require(request, svc, "operator")
     body = _decode(await request.body(), BulkBody)
     results = await svc.conversions.change(body.conversion_ids, body.action, body.reason,
-                                           "bulk")
+                                           "bulk", token=caller.name)
     changed = sum(result.result == "changed" for result in results)
     annotate(outcome="conversions_changed", changed=changed)
     return success_response(200, "OK", BulkData(changed=changed, results=results))
@@ -97,11 +97,12 @@ async def bulk(request: Request) -> Response:
 
 async def _change(request: Request, action: Action) -> Response:
     svc = services(request)
-    require(request, svc, "operator")
+    caller = require(request, svc, "operator")
     body = await request.body()
     reason = _decode(body, ChangeBody).reason if body.strip() else None
     conversion_id: str = request.path_params["conversion_id"]
-    [result] = await svc.conversions.change([conversion_id], action, reason, "api")
+    [result] = await svc.conversions.change([conversion_id], action, reason, "api",
+                                            token=caller.name)
     if result.result == "unknown":
         raise errors.conversion_not_found()
     if result.result == "already":

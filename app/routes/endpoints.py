@@ -99,11 +99,11 @@ async def requeue(svc: Services, order: Requeue) -> int:
 async def resume_endpoint(request: Request) -> Response:
     """POST /api/endpoints/{name}/resume: active again, its paused postbacks due now."""
     svc = services(request)
-    require(request, svc, "operator")
+    caller = require(request, svc, "operator")
     name = request.path_params["name"]
     key = await key_of(svc, name)
     count = await requeue(svc, Requeue(action="resume", endpoint=key,
-                                       now=utc_text(svc.clock.now())))
+                                       now=utc_text(svc.clock.now()), token=caller.name))
     return success_response(200, "Endpoint resumed", RequeueData(requeued=count,
                                                                   endpoint=name))
 
@@ -128,7 +128,7 @@ async def recover_postbacks(request: Request) -> Response:
     """POST /api/postbacks/recover?from=&to=&endpoint=: dead letters created in
     [from, to) due again now (of one endpoint, if named)."""
     svc = services(request)
-    require(request, svc, "operator")
+    caller = require(request, svc, "operator")
     query = request.query_params
     start, end = moment(query.get("from"), "from"), moment(query.get("to"), "to")
     if start >= end:
@@ -136,6 +136,7 @@ async def recover_postbacks(request: Request) -> Response:
     name = query.get("endpoint") or None
     key = None if name is None else await key_of(svc, name)
     count = await requeue(svc, Requeue(action="recover", endpoint=key, created_from=start,
-                                       created_to=end, now=utc_text(svc.clock.now())))
+                                       created_to=end, now=utc_text(svc.clock.now()),
+                                       token=caller.name))
     return success_response(200, "Postbacks recovered", RequeueData(requeued=count,
                                                                     endpoint=name))

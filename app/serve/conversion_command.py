@@ -79,7 +79,7 @@ async def _change(config: Config, action: Action, ids: list[str],
         planner = Planner(config)
         caps = CapRules(config)
         desk = ConversionDesk(store, lambda: planner, SystemClock(), caps=lambda: caps)
-        return await desk.change(ids, action, reason, "cli")
+        return await desk.change(ids, action, reason, "cli", token="cli")
     finally:
         await store.close()
 

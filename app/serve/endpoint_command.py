@@ -53,7 +53,7 @@ def resume_endpoint(config: Config, name: str) -> int:
     """Make a paused endpoint active again, its paused postbacks due now."""
     async def resume(desk: _Desk) -> int:
         return await _requeue(desk, Requeue(action="resume", endpoint=await key_of(desk, name),
-                                            now=utc_text(desk.clock.now())))
+                                            now=utc_text(desk.clock.now()), token="cli"))
     try:
         count = _on_store(config, f": use POST /api/endpoints/{name}/resume while it is "
                                   "served", resume)
@@ -80,7 +80,8 @@ def recover_postbacks(config: Config, start_text: str, end_text: str,
     async def recover(desk: _Desk) -> int:
         key = None if name is None else await key_of(desk, name)
         return await _requeue(desk, Requeue(action="recover", endpoint=key, created_from=start,
-                                            created_to=end, now=utc_text(desk.clock.now())))
+                                            created_to=end, now=utc_text(desk.clock.now()),
+                                            token="cli"))
     try:
         count = _on_store(config, ": use POST /api/postbacks/recover while it is served",
                           recover)

@@ -72,19 +72,23 @@ RETURNING consecutive_failures
 _HOLD = "UPDATE postbacks SET status = 'paused' WHERE endpoint = $1 AND status = 'pending'"
 _WAIT = ("UPDATE postbacks SET next_attempt_at = $2"
          " WHERE endpoint = $1 AND status = 'pending' AND next_attempt_at < $2")
+# An upsert: a resume is recorded with who made it even before the endpoint's first attempt.
 _RESUME = """
-UPDATE endpoints SET state = 'active', consecutive_failures = 0, failing_since = NULL,
-                     paused_at = NULL, paused_reason = NULL
-WHERE endpoint = $1
+INSERT INTO endpoints (endpoint, state, consecutive_failures, resumed_by)
+VALUES ($1, 'active', 0, $2)
+ON CONFLICT (endpoint) DO UPDATE SET state = 'active', consecutive_failures = 0,
+    failing_since = NULL, paused_at = NULL, paused_reason = NULL,
+    resumed_by = excluded.resumed_by
 """
 _REQUEUE_SET = """
 UPDATE postbacks SET status = 'pending', next_attempt_at = $1, updated_at = $1,
+                     requeued_by = $2,
                      max_attempts = greatest(max_attempts, attempts + 1)
 """
-_REQUEUE_PAUSED = _REQUEUE_SET + " WHERE endpoint = $2 AND status = 'paused'"
+_REQUEUE_PAUSED = _REQUEUE_SET + " WHERE endpoint = $3 AND status = 'paused'"
 _REQUEUE_FAILED = _REQUEUE_SET + """
-WHERE status = 'failed' AND created_at >= $2 AND created_at < $3
-  AND ($4::text IS NULL OR endpoint = $4)
+WHERE status = 'failed' AND created_at >= $3 AND created_at < $4
+  AND ($5::text IS NULL OR endpoint = $5)
 """
 
 
@@ -109,17 +113,18 @@ async def requeue(conn: PoolConnectionProxy, requeues: list[Requeue]) -> None:
     """Apply each re-queue, and note in it how many postbacks it made pending."""
     for order in requeues:
         if order.action == "resume":
-            await conn.execute(_RESUME, order.endpoint)
-            done = await conn.execute(_REQUEUE_PAUSED, order.now, order.endpoint)
+            await conn.execute(_RESUME, order.endpoint, order.token)
+            done = await conn.execute(_REQUEUE_PAUSED, order.now, order.token,
+                                      order.endpoint)
         else:
-            done = await conn.execute(_REQUEUE_FAILED, order.now, order.created_from,
-                                      order.created_to, order.endpoint)
+            done = await conn.execute(_REQUEUE_FAILED, order.now, order.token,
+                                      order.created_from, order.created_to, order.endpoint)
         order.counted[:] = [int(done.split()[-1])]  # "UPDATE n"
 
 
 _HEALTH = """
 SELECT endpoint, state, consecutive_failures, last_success_at, last_failure_at,
-       last_status_code, last_error, paused_at, paused_reason FROM endpoints
+       last_status_code, last_error, paused_at, paused_reason, resumed_by FROM endpoints
 """
 _BY_STATUS = ("SELECT endpoint, status, count(*) FROM postbacks"
               " WHERE endpoint = ANY($1::text[]) GROUP BY endpoint, status")

@@ -261,15 +261,16 @@ async def conversion(pool: Pool, conversion_id: str) -> ConversionView | None:
         return None
     _, found = conversion_row(row)
     changes = await pool.fetch(
-        "SELECT from_status, to_status, reason, source, changed_at FROM conversion_changes"
+        "SELECT from_status, to_status, reason, source, changed_at, token"
+        " FROM conversion_changes"
         " WHERE conversion_id = $1 ORDER BY id", conversion_id)
     first = changes[0]["from_status"] if changes else found.status
     # The firing's reason is why it was held, if it was.
     history = [HistoryEntry(from_status=None, to_status=first, at=found.fired_at,
                             reason=found.reason, source="fire")]
     history += [HistoryEntry(from_status=before, to_status=after, at=at, reason=reason,
-                             source=source)
-                for before, after, reason, source, at in changes]
+                             source=source, token=token)
+                for before, after, reason, source, at, token in changes]
     return msgspec.structs.replace(found, history=history)
 
 

@@ -246,6 +246,12 @@ MIGRATIONS: tuple[str, ...] = (
         document TEXT NOT NULL
     );
     """,
+    # 13: who made each change (storage/sqlite/schema.py's migration 15).
+    """
+    ALTER TABLE conversion_changes ADD COLUMN IF NOT EXISTS token TEXT;
+    ALTER TABLE postbacks ADD COLUMN IF NOT EXISTS requeued_by TEXT;
+    ALTER TABLE endpoints ADD COLUMN IF NOT EXISTS resumed_by TEXT;
+    """,
 )
 
 # Any fixed number: every process that starts migrates under this lock, one at a time.

@@ -117,7 +117,8 @@ UPDATE postbacks SET
     last_status_code = CASE WHEN c.deferred THEN postbacks.last_status_code
                             ELSE c.last_status_code END,
     last_error = CASE WHEN c.deferred THEN postbacks.last_error ELSE c.last_error END,
-    updated_at = c.updated_at, claimed_until = NULL
+    updated_at = c.updated_at, claimed_until = NULL,
+    requeued_by = CASE WHEN c.resend THEN c.token ELSE postbacks.requeued_by END
 FROM (SELECT {_columns(PostbackChange)} FROM jsonb_array_elements($1::jsonb) AS v) AS c
 WHERE postbacks.id = c.postback_id AND CASE WHEN c.resend
     THEN postbacks.status <> 'delivered' AND postbacks.attempts = c.attempts

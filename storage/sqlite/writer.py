@@ -88,13 +88,15 @@ UPDATE postbacks SET
     last_status_code = CASE WHEN c.deferred THEN postbacks.last_status_code
                             ELSE c.last_status_code END,
     last_error = CASE WHEN c.deferred THEN postbacks.last_error ELSE c.last_error END,
-    updated_at = c.updated_at
+    updated_at = c.updated_at,
+    requeued_by = CASE WHEN c.resend THEN c.token ELSE postbacks.requeued_by END
 FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS status,
              json_extract(value, '$[2]') AS attempts, json_extract(value, '$[3]') AS max_attempts,
              json_extract(value, '$[4]') AS next_attempt_at,
              json_extract(value, '$[5]') AS last_status_code,
              json_extract(value, '$[6]') AS last_error, json_extract(value, '$[7]') AS updated_at,
-             json_extract(value, '$[8]') AS resend, json_extract(value, '$[10]') AS deferred
+             json_extract(value, '$[8]') AS resend, json_extract(value, '$[10]') AS deferred,
+             json_extract(value, '$[11]') AS token
       FROM json_each(?)) AS c
 WHERE postbacks.id = c.id AND CASE WHEN c.resend
     THEN postbacks.status <> 'delivered' AND postbacks.attempts = c.attempts
