@@ -290,3 +290,21 @@ def test_a_partner_sees_its_own_numbers_without_the_buyers_money(
     page.screenshot(path=str(SHOTS / "dashboard-partner.png"), full_page=True)
     page.close()
     assert errors == []
+
+
+def test_a_file_catalog_is_read_only_for_an_admin_and_hidden_from_a_partner(
+    shop: tuple[Served, Receiver], browser: Any  # noqa: F811 (the fixture)
+) -> None:
+    service, _ = shop
+    page = _signed_in(browser, service, TOKEN)
+    page.click('#tabs [data-page="catalog"]')
+    page.locator("#catalog-note").filter(has_text="changed in the file").wait_for()
+    page.locator('#sources tr[data-id="src_b"]').wait_for()
+    assert page.locator('#sources tr[data-id="src_a"] td').all_text_contents() == [
+        "src_a", "Price comparison", "yes", "50 %", "\N{EN DASH}"]
+    assert page.locator("#catalog-page button:visible").count() == 0
+    page.close()
+    partner = _signed_in(browser, service, PARTNER_TOKEN)
+    partner.locator('#headline [data-figure="clicks"] .value').filter(has_text="2").wait_for()
+    assert partner.locator('#tabs [data-page="catalog"]').is_hidden()
+    partner.close()

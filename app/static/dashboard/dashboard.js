@@ -1,6 +1,7 @@
-// The dashboard: only /api/catalog/names, /api/reports, /api/caps, /api/postbacks and
-// /api/endpoints, with the token kept in sessionStorage (gone when the tab closes, never in
-// localStorage or a URL). No build step, no other origin.
+// The dashboard: only /api/catalog/names, /api/reports, /api/caps, /api/postbacks,
+// /api/endpoints and, for an admin, /api/catalog, /api/sources and /api/campaigns, with the
+// token kept in sessionStorage (gone when the tab closes, never in localStorage or a URL).
+// No build step, no other origin.
 "use strict";
 (function () {
   const KEY = "event-postback-token";
@@ -25,7 +26,8 @@
   let timer = null;
   let currency = null;  // [reports] currency, the one every amount is in
   // Who the token is, and the names of the catalog (GET /api/catalog/names).
-  let who = {role: "viewer", pid: null, campaigns: {}, sources: {}};
+  let who = {role: "viewer", pid: null, catalog: "file", campaigns: {}, sources: {}};
+  let page = "figures";  // the page on screen: "figures" or "catalog"
   const charts = {};
   const sorted = {};  // table id -> [column, direction]
 
@@ -111,10 +113,16 @@
     currency = found.currency;
     const names = (list, key) => Object.fromEntries(
       list.filter((entry) => entry.name).map((entry) => [entry[key], entry.name]));
-    who = {role: found.role, pid: found.pid, campaigns: names(found.campaigns, "cid"),
-      sources: names(found.sources, "pid")};
+    who = {role: found.role, pid: found.pid, catalog: found.catalog,
+      campaigns: names(found.campaigns, "cid"), sources: names(found.sources, "pid")};
     for (const element of document.querySelectorAll("[data-least]")) {
       element.hidden = !reaches(element.dataset.least);
+    }
+    // Changes to the catalog are an admin's, and taken only when it is in the database.
+    document.querySelector('#tabs [data-page="catalog"]').hidden = !reaches("admin");
+    if (page === "catalog" && !reaches("admin")) choose("figures");
+    for (const element of document.querySelectorAll("[data-edits]")) {
+      element.hidden = who.catalog !== "database";
     }
     $("money-caption").textContent = reaches("viewer") ? "Revenue and payout" : "Payout";
     options("cids", found.campaigns.map((c) => [c.cid, c.name]));
@@ -369,26 +377,251 @@
     clearTimeout(timer);
     timer = setTimeout(refresh, REFRESH_MS);
     $("error").textContent = "";
-    const from = $("from").value, to = $("to").value, days = span(from, to);
     try {
       await identify();
-      // Two at a time: the service answers max_concurrent_reports (2 by default) at once.
-      const [now, before] = await Promise.all([
-        api("/api/reports?" + query({group_by: "day"})),
-        api("/api/reports?" + query({group_by: "day", from: shift(from, -days),
-                                      to: shift(from, -1)})),
-      ]);
-      headline(now.totals, before.totals);
-      chart("chart-counts", now.rows, [["clicks", "Clicks", "#2563eb"],
-                                       ["conversions", "Conversions", "#15803d"]]);
-      chart("chart-money", now.rows, figures([["net_revenue", "Revenue", "#7c3aed"],
-                                              ["net_payout", "Payout", "#ea580c"]]));
-      await Promise.all([breakdown(), hours()]);
-      statuses((await api("/api/reports?" + query({group_by: "status,reason"}))).rows);
-      if (reaches("viewer")) await caps();
-      await postbacks();
+      await (page === "catalog" ? lists() : figuresNow());
       $("updated").textContent = "updated at " + new Date().toLocaleTimeString();
     } catch (error) { show(error); }
+  }
+
+  async function figuresNow() {
+    const from = $("from").value, to = $("to").value, days = span(from, to);
+    // Two at a time: the service answers max_concurrent_reports (2 by default) at once.
+    const [now, before] = await Promise.all([
+      api("/api/reports?" + query({group_by: "day"})),
+      api("/api/reports?" + query({group_by: "day", from: shift(from, -days),
+                                    to: shift(from, -1)})),
+    ]);
+    headline(now.totals, before.totals);
+    chart("chart-counts", now.rows, [["clicks", "Clicks", "#2563eb"],
+                                     ["conversions", "Conversions", "#15803d"]]);
+    chart("chart-money", now.rows, figures([["net_revenue", "Revenue", "#7c3aed"],
+                                            ["net_payout", "Payout", "#ea580c"]]));
+    await Promise.all([breakdown(), hours()]);
+    statuses((await api("/api/reports?" + query({group_by: "status,reason"}))).rows);
+    if (reaches("viewer")) await caps();
+    await postbacks();
+  }
+
+  function choose(name) {
+    page = name;
+    $("figures-page").hidden = name !== "figures";
+    $("catalog-page").hidden = name !== "catalog";
+    for (const button of document.querySelectorAll("#tabs [data-page]")) {
+      button.setAttribute("aria-pressed", String(button.dataset.page === name));
+    }
+  }
+
+  // The catalog page. Its lists are GET /api/catalog at the version its ETag names; a form
+  // keeps the version it was filled at and sends it in If-Match, so a change someone else
+  // made meanwhile is refused (412) instead of overwritten.
+  const CATALOG = {sources: ["pid", "source", "Source"], campaigns: ["cid", "campaign",
+    "Campaign"]};
+  const catalog = {version: null, campaigns: [], sources: []};
+  const editing = {sources: null, campaigns: null};  // the document each form was filled from
+
+  // Unlike api(), the answer whatever its status (a refusal is shown beside its form), with
+  // the version its ETag names; only an unknown token signs out.
+  async function call(method, path, version, body) {
+    const headers = {Authorization: "Bearer " + sessionStorage.getItem(KEY)};
+    if (version !== undefined) headers["If-Match"] = '"' + version + '"';
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    const response = await fetch(path, {method, headers, body});
+    if (response.status === 401) throw new Unauthorized();
+    let answer;
+    try { answer = await response.json(); }
+    catch (_) { answer = {message: "HTTP " + response.status}; }
+    const etag = /^(?:W\/)?"(\d+)"$/.exec(response.headers.get("ETag") || "");
+    return {ok: response.ok, status: response.status, message: answer.message,
+      data: answer.data, version: etag ? Number(etag[1]) : null};
+  }
+
+  async function lists() {
+    const answer = await call("GET", "/api/catalog");
+    if (!answer.ok) throw new Error(answer.message);
+    Object.assign(catalog, answer.data, {version: answer.version});
+    $("catalog-note").textContent = who.catalog === "database"
+      ? "Catalog version " + answer.version + ", kept in the database."
+      : "The config file's catalog ([server] catalog = \"file\"): it is changed in the file.";
+    entries("sources", ["pid", "name", "active", "payout", "postback URL"], (source) => [
+      cell("td", source.pid), cell("td", source.name, "named"),
+      cell("td", source.active === false ? "no" : "yes"),
+      cell("td", !source.payout ? "–" : source.payout.type === "percent"
+        ? source.payout.value + " %" : "fixed " + source.payout.value),
+      cell("td", source.postback_url, "wrap")]);
+    entries("campaigns", ["cid", "name", "events", "postbacks", "caps"], (campaign) => [
+      cell("td", campaign.cid), cell("td", campaign.name, "named"),
+      cell("td", (campaign.events || []).map((e) => e.event_id).join(", "), "wrap"),
+      cell("td", (campaign.postbacks || []).length), cell("td", (campaign.caps || []).length)]);
+  }
+
+  function entries(kind, headings, cells) {
+    const [key] = CATALOG[kind];
+    const editable = who.catalog === "database";
+    const head = document.createElement("tr");
+    head.append(...headings.map((text) => cell("th", text)), ...(editable ? [cell("th", "")] : []));
+    const lines = catalog[kind].map((found) => {
+      const tr = document.createElement("tr");
+      tr.dataset.id = found[key];
+      tr.append(...cells(found));
+      if (editable) {
+        const edit = document.createElement("button");
+        edit.type = "button"; edit.textContent = "Edit";
+        edit.addEventListener("click", () => open(kind, found));
+        const remove = document.createElement("button");
+        remove.type = "button"; remove.textContent = "Delete";
+        remove.addEventListener("click", () => drop(kind, found).catch(show));
+        const td = cell("td", "", "actions");
+        td.append(edit, remove);
+        tr.append(td);
+      }
+      return tr;
+    });
+    $(kind).replaceChildren(head, ...lines);
+    $(kind + "-error").textContent = "";
+  }
+
+  function field(form, name) { return form.elements.namedItem(name); }
+
+  // A form filled from a document (null: a new one), at the version the lists are at.
+  function open(kind, found) {
+    const [key, noun] = CATALOG[kind];
+    const form = $(noun + "-form");
+    editing[kind] = found;
+    form.dataset.version = String(catalog.version);
+    $(noun + "-title").textContent = found ? "Edit " + noun + " " + found[key] : "New " + noun;
+    field(form, key).value = found ? found[key] : "";
+    field(form, key).readOnly = Boolean(found);  // another id is another entry
+    field(form, "name").value = (found && found.name) || "";
+    if (kind === "sources") {
+      field(form, "active").checked = !found || found.active !== false;
+      field(form, "payout_type").value = (found && found.payout && found.payout.type) || "";
+      field(form, "payout_value").value = found && found.payout ? String(found.payout.value) : "";
+      for (const url of ["postback_url", "retraction_url"]) {
+        field(form, url).value = (found && found[url]) || "";
+      }
+    } else {
+      field(form, "landing_url").value = (found && found.landing_url) || "";
+      const rest = Object.assign({events: [], postbacks: [], payouts: [], caps: []}, found);
+      for (const simple of ["cid", "name", "landing_url"]) delete rest[simple];
+      field(form, "document").value = JSON.stringify(rest, null, 2);
+    }
+    refusal(form.querySelector("[data-problem]"), null);
+    form.hidden = false;
+    field(form, found ? "name" : key).focus();
+  }
+
+  // The source's document: the one it was filled from (so keys the form has no field for,
+  // such as signing_secrets, are kept) with the form's fields over it.
+  function sourceBody(form) {
+    const body = Object.assign({}, editing.sources);
+    body.pid = field(form, "pid").value.trim();
+    body.name = field(form, "name").value.trim();
+    body.active = field(form, "active").checked;
+    const type = field(form, "payout_type").value;
+    // The amount goes as the text typed: money is never rounded through a float.
+    if (type) body.payout = {type, value: field(form, "payout_value").value.trim()};
+    else delete body.payout;
+    for (const url of ["postback_url", "retraction_url"]) {
+      const value = field(form, url).value.trim();
+      if (value) body[url] = value; else delete body[url];
+    }
+    return [body.pid, JSON.stringify(body)];
+  }
+
+  // The campaign's document: the textarea's object with cid, name and landing_url put in
+  // front as text. Parsing and re-serializing it would pass its amounts through floats.
+  function campaignBody(form) {
+    const text = field(form, "document").value.trim();
+    let rest;
+    try { rest = JSON.parse(text); } catch (error) {
+      throw new Refused("The document is not JSON: " + error.message);
+    }
+    if (rest === null || typeof rest !== "object" || Array.isArray(rest)) {
+      throw new Refused("The document is not a JSON object");
+    }
+    const front = {cid: field(form, "cid").value.trim(), name: field(form, "name").value.trim()};
+    const landing = field(form, "landing_url").value.trim();
+    if (landing) front.landing_url = landing;
+    for (const simple of ["cid", "name", "landing_url"]) {
+      if (simple in rest) throw new Refused(simple + " is set in its field above, not here");
+    }
+    const members = Object.keys(rest).length ? "," + text.slice(1) : "}";
+    return [front.cid, JSON.stringify(front).slice(0, -1) + members];
+  }
+
+  class Refused extends Error {}
+
+  async function save(kind, event) {
+    event.preventDefault();
+    const [, noun] = CATALOG[kind];
+    const form = $(noun + "-form"), problem = form.querySelector("[data-problem]");
+    let id, body;
+    try { [id, body] = (kind === "sources" ? sourceBody : campaignBody)(form); }
+    catch (error) {
+      if (!(error instanceof Refused)) throw error;
+      refusal(problem, {message: error.message});
+      return;
+    }
+    const answer = await call("PUT", "/api/" + kind + "/" + encodeURIComponent(id),
+      Number(form.dataset.version), body);
+    if (!answer.ok) {
+      refusal(problem, answer, () => reopen(kind, id));
+      return;
+    }
+    form.hidden = true;
+    await changed(answer);
+  }
+
+  // After a 412: the lists as they are now, and the form filled again from the entry as it
+  // is now (the typed values kept when it does not exist).
+  async function reopen(kind, id) {
+    await lists();
+    const [key, noun] = CATALOG[kind];
+    const found = catalog[kind].find((entry) => entry[key] === id);
+    if (found) { open(kind, found); return; }
+    const form = $(noun + "-form");
+    form.dataset.version = String(catalog.version);
+    refusal(form.querySelector("[data-problem]"), null);
+  }
+
+  async function drop(kind, found) {
+    const [key, noun] = CATALOG[kind];
+    const label = found.name ? found.name + " (" + found[key] + ")" : found[key];
+    if (!confirm("Delete " + noun + " " + label + "? The next catalog version will not have it "
+                 + "(an earlier one can be restored).")) return;
+    const answer = await call("DELETE", "/api/" + kind + "/" + encodeURIComponent(found[key]),
+      catalog.version);
+    if (!answer.ok) {
+      refusal($(kind + "-error"), answer, lists);
+      return;
+    }
+    if (editing[kind] === found) $(noun + "-form").hidden = true;
+    await changed(answer);
+  }
+
+  // The message last: once it shows, the lists show the new version.
+  async function changed(answer) {
+    $("catalog-done").textContent = "";
+    await identify();  // the names and filters the figures show
+    await lists();
+    $("catalog-done").textContent = answer.message + ": version " + answer.version + ".";
+  }
+
+  // A refusal beside what was refused: the API's message (a 400 carries check-config's
+  // diagnosis), and for a stale version a way to read the catalog again.
+  function refusal(target, answer, reload) {
+    target.replaceChildren();
+    if (!answer) return;
+    if (answer.status !== 412) {
+      target.textContent = answer.message;
+      return;
+    }
+    const again = document.createElement("button");
+    again.type = "button"; again.textContent = "Reload";
+    again.addEventListener("click", () => reload().catch(show));
+    target.append("Changed by someone else since you opened it: reload, then make your "
+                  + "change again. ", again);
   }
 
   // The breakdown on screen as the API's CSV: fetched with the token in a header (never in
@@ -421,14 +654,14 @@
     refresh();
   }
 
-  const page = new URLSearchParams(location.search);
+  const given = new URLSearchParams(location.search);
   const today = day(new Date());
-  $("to").value = page.get("to") || today;
-  $("from").value = page.get("from") || shift($("to").value, -6);
-  $("tz").value = page.get("tz") || Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
-  $("cid").value = page.get("cid") || "";
-  $("pid").value = page.get("pid") || "";
-  if (page.get("breakdown")) $("breakdown").value = page.get("breakdown");
+  $("to").value = given.get("to") || today;
+  $("from").value = given.get("from") || shift($("to").value, -6);
+  $("tz").value = given.get("tz") || Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
+  $("cid").value = given.get("cid") || "";
+  $("pid").value = given.get("pid") || "";
+  if (given.get("breakdown")) $("breakdown").value = given.get("breakdown");
   $("login").addEventListener("submit", (event) => {
     event.preventDefault();
     sessionStorage.setItem(KEY, $("token").value.trim());
@@ -443,5 +676,15 @@
     breakdown().catch(show);
   });
   $("csv").addEventListener("click", download);
+  for (const button of document.querySelectorAll("#tabs [data-page]")) {
+    button.addEventListener("click", () => { choose(button.dataset.page); refresh(); });
+  }
+  for (const kind of Object.keys(CATALOG)) {
+    const [, noun] = CATALOG[kind];
+    const form = $(noun + "-form");
+    form.addEventListener("submit", (event) => save(kind, event).catch(show));
+    form.querySelector("[data-cancel]").addEventListener("click", () => { form.hidden = true; });
+    $(noun + "-new").addEventListener("click", () => open(kind, null));
+  }
   if (sessionStorage.getItem(KEY)) start(); else logout("");
 })();
