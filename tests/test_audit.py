@@ -34,9 +34,10 @@ from app.routes.operations import operations
 from app.routes.postbacks import shown_to
 from app.services import Services
 from storage.records import PostbackView
-from storage.sqlite.schema import MIGRATIONS
+from storage.sqlite.schema import MIGRATIONS, migrate
 from tests.conftest import ADMIN_TOKEN, CID, PID, FakeClock, postgres_store
 from tests.receiver import Answer, Receiver
+from tests.schemas import sqlite_at
 
 OPERATOR_TOKEN = "operator-token-0123456789abcdef"
 CHIEF_TOKEN = "chief-token-0123456789abcdef-01"
@@ -333,24 +334,11 @@ async def test_the_command_line_records_its_changes_as_cli(
 
 
 def test_changes_stored_before_names_were_kept_show_none(tmp_path: Path) -> None:
-    """The migration adds the columns empty, and runs again over a database that has
-    them already."""
+    """The migration adds the columns empty."""
     path = tmp_path / "old.db"
     with closing(sqlite3.connect(path, isolation_level=None)) as conn:
-        for number, step in enumerate(MIGRATIONS[:-1], start=1):
-            if isinstance(step, str):
-                conn.executescript(f"BEGIN;\n{step}\nPRAGMA user_version = {number};\nCOMMIT;")
-            else:
-                conn.execute("BEGIN")
-                step(conn)
-                conn.execute(f"PRAGMA user_version = {number}")
-                conn.execute("COMMIT")
+        sqlite_at(conn, len(MIGRATIONS) - 1)
         conn.execute("INSERT INTO conversion_changes (conversion_id, from_status, to_status,"
                       " source, changed_at) VALUES ('c', 'pending', 'approved', 'api', 'z')")
-        step = MIGRATIONS[-1]
-        assert callable(step)
-        for _ in range(2):
-            conn.execute("BEGIN")
-            step(conn)
-            conn.execute("COMMIT")
+        assert migrate(conn) == len(MIGRATIONS)
         assert conn.execute("SELECT token FROM conversion_changes").fetchall() == [(None,)]

@@ -18,7 +18,7 @@ from app.config.schema import Config, ConfigError, parse_config, with_server_ove
 from storage.postgres.store import PostgresStore
 from tests.conftest import ADMIN_TOKEN, CID, PID, Harness, error, running_on
 from tests.receiver import Receiver
-from tests.test_endpoint_health import UNDO_ENDPOINTS_POSTGRES, UNDO_ENDPOINTS_SQLITE
+from tests.schemas import postgres_back_to, sqlite_back_to
 from tests.test_metrics import scrape, value
 from tests.test_reload import reload, serving_on
 
@@ -218,17 +218,6 @@ async def test_a_reload_that_adds_the_hold_holds_the_next_conversion(
         assert (held["status"], held["reason"]) == ("pending", "revenue_above_hold")
 
 
-# The database as the version before hold reasons left it (and the migrations after it).
-_UNDO_LATER = ("DROP TABLE cap_usage; DROP TABLE cap_charges; DROP TABLE lead_keys;"
-               " ALTER TABLE events DROP COLUMN payout_rule;"
-               " ALTER TABLE events DROP COLUMN duplicate_of;")
-_UNDO_SQLITE = (UNDO_ENDPOINTS_SQLITE + _UNDO_LATER + " ALTER TABLE events DROP COLUMN hold_reason;"
-                " PRAGMA user_version = 7;")
-_UNDO_POSTGRES = (UNDO_ENDPOINTS_POSTGRES + _UNDO_LATER + " DROP TABLE committed_batches;"
-                  " ALTER TABLE events DROP COLUMN hold_reason;"
-                  " DELETE FROM schema_version WHERE version >= 5;")
-
-
 async def test_the_migration_gives_conversions_stored_before_it_their_reason(
     backend: pytest.FixtureRequest, receiver: Receiver, db_path: Path
 ) -> None:
@@ -247,12 +236,12 @@ async def test_the_migration_gives_conversions_stored_before_it_their_reason(
     if isinstance(store, PostgresStore):
         conn = await asyncpg.connect(store.url)
         try:
-            await conn.execute(_UNDO_POSTGRES)
+            await conn.execute(postgres_back_to(4))
         finally:
             await conn.close()
     else:
         with closing(sqlite3.connect(db_path)) as sqlite_conn:
-            sqlite_conn.executescript(_UNDO_SQLITE)
+            sqlite_conn.executescript(sqlite_back_to(7))
     async with running_on(backend, config) as again:
         response = await again.client.get("/api/conversions", headers=AUTH)
         assert response.status_code == 200, response.text

@@ -20,7 +20,7 @@ from structlog.testing import capture_logs
 
 from actors.clock import utc_text
 from app.config.schema import Config, ConfigError, parse_config, with_server_overrides
-from storage.sqlite.schema import MIGRATIONS, migrate
+from storage.sqlite.schema import migrate
 from tests.conftest import (
     ADMIN_TOKEN,
     BACKENDS,
@@ -33,25 +33,11 @@ from tests.conftest import (
     running_on,
 )
 from tests.receiver import Answer, Receiver
+from tests.schemas import sqlite_at
 from tests.test_postbacks import AUTH, convert, postback_config, postbacks
 from tests.test_reload import reload, serving_on
 
 BUYER = "/buyer"
-# A database as it was before endpoint health and the migrations after it (the tests of
-# earlier migrations start there).
-UNDO_ENDPOINTS_SQLITE = (
-    "DROP INDEX postbacks_by_endpoint; ALTER TABLE postbacks DROP COLUMN endpoint;"
-    " ALTER TABLE postbacks DROP COLUMN signing_secrets;"
-    " DROP TABLE endpoints; DROP TABLE endpoint_hours;"
-    " ALTER TABLE events DROP COLUMN original_revenue; ALTER TABLE events DROP COLUMN currency;"
-    " ALTER TABLE events DROP COLUMN rate; ALTER TABLE postbacks DROP COLUMN requeued_by;"
-    " ALTER TABLE conversion_changes DROP COLUMN token;")
-UNDO_ENDPOINTS_POSTGRES = (
-    "ALTER TABLE postbacks DROP COLUMN endpoint, DROP COLUMN signing_secrets;"
-    " DROP INDEX postbacks_failed_by_created;"
-    " DROP TABLE endpoints, endpoint_hours, host_slots;"
-    " ALTER TABLE events DROP COLUMN original_revenue, DROP COLUMN currency,"
-    " DROP COLUMN rate;")
 SERVER_ERROR = Answer(500)
 NAMED = """
 [[campaigns.postbacks]]
@@ -380,14 +366,7 @@ conversion = true
 
 def test_the_upgrade_keeps_every_postback_and_names_its_endpoint(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "old.db", isolation_level=None)
-    for number, step in enumerate(MIGRATIONS[:10], start=1):
-        if isinstance(step, str):
-            conn.executescript(f"BEGIN;\n{step}\nPRAGMA user_version = {number};\nCOMMIT;")
-        else:
-            conn.execute("BEGIN")
-            step(conn)
-            conn.execute(f"PRAGMA user_version = {number}")
-            conn.execute("COMMIT")
+    sqlite_at(conn, 10)
     conn.execute(
         "INSERT INTO postbacks (transaction_id, cid, pid, event_id, kind, method, url, host,"
         " status, attempts, max_attempts, next_attempt_at, created_at, updated_at) VALUES"

@@ -19,7 +19,7 @@ from storage.postgres.store import PostgresStore
 from storage.records import ConversionChange, LeadChange, LeadRow
 from storage.reports import ReportSpan
 from tests.conftest import FakeClock, Harness, postgres_store, running
-from tests.test_endpoint_health import UNDO_ENDPOINTS_POSTGRES
+from tests.schemas import postgres_back_to
 from tests.test_reports import CONFIG, Scenario, get, play
 from tests.test_rollups import rollups_match
 from tests.test_writer import event, lead
@@ -104,19 +104,6 @@ async def test_the_exact_queries_agree_with_the_rollups_on_whole_hours(
     assert exact.events and exact.conversions and exact.reversals
 
 
-# Back to version 2: what migration 3 and every later one added goes.
-_UNDO_MIGRATION_3 = UNDO_ENDPOINTS_POSTGRES + """
-DROP TABLE stats;
-DROP INDEX leads_by_created, events_by_fired, events_by_converted,
-    conversion_changes_by_changed;
-ALTER TABLE events DROP COLUMN hold_reason;
-DROP TABLE cap_usage, cap_charges, lead_keys, committed_batches;
-DROP TABLE tag_stats, tag_rollup_fields;
-ALTER TABLE events DROP COLUMN payout_rule, DROP COLUMN duplicate_of;
-DELETE FROM schema_version WHERE version >= 3;
-"""
-
-
 async def test_the_migration_builds_the_rollups_from_the_rows_stored_before_it(
         pg_url: str) -> None:
     clock = FakeClock()
@@ -127,7 +114,7 @@ async def test_the_migration_builds_the_rollups_from_the_rows_stored_before_it(
     conn = await asyncpg.connect(pg_url)
     try:
         # The database as version 2 left it: the same rows, no roll-ups.
-        await conn.execute(_UNDO_MIGRATION_3)
+        await conn.execute(postgres_back_to(2))
         assert await conn.fetchval("SELECT max(version) FROM schema_version") == 2
         assert await conn.fetchval("SELECT to_regclass('stats')") is None
     finally:

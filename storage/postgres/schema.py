@@ -248,9 +248,9 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 13: who made each change (storage/sqlite/schema.py's migration 15).
     """
-    ALTER TABLE conversion_changes ADD COLUMN IF NOT EXISTS token TEXT;
-    ALTER TABLE postbacks ADD COLUMN IF NOT EXISTS requeued_by TEXT;
-    ALTER TABLE endpoints ADD COLUMN IF NOT EXISTS resumed_by TEXT;
+    ALTER TABLE conversion_changes ADD COLUMN token TEXT;
+    ALTER TABLE postbacks ADD COLUMN requeued_by TEXT;
+    ALTER TABLE endpoints ADD COLUMN resumed_by TEXT;
     """,
 )
 

@@ -51,18 +51,6 @@ def _add_rollups(conn: sqlite3.Connection) -> None:
     conn.execute(rollups.CREATE)
 
 
-_AUDIT_COLUMNS = (("conversion_changes", "token"), ("postbacks", "requeued_by"),
-                  ("endpoints", "resumed_by"))
-
-
-def _audit_names(conn: sqlite3.Connection) -> None:
-    """The columns naming who made a change, each added where it is missing (a database
-    taken back to an earlier version for its own migration test may still have it)."""
-    for table, column in _AUDIT_COLUMNS:
-        if not any(row[1] == column for row in conn.execute(f"PRAGMA table_info({table})")):
-            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
-
-
 # The postbacks table of migration 2 with the "paused" status (a CHECK is only changed by
 # rebuilding the table), the endpoint each goes to and its Standard Webhooks secrets.
 _POSTBACKS_11 = """
@@ -344,7 +332,11 @@ MIGRATIONS: tuple[Step, ...] = (
     """,
     # 15: who made each change: the token's name on a conversion's change, on a postback
     # an operator re-queued, on an endpoint an operator resumed.
-    _audit_names,
+    """
+    ALTER TABLE conversion_changes ADD COLUMN token TEXT;
+    ALTER TABLE postbacks ADD COLUMN requeued_by TEXT;
+    ALTER TABLE endpoints ADD COLUMN resumed_by TEXT;
+    """,
 )
 
 
