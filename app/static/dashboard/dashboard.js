@@ -119,7 +119,10 @@
       element.hidden = !reaches(element.dataset.least);
     }
     // Changes to the catalog are an admin's, and taken only when it is in the database.
-    document.querySelector('#tabs [data-page="catalog"]').hidden = !reaches("admin");
+    // One page needs no tabs.
+    for (const tab of document.querySelectorAll("#tabs [data-page]")) {
+      tab.hidden = !reaches("admin");
+    }
     if (page === "catalog" && !reaches("admin")) choose("figures");
     for (const element of document.querySelectorAll("[data-edits]")) {
       element.hidden = who.catalog !== "database";
