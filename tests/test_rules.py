@@ -12,7 +12,7 @@ from actors.rows import _cost_delta
 from actors.rules import apply_cost, decide, opens_window
 from actors.state import TransactionState
 from app.config.money_rules import FixedPayout, PercentPayout
-from app.events.payloads import TIMEZONES, conversion_time
+from app.events.field_checks import TIMEZONES, conversion_time
 
 
 def event(**overrides: object) -> FireEvent:

@@ -8,8 +8,6 @@ posts empty inputs neither fails nor wipes a lead's fields.
 from __future__ import annotations
 
 import datetime as dt
-import re
-from collections.abc import Callable
 from decimal import Decimal
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -17,9 +15,15 @@ import msgspec
 from msgspec import Meta
 
 from actors.messages import CostOperation
-from app.config.rates import CURRENCY, CURRENCY_FORM
 from app.config.schema import ORGANIC
 from app.edge import errors
+from app.events.field_checks import (
+    EVENT_CHECKS,
+    OUT_OF_RANGE,
+    TIMEZONES,
+    Check,
+    conversion_time,
+)
 from app.events.lead_fields import EVENT_LEAD_FIELDS, LeadFields, Text
 from storage.money import MoneyError, parse_money
 
@@ -30,18 +34,6 @@ CONVERTED_FIELDS = ("revenue", "amount", "cost")
 # Extra numbers are rendered into postbacks as fixed-point text: bound that text.
 MAX_EXTRA_NUMBER_TEXT = 64
 
-# The seed's fixed offsets; an absent timezone means UTC.
-TIMEZONES: dict[str, dt.timezone] = {
-    "UTC": dt.UTC,
-    "PST": dt.timezone(dt.timedelta(hours=-8)),
-    "MST": dt.timezone(dt.timedelta(hours=-7)),
-    "CST": dt.timezone(dt.timedelta(hours=-6)),
-    "EST": dt.timezone(dt.timedelta(hours=-5)),
-    "AST": dt.timezone(dt.timedelta(hours=-4)),
-    "AKST": dt.timezone(dt.timedelta(hours=-9)),
-    "HST": dt.timezone(dt.timedelta(hours=-10)),
-    "SST": dt.timezone(dt.timedelta(hours=-11)),
-}
 
 
 class ClickFields(LeadFields, frozen=True, kw_only=True):
@@ -187,7 +179,7 @@ def parse_event(raw: dict[str, Any]) -> Event:
     """
     fields, extra, invalid, sent = _parse(raw, EventFields,
                                     required=("cid", "event_id", "transaction_id"),
-                                    checks=_EVENT_CHECKS)
+                                    checks=EVENT_CHECKS)
     if invalid and any(name in invalid for name in EVENT_IDS):
         raise errors.invalid_fields(invalid)
     converted_at = None
@@ -197,7 +189,7 @@ def parse_event(raw: dict[str, Any]) -> Event:
         try:
             converted_at = conversion_time(fields.conversion_date, timezone)
         except OverflowError:  # valid in UTC, past year 9999 once the zone is applied
-            invalid = _in_field_order(invalid | {"conversion_date": _OUT_OF_RANGE},
+            invalid = _in_field_order(invalid | {"conversion_date": OUT_OF_RANGE},
                                       EventFields)
             fields = msgspec.structs.replace(fields, conversion_date=None)
     return Event(fields=fields, extra=extra, converted_at=converted_at, invalid=invalid,
@@ -210,62 +202,6 @@ def _strict(fields: S, extra: dict[str, Any], invalid: dict[str, str]
         raise errors.invalid_fields(invalid)
     return fields, extra
 
-
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}")
-
-
-def conversion_time(text: str, timezone: dt.tzinfo) -> dt.datetime:
-    """'YYYY-MM-DD' or 'YYYY-MM-DD HH:MM:SS' in ``timezone``, as an aware UTC datetime."""
-    if _DATE.fullmatch(text):
-        moment = dt.datetime.combine(dt.date.fromisoformat(text), dt.time())
-    elif _DATE_TIME.fullmatch(text):
-        moment = dt.datetime.fromisoformat(text)
-    else:
-        raise ValueError(f"not a conversion date: {text!r}")
-    return moment.replace(tzinfo=timezone).astimezone(dt.UTC)
-
-
-_OUT_OF_RANGE = "Expected a date between 0001-01-01 and 9999-12-31 in UTC"
-
-
-def _timezone_problem(value: str) -> str | None:
-    return None if value.upper() in TIMEZONES else "Expected one of " + ", ".join(TIMEZONES)
-
-
-def _conversion_date_problem(value: str) -> str | None:
-    try:
-        conversion_time(value, dt.UTC)
-    except ValueError:
-        return "Expected 'YYYY-MM-DD' or 'YYYY-MM-DD HH:MM:SS'"
-    except OverflowError:
-        return _OUT_OF_RANGE
-    return None
-
-
-def _currency_problem(value: str) -> str | None:
-    return None if CURRENCY.fullmatch(value) else CURRENCY_FORM
-
-
-def _date_problem(value: str) -> str | None:
-    try:
-        if not _DATE.fullmatch(value):
-            raise ValueError(value)
-        dt.date.fromisoformat(value)
-    except ValueError:
-        return "Expected 'YYYY-MM-DD'"
-    return None
-
-
-Check = Callable[[Any], "str | None"]
-
-# Rules on a field's value once it has the right type.
-_EVENT_CHECKS: dict[str, Check] = {
-    "conversion_date": _conversion_date_problem,
-    "conversion_timezone": _timezone_problem,
-    "tcpa_consent_date": _date_problem,
-    "currency": _currency_problem,
-}
 
 S = TypeVar("S", bound=msgspec.Struct)
 
