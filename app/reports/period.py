@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from datetime import UTC
 from typing import get_args
 from zoneinfo import ZoneInfo
@@ -32,17 +33,26 @@ def bucket_width(start: dt.datetime, end: dt.datetime, zone: ZoneInfo) -> int:
     Whole-hour offsets (most zones, DST included) fold UTC hours exactly; zones a half or
     quarter hour off (India, Nepal, Lord Howe's DST, ...) need minutes.
     """
+    seconds = _offsets(start, end, zone)
+    if all(value % 3600 == 0 for value in seconds):
+        return HOUR
+    if all(value % 60 == 0 for value in seconds):
+        return MINUTE
+    return SECOND
+
+
+# A month is 744 hours to convert, ~2 ms of the event loop per report; dashboards and
+# scripts ask for the same few periods over and over.
+@functools.lru_cache(maxsize=256)
+def _offsets(start: dt.datetime, end: dt.datetime, zone: ZoneInfo) -> frozenset[int]:
+    """Every UTC offset, in seconds, that ``zone`` has at an hour of [start, end)."""
     seconds: set[int] = set()
     moment = start.replace(minute=0, second=0, microsecond=0)
     while moment < end:
         offset = moment.astimezone(zone).utcoffset()
         seconds.add(int(offset.total_seconds()) if offset is not None else 0)
         moment += dt.timedelta(hours=1)
-    if all(value % 3600 == 0 for value in seconds):
-        return HOUR
-    if all(value % 60 == 0 for value in seconds):
-        return MINUTE
-    return SECOND
+    return frozenset(seconds)
 
 
 def _on_hour(moment: dt.datetime) -> bool:
