@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp
 
 from actors.actor import Runtime
 from actors.clock import Clock, SystemClock
@@ -27,7 +28,7 @@ from app.config.reload import ConfigFile, Reloader
 from app.config.schema import Config, ConfigError
 from app.conversions.desk import ConversionDesk
 from app.edge import errors
-from app.edge.admission import AdmissionMiddleware
+from app.edge.admission import AdmissionMiddleware, InFlight
 from app.edge.body_reader import BodyReader
 from app.edge.cors import CorsRules, CurrentCORS
 from app.edge.envelope import error_response
@@ -189,6 +190,8 @@ def create_app(
             log.info("store_closed", db=the_store.location)
 
     table = [*routes(demo=demo), *operate.routes(), *docs.routes(demo=demo)]
+    # One bound on requests in flight, whichever layer admits them.
+    in_flight = InFlight(server.max_in_flight)
     exception_handlers: dict[Any, Any] = {
         ApiError: _api_error,
         HTTPException: _http_error,
@@ -202,19 +205,40 @@ def create_app(
         # A PostgreSQL gone or restarting, on a path that did not say so itself.
         **dict.fromkeys(CONNECTION_ERRORS, _store_error),
     }
-    return Starlette(
+    return _Service(
+        # Server-to-server event posts end there, with the same log line, body bound and
+        # admission as the middleware below gives every other request.
+        Middleware(EventFastPath, routes=table, exception_handlers=exception_handlers,
+                   slots=in_flight, metrics=metrics, body_timeout=server.body_timeout_seconds),
         routes=table,
         middleware=[
             Middleware(RequestLogMiddleware, metrics=metrics),
             # Bodies first, so that a slow one never holds an in-flight slot.
             Middleware(BodyReader, timeout=server.body_timeout_seconds),
-            Middleware(AdmissionMiddleware, limit=server.max_in_flight),
-            Middleware(EventFastPath, routes=table, exception_handlers=exception_handlers),
+            Middleware(AdmissionMiddleware, slots=in_flight),
             Middleware(CurrentCORS, rules=cors),
         ],
         exception_handlers=exception_handlers,
         lifespan=lifespan,
     )
+
+
+class _Service(Starlette):
+    """Starlette with one layer in front of its error middleware.
+
+    Starlette puts ServerErrorMiddleware first, and it wraps ``send`` for every request;
+    the front layer (the event fast path) answers its own crashes, so its requests skip
+    it: a coroutine and two wrapped sends fewer per event (about 1 us).
+    """
+
+    def __init__(self, front: Middleware, **options: Any) -> None:
+        self._front = front
+        super().__init__(**options)
+
+    def build_middleware_stack(self) -> ASGIApp:
+        layer, args, kwargs = self._front
+        app: ASGIApp = layer(super().build_middleware_stack(), *args, **kwargs)
+        return app
 
 
 class _CurrentPlanner:

@@ -59,5 +59,7 @@ class Current:
 def services(request: Request) -> Services:
     """The Services a request works with; read once per request, so it never sees a mix
     of two configs."""
-    current: Current = request.state.current
+    # The lifespan state straight from the scope: request.state would build a State
+    # object around it for every request.
+    current: Current = request.scope["state"]["current"]
     return current.services

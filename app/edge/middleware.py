@@ -6,6 +6,7 @@ import itertools
 import re
 import secrets
 import time
+from typing import Any
 
 import structlog
 from starlette.requests import ClientDisconnect
@@ -41,9 +42,9 @@ class RequestLogMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = _request_id(scope)
-        fields = start_request(request_id=request_id)
-        header = (b"x-request-id", request_id.encode())
+        given_id = request_id(scope)
+        fields = start_request(request_id=given_id)
+        header = (b"x-request-id", given_id.encode())
         status = 0
 
         async def send_with_id(message: Message) -> None:
@@ -61,32 +62,49 @@ class RequestLogMiddleware:
             fields["outcome"] = "internal_error"
             log.exception("unhandled_error")
             if status == 0:
-                await send_with_id({
-                    "type": "http.response.start",
-                    "status": 500,
-                    "headers": [(b"content-type", b"application/json")],
-                })
-                await send({"type": "http.response.body", "body": internal_error_body()})
+                status = 500
+                await send_crash(send, header)
         finally:
-            seconds = time.perf_counter() - started
             # The route's template, never the raw path: a metric label must stay bounded.
             template: str | None = getattr(scope.get("route"), "path", None)
-            logs.info_line(
-                log,
-                "request",
-                method=scope["method"],
-                route=template or scope["path"],
-                status=status,
-                latency_ms=round(seconds * 1000, 3),
-            )
-            if self.metrics is not None:
-                self.metrics.observe_request(template, status, fields, seconds)
+            finish(scope, template, status, fields, started, self.metrics)
 
 
-def _request_id(scope: Scope) -> str:
+async def send_crash(send: Send, request_id: tuple[bytes, bytes]) -> None:
+    """The 500 answer to a request whose handler crashed before it answered."""
+    await send({
+        "type": "http.response.start",
+        "status": 500,
+        "headers": [(b"content-type", b"application/json"), request_id],
+    })
+    await send({"type": "http.response.body", "body": internal_error_body()})
+
+
+def finish(scope: Scope, template: str | None, status: int, fields: dict[str, Any],
+           started: float, metrics: Metrics | None) -> None:
+    """The request's canonical log line and its metrics."""
+    seconds = time.perf_counter() - started
+    logs.info_line(
+        log,
+        "request",
+        method=scope["method"],
+        route=template or scope["path"],
+        status=status,
+        latency_ms=round(seconds * 1000, 3),
+    )
+    if metrics is not None:
+        metrics.observe_request(template, status, fields, seconds)
+
+
+def request_id(scope: Scope) -> str:
+    """The request's X-Request-ID when it is a sensible one, else one minted here."""
     for name, value in scope["headers"]:
         if name == b"x-request-id":
             candidate: str = value.decode("latin-1")
             if _REQUEST_ID.fullmatch(candidate):
                 return candidate
+    return new_request_id()
+
+
+def new_request_id() -> str:
     return f"{_ID_PREFIX}-{next(_ids):x}"
