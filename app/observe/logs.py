@@ -185,7 +185,7 @@ class _DirectLines:
 
     def __init__(self, processors: list[Any], wrapper: Any, writer: LineWriter,
                  timestamp: _Timestamp, enabled: bool, process: dict[str, Any]) -> None:
-        self._chain = tuple(processors)
+        self._chain = list(processors)
         self._process = process
         self._wrapper = wrapper
         self._writer = writer
@@ -194,11 +194,10 @@ class _DirectLines:
 
     def applies(self) -> bool:
         config = structlog.get_config()
-        processors = config["processors"]
-        return (config["wrapper_class"] is self._wrapper
-                and len(processors) == len(self._chain)
-                and all(mine is theirs
-                        for mine, theirs in zip(self._chain, processors, strict=True)))
+        # capture_logs swaps the processors inside the same list, so its contents are
+        # compared; processors compare by identity, and the list comparison runs in C
+        # (0.6 us a line instead of 2.0 one by one in a generator, on a loaded machine).
+        return config["wrapper_class"] is self._wrapper and config["processors"] == self._chain
 
     def write(self, event: str, fields: dict[str, Any]) -> None:
         # The chain's order: the call's fields, the event, then the request's fields in
