@@ -63,7 +63,7 @@ _PROBES: dict[str, list[tuple[str, str]]] = {
     "app": [("starlette/applications.py", "__call__")],
     "driver": [("loadtests/budget.py", "worker")],
     "writer": [("storage/writer.py", "_run")],
-    "body": [("app/edge/body_reader.py", "_read")],
+    "body": [("app/edge/body_reader.py", "read_body")],
     "handler": [("app/routes/events.py", "trigger")],
     "actor_and_queue": [("actors/registry.py", "fire")],
     "queue": [("storage/batched.py", "submit")],
