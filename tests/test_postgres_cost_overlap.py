@@ -73,13 +73,14 @@ class _Held:
                 in_node.reset(token)
 
         async def recorded(conn: Any, leads: Any, events: Any, lead_changes: Any,
-                           conversion_changes: Any) -> None:
+                           conversion_changes: Any, **options: Any) -> Any:
             if self._holding and in_node.get() and any(
                     change.cost_micro is not None for change in lead_changes):
                 self._holding = False
                 self.reached.set()
                 await self.released.wait()
-            await record(conn, leads, events, lead_changes, conversion_changes)
+            return await record(conn, leads, events, lead_changes, conversion_changes,
+                                **options)
 
         monkeypatch.setattr(writer, "_apply", applied_by_node)
         monkeypatch.setattr(rollups, "record", recorded)
