@@ -168,8 +168,8 @@ def postgres_rows(settings: Settings, work: Path, config: Path,
             with serving(command, port, work / f"{name}.log") as server:
                 ids = uvloop.run(mint(server.url, settings.mint // 2))
                 parts = _split(ids, 2)
-                wrk(server.url, write_ids(work / f"{name}-w.txt", parts[0]), "rotate",
-                    settings.connections, settings.warmup)
+                warm_up(server.url, write_ids(work / f"{name}-w.txt", parts[0]), "rotate",
+                        settings.connections, settings.warmup)
                 postmaster = int((cluster.data / "postmaster.pid").read_text().split()[0])
                 # Where the cores went: whether a second worker had any to use.
                 with CpuSplit({"service": server.process.pid,
@@ -185,6 +185,12 @@ def postgres_rows(settings: Settings, work: Path, config: Path,
             print(f"{'':10s} {cpu_line(report[name])}", flush=True)
     finally:
         cluster.stop()
+
+
+def warm_up(url: str, ids: Path, mode: str, connections: int, seconds: int) -> None:
+    """An untimed wrk run first (none when ``seconds`` is 0: the smoke run's)."""
+    if seconds > 0:
+        wrk(url, ids, mode, connections, seconds)
 
 
 def wrk(url: str, ids: Path, mode: str, connections: int, seconds: int) -> dict[str, Any]:
@@ -415,8 +421,8 @@ def money_rule_rows(settings: Settings, work: Path, report: dict[str, Any]) -> N
                      work / f"{name}.log") as server:
             ids = uvloop.run(mint(server.url, settings.mint, emails=True))
             warm, timed = _split(ids, 2)
-            wrk(server.url, write_ids(work / f"{name}-w.txt", warm), "sale",
-                settings.connections, settings.warmup)
+            warm_up(server.url, write_ids(work / f"{name}-w.txt", warm), "sale",
+                    settings.connections, settings.warmup)
             report[name] = wrk(server.url, write_ids(work / f"{name}.txt", timed), "sale",
                                settings.connections, settings.duration)
             report[name]["rss_mb"] = server.peak_rss_mb()
@@ -438,8 +444,8 @@ def run(settings: Settings) -> dict[str, Any]:
                          work / f"{name}.log") as server:
                 ids = uvloop.run(mint(server.url, settings.mint))
                 parts = _split(ids, 5)
-                wrk(server.url, write_ids(work / f"{name}-w.txt", parts[0]), "rotate", conns,
-                    warmup)
+                warm_up(server.url, write_ids(work / f"{name}-w.txt", parts[0]), "rotate",
+                        conns, warmup)
                 report[name] = wrk(server.url, write_ids(work / f"{name}.txt", parts[1]),
                                    "rotate", conns, seconds)
                 if name == "B":
@@ -462,7 +468,7 @@ def run(settings: Settings) -> dict[str, Any]:
         with serving(service_command(config, db, port, "commit"), port,
                      work / "D.log") as server:
             warm_ids, rest = cold_ids[:20_000], cold_ids[20_000:]
-            wrk(server.url, write_ids(work / "D-w.txt", warm_ids), "cold", conns, warmup)
+            warm_up(server.url, write_ids(work / "D-w.txt", warm_ids), "cold", conns, warmup)
             report["D"] = wrk(server.url, write_ids(work / "D.txt", rest), "cold", conns, seconds)
             report["D"]["rss_mb"] = server.peak_rss_mb()
             print_row("D", report["D"], report, flush=True)
@@ -529,7 +535,7 @@ def baseline_row(settings: Settings, work: Path, report: dict[str, Any]) -> None
     fake = write_ids(work / "fake.txt", [f"txn_{n}" for n in range(50_000)])
     with serving([sys.executable, str(HERE / "baseline_app.py"), str(port)], port,
                  work / "a.log") as server:
-        wrk(server.url, fake, "rotate", settings.connections, settings.warmup)
+        warm_up(server.url, fake, "rotate", settings.connections, settings.warmup)
         report["A"] = wrk(server.url, fake, "rotate", settings.connections, settings.duration)
         report["A"]["rss_mb"] = server.peak_rss_mb()
     print_row("A", report["A"], report, flush=True)
@@ -693,7 +699,7 @@ def main() -> int:
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     if args.quick:
-        settings = Settings(duration=1, warmup=1, connections=8, mint=3_000,
+        settings = Settings(duration=1, warmup=0, connections=8, mint=3_000,
                             cold_leads=30_000, memory_events=30_000, rates=(100, 200),
                             out=args.out, reports=3, budget_events=1_000, reporters=3)
     else:
