@@ -1,9 +1,9 @@
-"""The suite's slowest files start first, so the two workers' tails end together.
+"""The suite's slowest files start first, so the workers finish together.
 
 ``make test`` runs one file per worker at a time (``--dist loadfile``) and hands out files
 in collection order. Collected alphabetically, a long file that happens to come last
 (the worker supervisor's, the benchmark's smoke run) keeps one core busy for a minute
-while the other has nothing left to do. Started first, the long files run side by side
+while the others have nothing left to do. Started first, the long files run side by side
 and the many short ones fill in around them. Only the order changes, and only between
 files: a test's own file still runs its tests in the order they are written.
 """
