@@ -80,31 +80,17 @@ class EventFastPath:
             elif slots.count >= slots.limit:
                 response = overloaded()
             else:
+                # The slot is held until the answer is sent, as the admission middleware does.
                 slots.count += 1
                 try:
-                    # What the router would have set: handlers may read the route.
-                    scope["route"] = route
-                    scope["endpoint"] = route.endpoint
-                    scope["path_params"] = params
-                    scope[BODY] = body
-                    request = Request(scope, replaying(body, receive), send)
-                    try:
-                        response = await route.endpoint(request)
-                    except Exception as exc:
-                        handler = self._handler(exc)
-                        if handler is None:
-                            raise
-                        response = await handler(request, exc)
+                    response = await self._handle(route, params, body, scope, receive, send)
                     status = response.status_code
-                    # Every answer here is a new Response: its header list is its own.
-                    response.raw_headers.append(header)
-                    await response(scope, receive, send)
+                    await _send(response, header, scope, receive, send)
                 finally:
                     slots.count -= 1
                 return
             status = response.status_code
-            response.raw_headers.append(header)
-            await response(scope, receive, send)
+            await _send(response, header, scope, receive, send)
         except ClientDisconnect:
             fields["outcome"] = "client_disconnected"
         except Exception:
@@ -115,6 +101,24 @@ class EventFastPath:
                 await send_crash(send, header)
         finally:
             finish(scope, route.path, status, fields, started, self._metrics)
+
+    async def _handle(self, route: Route, params: dict[str, str] | None, body: bytes,
+                      scope: Scope, receive: Receive, send: Send) -> Response:
+        """The handler's answer, or its exception handler's."""
+        # What the router would have set: handlers may read the route.
+        scope["route"] = route
+        scope["endpoint"] = route.endpoint
+        scope["path_params"] = params
+        scope[BODY] = body
+        request = Request(scope, replaying(body, receive), send)
+        try:
+            response: Response = await route.endpoint(request)
+        except Exception as exc:
+            handler = self._handler(exc)
+            if handler is None:
+                raise
+            response = await handler(request, exc)
+        return response
 
     def _match(self, path: str) -> tuple[Route | None, dict[str, str] | None]:
         route = self._exact.get(path)
@@ -131,3 +135,10 @@ class EventFastPath:
             if kind in self._handlers:
                 return self._handlers[kind]
         return None
+
+
+async def _send(response: Response, request_id: tuple[bytes, bytes], scope: Scope,
+                receive: Receive, send: Send) -> None:
+    # Every answer here is a new Response: its header list is its own.
+    response.raw_headers.append(request_id)
+    await response(scope, receive, send)
